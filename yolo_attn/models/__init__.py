@@ -1,0 +1,18 @@
+"""Networks: YOLOv4-tiny, its backbone, the attention blocks, decoding and Darknet weight I/O."""
+from .attention import ATTENTION_BY_PHI, build_attention, resolve_attention
+from .decode import Decoder, decode_outputs, postprocess
+from .yolo import DEFAULT_ANCHOR_MASKS, DEFAULT_ANCHORS, STRIDES, YoloV4Tiny, build_model
+
+__all__ = [
+    "ATTENTION_BY_PHI",
+    "DEFAULT_ANCHORS",
+    "DEFAULT_ANCHOR_MASKS",
+    "STRIDES",
+    "Decoder",
+    "YoloV4Tiny",
+    "build_attention",
+    "build_model",
+    "decode_outputs",
+    "postprocess",
+    "resolve_attention",
+]

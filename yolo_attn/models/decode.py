@@ -1,0 +1,106 @@
+"""Darknet's YOLO decoding of the raw head maps (src/yolo_layer.c), vectorized."""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from torchvision.ops import batched_nms
+
+__all__ = ["decode_outputs", "Decoder", "postprocess"]
+
+
+def decode_outputs(
+    outputs: Sequence[torch.Tensor],
+    level_anchors: Sequence[Sequence[Tuple[float, float]]],
+    strides: Sequence[int] = (32, 16),
+    scale_x_y: float = 1.05,
+) -> torch.Tensor:
+    """Decode raw head maps into boxes.
+
+    Args:
+        outputs: one map per head, (B, A * (5 + C), H_l, W_l), in the order of ``level_anchors``.
+        level_anchors: for each head, A anchors (w, h) in input pixels.
+        strides: input pixels per map cell, per head.
+        scale_x_y: Darknet's grid sensitivity (1.05 in yolov4-tiny.cfg; 1.0 reproduces plain YOLOv3).
+
+    Returns:
+        (B, N, 5 + C) float: x1, y1, x2, y2 in input pixels, objectness, per-class sigmoid probabilities
+        (not yet multiplied by objectness). Rows are ordered per head, then (y * W_l + x) * A + a,
+        as Darknet and OpenCV order them.
+    """
+    decoded = []
+    for out, anchors, stride in zip(outputs, level_anchors, strides):
+        b, _, h, w = out.shape
+        na = len(anchors)
+        # (B, A, 5+C, H, W) -> (B, H, W, A, 5+C)
+        p = out.float().reshape(b, na, -1, h, w).permute(0, 3, 4, 1, 2)
+        ys, xs = torch.meshgrid(
+            torch.arange(h, device=out.device, dtype=p.dtype),
+            torch.arange(w, device=out.device, dtype=p.dtype),
+            indexing="ij",
+        )
+        grid = torch.stack([xs, ys], dim=-1)[:, :, None, :]  # (H, W, 1, 2)
+        anchor_wh = torch.as_tensor(anchors, device=out.device, dtype=p.dtype)  # (A, 2)
+        xy = (p[..., 0:2].sigmoid() * scale_x_y - 0.5 * (scale_x_y - 1.0) + grid) * stride
+        wh = p[..., 2:4].exp() * anchor_wh
+        rest = p[..., 4:].sigmoid()
+        boxes = torch.cat([xy - wh / 2, xy + wh / 2, rest], dim=-1)
+        decoded.append(boxes.reshape(b, h * w * na, -1))
+    return torch.cat(decoded, dim=1)
+
+
+class Decoder(nn.Module):
+    """:func:`decode_outputs` as a module, so a model and its decoding can be exported as one graph."""
+
+    def __init__(self, level_anchors, strides=(32, 16), scale_x_y: float = 1.05):
+        super().__init__()
+        self.level_anchors = [list(map(tuple, a)) for a in level_anchors]
+        self.strides = tuple(strides)
+        self.scale_x_y = float(scale_x_y)
+
+    def forward(self, outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return decode_outputs(outputs, self.level_anchors, self.strides, self.scale_x_y)
+
+
+def postprocess(
+    decoded: torch.Tensor,
+    conf_threshold: float = 0.25,
+    iou_threshold: float = 0.45,
+    max_det: int = 300,
+    classes: Optional[Sequence[int]] = None,
+    multi_label: bool = False,
+    agnostic: bool = False,
+    max_candidates: int = 30000,
+) -> List[torch.Tensor]:
+    """Score, threshold and class-aware NMS (torchvision ``batched_nms``) of decoded predictions.
+
+    Args:
+        decoded: (B, N, 5 + C) from :func:`decode_outputs`.
+        conf_threshold: minimum score, where score = objectness * class probability.
+        multi_label: keep every class above the threshold for a box (as Darknet does; best for mAP)
+            rather than only its best class (best for display).
+        classes: keep only these class indices.
+    Returns:
+        per image a (K, 6) float tensor: x1, y1, x2, y2, score, class; sorted by score, K <= max_det.
+    """
+    results = []
+    for pred in decoded:
+        pred = pred[pred[:, 4] > conf_threshold]  # obj * cls <= obj: a cheap first cut
+        scores = pred[:, 5:] * pred[:, 4:5]
+        if multi_label:
+            idx, cls = (scores > conf_threshold).nonzero(as_tuple=True)
+            boxes, score = pred[idx, :4], scores[idx, cls]
+        else:
+            score, cls = scores.max(dim=1) if scores.numel() else (scores.new_zeros(0), scores.new_zeros(0).long())
+            keep = score > conf_threshold
+            boxes, score, cls = pred[keep, :4], score[keep], cls[keep]
+        if classes is not None:
+            keep = torch.isin(cls, torch.as_tensor(list(classes), device=cls.device))
+            boxes, score, cls = boxes[keep], score[keep], cls[keep]
+        if score.numel() > max_candidates:
+            top = score.topk(max_candidates).indices
+            boxes, score, cls = boxes[top], score[top], cls[top]
+        keep = batched_nms(boxes, score, torch.zeros_like(cls) if agnostic else cls, iou_threshold)[:max_det]
+        results.append(torch.cat([boxes[keep], score[keep, None], cls[keep, None].to(boxes.dtype)], dim=1))
+    return results

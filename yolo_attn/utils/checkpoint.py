@@ -1,0 +1,157 @@
+"""Checkpoints: atomic save, safe load, and building a ready model from any supported weights file.
+
+Our checkpoint is a plain dict (loadable with ``weights_only=True``)::
+
+    {
+      "meta": {"format": "yolo_attn", "version": 1,
+               "model": YoloV4Tiny.config(),          # num_classes, attention, attention_kw, anchors, masks
+               "names": [...], "img_size": 416, "scale_x_y": 1.05, "source": "yolo_attn"},
+      "model": state_dict, "ema": state_dict or None,  # EMA weights are the ones used when present
+      "config": {...}, "epoch": int, ...                # training state (engine), optional
+    }
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from ..models import YoloV4Tiny, build_model
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "load_checkpoint",
+    "load_model",
+    "make_meta",
+    "model_from_checkpoint",
+    "read_class_names",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "yolo_attn"
+PathLike = Union[str, os.PathLike]
+
+
+def save_checkpoint(obj: Dict[str, Any], path: PathLike) -> None:
+    """``torch.save`` to a temp file in the same folder, fsync, then rename: a kill never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(path: PathLike) -> Any:
+    """Load a torch file as data only (``weights_only=True``: nothing in it is executed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, zip errors, disallowed globals: all mean "not our kind of file"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a loadable PyTorch checkpoint or state dict ({first})") from None
+
+
+def make_meta(
+    model: YoloV4Tiny,
+    names: Sequence[str],
+    img_size: int = 416,
+    scale_x_y: float = 1.05,
+    source: str = CHECKPOINT_FORMAT,
+) -> Dict[str, Any]:
+    """The self-description every checkpoint carries."""
+    if len(names) != model.num_classes:
+        raise ValueError(f"{len(names)} class names for a model with {model.num_classes} classes")
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": 1,
+        "model": model.config(),
+        "names": list(names),
+        "img_size": int(img_size),
+        "scale_x_y": float(scale_x_y),
+        "source": source,
+    }
+
+
+def model_from_checkpoint(ckpt: Dict[str, Any], use_ema: bool = True) -> Tuple[YoloV4Tiny, Dict[str, Any]]:
+    """Rebuild the network described by one of our checkpoints and load its (EMA) weights."""
+    meta = ckpt["meta"]
+    cfg = meta["model"]
+    model = build_model(cfg["attention"], cfg["num_classes"], cfg["anchors"], cfg["anchor_masks"], cfg["attention_kw"])
+    state = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    model.load_state_dict(state)
+    return model, meta
+
+
+def read_class_names(path: PathLike) -> List[str]:
+    """One class name per line (blank lines ignored), as Darknet's .names and the port's classes files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such class-names file")
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not names:
+        raise ValueError(f"{path}: no class names in it (expected one per line)")
+    return names
+
+
+def _names_for(classes: Union[None, PathLike, Sequence[str]], num_classes: Optional[int], path: Path) -> List[str]:
+    if classes is not None:
+        return read_class_names(classes) if isinstance(classes, (str, os.PathLike)) else list(classes)
+    if num_classes is not None:
+        return [f"class{i}" for i in range(int(num_classes))]
+    raise ValueError(f"{path}: this weights file has no class names; pass the class list (--classes FILE) "
+                     f"or the class count (--num-classes N)")
+
+
+def load_model(
+    path: PathLike,
+    classes: Union[None, PathLike, Sequence[str]] = None,
+    num_classes: Optional[int] = None,
+    phi: Union[int, str, None] = None,
+    use_ema: bool = True,
+) -> Tuple[YoloV4Tiny, Dict[str, Any]]:
+    """Load any supported weights file into a ready model (eval mode, CPU) and its meta dict.
+
+    - our checkpoints (``.pt``), which carry everything;
+    - Darknet ``.weights`` (needs ``classes`` or ``num_classes``; ``phi`` defaults to 0);
+    - state dicts of the popular PyTorch port (needs ``classes`` or ``num_classes``; phi is detected).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file. Train one (python tools/train.py) or convert "
+                                f"Darknet/port weights (see weights/README.md)")
+    if path.suffix == ".weights" or path.name.endswith(".conv.29"):
+        from ..models.darknet import load_darknet_weights
+
+        names = _names_for(classes, num_classes, path)
+        model = build_model(phi or 0, len(names))
+        load_darknet_weights(model, path)
+        meta = make_meta(model, names, scale_x_y=1.05, source="darknet")
+        return model.eval(), meta
+    ckpt = load_checkpoint(path)
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("meta"), dict) and ckpt["meta"].get("format") == CHECKPOINT_FORMAT:
+        model, meta = model_from_checkpoint(ckpt, use_ema)
+        return model.eval(), meta
+    if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        from ..models.port import load_port_state_dict
+
+        names = _names_for(classes, num_classes, path)
+        model, meta = load_port_state_dict(ckpt, names, source=str(path))
+        return model.eval(), meta
+    raise ValueError(f"{path}: not a yolo_attn checkpoint, a Darknet .weights file or a state dict "
+                     f"(found {type(ckpt).__name__})")
