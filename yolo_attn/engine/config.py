@@ -1,0 +1,98 @@
+"""Training configuration: YAML defaults overridden by command-line flags, one flag per key."""
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import yaml
+
+__all__ = ["DEFAULT_TRAIN_CONFIG", "load_train_config", "parse_train_args"]
+
+DEFAULT_TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train.yaml"
+
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: expected a mapping of keys to values")
+    return cfg
+
+
+def _parse_value(text: str) -> Any:
+    """Command-line values: numbers first (YAML 1.1 would read 1e-3 as a string), then YAML for null, true,
+    [1, 2], {a: 1}; anything else stays a string."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _set(cfg: Dict[str, Any], dotted: str, value: Any, known: Dict[str, Any]) -> None:
+    keys = dotted.split(".")
+    if keys[0] not in known:
+        raise ValueError(f"unknown option --{dotted.replace('_', '-')}; known: "
+                         + ", ".join(f"--{k.replace('_', '-')}" for k in sorted(known)))
+    node = cfg
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"--{dotted}: '{k}' is not a group of options")
+    node[keys[-1]] = value
+
+
+def load_train_config(
+    path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
+    """Defaults from configs/train.yaml, then the keys of ``path`` (a user YAML), then ``overrides``
+    (``{"lr": 0.01, "aug.mosaic": 0.5}``)."""
+    defaults = _read_yaml(DEFAULT_TRAIN_CONFIG) if DEFAULT_TRAIN_CONFIG.is_file() else {}
+    cfg = copy.deepcopy(defaults)
+    if path:
+        for k, v in _read_yaml(Path(path)).items():
+            _set(cfg, k, v, defaults or cfg)
+    for k, v in (overrides or {}).items():
+        _set(cfg, k, v, defaults or cfg)
+    return cfg
+
+
+def parse_train_args(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Parse ``tools/train.py`` arguments: ``--config FILE`` plus ``--key value`` for any config key."""
+    parser = argparse.ArgumentParser(
+        description="Train YOLOv4-tiny with an attention neck. Any key of configs/train.yaml is a flag "
+        "(--epochs 10, --aug.mosaic 0.5); with no --data the embedded shapes dataset is used.",
+    )
+    parser.add_argument("--config", help="YAML file of options (over configs/train.yaml)")
+    args, rest = parser.parse_known_args(argv)
+    overrides: Dict[str, Any] = {}
+    i = 0
+    while i < len(rest):
+        flag = rest[i]
+        if not flag.startswith("--"):
+            parser.error(f"unexpected argument '{flag}'")
+        key = flag[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+            value = rest[i + 1]
+            i += 2
+        else:
+            value = "true"  # a bare flag: --compile
+            i += 1
+        overrides[key.replace("-", "_")] = _parse_value(value)
+    try:
+        return load_train_config(args.config, overrides)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
