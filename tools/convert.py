@@ -1,0 +1,51 @@
+"""Convert weights from the PyTorch port or from Darknet into one of our checkpoints.
+
+    python tools/convert.py --from port --weights yolov4_tiny_weights_voc_SE.pth \
+        --classes voc_classes.txt --out voc_se.pt
+    python tools/convert.py --from darknet --weights yolov4-tiny.weights --classes coco.names --out coco.pt
+
+The checkpoint carries everything needed to use it (class names, phi and attention options, anchors,
+decode and pre-processing settings): ``--weights voc_se.pt`` then needs no other flag.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from yolo_attn.utils.checkpoint import load_model, save_checkpoint
+
+SOURCE_NAMES = {"port": "a state dict of the PyTorch port", "darknet": "a Darknet .weights file"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--from", dest="source", choices=sorted(SOURCE_NAMES), required=True,
+                        help="where the weights come from")
+    parser.add_argument("--weights", type=Path, required=True, help="port .pth state dict or Darknet .weights")
+    names = parser.add_mutually_exclusive_group(required=True)
+    names.add_argument("--classes", type=Path, help="class names, one per line (voc_classes.txt, coco.names)")
+    names.add_argument("--num-classes", type=int, help="class count, when no names file is at hand")
+    parser.add_argument("--phi", type=int, help="Darknet: attention of the model (0-5, default 0; attention "
+                        "blocks start untrained). Port: detected from the keys; given, it must agree")
+    parser.add_argument("--img-size", type=int, default=416, help="input size the weights were trained at")
+    parser.add_argument("--out", type=Path, required=True, help="our checkpoint to write (.pt)")
+    args = parser.parse_args()
+
+    if args.source == "darknet" and args.weights.suffix != ".weights" and not args.weights.name.endswith(".conv.29"):
+        parser.error(f"{args.weights}: Darknet weights files end in .weights (or .conv.29)")
+    try:
+        model, meta = load_model(args.weights, args.classes, args.num_classes, args.phi)
+    except (FileNotFoundError, ValueError) as e:  # they name the file and the problem: no traceback
+        parser.error(str(e))
+    if meta["source"] != args.source:
+        parser.error(f"{args.weights}: this is not {SOURCE_NAMES[args.source]} (it reads as '{meta['source']}')")
+    if args.source == "port" and args.phi is not None and args.phi != model.phi:
+        parser.error(f"{args.weights}: --phi {args.phi}, but the file's keys are those of phi {model.phi}")
+    meta["img_size"] = args.img_size
+    save_checkpoint({"meta": meta, "model": model.state_dict(), "ema": None}, args.out)
+    print(f"{args.out}: phi {model.phi} ({model.attention or 'no attention'}), {model.num_classes} classes, "
+          f"scale_x_y {meta['scale_x_y']}, from {args.source} file {args.weights}")
+
+
+if __name__ == "__main__":
+    main()
