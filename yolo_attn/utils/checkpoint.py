@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -63,8 +64,14 @@ def load_checkpoint(path: PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, zip errors, disallowed globals: all mean "not our kind of file"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: not a loadable PyTorch checkpoint or state dict ({first})") from None
+        text = str(e)
+        if text.startswith("Weights only load failed"):  # torch's text would suggest running the file's code
+            blocked = re.search(r"GLOBAL (\S+)", text)
+            what = f"a Python object ({blocked.group(1)})" if blocked else "pickled data beyond plain tensors"
+            reason = f"it holds {what}; refused to unpickle it, since that could run code"
+        else:
+            reason = f"torch.load: {type(e).__name__}: {text.strip().splitlines()[0] if text.strip() else ''}"
+        raise ValueError(f"{path}: not a loadable PyTorch checkpoint or state dict ({reason})") from None
 
 
 def make_meta(
@@ -148,10 +155,12 @@ def load_model(
         model, meta = model_from_checkpoint(ckpt, use_ema)
         return model.eval(), meta
     if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        from ..models.port import load_port_state_dict
+        from ..models.port import PORT_PREPROCESS, PORT_SCALE_X_Y, build_port_model
 
         names = _names_for(classes, num_classes, path)
-        model, meta = load_port_state_dict(ckpt, names, source=str(path))
+        model = build_port_model(ckpt, len(names), source=str(path))
+        meta = make_meta(model, names, scale_x_y=PORT_SCALE_X_Y, source="port")
+        meta["preprocess"] = dict(PORT_PREPROCESS)
         return model.eval(), meta
     raise ValueError(f"{path}: not a yolo_attn checkpoint, a Darknet .weights file or a state dict "
                      f"(found {type(ckpt).__name__})")
