@@ -1,0 +1,49 @@
+"""Output paths: a fresh run folder per run (never overwrite results) and atomic file writes."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Union
+
+__all__ = ["increment_path", "write_atomic"]
+
+
+def increment_path(base: Union[str, os.PathLike], mkdir: bool = False) -> Path:
+    """``base`` if it does not exist yet, else the first free of ``base2``, ``base3``, ... (a file keeps
+    its suffix: ``results.csv`` -> ``results2.csv``). As in ``runs/eval/exp``, ``exp2``, ...
+
+    ``mkdir=True`` creates the folder, and claims the name atomically: two runs started at the same
+    moment never get the same folder.
+    """
+    base = Path(base)
+    stem, suffix = (base.stem, base.suffix) if base.suffix and not base.is_dir() else (base.name, "")
+    n = 1
+    while True:
+        path = base if n == 1 else base.with_name(f"{stem}{n}{suffix}")
+        if mkdir:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                pass
+        elif not path.exists():
+            return path
+        n += 1
+
+
+def write_atomic(path: Union[str, os.PathLike], data: Union[bytes, str]) -> None:
+    """Write ``data`` to a temp file next to ``path``, then rename over it: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are meant to be shared
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
