@@ -1,0 +1,152 @@
+"""The model evaluator: box mapping end to end (oracle model), scoring, outputs, bad images, real model."""
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from yolo_attn.eval import evaluate, evaluate_detections, format_class_table, format_summary
+from yolo_attn.models import build_model
+
+from .eval_fakes import FakeDataset, FakeRecord, OracleModel, make_dataset, perfect_predictions
+
+IMG = 96
+
+
+def test_perfect_predictions_score_one_and_map_back_to_original_pixels():
+    ds = make_dataset(num_images=6, num_classes=3, category_ids=[5, 9, 17])
+    model = OracleModel(ds, IMG, perfect_predictions(ds))
+    out = evaluate(model, ds, img_size=IMG, batch_size=4, verbose=False)
+    assert out["voc07_map50"] == pytest.approx(1.0)
+    assert out["voc12_map50"] == pytest.approx(1.0)
+    assert out["coco_map"] == pytest.approx(1.0)
+    assert out["images"] == 6 and out["image_ids"] == [f"img{i:03d}" for i in range(6)]
+    for det, ann in zip(out["detections"], ds.annotations):
+        assert len(det) == len(ann.boxes)
+        order = np.lexsort((det[:, 0], det[:, 5]))
+        ref = np.lexsort((ann.boxes[:, 0], ann.labels))
+        np.testing.assert_allclose(det[order, :4], ann.boxes[ref], atol=0.02)  # letterbox undone exactly
+        np.testing.assert_array_equal(det[order, 5], ann.labels[ref])
+    rows = {r["class"]: r for r in out["classes"]}
+    labels = np.concatenate([a.labels for a in ds.annotations])
+    for c in range(3):
+        assert rows[f"class{c}"]["ground_truths"] == int((labels == c).sum())
+        assert rows[f"class{c}"]["detections"] == int((labels == c).sum())
+        assert rows[f"class{c}"]["images"] == sum(int((a.labels == c).any()) for a in ds.annotations)
+
+
+def test_scores_equal_the_voc_function_on_devkit_coordinates():
+    """Shifted, missed and extra boxes with varied scores: the evaluator's VOC numbers equal
+    evaluate_detections on the same boxes converted to devkit coordinates (x1 + 1, y1 + 1, x2, y2)."""
+    ds = make_dataset(num_images=8, num_classes=3, seed=1)
+    rng = np.random.default_rng(0)
+    preds, rows, gts = [], [], {}
+    for a in ds.annotations:
+        keep = rng.random(len(a.boxes)) < 0.8
+        boxes = a.boxes[keep] + rng.normal(0, 2.0, size=(keep.sum(), 4)).astype(np.float32)
+        scores = rng.uniform(0.05, 0.99, size=keep.sum())
+        preds.append((boxes, a.labels[keep], scores))
+        gts[a.image_id] = [(int(l), b[0] + 1, b[1] + 1, b[2], b[3], False) for b, l in zip(a.boxes, a.labels)]
+    out = evaluate(OracleModel(ds, IMG, preds), ds, img_size=IMG, metrics=("voc07", "voc12"), verbose=False)
+    for image_id, det in zip(out["image_ids"], out["detections"]):
+        rows += [(image_id, int(d[5]), float(d[4]), d[0] + 1, d[1] + 1, d[2], d[3]) for d in det]
+    for key, use_07 in (("voc07_map50", True), ("voc12_map50", False)):
+        ref = evaluate_detections(rows, gts, 3, use_07_metric=use_07)
+        assert out[key] == pytest.approx(ref["map"], abs=1e-12)
+        assert 0.2 < out[key] < 1.0
+    assert "coco_map" not in out
+
+
+@pytest.mark.parametrize("x_shift,expected_ap", [(3.4, 0.0), (3.2, 1.0)])
+def test_voc_iou_on_records_is_their_continuous_iou(x_shift, expected_ap):
+    """Records are 0-based continuous boxes; in devkit coordinates (x1 + 1, y1 + 1, x2, y2) the devkit's
+    +1 IoU equals their plain IoU. GT [10, 10, 20, 20] and the same box moved right by 3.4 px: IoU
+    66 / 134 = 0.493, not a match (without the conversion the +1 would make it 0.528, a match); 3.2 px: 0.515."""
+    gt = np.array([[10, 10, 20, 20]], np.float32)
+    ds = FakeDataset([FakeRecord(None, gt, np.array([0]), np.array([False]), 0, "/fake/0.jpg", IMG, IMG)], ["a"])
+    preds = [(gt + np.float32([x_shift, 0, x_shift, 0]), np.array([0]), np.array([0.9]))]
+    out = evaluate(OracleModel(ds, IMG, preds), ds, img_size=IMG, metrics=("voc07", "voc12"), verbose=False)
+    assert out["voc07_map50"] == out["voc12_map50"] == expected_ap
+
+
+def test_writes_results_json_that_pycocotools_scores_the_same(tmp_path):
+    ds = make_dataset(num_images=6, num_classes=3, seed=2, category_ids=[3, 8, 40])
+    ds.annotations[0].difficult[:] = True
+    rng = np.random.default_rng(1)
+    preds = [(a.boxes + rng.normal(0, 1.5, a.boxes.shape).astype(np.float32), a.labels, rng.uniform(0.1, 1, len(a.labels)))
+             for a in ds.annotations]
+    out = evaluate(OracleModel(ds, IMG, preds), ds, img_size=IMG, output_dir=tmp_path, verbose=False)
+    assert set(out["files"]) == {"predictions", "pr_curve", "metrics"}
+    assert (tmp_path / "pr_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((tmp_path / "predictions.json").read_text())
+    assert {r["category_id"] for r in results} <= {3, 8, 40}
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["voc12_map50"] == pytest.approx(out["voc12_map50"])
+    # Ground truth written by hand as a COCO file, difficult boxes as crowd regions; pycocotools directly.
+    anns = []
+    for a in ds.annotations:
+        for b, label, difficult in zip(a.boxes.tolist(), a.labels, a.difficult):
+            anns.append({"id": len(anns) + 1, "image_id": a.image_id, "category_id": [3, 8, 40][label],
+                         "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "area": (b[2] - b[0]) * (b[3] - b[1]),
+                         "iscrowd": int(difficult)})
+    gt_file = tmp_path / "gt.json"
+    gt_file.write_text(json.dumps({
+        "images": [{"id": a.image_id, "width": a.width, "height": a.height} for a in ds.annotations],
+        "annotations": anns, "categories": [{"id": c} for c in (3, 8, 40)]}))
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_file))
+        ev = COCOeval(gt, gt.loadRes(str(tmp_path / "predictions.json")), "bbox")
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    assert out["coco_map"] == pytest.approx(ev.stats[0], abs=1e-12)
+    assert out["coco_map50"] == pytest.approx(ev.stats[1], abs=1e-12)
+    assert out["coco_ar100"] == pytest.approx(ev.stats[8], abs=1e-12)
+
+
+def test_bad_image_is_reported_and_skipped(capsys):
+    ds = make_dataset(num_images=5, num_classes=2, bad=[1])
+    good = [i for i in range(5) if i != 1]
+    model = OracleModel(make_dataset(num_images=5, num_classes=2), IMG, perfect_predictions(ds))
+    model.outputs = [model.outputs[i] for i in good]  # the oracle is fed only the images that load
+    out = evaluate(model, ds, img_size=IMG, batch_size=2, verbose=True)
+    assert out["images"] == 4
+    assert out["skipped"] == ["/fake/img001.jpg: truncated JPEG (no end-of-image marker)"]
+    assert "img001.jpg" in capsys.readouterr().err
+    assert out["voc12_map50"] == pytest.approx(1.0)  # its ground truth is left out along with it
+
+
+def test_class_count_mismatch_is_a_clear_error():
+    ds = make_dataset(num_images=2, num_classes=3)
+    with pytest.raises(ValueError, match="predicts 2 classes but the dataset has 3"):
+        evaluate(build_model(0, 2), ds, img_size=IMG, verbose=False)
+
+
+@pytest.mark.parametrize("amp_dtype,workers", [(None, 0), (torch.bfloat16, 2)])
+def test_random_model_runs_and_reports(amp_dtype, workers):
+    torch.manual_seed(0)
+    ds = make_dataset(num_images=4, num_classes=2)
+    model = build_model(2, 2).train()  # phi 2 (CBAM); evaluation must not leave it in eval mode
+    out = evaluate(model, ds, img_size=IMG, batch_size=2, workers=workers, amp_dtype=amp_dtype, verbose=False)
+    assert model.training
+    assert out["images"] == 4 and len(out["detections"]) == 4
+    assert all(d.shape[1] == 6 and len(d) <= 300 for d in out["detections"])
+    for det, ann in zip(out["detections"], ds.annotations):  # clipped to the original image
+        assert (det[:, [0, 2]] >= 0).all() and (det[:, [0, 2]] <= ann.width).all()
+        assert (det[:, [1, 3]] >= 0).all() and (det[:, [1, 3]] <= ann.height).all()
+    for key in ("voc07_map50", "voc12_map50", "coco_map", "coco_map50"):
+        assert 0.0 <= out[key] <= 1.0
+    assert all(out["speed"][k] > 0 for k in ("preprocess", "inference", "postprocess"))
+    table = format_class_table(out)
+    assert table.splitlines()[1].split()[:2] == ["all", "4"] and "class1" in table
+    assert "VOC12 mAP@0.5" in format_summary(out) and "ms inference" in format_summary(out)
+
+
+def test_empty_dataset_gives_nan_not_a_crash():
+    ds = make_dataset(num_images=0, num_classes=2)
+    out = evaluate(build_model(0, 2), ds, img_size=IMG, verbose=False)
+    assert out["images"] == 0 and math.isnan(out["voc12_map50"]) and math.isnan(out["coco_map"])
+    format_class_table(out), format_summary(out)

@@ -1,0 +1,57 @@
+"""Text reports of an evaluation: the per-class table and the summary lines."""
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Dict, Optional, TextIO
+
+__all__ = ["format_class_table", "format_summary", "print_report"]
+
+# Per-class AP columns, in the order shown, with their headers.
+_AP_COLUMNS = (("voc07_ap50", "AP50 VOC07"), ("voc12_ap50", "AP50 VOC12"),
+               ("coco_ap50", "AP50 COCO"), ("coco_ap", "AP50-95 COCO"))
+_MAP_KEYS = {"voc07_ap50": "voc07_map50", "voc12_ap50": "voc12_map50", "coco_ap50": "coco_map50", "coco_ap": "coco_map"}
+
+
+def _fmt(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def format_class_table(result: Dict[str, Any]) -> str:
+    """The per-class table of :func:`~yolo_attn.eval.evaluate`'s result: class, images, ground truths,
+    detections and the AP of each metric evaluated, under an "all" row with the mAPs."""
+    rows = result["classes"]
+    columns = [(key, header) for key, header in _AP_COLUMNS if rows and key in rows[0]]
+    width = max([len("class")] + [len(r["class"]) for r in rows])
+    header = f"{'class':>{width}} {'images':>7} {'truths':>7} {'dets':>8}" + "".join(f" {h:>12}" for _, h in columns)
+    total = (f"{'all':>{width}} {result['images']:>7} {sum(r['ground_truths'] for r in rows):>7} "
+             f"{sum(r['detections'] for r in rows):>8}" + "".join(f" {_fmt(result[_MAP_KEYS[k]]):>12}" for k, _ in columns))
+    lines = [header, total]
+    for r in rows:
+        lines.append(f"{r['class']:>{width}} {r['images']:>7} {r['ground_truths']:>7} {r['detections']:>8}"
+                     + "".join(f" {_fmt(r[k]):>12}" for k, _ in columns))
+    return "\n".join(lines)
+
+
+def format_summary(result: Dict[str, Any]) -> str:
+    """One line per metric evaluated, then the time per image."""
+    lines = []
+    if "voc07_map50" in result:
+        lines.append(f"VOC07 mAP@0.5 (11-point): {_fmt(result['voc07_map50'])}")
+    if "voc12_map50" in result:
+        lines.append(f"VOC12 mAP@0.5 (area):     {_fmt(result['voc12_map50'])}")
+    if "coco_map" in result:
+        lines.append(f"COCO  mAP@[.5:.95]: {_fmt(result['coco_map'])}  AP50 {_fmt(result['coco_map50'])}  "
+                     f"AP75 {_fmt(result['coco_map75'])}  APs/m/l {_fmt(result['coco_map_small'])}/"
+                     f"{_fmt(result['coco_map_medium'])}/{_fmt(result['coco_map_large'])}  AR100 {_fmt(result['coco_ar100'])}")
+    s = result["speed"]
+    lines.append(f"Speed per image: {s['preprocess']:.1f} ms pre-process, {s['inference']:.1f} ms inference, "
+                 f"{s['postprocess']:.1f} ms post-process ({result['images']} images"
+                 + (f", {len(result['skipped'])} skipped)" if result["skipped"] else ")"))
+    return "\n".join(lines)
+
+
+def print_report(result: Dict[str, Any], file: Optional[TextIO] = None) -> None:
+    """Print the per-class table and the summary lines."""
+    print(format_class_table(result), file=file or sys.stdout)
+    print(format_summary(result), file=file or sys.stdout)
