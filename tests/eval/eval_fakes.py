@@ -81,7 +81,7 @@ class OracleModel(nn.Module):
         self.anchors = [tuple(map(float, a)) for a in DEFAULT_ANCHORS]
         self.anchor_masks = DEFAULT_ANCHOR_MASKS
         self.dummy = nn.Parameter(torch.zeros(1))  # the evaluator finds the device from the parameters
-        self.outputs = [self._encode(dataset.annotations[i], img_size, *boxes[i], scale_x_y) for i in range(len(dataset))]
+        self.outputs = [self._encode(ann, img_size, *pred, scale_x_y) for ann, pred in zip(dataset.annotations, boxes)]
         self.calls = 0
 
     def level_anchors(self):

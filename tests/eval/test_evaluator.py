@@ -78,8 +78,8 @@ def test_writes_results_json_that_pycocotools_scores_the_same(tmp_path):
     ds = make_dataset(num_images=6, num_classes=3, seed=2, category_ids=[3, 8, 40])
     ds.annotations[0].difficult[:] = True
     rng = np.random.default_rng(1)
-    preds = [(a.boxes + rng.normal(0, 1.5, a.boxes.shape).astype(np.float32), a.labels, rng.uniform(0.1, 1, len(a.labels)))
-             for a in ds.annotations]
+    preds = [(a.boxes + rng.normal(0, 1.5, a.boxes.shape).astype(np.float32), a.labels,
+              rng.uniform(0.1, 1, len(a.labels))) for a in ds.annotations]
     out = evaluate(OracleModel(ds, IMG, preds), ds, img_size=IMG, output_dir=tmp_path, verbose=False)
     assert set(out["files"]) == {"predictions", "pr_curve", "metrics"}
     assert (tmp_path / "pr_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -150,3 +150,18 @@ def test_empty_dataset_gives_nan_not_a_crash():
     out = evaluate(build_model(0, 2), ds, img_size=IMG, verbose=False)
     assert out["images"] == 0 and math.isnan(out["voc12_map50"]) and math.isnan(out["coco_map"])
     format_class_table(out), format_summary(out)
+
+
+def test_checkpoint_preprocess_settings_are_used():
+    """The port's weights expect bicubic resizing; the pad value shows in the padded band of a wide image."""
+    box = np.array([[5, 5, 20, 20]], np.float32)
+    ds = FakeDataset([FakeRecord(None, box, np.array([0]), np.array([False]), 0, "/f/0.jpg", 48, 96)], ["a"])
+    model = OracleModel(ds, IMG, perfect_predictions(ds))
+    seen = []
+    model.register_forward_hook(lambda module, args, output: seen.append(args[0].clone()))
+    out = evaluate(model, ds, img_size=IMG, preprocess={"interpolation": "bicubic", "pad_value": 0}, verbose=False)
+    assert out["voc12_map50"] == pytest.approx(1.0)
+    x = seen[0][0]
+    assert x[:, :24].abs().max() == 0 and x[:, -24:].abs().max() == 0  # rows above and below the image
+    with pytest.raises(ValueError, match="unknown interpolation 'fancy'"):
+        evaluate(OracleModel(ds, IMG, perfect_predictions(ds)), ds, img_size=IMG, preprocess={"interpolation": "fancy"})

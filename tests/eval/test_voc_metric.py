@@ -46,7 +46,8 @@ def reference_evaluate(detections, ground_truths, num_classes, iou_threshold=0.5
                 iw = max(min(g[2], bb[2]) - max(g[0], bb[0]) + 1.0, 0.0)
                 ih = max(min(g[3], bb[3]) - max(g[1], bb[1]) + 1.0, 0.0)
                 inter = iw * ih
-                union = (bb[2] - bb[0] + 1.0) * (bb[3] - bb[1] + 1.0) + (g[2] - g[0] + 1.0) * (g[3] - g[1] + 1.0) - inter
+                union = ((bb[2] - bb[0] + 1.0) * (bb[3] - bb[1] + 1.0)
+                         + (g[2] - g[0] + 1.0) * (g[3] - g[1] + 1.0) - inter)
                 if inter / union > ovmax:
                     ovmax, jmax = inter / union, j
             if ovmax > iou_threshold:

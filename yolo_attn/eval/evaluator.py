@@ -9,14 +9,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..data.letterbox import letterbox, unletterbox_boxes
+from ..data.letterbox import PAD_VALUE, letterbox, unletterbox_boxes
 from ..models import STRIDES, decode_outputs, postprocess
 from ..utils.paths import write_atomic
 from .coco import coco_ground_truth, coco_results, evaluate_coco
@@ -51,9 +52,11 @@ class _LetterboxedImages(Dataset):
     """Loads records and letterboxes their images; a sample that fails to load comes back as an error
     item (reported and skipped by :func:`evaluate`) instead of killing the loader worker."""
 
-    def __init__(self, dataset: Any, img_size: int):
+    def __init__(self, dataset: Any, img_size: int, interpolation: int, pad_value: int):
         self.dataset = dataset
         self.img_size = img_size
+        self.interpolation = interpolation
+        self.pad_value = pad_value
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -74,7 +77,7 @@ class _LetterboxedImages(Dataset):
             image = np.asarray(image)
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
-            boxed, info = letterbox(image, self.img_size)
+            boxed, info = letterbox(image, self.img_size, self.pad_value, self.interpolation)
             boxes = np.asarray(rec.boxes, dtype=np.float64).reshape(-1, 4)
             labels = np.asarray(rec.labels, dtype=np.int64).reshape(-1)
             difficult = (np.zeros(len(labels), bool) if rec.difficult is None
@@ -94,6 +97,18 @@ def _collate(items: List[Dict[str, Any]]) -> Tuple[Optional[torch.Tensor], List[
     good = [it for it in items if "error" not in it]
     bad = [it for it in items if "error" in it]
     return (torch.stack([it["image"] for it in good]) if good else None), good, bad
+
+
+def _cv2_interpolation(value: Union[str, int]) -> int:
+    """cv2 flag of an interpolation as checkpoints store it: a name ("linear", "bicubic", "area", ...) or a flag."""
+    if isinstance(value, int):
+        return value
+    name = {"bilinear": "linear", "bicubic": "cubic"}.get(value.lower(), value.lower())
+    flag = getattr(cv2, f"INTER_{name.upper()}", None)
+    if not isinstance(flag, int):
+        raise ValueError(f"unknown interpolation {value!r} in the pre-processing settings "
+                         "(nearest, linear, cubic, area, lanczos4)")
+    return flag
 
 
 def _sync(device: torch.device) -> None:
@@ -145,6 +160,7 @@ def evaluate(
     max_det: int = 300,
     scale_x_y: float = 1.05,
     max_candidates: int = 30000,
+    preprocess: Optional[Mapping[str, Any]] = None,
     output_dir: Union[str, Path, None] = None,
     save_json: bool = True,
     verbose: bool = True,
@@ -167,6 +183,8 @@ def evaluate(
         max_candidates: highest-scoring boxes per image that enter NMS. An untrained model puts every box
             above ``conf_threshold`` and NMS then dominates the time (about 0.4 s per 416 px image with 10
             classes on 2 cores); a lower value (e.g. 3000) speeds up early-epoch evaluation.
+        preprocess: the checkpoint's ``meta["preprocess"]``, e.g. ``{"interpolation": "bicubic", "pad_value": 128}``
+            for the port's weights; None is Darknet's letterbox (bilinear, grey 128 padding).
         output_dir: when given, writes ``predictions.json`` (COCO results, when ``save_json``),
             ``pr_curve.png`` and ``metrics.json`` there.
 
@@ -178,9 +196,9 @@ def evaluate(
           ``detections``, and its AP under each metric (``voc07_ap50``, ``voc12_ap50``, ``coco_ap``, ``coco_ap50``);
         - ``speed``: ms per image for ``preprocess`` (image read + letterbox + to tensor), ``inference``,
           ``postprocess`` (box decoding, NMS, mapping back to the original image) and ``total``;
-        - ``images`` (evaluated), ``seconds`` (wall time), ``skipped`` ("path: reason" each), ``image_ids``, ``detections``
-          (per evaluated image a (K, 6) float32 array ``x1, y1, x2, y2, score, label`` in original pixels),
-          ``pr_curve`` (VOC AP@0.5 per-class ``recall``/``precision``/``ap``), ``files`` (what was written).
+        - ``images`` (evaluated), ``seconds`` (wall time), ``skipped`` ("path: reason" each), ``image_ids``,
+          ``detections`` (per evaluated image a (K, 6) float32 array ``x1, y1, x2, y2, score, label``, original
+          image pixels), ``pr_curve`` (VOC AP@0.5 per-class ``recall``/``precision``/``ap``), ``files`` (written).
     """
     unknown = set(metrics) - set(METRICS)
     if unknown:
@@ -200,7 +218,10 @@ def evaluate(
     was_training = model.training
     model.eval()
 
-    loader = DataLoader(_LetterboxedImages(dataset, img_size), batch_size=batch_size, shuffle=False,
+    preprocess = dict(preprocess or {})
+    images_set = _LetterboxedImages(dataset, img_size, _cv2_interpolation(preprocess.get("interpolation", "linear")),
+                                    int(preprocess.get("pad_value", PAD_VALUE)))
+    loader = DataLoader(images_set, batch_size=batch_size, shuffle=False,
                         num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda")
     gts: List[GroundTruth] = []
     detections: List[np.ndarray] = []

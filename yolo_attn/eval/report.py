@@ -18,18 +18,22 @@ def _fmt(value: float) -> str:
 
 
 def format_class_table(result: Dict[str, Any]) -> str:
-    """The per-class table of :func:`~yolo_attn.eval.evaluate`'s result: class, images, ground truths,
-    detections and the AP of each metric evaluated, under an "all" row with the mAPs."""
+    """The per-class table of :func:`~yolo_attn.eval.evaluate`'s result: class, images (with the class),
+    ground truths ("truths", non-difficult), detections and the AP of each metric evaluated, under an
+    "all" row with the mAPs."""
     rows = result["classes"]
     columns = [(key, header) for key, header in _AP_COLUMNS if rows and key in rows[0]]
     width = max([len("class")] + [len(r["class"]) for r in rows])
-    header = f"{'class':>{width}} {'images':>7} {'truths':>7} {'dets':>8}" + "".join(f" {h:>12}" for _, h in columns)
-    total = (f"{'all':>{width}} {result['images']:>7} {sum(r['ground_truths'] for r in rows):>7} "
-             f"{sum(r['detections'] for r in rows):>8}" + "".join(f" {_fmt(result[_MAP_KEYS[k]]):>12}" for k, _ in columns))
-    lines = [header, total]
-    for r in rows:
-        lines.append(f"{r['class']:>{width}} {r['images']:>7} {r['ground_truths']:>7} {r['detections']:>8}"
-                     + "".join(f" {_fmt(r[k]):>12}" for k, _ in columns))
+    header = f"{'class':>{width}} {'images':>7} {'truths':>7} {'detections':>10}"
+    header += "".join(f" {h:>12}" for _, h in columns)
+
+    def row(name: str, images: int, truths: int, dets: int, aps) -> str:
+        return f"{name:>{width}} {images:>7} {truths:>7} {dets:>10}" + "".join(f" {_fmt(ap):>12}" for ap in aps)
+
+    lines = [header, row("all", result["images"], sum(r["ground_truths"] for r in rows),
+                         sum(r["detections"] for r in rows), [result[_MAP_KEYS[k]] for k, _ in columns])]
+    lines += [row(r["class"], r["images"], r["ground_truths"], r["detections"], [r[k] for k, _ in columns])
+              for r in rows]
     return "\n".join(lines)
 
 
@@ -41,9 +45,9 @@ def format_summary(result: Dict[str, Any]) -> str:
     if "voc12_map50" in result:
         lines.append(f"VOC12 mAP@0.5 (area):     {_fmt(result['voc12_map50'])}")
     if "coco_map" in result:
-        lines.append(f"COCO  mAP@[.5:.95]: {_fmt(result['coco_map'])}  AP50 {_fmt(result['coco_map50'])}  "
-                     f"AP75 {_fmt(result['coco_map75'])}  APs/m/l {_fmt(result['coco_map_small'])}/"
-                     f"{_fmt(result['coco_map_medium'])}/{_fmt(result['coco_map_large'])}  AR100 {_fmt(result['coco_ar100'])}")
+        c = {k[5:]: _fmt(v) for k, v in result.items() if k.startswith("coco_")}
+        lines.append(f"COCO  mAP@[.5:.95]: {c['map']}  AP50 {c['map50']}  AP75 {c['map75']}  "
+                     f"APs/m/l {c['map_small']}/{c['map_medium']}/{c['map_large']}  AR100 {c['ar100']}")
     s = result["speed"]
     lines.append(f"Speed per image: {s['preprocess']:.1f} ms pre-process, {s['inference']:.1f} ms inference, "
                  f"{s['postprocess']:.1f} ms post-process ({result['images']} images"

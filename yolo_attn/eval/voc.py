@@ -129,7 +129,8 @@ def evaluate_detection_arrays(
     for what, cls in (("detection", det_class), ("ground truth", gt_class)):
         bad = (cls < 0) | (cls >= num_classes)
         if bad.any():
-            raise ValueError(f"{what} class {int(cls[bad][0])} is outside 0..{num_classes - 1} (num_classes={num_classes})")
+            raise ValueError(f"{what} class {int(cls[bad][0])} is outside 0..{num_classes - 1} "
+                             f"(num_classes={num_classes})")
     if not (det_image.size == det_class.size == det_score.size == len(det_boxes)):
         raise ValueError("detection arrays differ in length")
     if not (gt_image.size == gt_class.size == gt_difficult.size == len(gt_boxes)):

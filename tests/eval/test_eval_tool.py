@@ -1,0 +1,84 @@
+"""tools/eval.py end to end: a checkpoint and a YOLO-txt dataset written by the test, then the command line."""
+import importlib.util
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from yolo_attn.models import build_model
+from yolo_attn.utils.checkpoint import make_meta, save_checkpoint
+
+pytest.importorskip("yolo_attn.data.config", reason="the data package (load_data_config, build_dataset)")
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = ["disc", "block"]
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("eval_tool", ROOT / "tools" / "eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_yolo_dataset(root: Path, num_images: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    (root / "images" / "val").mkdir(parents=True)
+    (root / "labels" / "val").mkdir(parents=True)
+    for i in range(num_images):
+        h, w = int(rng.integers(70, 110)), int(rng.integers(70, 110))
+        image = np.full((h, w, 3), 200, np.uint8)
+        cv2.circle(image, (w // 3, h // 3), 12, (0, 0, 255), -1)
+        cv2.rectangle(image, (w // 2, h // 2), (w // 2 + 20, h // 2 + 15), (0, 255, 0), -1)
+        cv2.imwrite(str(root / "images" / "val" / f"{i}.jpg"), image)
+        (root / "labels" / "val" / f"{i}.txt").write_text(
+            f"0 {w / 3 / w:.6f} {h / 3 / h:.6f} {24 / w:.6f} {24 / h:.6f}\n"
+            f"1 {(w // 2 + 10) / w:.6f} {(h // 2 + 7.5) / h:.6f} {20 / w:.6f} {15 / h:.6f}\n")
+    config = root / "data.yaml"
+    config.write_text(f"format: yolo\nroot: {root}\ntrain: images/val\nval: images/val\nnames: {NAMES}\n")
+    return config
+
+
+def test_eval_tool_end_to_end(tmp_path, capsys):
+    config = write_yolo_dataset(tmp_path / "ds")
+    torch.manual_seed(0)
+    model = build_model(3, len(NAMES))  # phi 3 (ECA), random weights
+    weights = tmp_path / "model.pt"
+    save_checkpoint({"meta": make_meta(model, NAMES, img_size=96), "model": model.state_dict(), "ema": None}, weights)
+    project = tmp_path / "runs"
+    args = ["--weights", str(weights), "--data", str(config), "--batch-size", "2", "--workers", "0",
+            "--project", str(project)]
+    assert load_tool().main(args) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.split()[:4] == ["class", "images", "truths", "detections"])
+    assert "AP50 VOC07" in header and "AP50-95 COCO" in header
+    all_row = next(line.split() for line in out.splitlines() if line.split()[:1] == ["all"])
+    assert all_row[1:3] == ["4", "8"]  # images, ground truths
+    assert "VOC07 mAP@0.5" in out and "VOC12 mAP@0.5" in out and "COCO  mAP@[.5:.95]" in out
+    assert "ms pre-process" in out and "ms inference" in out and "ms post-process" in out
+    run_dir = project / "exp"
+    results = json.loads((run_dir / "predictions.json").read_text())
+    assert results and {r["category_id"] for r in results} <= {1, 2}  # YOLO category ids: label + 1
+    assert (run_dir / "pr_curve.png").stat().st_size > 1000
+    assert json.loads((run_dir / "metrics.json").read_text())["images"] == 4
+    # A second run never overwrites the first; --metric limits what is computed.
+    assert load_tool().main(args + ["--metric", "voc12", "--no-save-json"]) == 0
+    out = capsys.readouterr().out
+    assert "VOC12 mAP@0.5" in out and "VOC07" not in out and "COCO" not in out
+    assert (project / "exp2" / "pr_curve.png").exists() and not (project / "exp2" / "predictions.json").exists()
+
+
+def test_eval_tool_darknet_weights_take_the_dataset_names(tmp_path, capsys):
+    from yolo_attn.models.darknet import save_darknet_weights
+
+    config = write_yolo_dataset(tmp_path / "ds", num_images=2)
+    model = build_model(0, len(NAMES))
+    save_darknet_weights(model, tmp_path / "tiny.weights")
+    args = ["--weights", str(tmp_path / "tiny.weights"), "--data", str(config), "--img-size", "64",
+            "--workers", "0", "--metric", "voc07", "--project", str(tmp_path / "runs")]
+    assert load_tool().main(args) == 0
+    out = capsys.readouterr().out
+    assert any(line.split()[:1] == ["disc"] for line in out.splitlines())

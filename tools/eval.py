@@ -1,0 +1,53 @@
+"""Evaluate weights on a dataset split: VOC07 / VOC12 mAP@0.5 (devkit semantics) and COCO mAP (pycocotools).
+
+    python tools/eval.py --weights runs/train/exp/weights/best.pt                    # embedded shapes, val
+    python tools/eval.py --weights best.pt --data configs/voc.yaml --split test --metric voc07
+    python tools/eval.py --weights yolov4-tiny.weights --data configs/coco.yaml --metric coco
+
+Prints a per-class table (class, images, ground truths, detections, AP per metric), one mAP line per metric
+and the time per image (pre-process, inference, post-process). Writes predictions.json (COCO results with
+the dataset's original category ids), pr_curve.png and metrics.json into runs/eval/<name> (exp, exp2, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from yolo_attn.eval.evaluator import METRICS
+from yolo_attn.eval.run import run_eval
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="our .pt, Darknet .weights or a port state dict (.pth)")
+    p.add_argument("--data", help="data config YAML (default: the embedded shapes dataset)")
+    p.add_argument("--split", default="val", help="split of the data config to evaluate (val, test, train)")
+    p.add_argument("--metric", nargs="+", default=["all"], choices=[*METRICS, "all"],
+                   help="voc07 (11-point AP@0.5), voc12 (area AP@0.5), coco (AP@[.5:.95] ...), or all")
+    p.add_argument("--img-size", type=int, help="network input size, a multiple of 32 (default: the checkpoint's)")
+    p.add_argument("--conf", type=float, default=0.001, help="minimum score kept (low, as mAP is measured)")
+    p.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold (per class)")
+    p.add_argument("--max-det", type=int, default=300, help="most boxes per image")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2, help="image loading processes (0: in this process)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast (AMX on CPU)")
+    p.add_argument("--save-json", action=argparse.BooleanOptionalAction, default=True,
+                   help="write predictions.json, the COCO-format results (default: on)")
+    p.add_argument("--classes-file", "--classes", dest="classes_file",
+                   help="class names, one a line, for weights without names (default: the dataset's)")
+    p.add_argument("--num-classes", type=int, help="class count, for weights without names")
+    p.add_argument("--phi", type=int, help="attention of Darknet .weights (default 0)")
+    p.add_argument("--project", default="runs/eval", help="parent folder of the results")
+    p.add_argument("--name", default="exp", help="results folder name (made unique: exp, exp2, ...)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    run_eval(**vars(build_parser().parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Evaluate a weights file on a data config's split: what ``tools/eval.py`` does, callable from Python."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Union
+
+import torch
+
+from ..data.config import build_dataset, load_data_config
+from ..utils.checkpoint import load_model
+from ..utils.paths import increment_path
+from .evaluator import METRICS, evaluate
+from .report import print_report
+
+__all__ = ["run_eval"]
+
+PathLike = Union[str, os.PathLike]
+
+
+def run_eval(
+    weights: PathLike,
+    data: Optional[PathLike] = None,
+    split: str = "val",
+    metric: Sequence[str] = ("all",),
+    img_size: Optional[int] = None,
+    conf: float = 0.001,
+    iou: float = 0.5,
+    batch_size: int = 16,
+    device: str = "cpu",
+    workers: int = 2,
+    precision: str = "fp32",
+    max_det: int = 300,
+    save_json: bool = True,
+    classes_file: Optional[PathLike] = None,
+    num_classes: Optional[int] = None,
+    phi: Optional[int] = None,
+    project: PathLike = "runs/eval",
+    name: str = "exp",
+) -> Dict[str, Any]:
+    """Load ``weights`` (our .pt, Darknet .weights, port state dict), evaluate on ``split`` of the data config
+    ``data`` (None: the embedded shapes dataset), print the per-class table and summary, and write the results
+    into ``project/name`` (made unique: exp, exp2, ...). Returns :func:`~yolo_attn.eval.evaluate`'s dict,
+    with ``save_dir``."""
+    cfg = load_data_config(data)
+    dataset = build_dataset(cfg, split)
+    # Weights without class names (Darknet, the port) take the dataset's unless told otherwise.
+    classes = classes_file if classes_file is not None else (None if num_classes is not None else dataset.names)
+    model, meta = load_model(weights, classes=classes, num_classes=num_classes, phi=phi)
+    if list(meta["names"]) != list(dataset.names):
+        print(f"warning: the model's classes {meta['names'][:5]}... differ from the dataset's "
+              f"{dataset.names[:5]}...; AP is reported under the dataset's names", file=sys.stderr)
+    metrics = METRICS if "all" in metric else tuple(metric)
+    save_dir = increment_path(Path(project) / name, mkdir=True)
+    result = evaluate(
+        model, dataset,
+        img_size=img_size or int(meta.get("img_size", 416)),
+        batch_size=batch_size, conf_threshold=conf, iou_threshold=iou, metrics=metrics, device=device,
+        workers=workers, amp_dtype=torch.bfloat16 if precision == "bf16" else None, max_det=max_det,
+        scale_x_y=float(meta.get("scale_x_y", 1.05)), preprocess=meta.get("preprocess"),
+        output_dir=save_dir, save_json=save_json, verbose=True,
+    )
+    print(f"{weights} on {cfg.get('path', cfg['root'])} [{split}], {len(dataset)} images")
+    print_report(result)
+    print(f"results saved to {save_dir}")
+    result["save_dir"] = save_dir
+    return result
