@@ -74,14 +74,15 @@ class OracleModel(nn.Module):
     """Outputs, for the images in dataset order, raw maps that decode to the given boxes (original image
     pixels) with the given scores; everything else scores ~0. Every box goes to the stride-16 head."""
 
-    def __init__(self, dataset: FakeDataset, img_size: int, boxes: List[Tuple[np.ndarray, np.ndarray, np.ndarray]],
+    def __init__(self, dataset, img_size: int, boxes: List[Tuple[np.ndarray, np.ndarray, np.ndarray]],
                  scale_x_y: float = 1.05):
         super().__init__()
         self.num_classes = len(dataset.names)
         self.anchors = [tuple(map(float, a)) for a in DEFAULT_ANCHORS]
         self.anchor_masks = DEFAULT_ANCHOR_MASKS
         self.dummy = nn.Parameter(torch.zeros(1))  # the evaluator finds the device from the parameters
-        self.outputs = [self._encode(ann, img_size, *pred, scale_x_y) for ann, pred in zip(dataset.annotations, boxes)]
+        self.outputs = [self._encode(dataset.get_annotation(i), img_size, *pred, scale_x_y)
+                        for i, pred in enumerate(boxes)]
         self.calls = 0
 
     def level_anchors(self):
@@ -115,5 +116,6 @@ class OracleModel(nn.Module):
         return tuple(torch.stack([b[k] for b in batch]).to(x.device) for k in range(2))
 
 
-def perfect_predictions(dataset: FakeDataset, score: float = 0.9):
-    return [(a.boxes, a.labels, np.full(len(a.labels), score)) for a in dataset.annotations]
+def perfect_predictions(dataset, score: float = 0.9):
+    annotations = [dataset.get_annotation(i) for i in range(len(dataset))]
+    return [(a.boxes, a.labels, np.full(len(a.labels), score)) for a in annotations]

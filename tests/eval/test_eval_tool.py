@@ -1,5 +1,8 @@
-"""tools/eval.py end to end: a checkpoint and a YOLO-txt dataset written by the test, then the command line."""
+"""tools/eval.py end to end (checkpoints and YOLO-txt / COCO datasets the tests write), and COCO data scored
+against its own annotation JSON."""
+import contextlib
 import importlib.util
+import io
 import json
 from pathlib import Path
 
@@ -7,11 +10,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from yolo_attn.models import build_model
+from yolo_attn.models.darknet import save_darknet_weights
 from yolo_attn.utils.checkpoint import make_meta, save_checkpoint
 
 pytest.importorskip("yolo_attn.data.config", reason="the data package (load_data_config, build_dataset)")
+
+from yolo_attn.data.config import build_dataset, load_data_config  # noqa: E402
+from yolo_attn.eval import evaluate  # noqa: E402
+
+from .eval_fakes import OracleModel, perfect_predictions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["disc", "block"]
@@ -72,8 +83,6 @@ def test_eval_tool_end_to_end(tmp_path, capsys):
 
 
 def test_eval_tool_darknet_weights_take_the_dataset_names(tmp_path, capsys):
-    from yolo_attn.models.darknet import save_darknet_weights
-
     config = write_yolo_dataset(tmp_path / "ds", num_images=2)
     model = build_model(0, len(NAMES))
     save_darknet_weights(model, tmp_path / "tiny.weights")
@@ -82,3 +91,59 @@ def test_eval_tool_darknet_weights_take_the_dataset_names(tmp_path, capsys):
     assert load_tool().main(args) == 0
     out = capsys.readouterr().out
     assert any(line.split()[:1] == ["disc"] for line in out.splitlines())
+
+
+def write_coco_dataset(root: Path) -> Path:
+    """Two images; category ids 1 and 3 (a gap); image 7 has a crowd region, which records leave out."""
+    (root / "val").mkdir(parents=True)
+    images, anns = [], []
+    for image_id in (7, 9):
+        cv2.imwrite(str(root / "val" / f"{image_id}.jpg"), np.full((80, 96, 3), 90, np.uint8))
+        images.append({"id": image_id, "file_name": f"{image_id}.jpg", "width": 96, "height": 80})
+        for category_id, bbox in ((1, [10, 12, 20, 18]), (3, [50, 40, 30, 25])):
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": category_id, "bbox": bbox,
+                         "area": bbox[2] * bbox[3] * 0.7, "iscrowd": 0})  # mask area, as in COCO's files
+    anns.append({"id": len(anns) + 1, "image_id": 7, "category_id": 1, "bbox": [60, 2, 30, 20], "area": 500.0,
+                 "iscrowd": 1})
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_val.json").write_text(json.dumps(
+        {"images": images, "annotations": anns,
+         "categories": [{"id": 1, "name": "disc"}, {"id": 3, "name": "block"}]}))
+    config = root / "coco.yaml"
+    config.write_text(f"format: coco\nroot: {root}\ntrain: val\nval: val\n")
+    return config
+
+
+def test_coco_data_is_scored_against_its_own_json(tmp_path):
+    """A detection on a crowd region is ignored by the official JSON's ground truth, but would be a false
+    positive against the records (which leave crowds out): evaluate(coco_gt=the JSON) gives the official number."""
+    config = write_coco_dataset(tmp_path / "coco")
+    ds = build_dataset(load_data_config(config), "val")
+    assert ds.category_ids == [1, 3]
+    preds = perfect_predictions(ds)
+    crowd = np.array([[60, 2, 90, 22]], np.float32)
+    preds[0] = (np.concatenate([preds[0][0], crowd]), np.r_[preds[0][1], 0], np.r_[preds[0][2], 0.95])
+    ann_file = tmp_path / "coco" / "annotations" / "instances_val.json"
+    official = evaluate(OracleModel(ds, 96, preds), ds, img_size=96, metrics=("coco",), coco_gt=ann_file,
+                        output_dir=tmp_path / "out", verbose=False)
+    from_records = evaluate(OracleModel(ds, 96, preds), ds, img_size=96, metrics=("coco",), verbose=False)
+    assert official["coco_map"] == pytest.approx(1.0)
+    assert from_records["coco_map"] < 0.99
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ann_file))
+        ev = COCOeval(gt, gt.loadRes(str(tmp_path / "out" / "predictions.json")), "bbox")
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    np.testing.assert_allclose([official[f"coco_{k}"] for k in ("map", "map50", "map_small", "ar100")],
+                               ev.stats[[0, 1, 3, 8]], atol=1e-12)
+
+
+def test_eval_tool_on_coco_data(tmp_path, capsys):
+    config = write_coco_dataset(tmp_path / "coco")
+    model = build_model(0, 2)
+    weights = tmp_path / "m.pt"
+    save_checkpoint({"meta": make_meta(model, ["disc", "block"], img_size=64), "model": model.state_dict()}, weights)
+    args = ["--weights", str(weights), "--data", str(config), "--workers", "0", "--project", str(tmp_path / "runs")]
+    assert load_tool().main(args) == 0
+    results = json.loads((tmp_path / "runs" / "exp" / "predictions.json").read_text())
+    assert {r["category_id"] for r in results} <= {1, 3} and {r["image_id"] for r in results} <= {7, 9}
+    assert "COCO  mAP@[.5:.95]" in capsys.readouterr().out

@@ -16,14 +16,15 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 from pathlib import Path
-from typing import Any, Dict, Hashable, Iterable, List, Sequence
+from typing import Any, Dict, Hashable, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-__all__ = ["COCO_STAT_NAMES", "coco_ground_truth", "coco_results", "evaluate_coco"]
+__all__ = ["COCO_STAT_NAMES", "coco_ground_truth", "coco_results", "evaluate_coco", "load_coco_ground_truth"]
 
 # The 12 numbers COCOeval.summarize() prints, in its order.
 COCO_STAT_NAMES = (
@@ -100,19 +101,40 @@ def _load_results(gt: COCO, results: List[Dict[str, Any]]) -> COCO:
     return empty
 
 
-def evaluate_coco(gt: COCO, results: List[Dict[str, Any]], verbose: bool = False) -> Dict[str, Any]:
-    """Run ``COCOeval`` (bbox) on ``results`` against ``gt``.
+def load_coco_ground_truth(path: Union[str, os.PathLike]) -> COCO:
+    """An instances JSON as a ``COCO`` object, quietly; the official files keep crowd regions and mask
+    areas, which records leave out, so scoring against them gives the official numbers."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such COCO annotation file")
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(path))
+
+
+def evaluate_coco(
+    gt: COCO,
+    results: List[Dict[str, Any]],
+    image_ids: Optional[Sequence[Hashable]] = None,
+    category_ids: Optional[Sequence[int]] = None,
+    verbose: bool = False,
+) -> Dict[str, Any]:
+    """Run ``COCOeval`` (bbox) on ``results`` against ``gt``, over ``image_ids`` and ``category_ids``
+    (default: all of ``gt``'s; give them to score a subset, e.g. the images that could be read).
 
     Returns:
         dict with the 12 summary numbers under :data:`COCO_STAT_NAMES` (``map`` is AP@[.5:.95],
         ``map50``/``map75`` AP at IoU 0.5/0.75; NaN where pycocotools reports -1, i.e. no ground truth),
-        ``stats`` (pycocotools' raw list, -1 kept), and per category in ``gt.getCatIds()`` order
+        ``stats`` (pycocotools' raw list, -1 kept), and per category in ascending id order
         ``category_ids``, ``ap`` (AP@[.5:.95]) and ``ap50``, NaN for a category without ground truth.
         pycocotools' prints are shown only when ``verbose``.
     """
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
         coco_eval = COCOeval(gt, _load_results(gt, results), iouType="bbox")
+        if image_ids is not None:
+            coco_eval.params.imgIds = sorted(_json_id(i) for i in image_ids)
+        if category_ids is not None:
+            coco_eval.params.catIds = sorted(int(c) for c in category_ids)
         coco_eval.evaluate()
         coco_eval.accumulate()
         coco_eval.summarize()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -14,13 +15,14 @@ from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import torch
+from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data.letterbox import PAD_VALUE, letterbox, unletterbox_boxes
 from ..models import STRIDES, decode_outputs, postprocess
 from ..utils.paths import write_atomic
-from .coco import coco_ground_truth, coco_results, evaluate_coco
+from .coco import coco_ground_truth, coco_results, evaluate_coco, load_coco_ground_truth
 from .plots import plot_pr_curves
 from .voc import evaluate_detection_arrays
 
@@ -161,6 +163,7 @@ def evaluate(
     scale_x_y: float = 1.05,
     max_candidates: int = 30000,
     preprocess: Optional[Mapping[str, Any]] = None,
+    coco_gt: Union[None, str, os.PathLike, COCO] = None,
     output_dir: Union[str, Path, None] = None,
     save_json: bool = True,
     verbose: bool = True,
@@ -185,6 +188,9 @@ def evaluate(
             classes on 2 cores); a lower value (e.g. 3000) speeds up early-epoch evaluation.
         preprocess: the checkpoint's ``meta["preprocess"]``, e.g. ``{"interpolation": "bicubic", "pad_value": 128}``
             for the port's weights; None is Darknet's letterbox (bilinear, grey 128 padding).
+        coco_gt: ground truth for the COCO metric: a COCO instances JSON (for a COCO dataset, its own file: the
+            official numbers, with crowd regions and mask areas) or a ``COCO`` object; None builds it from
+            the records (bounding-box areas; difficult boxes as crowd regions).
         output_dir: when given, writes ``predictions.json`` (COCO results, when ``save_json``),
             ``pr_curve.png`` and ``metrics.json`` there.
 
@@ -266,7 +272,9 @@ def evaluate(
     cat_ids = _category_ids(getattr(dataset, "category_ids", None), len(names))
     want_json = "coco" in metrics or (output_dir is not None and save_json)
     results_json = coco_results([g.image_id for g in gts], detections, cat_ids) if want_json else []
-    result = _score(gts, detections, names, cat_ids, results_json, metrics)
+    if "coco" in metrics and coco_gt is not None and not isinstance(coco_gt, COCO):
+        coco_gt = load_coco_ground_truth(coco_gt)
+    result = _score(gts, detections, names, cat_ids, results_json, metrics, coco_gt)
     n = max(len(gts), 1)
     speed = {k: 1000.0 * v / n for k, v in seconds.items()}
     speed["total"] = sum(speed.values())
@@ -295,7 +303,7 @@ def _category_ids(category_ids: Optional[Sequence[int]], num_classes: int) -> Li
 
 def _score(
     gts: List[GroundTruth], detections: List[np.ndarray], names: List[str],
-    cat_ids: List[int], results_json: List[Dict[str, Any]], metrics: Sequence[str],
+    cat_ids: List[int], results_json: List[Dict[str, Any]], metrics: Sequence[str], coco_gt: Optional[COCO],
 ) -> Dict[str, Any]:
     num_classes = len(names)
     flat = _flatten(gts, detections)
@@ -311,7 +319,9 @@ def _score(
     if curves is None:  # the PR curve is always drawn; VOC scoring costs little next to inference
         curves = _voc(flat, num_classes, use_07_metric=False)
     if "coco" in metrics:
-        coco = evaluate_coco(coco_ground_truth(gts, cat_ids, names), results_json)
+        if coco_gt is None:
+            coco_gt = coco_ground_truth(gts, cat_ids, names)
+        coco = evaluate_coco(coco_gt, results_json, image_ids=[g.image_id for g in gts], category_ids=cat_ids)
         result.update({f"coco_{k}": v for k, v in coco.items() if k not in ("stats", "category_ids", "ap", "ap50")})
         by_category = {cid: k for k, cid in enumerate(coco["category_ids"])}
         per_class["coco_ap"] = [coco["ap"][by_category[c]] for c in cat_ids]

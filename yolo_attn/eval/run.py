@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 
+from ..data.coco import coco_split_paths
 from ..data.config import build_dataset, load_data_config
 from ..utils.checkpoint import load_model
 from ..utils.paths import increment_path
@@ -52,6 +53,10 @@ def run_eval(
         print(f"warning: the model's classes {meta['names'][:5]}... differ from the dataset's "
               f"{dataset.names[:5]}...; AP is reported under the dataset's names", file=sys.stderr)
     metrics = METRICS if "all" in metric else tuple(metric)
+    coco_gt = None
+    if cfg["format"] == "coco" and len(cfg[split]) == 1:
+        # Score COCO data against its own JSON: crowd regions and mask areas give the official numbers.
+        coco_gt = coco_split_paths(cfg["root"], cfg[split][0])[1]
     save_dir = increment_path(Path(project) / name, mkdir=True)
     result = evaluate(
         model, dataset,
@@ -59,7 +64,7 @@ def run_eval(
         batch_size=batch_size, conf_threshold=conf, iou_threshold=iou, metrics=metrics, device=device,
         workers=workers, amp_dtype=torch.bfloat16 if precision == "bf16" else None, max_det=max_det,
         scale_x_y=float(meta.get("scale_x_y", 1.05)), preprocess=meta.get("preprocess"),
-        output_dir=save_dir, save_json=save_json, verbose=True,
+        coco_gt=coco_gt, output_dir=save_dir, save_json=save_json, verbose=True,
     )
     print(f"{weights} on {cfg.get('path', cfg['root'])} [{split}], {len(dataset)} images")
     print_report(result)
