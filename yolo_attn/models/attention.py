@@ -155,6 +155,8 @@ class ECA(_Attention):
     def __init__(self, channels: int, gamma: int = 2, b: int = 1, kernel_size: Optional[int] = None):
         super().__init__()
         k = kernel_size or eca_kernel_size(channels, gamma, b)
+        if k % 2 == 0:  # an even kernel cannot be padded symmetrically: the channel count would change
+            raise ValueError(f"ECA kernel_size must be odd, got {k}")
         self.conv = nn.Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -168,7 +170,8 @@ class CoordAtt(_Attention):
     """Coordinate attention: pool along W and along H, a shared 1x1 conv + BN + act on both, then one
     1x1 conv + sigmoid per direction; the input is multiplied by both directional gates.
 
-    Paper defaults: hidden width max(8, C / 32), h-swish, convs with bias.
+    Paper defaults: hidden width max(8, C / 32), h-swish, convs with bias (``bias`` applies to the two
+    output convs; the shared conv has none, since BN follows it).
     """
 
     def __init__(
@@ -181,7 +184,8 @@ class CoordAtt(_Attention):
     ):
         super().__init__()
         hidden = _hidden(channels, reduction, min_channels)
-        self.conv = nn.Conv2d(channels, hidden, 1, bias=bias)
+        # No bias before BN: BN subtracts the batch mean, so that bias could never learn (zero gradient).
+        self.conv = nn.Conv2d(channels, hidden, 1, bias=False)
         self.bn = nn.BatchNorm2d(hidden)
         self.act = _make_act(act)
         self.conv_h = nn.Conv2d(hidden, channels, 1, bias=bias)
@@ -201,17 +205,24 @@ class CoordAtt(_Attention):
 
 class GlobalContext(_Attention):
     """GC block: softmax attention pooling to one context vector, bottleneck transform
-    (1x1 conv -> LayerNorm -> ReLU -> 1x1 conv), added to every position."""
+    (1x1 conv -> LayerNorm -> ReLU -> 1x1 conv), added to every position.
+
+    Two biases of the reference code are left out because they cannot learn: the mask conv's (softmax
+    over H*W ignores a constant) and the last conv's (a per-channel constant added at every position is
+    what the next conv's bias or BN already provides; before a 1x1 conv + BN its gradient is exactly zero).
+    With ``keep_gates``: ``spatial`` is the softmax map (the gate); ``context`` is the vector added to every
+    position (not a gate: unbounded).
+    """
 
     def __init__(self, channels: int, reduction: int = 16, min_channels: int = 8):
         super().__init__()
         hidden = _hidden(channels, reduction, min_channels)
-        self.conv_mask = nn.Conv2d(channels, 1, 1)
+        self.conv_mask = nn.Conv2d(channels, 1, 1, bias=False)
         self.transform = nn.Sequential(
             nn.Conv2d(channels, hidden, 1),
             nn.LayerNorm([hidden, 1, 1]),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, 1),
+            nn.Conv2d(hidden, channels, 1, bias=False),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -219,7 +230,7 @@ class GlobalContext(_Attention):
         weights = torch.softmax(self.conv_mask(x).reshape(b, 1, h * w), dim=-1)  # (B, 1, HW)
         context = torch.bmm(x.reshape(b, c, h * w), weights.transpose(1, 2))  # (B, C, 1)
         delta = self.transform(context[..., None])
-        self._keep(spatial=weights.reshape(b, 1, h, w), channel=delta)
+        self._keep(spatial=weights.reshape(b, 1, h, w), context=delta)
         return x + delta
 
 
