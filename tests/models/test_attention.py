@@ -1,0 +1,248 @@
+"""Attention blocks: shapes, gates, each paper's formula re-computed by hand, and the factory."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from yolo_attn.models.attention import (
+    ATTENTION_BY_PHI,
+    CBAM,
+    ECA,
+    CoordAtt,
+    GlobalContext,
+    SqueezeExcite,
+    build_attention,
+    collect_gates,
+    eca_kernel_size,
+    resolve_attention,
+)
+
+from .helpers import randomize_bn
+
+NAMES = ["se", "cbam", "eca", "ca", "gc"]
+CHANNELS = [8, 128, 256, 512]
+# Which recorded gates are probabilities, per block (GC's gate is its softmax over positions; it also keeps
+# "context", the vector it adds, which is not a gate).
+GATE_KEYS = {"se": ["channel"], "cbam": ["channel", "spatial"], "eca": ["channel"], "ca": ["height", "width"],
+             "gc": ["spatial"]}
+KEPT = {**GATE_KEYS, "gc": ["spatial", "context"]}
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("name", NAMES)
+def test_block_keeps_shape(name, channels):
+    torch.manual_seed(0)
+    block = build_attention(name, channels).eval()
+    x = torch.randn(2, channels, 6, 5)  # non-square, so H and W mix-ups show
+    with torch.no_grad():
+        y = block(x)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+    assert not torch.equal(y, x)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_small_channel_count_has_no_zero_width_layer(name):
+    block = build_attention(name, 8)
+    for pname, p in block.named_parameters():
+        assert p.numel() > 0 and min(p.shape) > 0, f"{name}: {pname} has shape {tuple(p.shape)}"
+    block.train()(torch.randn(2, 8, 4, 4)).sum().backward()  # and it trains
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gates_lie_strictly_between_zero_and_one(name):
+    torch.manual_seed(1)
+    block = build_attention(name, 128)
+    block.keep_gates = True
+    block.eval()
+    with torch.no_grad():
+        block(torch.randn(2, 128, 7, 9) * 3)
+    assert set(block.gates) == set(KEPT[name])
+    for key in GATE_KEYS[name]:
+        gate = block.gates[key]
+        assert gate.min() > 0 and gate.max() < 1, f"{name}.{key} in [{gate.min()}, {gate.max()}]"
+    if name == "gc":
+        sums = block.gates["spatial"].sum(dim=(2, 3))
+        torch.testing.assert_close(sums, torch.ones_like(sums))
+
+
+def test_gates_are_not_kept_unless_asked():
+    block = build_attention("se", 16)
+    block(torch.randn(1, 16, 4, 4))
+    assert not hasattr(block, "gates")
+
+
+def test_collect_gates_names_blocks_by_module():
+    from yolo_attn.models import build_model
+
+    model = build_model("cbam", num_classes=2).eval()
+    for m in (model.attn_p4, model.attn_p5, model.attn_up):
+        m.keep_gates = True
+    with torch.no_grad():
+        model(torch.rand(1, 3, 64, 64))
+    gates = collect_gates(model)
+    assert set(gates) == {"attn_p4", "attn_p5", "attn_up"}
+    assert gates["attn_p4"]["channel"].shape == (1, 256, 1, 1)
+    assert gates["attn_p4"]["spatial"].shape == (1, 1, 4, 4)
+
+
+def test_se_formula():
+    torch.manual_seed(2)
+    block = SqueezeExcite(256).eval()
+    assert block.fc[0].weight.shape == (16, 256) and block.fc[0].bias is None  # C / 16, no bias
+    assert SqueezeExcite(64).fc[0].out_features == 8  # but never narrower than 8
+    x = torch.randn(2, 256, 5, 7)
+    w1, w2 = block.fc[0].weight, block.fc[2].weight
+    pooled = x.mean(dim=(2, 3))
+    gate = torch.sigmoid(torch.relu(pooled @ w1.T) @ w2.T)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), x * gate[:, :, None, None])
+
+
+@pytest.mark.parametrize("kernel_size", [7, 3])
+def test_cbam_formula_avg_and_max_through_one_mlp_then_spatial(kernel_size):
+    torch.manual_seed(3)
+    block = CBAM(64, reduction=8, kernel_size=kernel_size).eval()
+    assert block.channel.fc1.weight.shape == (8, 64, 1, 1)
+    assert block.spatial.conv.weight.shape == (1, 2, kernel_size, kernel_size)
+    x = torch.randn(2, 64, 9, 6)
+    w1 = block.channel.fc1.weight[:, :, 0, 0]
+    w2 = block.channel.fc2.weight[:, :, 0, 0]
+
+    def mlp(v):
+        return torch.relu(v @ w1.T) @ w2.T
+
+    avg, mx = x.mean(dim=(2, 3)), x.amax(dim=(2, 3))
+    channel_gate = torch.sigmoid(mlp(avg) + mlp(mx))[:, :, None, None]
+    x1 = x * channel_gate
+    pooled = torch.cat([x1.mean(dim=1, keepdim=True), x1.amax(dim=1, keepdim=True)], dim=1)
+    spatial_gate = torch.sigmoid(F.conv2d(pooled, block.spatial.conv.weight, padding=kernel_size // 2))
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), x1 * spatial_gate)
+        gate = block.channel(x)
+    torch.testing.assert_close(gate, channel_gate)
+    # the max-pooled path matters here: an average-only gate would differ
+    assert not torch.allclose(gate, torch.sigmoid(2 * mlp(avg))[:, :, None, None], atol=1e-3)
+
+
+def test_cbam_rejects_other_spatial_kernels():
+    with pytest.raises(ValueError, match="3 or 7"):
+        CBAM(64, kernel_size=5)
+
+
+@pytest.mark.parametrize("channels, k", [(8, 3), (16, 3), (32, 3), (64, 3), (128, 5), (256, 5), (512, 5),
+                                         (1024, 5), (2048, 7)])
+def test_eca_kernel_size(channels, k):
+    t = int(abs((math.log2(channels) + 1) / 2))  # the paper's formula, b = 1, gamma = 2
+    assert eca_kernel_size(channels) == (t if t % 2 else t + 1) == k
+    assert ECA(channels).conv.kernel_size == (k,)
+
+
+def test_eca_explicit_kernel_must_be_odd():
+    assert ECA(64, kernel_size=7).conv.kernel_size == (7,)
+    with pytest.raises(ValueError, match="odd"):
+        ECA(64, kernel_size=4)
+
+
+def test_eca_formula():
+    torch.manual_seed(4)
+    block = ECA(128).eval()
+    k = block.conv.kernel_size[0]
+    x = torch.randn(2, 128, 4, 6)
+    w = block.conv.weight[0, 0]
+    y = x.mean(dim=(2, 3))
+    padded = F.pad(y, (k // 2, k // 2))  # zero padding at both ends of the channel axis
+    gate = torch.stack([(padded[:, c : c + k] * w).sum(dim=1) for c in range(128)], dim=1).sigmoid()
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), x * gate[:, :, None, None])
+
+
+def test_coordatt_formula():
+    torch.manual_seed(5)
+    block = CoordAtt(64)
+    randomize_bn(block)
+    block.eval()
+    hidden = max(8, 64 // 32)
+    assert block.conv.weight.shape == (hidden, 64, 1, 1)
+    assert isinstance(block.act, nn.Hardswish)
+    x = torch.randn(2, 64, 5, 7)
+    bn = block.bn
+    w, wh, ww = block.conv.weight[:, :, 0, 0], block.conv_h.weight[:, :, 0, 0], block.conv_w.weight[:, :, 0, 0]
+
+    def shared(v):  # v: (B, C, L) -> conv 1x1, BN (eval), h-swish
+        z = torch.einsum("oc,bcl->bol", w, v)
+        z = (z - bn.running_mean[:, None]) / torch.sqrt(bn.running_var[:, None] + bn.eps)
+        z = z * bn.weight[:, None] + bn.bias[:, None]
+        return z * torch.clamp(z + 3, 0, 6) / 6
+
+    along_h, along_w = shared(x.mean(dim=3)), shared(x.mean(dim=2))  # (B, hidden, H), (B, hidden, W)
+    gate_h = torch.sigmoid(torch.einsum("oc,bcl->bol", wh, along_h) + block.conv_h.bias[:, None])
+    gate_w = torch.sigmoid(torch.einsum("oc,bcl->bol", ww, along_w) + block.conv_w.bias[:, None])
+    expected = x * gate_h[:, :, :, None] * gate_w[:, :, None, :]
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), expected)
+
+
+def test_coordatt_port_variant_options():
+    block = CoordAtt(128, reduction=16, act="relu", bias=False)
+    assert block.conv.out_channels == 8 and isinstance(block.act, nn.ReLU)
+    assert block.conv_h.bias is None and block.conv_w.bias is None
+
+
+def test_gc_formula():
+    torch.manual_seed(6)
+    block = GlobalContext(64).eval()
+    with torch.no_grad():  # LayerNorm's affine starts at (1, 0); move it so it is checked too
+        block.transform[1].weight.uniform_(0.5, 1.5)
+        block.transform[1].bias.normal_(0, 0.2)
+    x = torch.randn(2, 64, 5, 3)
+    b, c, h, w = x.shape
+    logits = torch.einsum("c,bchw->bhw", block.conv_mask.weight[0, :, 0, 0], x).reshape(b, h * w)
+    weights = torch.softmax(logits, dim=1)
+    context = torch.einsum("bcn,bn->bc", x.reshape(b, c, h * w), weights)
+    conv1, ln, conv2 = block.transform[0], block.transform[1], block.transform[3]
+    t = context @ conv1.weight[:, :, 0, 0].T + conv1.bias
+    t = (t - t.mean(dim=1, keepdim=True)) / torch.sqrt(t.var(dim=1, unbiased=False, keepdim=True) + ln.eps)
+    t = torch.relu(t * ln.weight[:, 0, 0] + ln.bias[:, 0, 0])
+    delta = t @ conv2.weight[:, :, 0, 0].T
+    block.keep_gates = True
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), x + delta[:, :, None, None])
+    torch.testing.assert_close(block.gates["spatial"], weights.reshape(b, 1, h, w))
+    torch.testing.assert_close(block.gates["context"], delta[:, :, None, None])
+
+
+@pytest.mark.parametrize("phi, cls", [(1, SqueezeExcite), (2, CBAM), (3, ECA), (4, CoordAtt), (5, GlobalContext)])
+def test_build_attention_by_phi_and_by_name(phi, cls):
+    name = ATTENTION_BY_PHI[phi]
+    assert isinstance(build_attention(phi, 64), cls)
+    assert isinstance(build_attention(str(phi), 64), cls)
+    assert isinstance(build_attention(name, 64), cls)
+    assert isinstance(build_attention(name.upper(), 64), cls)
+    assert resolve_attention(phi) == resolve_attention(name) == name
+
+
+@pytest.mark.parametrize("none", [0, "0", "none", None])
+def test_no_attention_is_identity(none):
+    assert isinstance(build_attention(none, 64), nn.Identity)
+    assert resolve_attention(none) is None
+
+
+def test_aliases_and_keyword_arguments():
+    assert resolve_attention("coordatt") == "ca" and resolve_attention("gcnet") == "gc"
+    assert build_attention("cbam", 64, reduction=8).channel.fc1.out_channels == 8
+    assert build_attention("se", 64, reduction=4).fc[0].out_features == 16
+
+
+@pytest.mark.parametrize("bad, match", [("sel", "unknown attention 'sel'"), (6, "phi must be one of"),
+                                        (-1, "phi must be one of"), ("transformer", "cbam")])
+def test_bad_names_give_a_clear_error(bad, match):
+    with pytest.raises(ValueError, match=match):
+        build_attention(bad, 64)
+
+
+def test_unknown_activation_is_named():
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        SqueezeExcite(64, act="gelu")
