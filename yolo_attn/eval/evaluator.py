@@ -218,50 +218,17 @@ def evaluate(
         raise ValueError(f"img_size {img_size} must be a multiple of 32 (the network's largest stride)")
     if device is not None:
         model.to(device)
-    device = next(model.parameters()).device
-    channels_last = _uses_channels_last(model)
-    level_anchors = model.level_anchors()
-    was_training = model.training
-    model.eval()
-
     preprocess = dict(preprocess or {})
-    images_set = _LetterboxedImages(dataset, img_size, _cv2_interpolation(preprocess.get("interpolation", "linear")),
-                                    int(preprocess.get("pad_value", PAD_VALUE)))
-    loader = DataLoader(images_set, batch_size=batch_size, shuffle=False,
-                        num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda")
-    gts: List[GroundTruth] = []
-    detections: List[np.ndarray] = []
-    skipped: List[str] = []
-    seconds = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+    images = _LetterboxedImages(dataset, img_size, _cv2_interpolation(preprocess.get("interpolation", "linear")),
+                                int(preprocess.get("pad_value", PAD_VALUE)))
     wall = time.perf_counter()
+    was_training = model.training
     try:
-        with torch.inference_mode():
-            for images, good, bad in tqdm(loader, desc="evaluating", unit="batch", disable=not verbose, leave=False):
-                skipped.extend(it["error"] for it in bad)
-                if images is None:
-                    continue
-                t0 = time.perf_counter()
-                x = images.to(device, non_blocking=True).float().div_(255.0)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                _sync(device)
-                t1 = time.perf_counter()
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    outputs = model(x)
-                _sync(device)
-                t2 = time.perf_counter()
-                decoded = decode_outputs(outputs, level_anchors, STRIDES, scale_x_y)
-                kept = postprocess(decoded, conf_threshold, iou_threshold, max_det, multi_label=True,
-                                   max_candidates=max_candidates)
-                for det, item in zip(kept, good):
-                    det = det.float().cpu().numpy()
-                    det[:, :4] = unletterbox_boxes(det[:, :4], item["info"])
-                    detections.append(det)
-                    gts.append(item["gt"])
-                t3 = time.perf_counter()
-                seconds["preprocess"] += sum(it["seconds"] for it in good) + (t1 - t0)
-                seconds["inference"] += t2 - t1
-                seconds["postprocess"] += t3 - t2
+        model.eval()
+        gts, detections, skipped, seconds = _predict(
+            model, images, batch_size, workers, amp_dtype, scale_x_y,
+            dict(conf_threshold=conf_threshold, iou_threshold=iou_threshold, max_det=max_det,
+                 multi_label=True, max_candidates=max_candidates), verbose)
     finally:
         model.train(was_training)
     if skipped and verbose:
@@ -290,6 +257,49 @@ def evaluate(
     if output_dir is not None:
         result["files"] = _write_outputs(Path(output_dir), result, names, results_json if save_json else None)
     return result
+
+
+def _predict(
+    model: torch.nn.Module, images: _LetterboxedImages, batch_size: int, workers: int,
+    amp_dtype: Optional[torch.dtype], scale_x_y: float, nms: Dict[str, Any], verbose: bool,
+) -> Tuple[List[GroundTruth], List[np.ndarray], List[str], Dict[str, float]]:
+    """Detections (original image pixels) and ground truth of every image that loads, the load errors of
+    the others, and the seconds spent in each stage."""
+    device = next(model.parameters()).device
+    channels_last = _uses_channels_last(model)
+    level_anchors = model.level_anchors()
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate,
+                        pin_memory=device.type == "cuda")
+    gts: List[GroundTruth] = []
+    detections: List[np.ndarray] = []
+    skipped: List[str] = []
+    seconds = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+    with torch.inference_mode():
+        for batch, good, bad in tqdm(loader, desc="evaluating", unit="batch", disable=not verbose, leave=False):
+            skipped.extend(it["error"] for it in bad)
+            if batch is None:
+                continue
+            t0 = time.perf_counter()
+            x = batch.to(device, non_blocking=True).float().div_(255.0)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            _sync(device)
+            t1 = time.perf_counter()
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                outputs = model(x)
+            _sync(device)
+            t2 = time.perf_counter()
+            kept = postprocess(decode_outputs(outputs, level_anchors, STRIDES, scale_x_y), **nms)
+            for det, item in zip(kept, good):
+                det = det.float().cpu().numpy()
+                det[:, :4] = unletterbox_boxes(det[:, :4], item["info"])
+                detections.append(det)
+                gts.append(item["gt"])
+            t3 = time.perf_counter()
+            seconds["preprocess"] += sum(it["seconds"] for it in good) + (t1 - t0)
+            seconds["inference"] += t2 - t1
+            seconds["postprocess"] += t3 - t2
+    return gts, detections, skipped, seconds
 
 
 def _category_ids(category_ids: Optional[Sequence[int]], num_classes: int) -> List[int]:
