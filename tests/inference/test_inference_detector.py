@@ -1,0 +1,172 @@
+"""Detector: every input kind, boxes mapped back to the original image, class filter, meta-driven
+pre-processing, attention and heat-map views, and clear errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from yolo_attn.data.letterbox import letterbox
+from yolo_attn.inference.detector import Detections, Detector
+from yolo_attn.inference.views import (
+    attention_maps,
+    channel_weights,
+    format_channel_weights,
+    mean_attention_map,
+    objectness_map,
+)
+from yolo_attn.models.decode import decode_outputs, postprocess
+from yolo_attn.utils.checkpoint import load_model
+
+from .helpers import IMG_SIZE, NAMES, make_checkpoint, write_images
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "cbam.pt", phi=2)
+
+
+@pytest.fixture(scope="module")
+def image_paths(tmp_path_factory):
+    return write_images(tmp_path_factory.mktemp("images"), 3)
+
+
+def _same(a: Detections, b: Detections) -> None:
+    assert len(a) == len(b) > 0
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+
+
+def test_every_input_kind_gives_the_same_detections(ckpt, image_paths):
+    det = Detector.load(ckpt)
+    path = image_paths[0]
+    from_path = det(path)
+    bgr = np.asarray(Image.open(path).convert("RGB"))[:, :, ::-1].copy()
+    _same(from_path, det(str(path)))
+    _same(from_path, det(bgr[:, :, ::-1].copy()))  # RGB is the default for arrays
+    _same(from_path, det(bgr, bgr=True))
+    _same(from_path, det(Image.open(path)))
+    listed = det([path, Image.open(image_paths[1]), bgr[:, :, ::-1].copy()])
+    assert isinstance(listed, list) and len(listed) == 3
+    _same(from_path, listed[0])
+    _same(det(image_paths[1]), listed[1])
+    assert from_path.source == str(path)
+    # reading an RGB array as BGR swaps the channels: different input, different boxes
+    swapped = det(bgr)
+    assert len(swapped) != len(from_path) or not np.allclose(swapped.boxes, from_path.boxes)
+
+
+def test_boxes_are_in_original_pixels_with_names(ckpt, image_paths):
+    det = Detector.load(ckpt)
+    for path in image_paths:
+        result = det(path)
+        h, w = result.image_shape
+        assert (result.boxes[:, [0, 2]] >= 0).all() and (result.boxes[:, [0, 2]] <= w).all()
+        assert (result.boxes[:, [1, 3]] >= 0).all() and (result.boxes[:, [1, 3]] <= h).all()
+        assert result.names == [NAMES[i] for i in result.labels]
+        assert (np.diff(result.scores) <= 0).all() and (result.scores > 0.25).all()
+        assert result.to_records()[0]["name"] == result.names[0]
+
+
+def test_pipeline_matches_letterbox_decode_nms_by_hand(ckpt, rng):
+    """A 64x128 image is scaled by 1 and padded by 32 rows: the detector must undo exactly that."""
+    det = Detector.load(ckpt, conf=0.2)
+    image = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
+    result = det(image)
+    model, meta = load_model(ckpt)
+    boxed, info = letterbox(image, IMG_SIZE)
+    assert (info.scale, info.pad_y) == (1.0, 32.0)
+    x = torch.from_numpy(boxed).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        decoded = decode_outputs(model(x), model.level_anchors(), scale_x_y=meta["scale_x_y"])
+    expected = postprocess(decoded, 0.2, 0.45, 300)[0]
+    assert len(expected) == len(result) > 0
+    boxes = expected[:, :4].numpy().copy()
+    boxes[:, [1, 3]] -= 32
+    np.testing.assert_allclose(result.boxes, boxes.clip(0, [128, 64, 128, 64]), atol=1e-3)
+    np.testing.assert_array_equal(result.labels, expected[:, 5].long().numpy())
+
+
+def test_class_filter_by_index_and_name(ckpt, image_paths):
+    det = Detector.load(ckpt, conf=0.1)
+    every = det(image_paths[0])
+    assert len(set(every.labels.tolist())) > 1
+    det.keep_classes = ["dog"]
+    assert set(det(image_paths[0]).labels.tolist()) == {1}
+    det.keep_classes = [0, "2"]
+    assert set(det(image_paths[0]).labels.tolist()) <= {0, 2}
+    with pytest.raises(ValueError, match="unknown class 'horse'"):
+        det.keep_classes = ["horse"]
+
+
+def test_checkpoint_preprocess_settings_are_used(tmp_path, rng):
+    ckpt = make_checkpoint(tmp_path / "port.pt", phi=0, preprocess={"interpolation": "bicubic", "pad_value": 0},
+                           scale_x_y=1.0)
+    det = Detector.load(ckpt)
+    assert det.pad_value == 0 and det.scale_x_y == 1.0
+    batch, _ = det.preprocess([rng.integers(1, 255, (64, 128, 3), dtype=np.uint8)])
+    assert batch.shape == (1, 3, IMG_SIZE, IMG_SIZE)
+    assert batch[0, :, :32].abs().max() == 0  # the padding rows are the checkpoint's pad value, not grey
+
+
+def test_img_size_must_be_multiple_of_32(ckpt):
+    with pytest.raises(ValueError, match="multiple of 32"):
+        Detector.load(ckpt, img_size=100)
+    assert Detector.load(ckpt, img_size=160).input_shape == (160, 160)
+
+
+def test_errors_are_clear(ckpt, tmp_path):
+    det = Detector.load(ckpt)
+    with pytest.raises(FileNotFoundError, match="no such image"):
+        det(tmp_path / "missing.jpg")
+    (tmp_path / "bad.jpg").write_text("not an image")
+    with pytest.raises(ValueError, match="bad.jpg: cannot be decoded"):
+        det(tmp_path / "bad.jpg")
+    with pytest.raises(ValueError, match="expected an"):
+        det(np.zeros((4, 4, 5), np.uint8))
+    for missing in (None, tmp_path / "none.pt"):
+        with pytest.raises(FileNotFoundError) as err:
+            Detector.load(missing)
+        assert "tools/train.py" in str(err.value) and "tools/convert.py" in str(err.value)
+
+
+def test_darknet_weights_with_a_class_list(tmp_path, image_paths):
+    from yolo_attn.models import build_model
+    from yolo_attn.models.darknet import save_darknet_weights
+
+    path = tmp_path / "tiny.weights"
+    save_darknet_weights(build_model(0, 2), path)
+    det = Detector.load(path, classes=["a", "b"])
+    assert det.names == ["a", "b"] and det.scale_x_y == 1.05
+    det(image_paths[0])
+    with pytest.raises(ValueError, match="class"):
+        Detector.load(path)
+
+
+# GC's channel context is shown when its block records it (as "context"); not checked here.
+@pytest.mark.parametrize("phi, spatial, channel", [(1, False, True), (2, True, True), (4, True, False),
+                                                   (5, True, None)])
+def test_attention_views(tmp_path, image_paths, phi, spatial, channel):
+    det = Detector.load(make_checkpoint(tmp_path / f"phi{phi}.pt", phi=phi))
+    result = det.predict([image_paths[0]], keep_gates=True, keep_maps=True)[0]
+    assert sorted(result.gates) == ["attn_p4", "attn_p5", "attn_up"]
+    maps = attention_maps(result)
+    assert bool(maps) == spatial
+    if spatial:
+        combined = mean_attention_map(result)
+        assert combined.shape == result.image_shape
+        assert 0.0 <= combined.min() and combined.max() <= 1.0 and combined.std() > 0
+    else:
+        with pytest.raises(ValueError, match="no spatial gate"):
+            mean_attention_map(result)
+    weights = channel_weights(result, top=4)
+    assert channel is None or bool(weights) == channel
+    for pairs in weights.values():
+        assert len(pairs) == 4 and abs(pairs[0][1]) >= abs(pairs[-1][1])
+    assert len(format_channel_weights(result)) == len(weights)
+    heat = objectness_map(result, det.num_anchors)
+    assert heat.shape == result.image_shape and 0.0 <= heat.min() <= heat.max() <= 1.0
+    # gates are not kept (nor left stale) unless asked
+    assert det.predict([image_paths[0]])[0].gates == {}

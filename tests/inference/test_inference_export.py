@@ -1,0 +1,153 @@
+"""ONNX and OpenVINO exports: raw maps within 1e-4 relative of PyTorch, identical boxes after NMS, the meta
+carried inside (no config needed), and predict running them with the same pre- and post-processing."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from yolo_attn.inference.detector import Detector
+from yolo_attn.inference.export import calibration_images, check_parity, export_model, run_export, synthetic_images
+
+from .helpers import IMG_SIZE, NAMES, make_checkpoint, write_images
+
+pytest.importorskip("onnxruntime")
+has_openvino = importlib.util.find_spec("openvino") is not None
+needs_openvino = pytest.mark.skipif(not has_openvino, reason="openvino not installed (the openvino extra)")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "ca.pt", phi=4)
+
+
+def _images():
+    return synthetic_images(3)
+
+
+@pytest.mark.parametrize("phi", [2, 5])  # CBAM and GC: the most varied ops (phi 4, CA, is tested dynamic below)
+def test_onnx_parity_static(tmp_path, phi):
+    ckpt = make_checkpoint(tmp_path / f"phi{phi}.pt", phi=phi)
+    out = export_model(ckpt, "onnx", log=lambda s: None)
+    assert out == tmp_path / f"phi{phi}.onnx"
+    report = check_parity(ckpt, out, _images())
+    assert report.ok(1e-4), report.summary()
+
+
+def test_onnx_dynamic_runs_other_sizes_and_batches(ckpt, tmp_path):
+    out = export_model(ckpt, "onnx", tmp_path / "dyn.onnx", dynamic=True, log=lambda s: None)
+    det = Detector.load(out, img_size=160)
+    assert det.input_shape == (160, 160) and det.batch_size > 1
+    images = _images()
+    reference = Detector.load(ckpt, img_size=160)
+    for got, want in zip(det(images), reference(images)):  # batched through ONNX Runtime
+        assert len(got) == len(want) > 0
+        np.testing.assert_array_equal(got.labels, want.labels)
+        np.testing.assert_allclose(got.boxes, want.boxes, atol=0.01)
+    report = check_parity(ckpt, out, images)
+    assert report.ok(1e-4), report.summary()
+
+
+def test_exported_model_carries_its_meta(ckpt, tmp_path):
+    out = export_model(ckpt, "onnx", tmp_path / "m.onnx", log=lambda s: None)
+    det = Detector.load(out)
+    torch_det = Detector.load(ckpt)
+    assert det.names == NAMES and det.input_shape == (IMG_SIZE, IMG_SIZE)
+    assert det.level_anchors == torch_det.level_anchors and det.scale_x_y == torch_det.scale_x_y
+    assert det.meta["precision"] == "fp32" and det.meta["dynamic"] is False
+    assert det.backend.fixed_shape == (1, IMG_SIZE, IMG_SIZE)
+    with pytest.raises(ValueError, match="re-export it with --dynamic"):
+        Detector.load(out, img_size=160)
+    assert len(det(_images())) == 3  # a list through a batch-1 model
+    if has_openvino:  # OpenVINO reads the .onnx too, and its meta
+        assert Detector.load(out, backend="openvino").names == NAMES
+
+
+def test_predict_runs_an_onnx_model_with_the_same_results(ckpt, tmp_path):
+    from yolo_attn.inference.predict import run_predict
+
+    out = export_model(ckpt, "onnx", tmp_path / "m.onnx", log=lambda s: None)
+    image = write_images(tmp_path / "in", 1)[0]
+    for weights, name in ((ckpt, "pt"), (out, "onnx")):
+        assert run_predict(str(weights), str(image), project=str(tmp_path / "runs"), name=name, save_txt=True,
+                           log=lambda s: None) == 0
+    pt, onnx = ((tmp_path / "runs" / n / "labels" / f"{image.stem}.txt").read_text() for n in ("pt", "onnx"))
+    assert pt.count("\n") > 0
+    np.testing.assert_allclose(np.loadtxt(pt.splitlines()), np.loadtxt(onnx.splitlines()), atol=0.02)
+
+
+def test_export_tool_checks_parity_and_rejects_bad_requests(ckpt, tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import export as tool
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    assert tool.main(["--weights", str(ckpt), "--output", str(tmp_path / "t.onnx")]) == 0
+    assert "boxes identical" in capsys.readouterr().out
+    assert tool.main(["--weights", str(ckpt), "--precision", "bf16"]) == 1
+    assert "use --format openvino" in capsys.readouterr().err
+    assert run_export(str(tmp_path / "t.onnx")) == 1
+    assert "already exported" in capsys.readouterr().err
+    assert run_export(str(ckpt), opset=11) == 1
+    assert "opset 11 is too old" in capsys.readouterr().err
+
+
+@needs_openvino
+def test_openvino_parity_and_bf16_hint(ckpt, tmp_path):
+    out = export_model(ckpt, "openvino", tmp_path / "ov", dynamic=True, log=lambda s: None)
+    assert out == tmp_path / "ov" / "ca.xml" and out.with_suffix(".bin").is_file()
+    report = check_parity(ckpt, out, _images())
+    assert report.ok(1e-4), report.summary()
+    det = Detector.load(tmp_path / "ov")  # the folder is enough
+    assert det.backend.name == "openvino" and det.names == NAMES
+    bf16 = export_model(ckpt, "openvino", precision="bf16", log=lambda s: None)
+    assert bf16 == ckpt.parent / "ca_openvino_bf16" / "ca.xml"
+    det = Detector.load(bf16)
+    assert det.backend.precision == "bf16" and len(det(_images()[0])) >= 0
+
+
+@needs_openvino
+def test_pytorch_weights_run_on_other_backends_in_memory(ckpt):
+    images = _images()
+    reference = Detector.load(ckpt)(images)
+    for backend in ("onnxruntime", "openvino"):
+        det = Detector.load(ckpt, backend=backend)
+        assert det.backend.name == backend
+        for got, want in zip(det(images), reference):
+            np.testing.assert_array_equal(got.labels, want.labels)
+            np.testing.assert_allclose(got.boxes, want.boxes, atol=0.01)
+
+
+@needs_openvino
+@pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="nncf not installed")
+def test_int8_openvino_from_a_calibration_folder(ckpt, tmp_path):
+    folder = tmp_path / "calib"
+    write_images(folder, 3)
+    out = export_model(ckpt, "openvino", precision="int8", calib_images=folder, calib_count=3, log=lambda s: None)
+    det = Detector.load(out)
+    assert det.backend.precision == "int8" and det.meta["precision"] == "int8"
+    # quantized: close, not exact (random weights quantize worse than trained ones)
+    reference = Detector.load(ckpt)
+    batch, _ = reference.preprocess(_images())
+    for got, want in zip(det.forward(batch)[0], reference.forward(batch)[0]):
+        assert np.corrcoef(got.numpy().ravel(), want.numpy().ravel())[0, 1] > 0.95
+    with pytest.raises(ValueError, match="calibration images"):
+        export_model(ckpt, "onnx", precision="int8", log=lambda s: None)
+
+
+def test_calibration_images_come_from_the_training_split(tmp_path):
+    write_images(tmp_path / "images" / "train", 3)
+    write_images(tmp_path / "images" / "val", 1, seed=1)
+    config = {"format": "yolo", "root": str(tmp_path), "train": ["images/train"], "val": ["images/val"],
+              "names": NAMES}
+    images = calibration_images(config, count=2, log=lambda s: None)
+    assert len(images) == 2 and all(im.dtype == np.uint8 and im.ndim == 3 for im in images)
+    first = cv2.cvtColor(cv2.imread(str(tmp_path / "images" / "train" / "img0.png")), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(images[0], first)  # RGB, from train, evenly spread (first and last)
+    with pytest.raises(ValueError, match="calibration images"):
+        calibration_images(None, None)

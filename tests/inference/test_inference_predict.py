@@ -1,0 +1,189 @@
+"""tools/predict.py on each kind of source: annotated outputs, every video frame, txt/json agreeing with
+the API, a stand-in webcam, Ctrl-C, and one clear line for each bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from yolo_attn.inference.detector import Detector
+from yolo_attn.inference.predict import run_predict
+from yolo_attn.inference.sources import open_sources
+
+from .helpers import count_frames, make_checkpoint, write_images, write_video
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "cbam.pt", phi=2)
+
+
+def _run(ckpt, source, project, *args, **kw) -> int:
+    """run_predict as tools/predict.py calls it, from its own argument parser."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import predict as tool
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    argv = (["--weights", str(ckpt)] if ckpt else []) + ["--source", str(source), "--project", str(project), *args]
+    return run_predict(**vars(tool.build_parser().parse_args(argv)), **kw)
+
+
+class FakeCapture:
+    """Stands in for cv2.VideoCapture(0): a few frames, then the camera 'ends'; fps unknown (0) as many
+    webcams report; optionally a Ctrl-C at frame ``interrupt_at``."""
+
+    def __init__(self, frames=5, size=(96, 64), opened=True, interrupt_at=None):
+        self.frames, self.size, self.opened, self.interrupt_at = frames, size, opened, interrupt_at
+        self.read_count, self.released = 0, False
+        self.rng = np.random.default_rng(1)
+
+    def __call__(self, spec):  # the capture factory
+        assert spec == 0
+        return self
+
+    def isOpened(self):
+        return self.opened
+
+    def read(self):
+        if self.interrupt_at is not None and self.read_count == self.interrupt_at:
+            raise KeyboardInterrupt
+        if self.read_count >= self.frames:
+            return False, None
+        self.read_count += 1
+        return True, self.rng.integers(0, 255, (self.size[1], self.size[0], 3), dtype=np.uint8)
+
+    def get(self, prop):
+        return 0.0
+
+    def release(self):
+        self.released = True
+
+
+def _read_txt(path: Path):
+    rows = np.loadtxt(path, ndmin=2)
+    return rows[:, 0].astype(int), rows[:, 1], rows[:, 2:6]
+
+
+def test_folder_with_txt_and_json_agreeing_with_the_api(ckpt, tmp_path, capsys):
+    images = write_images(tmp_path / "in", 3)
+    (tmp_path / "in" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    assert _run(ckpt, tmp_path / "in", tmp_path / "runs", "--save-txt", "--save-json") == 0
+    out = tmp_path / "runs" / "exp"
+    assert "skipping" in capsys.readouterr().out and "broken.jpg" not in {p.name for p in out.iterdir()}
+    records = json.loads((out / "predictions.json").read_text())
+    det = Detector.load(ckpt)
+    for path in images:
+        annotated = cv2.imread(str(out / path.name))
+        assert annotated is not None and annotated.shape == cv2.imread(str(path)).shape
+        expected = det(path)
+        assert len(expected) > 0
+        labels, scores, boxes = _read_txt(out / "labels" / f"{path.stem}.txt")
+        np.testing.assert_array_equal(labels, expected.labels)
+        np.testing.assert_allclose(scores, expected.scores, atol=1e-5)
+        np.testing.assert_allclose(boxes, expected.boxes, atol=0.01)
+        mine = [r for r in records if r["image_id"] == path.stem]
+        assert [r["category_id"] for r in mine] == expected.labels.tolist()
+        assert [r["category_name"] for r in mine] == expected.names
+        xywh = np.array([r["bbox"] for r in mine])
+        np.testing.assert_allclose(xywh[:, :2], expected.boxes[:, :2], atol=0.01)
+        np.testing.assert_allclose(xywh[:, :2] + xywh[:, 2:], expected.boxes[:, 2:], atol=0.01)
+    # a second run gets a new folder; --no-save writes no images; a glob works as a source
+    assert _run(ckpt, tmp_path / "in" / "img*.png", tmp_path / "runs", "--no-save", "--save-txt") == 0
+    assert sorted(p.name for p in (tmp_path / "runs" / "exp2").iterdir()) == ["labels"]
+
+
+def test_video_keeps_every_frame_fps_and_size(ckpt, tmp_path):
+    video = write_video(tmp_path / "clip.mp4", frames=6, size=(160, 120), fps=12.0)
+    assert _run(ckpt, video, tmp_path / "runs", "--save-json", "--heatmap") == 0
+    out = tmp_path / "runs" / "exp" / "clip.mp4"
+    assert count_frames(out) == 6
+    capture = cv2.VideoCapture(str(out))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (160, 120)
+    capture.release()
+    frames = {r["frame"] for r in json.loads((tmp_path / "runs" / "exp" / "predictions.json").read_text())}
+    assert 0 in frames  # the first frame is predicted, not swallowed by the open check
+
+
+def test_webcam_through_a_stand_in_capture(ckpt, tmp_path):
+    camera = FakeCapture(frames=5)
+    assert _run(ckpt, "0", tmp_path / "runs", "--view", capture_factory=camera) == 0
+    assert camera.released
+    assert count_frames(tmp_path / "runs" / "exp" / "webcam0.mp4") == 5
+
+
+def test_ctrl_c_releases_the_writer_and_keeps_the_video(ckpt, tmp_path):
+    camera = FakeCapture(frames=10, interrupt_at=4)
+    assert _run(ckpt, "0", tmp_path / "runs", capture_factory=camera) == 130
+    assert camera.released
+    assert count_frames(tmp_path / "runs" / "exp" / "webcam0.mp4") == 4
+
+
+def test_view_without_display_runs_headless(ckpt, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    image = write_images(tmp_path / "in", 1)[0]
+    assert _run(ckpt, image, tmp_path / "runs", "--view") == 0
+    assert "running headless" in capsys.readouterr().out
+
+
+def test_heatmap_and_attention_change_the_picture(ckpt, tmp_path, capsys):
+    image = write_images(tmp_path / "in", 1)[0]
+    for flag in ("", "--heatmap", "--attention"):
+        assert _run(ckpt, image, tmp_path / "runs", *([flag] if flag else [])) == 0
+    plain, heat, attn = (cv2.imread(str(tmp_path / "runs" / d / image.name)) for d in ("exp", "exp2", "exp3"))
+    assert np.abs(plain.astype(int) - heat).mean() > 5 and np.abs(plain.astype(int) - attn).mean() > 5
+    assert "attn_p5: top channels" in capsys.readouterr().out
+
+
+def test_attention_on_a_model_without_attention_is_one_line(tmp_path, capsys):
+    ckpt = make_checkpoint(tmp_path / "plain.pt", phi=0)
+    image = write_images(tmp_path / "in", 1)[0]
+    assert _run(ckpt, image, tmp_path / "runs", "--attention") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no attention blocks" in err
+
+
+@pytest.mark.parametrize("make_source, message", [
+    (lambda d: d / "missing.jpg", "no such file or folder"),
+    (lambda d: (d / "empty").mkdir() or d / "empty", "no images or videos"),
+    (lambda d: (d / "fake.mp4").write_bytes(b"\x00" * 64) and d / "fake.mp4", "cannot open this video"),
+    (lambda d: (d / "only_bad").mkdir() or (d / "only_bad" / "x.png").write_text("no") and d / "only_bad",
+     "nothing could be read"),
+])
+def test_bad_sources_give_one_line_and_fail(ckpt, tmp_path, capfd, make_source, message):
+    assert _run(ckpt, make_source(tmp_path), tmp_path / "runs") == 1
+    err = capfd.readouterr().err  # capfd: OpenCV and FFmpeg log straight to file descriptor 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "runs" / "exp").exists() or message == "nothing could be read"
+
+
+def test_absent_webcam(ckpt, tmp_path, capsys):
+    assert _run(ckpt, "0", tmp_path / "runs", capture_factory=FakeCapture(opened=False)) == 1
+    assert "no webcam at index 0" in capsys.readouterr().err
+    assert _run(None, "0", tmp_path / "runs") == 1  # no --weights at all
+    assert "no weights given" in capsys.readouterr().err
+
+
+def test_sources_mix_images_and_videos_in_a_folder(tmp_path):
+    write_images(tmp_path, 2)
+    write_video(tmp_path / "clip.avi", frames=3)
+    kinds = [s.kind for s in open_sources(tmp_path)]
+    assert kinds == ["images", "video"]
+
+
+def test_command_line_without_weights_says_how_to_get_them(tmp_path):
+    """The real script in a fresh process: one line naming both ways to get weights, exit 1."""
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "predict.py"), "--weights", "nope.pt",
+                           "--source", "x.jpg"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "nope.pt: no such weights file" in done.stderr
+    assert "python tools/train.py" in done.stderr and "python tools/convert.py" in done.stderr

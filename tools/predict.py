@@ -1,0 +1,54 @@
+"""Detect objects in images, folders, globs, videos, webcams and streams.
+
+    python tools/predict.py --weights best.pt --source bus.jpg
+    python tools/predict.py --weights best.pt --source data/images --save-txt --save-json
+    python tools/predict.py --weights best.onnx --source video.mp4 --view
+    python tools/predict.py --weights best.pt --source 0 --attention       # webcam 0, attention overlay
+    python tools/predict.py --weights yolov4-tiny.weights --classes-file coco.names --source "imgs/*.jpg"
+
+Results go to runs/predict/<name> (exp, exp2, ...): annotated images keep their names, videos become .mp4
+at the source's fps and size; --save-txt writes labels/<stem>.txt (class score x1 y1 x2 y2, pixels).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from yolo_attn.inference.predict import run_predict
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", help="our .pt, Darknet .weights / port .pth (with --classes-file), .onnx, "
+                   "or an OpenVINO .xml (or its folder)")
+    p.add_argument("--source", help="image, folder, glob, video, webcam index (0) or stream URL")
+    p.add_argument("--conf", type=float, default=0.25, help="minimum score (objectness x class probability)")
+    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (per class)")
+    p.add_argument("--img-size", type=int, help="network input size, a multiple of 32 (default: the checkpoint's)")
+    p.add_argument("--classes", nargs="+", help="report only these classes (indices or names)")
+    p.add_argument("--classes-file", help="class names, one per line, for weights without names")
+    p.add_argument("--num-classes", type=int, help="class count, for weights without names")
+    p.add_argument("--max-det", type=int, default=300, help="most boxes per image")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], help="default: the file's own")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], help="default: the file's own")
+    p.add_argument("--save-txt", action="store_true", help="write labels/<stem>.txt per image or frame")
+    p.add_argument("--save-json", action="store_true", help="write predictions.json (COCO results style)")
+    p.add_argument("--no-save", action="store_true", help="do not write annotated images or videos")
+    p.add_argument("--view", action="store_true", help="show a window (when a display exists); q quits")
+    view = p.add_mutually_exclusive_group()
+    view.add_argument("--heatmap", action="store_true", help="overlay the objectness map")
+    view.add_argument("--attention", action="store_true", help="overlay the attention neck's spatial gates and "
+                      "print its top channel weights")
+    p.add_argument("--project", default="runs/predict", help="parent folder of the results")
+    p.add_argument("--name", default="exp", help="results folder name (made unique: exp, exp2, ...)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_predict(**vars(build_parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Network execution behind one small interface: PyTorch, ONNX Runtime and OpenVINO.
+
+Every backend takes a float batch ``(B, 3, H, W)`` RGB in [0, 1] and returns the raw head maps
+``[p5, p4]`` as float32 CPU tensors, exactly what :class:`~yolo_attn.models.YoloV4Tiny` returns. Letterboxing,
+decoding and NMS stay in :class:`~yolo_attn.inference.detector.Detector`, so every backend gets the same pre-
+and post-processing. New variants (bf16, int8, compiled graphs, automatic choice) register a class here::
+
+    @register_backend
+    class MyBackend(Backend):
+        name = "mine"
+        precisions = ("fp32", "bf16")
+        ...
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type, Union
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    "BACKENDS",
+    "META_KEY",
+    "Backend",
+    "OnnxRuntimeBackend",
+    "OpenVinoBackend",
+    "TorchBackend",
+    "available_backends",
+    "create_backend",
+    "register_backend",
+]
+
+META_KEY = "yolo_attn"  # ONNX metadata_props key / OpenVINO rt_info key holding the checkpoint meta as JSON
+PathLike = Union[str, os.PathLike]
+BACKENDS: Dict[str, Type["Backend"]] = {}
+
+
+def register_backend(cls: Type["Backend"]) -> Type["Backend"]:
+    """Class decorator: make a backend available by its ``name`` to :func:`create_backend`."""
+    BACKENDS[cls.name] = cls
+    return cls
+
+
+class Backend(ABC):
+    """Runs the network. Subclasses set ``name``, ``precisions`` and ``requires`` (module names to import).
+
+    Attributes:
+        precision: the precision it runs in ("fp32", "bf16", "int8").
+        device: where it runs, as given ("cpu", "cuda:0", ...).
+        fixed_shape: (batch, height, width) the model requires, each None where any is accepted (a static
+            export fixes all three; a dynamic one none).
+        meta: the checkpoint meta carried by an exported file, or None (torch models get theirs from the
+            checkpoint).
+    """
+
+    name: ClassVar[str]
+    precisions: ClassVar[Tuple[str, ...]] = ("fp32",)
+    requires: ClassVar[Tuple[str, ...]] = ()
+
+    precision: str = "fp32"
+    device: str = "cpu"
+    fixed_shape: Tuple[Optional[int], Optional[int], Optional[int]] = (None, None, None)
+    meta: Optional[Dict[str, Any]] = None
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return all(importlib.util.find_spec(m) is not None for m in cls.requires)
+
+    @abstractmethod
+    def __call__(self, batch: torch.Tensor) -> List[torch.Tensor]:
+        """(B, 3, H, W) float RGB in [0, 1] -> raw maps [p5, p4], float32 on the CPU."""
+
+    @property
+    def torch_model(self) -> Optional[nn.Module]:
+        """The PyTorch module when there is one (needed for the attention view), else None."""
+        return None
+
+    def describe(self) -> str:
+        return f"{self.name} {self.precision} on {self.device}"
+
+    def _check_precision(self, precision: str) -> str:
+        if precision not in self.precisions:
+            raise ValueError(f"the {self.name} backend runs {', '.join(self.precisions)}, not '{precision}'")
+        return precision
+
+
+@register_backend
+class TorchBackend(Backend):
+    """Eager PyTorch, BatchNorm folded into the convolutions."""
+
+    name = "torch"
+    precisions = ("fp32",)
+
+    def __init__(self, model: nn.Module, precision: str = "fp32", device: str = "cpu", fuse: bool = True):
+        self.precision = self._check_precision(precision)
+        self.device = device
+        self.model = model.to(device).eval()
+        if fuse and hasattr(self.model, "fuse"):
+            self.model.fuse()
+
+    @property
+    def torch_model(self) -> nn.Module:
+        return self.model
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> List[torch.Tensor]:
+        return [o.float().cpu() for o in self.model(batch.to(self.device))]
+
+
+@register_backend
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime on an exported ``.onnx`` file (or its bytes). The precision is the file's own."""
+
+    name = "onnxruntime"
+    precisions = ("fp32", "int8")
+    requires = ("onnxruntime",)
+
+    def __init__(self, model: Union[PathLike, bytes], precision: Optional[str] = None, device: str = "cpu"):
+        import onnxruntime as ort
+
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        source = model if isinstance(model, bytes) else str(model)
+        try:
+            self.session = ort.InferenceSession(source, providers=providers)
+        except Exception as e:  # ONNX Runtime's own exception types: corrupt file, unsupported op, ...
+            raise ValueError(f"{_label(model)}: not a loadable ONNX model ({_first_line(e)})") from None
+        self.device = device
+        self.meta = _parse_meta(self.session.get_modelmeta().custom_metadata_map.get(META_KEY), model)
+        self.precision = _matching_precision(self, precision)
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.fixed_shape = _fixed_shape(inp.shape)
+
+    def __call__(self, batch: torch.Tensor) -> List[torch.Tensor]:
+        outputs = self.session.run(None, {self.input_name: batch.detach().cpu().float().numpy()})
+        return [torch.from_numpy(o) for o in outputs]
+
+
+@register_backend
+class OpenVinoBackend(Backend):
+    """OpenVINO on an IR (``.xml``), an ``.onnx`` file or an in-memory ``openvino.Model``.
+
+    fp32 is forced explicitly: on CPUs with bf16 support OpenVINO would otherwise run in bf16.
+    """
+
+    name = "openvino"
+    precisions = ("fp32", "bf16", "int8")
+    requires = ("openvino",)
+    _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 models: layers left in float run f32
+
+    def __init__(self, model: Any, precision: Optional[str] = None, device: str = "cpu"):
+        import openvino as ov
+
+        core = ov.Core()
+        meta_text = None
+        if isinstance(model, (str, os.PathLike)):
+            path = str(model)
+            try:
+                model = core.read_model(path)
+            except Exception as e:  # OpenVINO raises RuntimeError with the whole C++ context
+                raise ValueError(f"{path}: not a loadable OpenVINO/ONNX model ({_first_line(e)})") from None
+            if path.lower().endswith(".onnx"):  # OpenVINO's ONNX reader drops metadata_props
+                meta_text = _onnx_metadata(path)
+        self.device = device
+        self.meta = _parse_meta(meta_text or _ov_rt_info(model), model.get_friendly_name() or "OpenVINO model")
+        file_precision = (self.meta or {}).get("precision", "fp32")
+        if precision is None:
+            precision = file_precision
+        elif precision == "int8" and file_precision != "int8":
+            raise ValueError("this OpenVINO model is not quantized; export it with --precision int8")
+        self.precision = self._check_precision(precision)
+        ov_device = {"cpu": "CPU", "cuda": "GPU", "gpu": "GPU"}.get(device.split(":")[0].lower(), device.upper())
+        config = {"INFERENCE_PRECISION_HINT": self._HINTS[self.precision], "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled = core.compile_model(model, ov_device, config)
+        self.fixed_shape = _fixed_shape(list(self.compiled.inputs[0].get_partial_shape()))
+        self._request = self.compiled.create_infer_request()
+
+    def __call__(self, batch: torch.Tensor) -> List[torch.Tensor]:
+        results = self._request.infer(batch.detach().cpu().float().numpy())
+        return [torch.from_numpy(results[o].copy()) for o in self.compiled.outputs]
+
+
+def available_backends() -> List[str]:
+    """Names of the registered backends whose libraries are installed."""
+    return [name for name, cls in BACKENDS.items() if cls.is_available()]
+
+
+def create_backend(name: str, model: Any, precision: Optional[str] = None, device: str = "cpu") -> Backend:
+    """Build backend ``name`` on ``model``: an ``nn.Module`` for "torch", a file path (or bytes) otherwise."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend '{name}'; choose one of {sorted(BACKENDS)}")
+    cls = BACKENDS[name]
+    if not cls.is_available():
+        missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        raise ValueError(f"the {name} backend needs {', '.join(missing)}: pip install -e \".[export,openvino]\"")
+    if name == "torch":
+        return cls(model, precision or "fp32", device)
+    return cls(model, precision, device)
+
+
+def _label(model: Any) -> str:
+    return str(model) if isinstance(model, (str, os.PathLike)) else "in-memory model"
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _parse_meta(text: Optional[str], where: Any) -> Optional[Dict[str, Any]]:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"{_label(where)}: its '{META_KEY}' metadata is not valid JSON; re-export it") from None
+
+
+def _onnx_metadata(path: str) -> Optional[str]:
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    return props.get(META_KEY)
+
+
+def _ov_rt_info(model: Any) -> Optional[str]:
+    if not model.has_rt_info([META_KEY]):
+        return None
+    return model.get_rt_info([META_KEY]).astype(str)
+
+
+def _matching_precision(backend: Backend, precision: Optional[str]) -> str:
+    file_precision = (backend.meta or {}).get("precision", "fp32")
+    if precision is not None and precision != file_precision:
+        raise ValueError(f"this ONNX model holds {file_precision} weights and ONNX Runtime runs it as such; "
+                         f"export it with --precision {precision}, or use --backend openvino for bf16")
+    return backend._check_precision(file_precision)
+
+
+def _fixed_shape(shape: List[Any]) -> Tuple[Optional[int], Optional[int], Optional[int]]:
+    """(batch, height, width) of a model input, each None where it is dynamic."""
+    dims = []
+    for d in (shape[0], shape[2], shape[3]):
+        if isinstance(d, int):
+            dims.append(d)
+        elif hasattr(d, "is_static") and d.is_static:
+            dims.append(d.get_length())
+        else:
+            dims.append(None)
+    return tuple(dims)
+

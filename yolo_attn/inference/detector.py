@@ -1,0 +1,360 @@
+"""The Python API: ``Detector.load(weights)`` then ``det(image)``.
+
+::
+
+    from yolo_attn import Detector
+
+    det = Detector.load("runs/train/exp/best.pt")   # or .weights / port .pth (with classes=), .onnx, OpenVINO .xml
+    result = det("street.jpg")                       # a path, an RGB numpy array, a PIL image, or a list of them
+    for box, score, name in zip(result.boxes, result.scores, result.names):
+        print(name, score, box)                      # box: x1, y1, x2, y2 in pixels of the original image
+
+Numpy arrays are taken as RGB (as PIL and matplotlib give them); pass ``bgr=True`` for arrays from OpenCV.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+
+from ..data.letterbox import PAD_VALUE, LetterboxInfo, letterbox, unletterbox_boxes
+from ..data.records import BadImageError, read_image
+from ..models.decode import decode_outputs, postprocess
+from ..models.yolo import STRIDES
+from .backends import Backend, create_backend
+
+__all__ = ["Detections", "Detector", "load_image", "missing_weights_message"]
+
+PathLike = Union[str, os.PathLike]
+ImageLike = Union[PathLike, np.ndarray, Any]  # Any: a PIL image
+
+_INTERPOLATIONS = {
+    "nearest": cv2.INTER_NEAREST,
+    "linear": cv2.INTER_LINEAR,
+    "bilinear": cv2.INTER_LINEAR,
+    "cubic": cv2.INTER_CUBIC,
+    "bicubic": cv2.INTER_CUBIC,
+    "area": cv2.INTER_AREA,
+    "lanczos": cv2.INTER_LANCZOS4,
+}
+
+
+def missing_weights_message(path: Optional[PathLike]) -> str:
+    """One line telling a user without weights how to get some."""
+    what = "no weights given (--weights)" if path is None else f"{path}: no such weights file"
+    return (f"{what}. Get weights by training (`python tools/train.py`) or by converting Darknet or port "
+            f"weights (`python tools/convert.py --from darknet|port --weights FILE --classes NAMES --out model.pt`)")
+
+
+@dataclass
+class Detections:
+    """What was found in one image. Boxes are x1, y1, x2, y2 in pixels of the original image."""
+
+    boxes: np.ndarray  # (K, 4) float32
+    scores: np.ndarray  # (K,) float32, objectness * class probability
+    labels: np.ndarray  # (K,) int64 class indices
+    names: List[str]  # (K,) the class name of each box
+    image_shape: Tuple[int, int]  # (h, w) of the original image
+    source: Optional[str] = None  # the path, when the image came from a file
+    letterbox: Optional[LetterboxInfo] = None
+    input_shape: Tuple[int, int] = (0, 0)  # (h, w) the network saw
+    maps: Optional[List[np.ndarray]] = None  # raw head maps (A*(5+C), H_l, W_l), with keep_maps=True
+    gates: Dict[str, Dict[str, np.ndarray]] = field(default_factory=dict)  # attention gates, keep_gates=True
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_records(self) -> List[Dict[str, Any]]:
+        """One plain dict per box: label, name, score, box [x1, y1, x2, y2]."""
+        return [
+            {"label": int(c), "name": n, "score": float(s), "box": [float(v) for v in b]}
+            for b, s, c, n in zip(self.boxes, self.scores, self.labels, self.names)
+        ]
+
+
+def load_image(image: ImageLike, bgr: bool = False) -> Tuple[np.ndarray, Optional[str]]:
+    """Any supported image input -> (H, W, 3) uint8 RGB, and its path when it came from a file.
+
+    ``bgr`` says how to read numpy arrays (paths and PIL images carry their own channel order).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such image file")
+        try:
+            return read_image(path), str(path)  # the dataset's reader: EXIF orientation, truncation checks
+        except BadImageError as e:
+            raise ValueError(f"{e}") from None
+    if type(image).__module__.startswith("PIL."):
+        return np.asarray(image.convert("RGB")), getattr(image, "filename", None) or None
+    if isinstance(image, np.ndarray):
+        return _array_to_rgb(image, bgr), None
+    raise TypeError(f"cannot read an image from a {type(image).__name__}; give a path, a numpy array or a PIL image")
+
+
+def _array_to_rgb(array: np.ndarray, bgr: bool) -> np.ndarray:
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an (H, W, 3) image array, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.size and 0.0 <= array.min() and array.max() <= 1.0:
+            array = (array * 255.0).round().astype(np.uint8)
+        else:
+            raise ValueError(f"expected a uint8 image (or floats in [0, 1]), got {array.dtype}")
+    if array.shape[2] == 1:
+        return np.ascontiguousarray(np.repeat(array, 3, axis=2))
+    array = array[:, :, :3]  # drop alpha
+    return np.ascontiguousarray(array[:, :, ::-1] if bgr else array)
+
+
+class Detector:
+    """Letterbox, run a backend, decode, class-aware NMS, map boxes back to the original image.
+
+    Build it with :meth:`load`. Everything needed (class names, anchors, decode settings, input size,
+    pre-processing) comes from the weights file.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        meta: Dict[str, Any],
+        img_size: Union[int, Tuple[int, int], None] = None,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+        keep_classes: Optional[Sequence[Union[int, str]]] = None,
+        batch_size: int = 8,
+    ):
+        self.backend = backend
+        self.meta = meta
+        model = meta["model"]
+        self.names: List[str] = list(meta["names"])
+        self.level_anchors = [[tuple(model["anchors"][i]) for i in mask] for mask in model["anchor_masks"]]
+        self.num_anchors = len(model["anchor_masks"][0])
+        self.scale_x_y = float(meta.get("scale_x_y", 1.05))
+        pre = meta.get("preprocess") or {}
+        self.interpolation = _interpolation(pre.get("interpolation", "linear"))
+        self.pad_value = int(pre.get("pad_value", PAD_VALUE))
+        self.input_shape = self._input_shape(img_size if img_size is not None else meta.get("img_size", 416))
+        self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
+        self.keep_classes = keep_classes
+        fixed_batch = backend.fixed_shape[0]
+        self.batch_size = fixed_batch or max(1, int(batch_size))
+
+    @classmethod
+    def load(
+        cls,
+        path: PathLike,
+        classes: Union[None, PathLike, Sequence[str]] = None,
+        num_classes: Optional[int] = None,
+        device: str = "cpu",
+        backend: Optional[str] = None,
+        precision: Optional[str] = None,
+        img_size: Union[int, Tuple[int, int], None] = None,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+        keep_classes: Optional[Sequence[Union[int, str]]] = None,
+    ) -> "Detector":
+        """Load a detector from any supported weights file.
+
+        Args:
+            path: our checkpoint (.pt), Darknet .weights or a port state dict (these two need ``classes``
+                or ``num_classes``), an exported .onnx, or an OpenVINO IR (.xml, or a folder holding one).
+            classes: class names (a list, or a file with one per line) for weights that carry none.
+            backend: "torch", "onnxruntime" or "openvino"; by default the one the file is made for.
+                PyTorch weights run by ONNX Runtime / OpenVINO are converted in memory first.
+            precision: "fp32", "bf16" or "int8" where the backend offers it; by default the file's own.
+            img_size: network input size (int, or (h, w)), multiples of 32; by default the checkpoint's.
+            keep_classes: report only these classes (indices or names).
+        """
+        path = _resolve_weights_path(path)
+        suffix = path.suffix.lower()
+        if suffix in (".onnx", ".xml"):
+            kind = backend or ("onnxruntime" if suffix == ".onnx" else "openvino")
+            allowed = ("onnxruntime", "openvino") if suffix == ".onnx" else ("openvino",)
+            if kind not in allowed:
+                raise ValueError(f"{path}: a {suffix} model runs with --backend {' or '.join(allowed)}, not {kind}")
+            runner = create_backend(kind, path, precision, device)
+            if runner.meta is None:
+                raise ValueError(f"{path}: carries no yolo_attn metadata (class names, anchors); "
+                                 f"export it with `python tools/export.py`")
+            meta = runner.meta
+        else:
+            from ..utils.checkpoint import load_model
+
+            model, meta = load_model(path, classes, num_classes)
+            runner = _torch_weights_backend(model, meta, backend or "torch", precision, device, path)
+        return cls(runner, meta, img_size, conf, iou, max_det, keep_classes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    @property
+    def keep_classes(self) -> Optional[List[int]]:
+        return self._keep_classes
+
+    @keep_classes.setter
+    def keep_classes(self, classes: Optional[Sequence[Union[int, str]]]) -> None:
+        self._keep_classes = None if classes is None else [self._class_index(c) for c in classes]
+
+    def __call__(self, images: Union[ImageLike, Sequence[ImageLike]], bgr: bool = False):
+        """Detect objects. One image gives one :class:`Detections`; a list gives a list of them."""
+        if isinstance(images, (list, tuple)):
+            return self.predict(images, bgr)
+        return self.predict([images], bgr)[0]
+
+    def predict(
+        self,
+        images: Sequence[ImageLike],
+        bgr: bool = False,
+        keep_maps: bool = False,
+        keep_gates: bool = False,
+    ) -> List[Detections]:
+        """Detect objects in each image; optionally keep the raw head maps (heatmap view) and the
+        attention gates (attention view, PyTorch backend only)."""
+        results: List[Detections] = []
+        for start in range(0, len(images), self.batch_size):
+            loaded = [load_image(im, bgr) for im in images[start : start + self.batch_size]]
+            batch, infos = self.preprocess([rgb for rgb, _ in loaded])
+            maps, gates = self.forward(batch, keep_gates)
+            dets = self.postprocess(maps, infos)
+            for i, (det, (_, source)) in enumerate(zip(dets, loaded)):
+                det.source = source
+                if keep_maps:
+                    det.maps = [m[i].numpy() for m in maps]
+                det.gates = {name: {k: g[i].float().cpu().numpy() for k, g in d.items()} for name, d in gates.items()}
+            results.extend(dets)
+        return results
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> Tuple[torch.Tensor, List[LetterboxInfo]]:
+        """RGB uint8 images -> letterboxed float batch (B, 3, H, W) in [0, 1], and how each was letterboxed."""
+        boxed = [letterbox(im, self.input_shape, self.pad_value, self.interpolation) for im in images]
+        batch = torch.from_numpy(np.stack([b for b, _ in boxed])).permute(0, 3, 1, 2).float().div_(255.0)
+        return batch.contiguous(), [info for _, info in boxed]
+
+    def forward(self, batch: torch.Tensor, keep_gates: bool = False):
+        """Run the backend on a letterboxed batch. Returns (raw maps, attention gates or {})."""
+        model = self.backend.torch_model
+        if keep_gates and model is None:
+            raise ValueError(f"the attention view needs the PyTorch model; the {self.backend.name} backend has "
+                             f"none (use the .pt checkpoint with --backend torch)")
+        n, fixed = batch.shape[0], self.backend.fixed_shape[0]
+        if fixed and n != fixed:  # a static export: run it in chunks of its batch size, the last one padded
+            chunks = [self._run_fixed(batch[i : i + fixed], fixed) for i in range(0, n, fixed)]
+            return [torch.cat(level)[:n] for level in zip(*chunks)], {}
+        if not keep_gates:
+            return self.backend(batch), {}
+        from ..models.attention import collect_gates
+
+        blocks = [m for m in model.modules() if hasattr(m, "keep_gates")]
+        for block in blocks:
+            block.keep_gates = True
+        try:
+            maps = self.backend(batch)
+            gates = collect_gates(model)
+        finally:
+            for block in blocks:  # leave no stale gates behind for the next call
+                block.keep_gates = False
+                block.__dict__.pop("gates", None)
+        return maps, gates
+
+    def _run_fixed(self, chunk: torch.Tensor, size: int) -> List[torch.Tensor]:
+        if chunk.shape[0] < size:
+            chunk = torch.cat([chunk, chunk.new_zeros((size - chunk.shape[0], *chunk.shape[1:]))])
+        return self.backend(chunk)
+
+    def postprocess(self, maps: Sequence[torch.Tensor], infos: Sequence[LetterboxInfo]) -> List[Detections]:
+        """Decode raw maps, threshold, NMS, and map boxes back to each original image."""
+        decoded = decode_outputs(maps, self.level_anchors, STRIDES, self.scale_x_y)
+        kept = postprocess(decoded, self.conf, self.iou, self.max_det, classes=self.keep_classes)
+        results = []
+        for det, info in zip(kept, infos):
+            boxes = unletterbox_boxes(det[:, :4], info).numpy().astype(np.float32)
+            labels = det[:, 5].long().numpy()
+            results.append(Detections(
+                boxes=boxes,
+                scores=det[:, 4].numpy().astype(np.float32),
+                labels=labels,
+                names=[self.names[i] for i in labels],
+                image_shape=info.orig_shape,
+                letterbox=info,
+                input_shape=self.input_shape,
+            ))
+        return results
+
+    def describe(self) -> str:
+        """One line: what runs and how."""
+        h, w = self.input_shape
+        attention = self.meta["model"].get("attention") or "none"
+        return (f"{self.backend.describe()}, input {w}x{h}, {self.num_classes} classes, attention {attention}, "
+                f"conf {self.conf}, iou {self.iou}")
+
+    def _input_shape(self, size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+        h, w = (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
+        if h <= 0 or w <= 0 or h % 32 or w % 32:
+            raise ValueError(f"image size must be a positive multiple of 32, got {w}x{h}")
+        _, fixed_h, fixed_w = self.backend.fixed_shape
+        if (fixed_h and fixed_h != h) or (fixed_w and fixed_w != w):
+            raise ValueError(f"this model was exported for a fixed {fixed_w}x{fixed_h} input, not {w}x{h}; "
+                             f"re-export it with --dynamic to run other sizes")
+        return h, w
+
+    def _class_index(self, c: Union[int, str]) -> int:
+        if isinstance(c, str) and not c.strip().isdigit():
+            if c not in self.names:
+                raise ValueError(f"unknown class '{c}'; this model knows {', '.join(self.names)}")
+            return self.names.index(c)
+        index = int(c)
+        if not 0 <= index < len(self.names):
+            raise ValueError(f"class index {index} is out of range for a model with {len(self.names)} classes")
+        return index
+
+
+def _interpolation(value: Union[str, int]) -> int:
+    if isinstance(value, int):
+        return value
+    if str(value).lower() not in _INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation '{value}' in the checkpoint's preprocess settings; "
+                         f"expected one of {sorted(_INTERPOLATIONS)}")
+    return _INTERPOLATIONS[str(value).lower()]
+
+
+def _resolve_weights_path(path: Optional[PathLike]) -> Path:
+    if path is None or not str(path):
+        raise FileNotFoundError(missing_weights_message(None))
+    path = Path(path)
+    if path.is_dir():  # an OpenVINO export folder
+        xmls = sorted(path.glob("*.xml"))
+        if len(xmls) != 1:
+            raise FileNotFoundError(f"{path}: is a folder; expected one OpenVINO .xml in it, found {len(xmls)}")
+        return xmls[0]
+    if not path.is_file():
+        raise FileNotFoundError(missing_weights_message(path))
+    return path
+
+
+def _torch_weights_backend(model, meta, kind: str, precision: Optional[str], device: str, path: Path) -> Backend:
+    """PyTorch weights on any backend: ONNX Runtime and OpenVINO get an in-memory dynamic export."""
+    if kind == "torch":
+        return create_backend("torch", model, precision, device)
+    if precision == "int8":
+        raise ValueError(f"{path}: int8 needs calibration; export it first with "
+                         f"`python tools/export.py --weights {path} --format openvino --precision int8`")
+    from .export import export_meta, onnx_bytes, openvino_model
+
+    size = int(meta.get("img_size", 416))
+    exported = export_meta(meta, size, dynamic=True, precision="fp32", source=path.name)
+    data = onnx_bytes(model, exported, size, dynamic=True)
+    if kind == "onnxruntime":
+        return create_backend(kind, data, precision, device)
+    if kind == "openvino":
+        return create_backend(kind, openvino_model(data, exported), precision, device)
+    raise ValueError(f"unknown backend '{kind}'; choose torch, onnxruntime or openvino")

@@ -1,0 +1,382 @@
+"""Export to ONNX and OpenVINO IR, with the checkpoint meta inside, and a parity check against PyTorch.
+
+An exported model carries the checkpoint's meta (class names, anchors, masks, scale_x_y, input size,
+pre-processing) as JSON under the key ``yolo_attn`` in ONNX ``metadata_props`` / OpenVINO ``rt_info``, so
+``Detector.load("model.onnx")`` needs nothing else. Its outputs are the raw head maps ``p5, p4``; decoding and
+NMS stay in :class:`~yolo_attn.inference.detector.Detector`, identical for every backend.
+
+- fp32: the graph as is (ONNX opset 17 by default, >= 13).
+- bf16 (OpenVINO): fp32 weights with a bf16 inference-precision hint (OpenVINO runs bf16 on AMX / AVX512-BF16).
+- int8: NNCF post-training quantization (mixed preset: symmetric weights, asymmetric activations, which suits
+  LeakyReLU), calibrated on letterboxed training images.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..data.letterbox import PAD_VALUE, letterbox
+from .backends import META_KEY
+
+__all__ = [
+    "FORMATS",
+    "ParityReport",
+    "calibration_images",
+    "check_parity",
+    "default_output",
+    "export_meta",
+    "export_model",
+    "onnx_bytes",
+    "openvino_model",
+    "quantize_int8",
+    "run_export",
+    "synthetic_images",
+]
+
+FORMATS = ("onnx", "openvino")
+PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
+DEFAULT_OPSET = 17
+MIN_OPSET = 13
+PathLike = Union[str, os.PathLike]
+
+
+def export_meta(meta: Dict[str, Any], img_size: int, dynamic: bool, precision: str, source: str) -> Dict[str, Any]:
+    """The checkpoint meta as stored in an exported model (input size, shape policy and precision added)."""
+    exported = {k: v for k, v in meta.items() if k != "training"}
+    exported.update(img_size=int(img_size), dynamic=bool(dynamic), precision=precision, exported_from=source)
+    return exported
+
+
+def onnx_bytes(model: nn.Module, meta: Dict[str, Any], img_size: int, dynamic: bool = False,
+               opset: int = DEFAULT_OPSET) -> bytes:
+    """Serialize ``model`` to ONNX (input ``images`` (B, 3, H, W) RGB [0, 1]; outputs ``p5``, ``p4``) with
+    ``meta`` in its metadata. Static: batch 1 at img_size; dynamic: batch, height and width free."""
+    import onnx
+
+    if opset < MIN_OPSET:
+        raise ValueError(f"ONNX opset {opset} is too old; use {MIN_OPSET} or newer")
+    dynamic_axes = None
+    if dynamic:
+        dynamic_axes = {
+            "images": {0: "batch", 2: "height", 3: "width"},
+            "p5": {0: "batch", 2: "height_32", 3: "width_32"},
+            "p4": {0: "batch", 2: "height_16", 3: "width_16"},
+        }
+    example = torch.zeros(1, 3, img_size, img_size)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices are not for our users
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.eval(), (example,), buf, dynamo=False, opset_version=opset, input_names=["images"],
+            output_names=["p5", "p4"], dynamic_axes=dynamic_axes, do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(buf.getvalue())
+    _set_onnx_meta(proto, meta)
+    return proto.SerializeToString()
+
+
+def _set_onnx_meta(proto: Any, meta: Dict[str, Any]) -> None:
+    import onnx
+
+    props = {p.key: p.value for p in proto.metadata_props}
+    props[META_KEY] = json.dumps(meta, default=str)
+    onnx.helper.set_model_props(proto, props)
+
+
+def openvino_model(onnx_model: bytes, meta: Dict[str, Any]) -> Any:
+    """An ``openvino.Model`` from ONNX bytes, with ``meta`` in its rt_info (and the bf16 hint when asked)."""
+    import openvino as ov
+
+    model = ov.convert_model(io.BytesIO(onnx_model))
+    _set_openvino_meta(model, meta)
+    return model
+
+
+def _set_openvino_meta(model: Any, meta: Dict[str, Any]) -> None:
+    model.set_rt_info(json.dumps(meta, default=str), [META_KEY])
+    if meta.get("precision") == "bf16":  # read by OpenVINO's compile_model, so other OpenVINO tools honour it too
+        model.set_rt_info("bf16", ["runtime_options", "INFERENCE_PRECISION_HINT"])
+
+
+def calibration_images(
+    data: Union[None, PathLike, Dict[str, Any]] = None,
+    folder: Optional[PathLike] = None,
+    count: int = 300,
+    log: Callable[[str], None] = print,
+) -> List[np.ndarray]:
+    """Up to ``count`` RGB uint8 images for int8 calibration: from the training split of a data config (a
+    YAML path, a mapping, or "shapes" for the embedded set), or from a folder of images. Evenly spread over
+    the set, so no one sequence dominates."""
+    from .detector import load_image
+
+    if data is not None:
+        try:
+            from ..data import build_dataset, load_data_config
+        except ImportError:
+            raise ValueError("reading a data config needs yolo_attn.data (load_data_config, build_dataset); "
+                             "pass --calib-images FOLDER instead") from None
+        try:
+            dataset = build_dataset(load_data_config(data), "train")
+        except KeyError as e:  # a config without a train split
+            raise ValueError(f"{data}: {e.args[0]}") from None
+        if len(dataset) == 0:
+            raise ValueError(f"{data}: its training split has no images to calibrate with")
+        indices = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)
+        log(f"calibrating on {len(indices)} training images from {data}")
+        return [dataset.load_record(int(i)).image for i in np.unique(indices)]
+    if folder is not None:
+        from .sources import list_images
+
+        files = list_images(folder)
+        picked = [files[int(i)] for i in np.unique(np.linspace(0, len(files) - 1, min(count, len(files))).round())]
+        images = []
+        for f in picked:
+            try:
+                images.append(load_image(f)[0])
+            except ValueError as e:
+                log(f"warning: skipping {e}")
+        if not images:
+            raise ValueError(f"{folder}: no readable images to calibrate with")
+        log(f"calibrating on {len(images)} images from {folder}")
+        return images
+    raise ValueError("int8 needs calibration images: pass --data CONFIG (its training set is used) "
+                     "or --calib-images FOLDER")
+
+
+def quantize_int8(model: Any, images: Sequence[np.ndarray], meta: Dict[str, Any], img_size: int) -> Any:
+    """NNCF post-training quantization of an ``openvino.Model`` or ONNX bytes, on letterboxed ``images``
+    prepared exactly as :class:`Detector` prepares its input. Returns the same kind it was given."""
+    import nncf
+
+    from .detector import _interpolation
+
+    pre = meta.get("preprocess") or {}
+    interpolation = _interpolation(pre.get("interpolation", "linear"))
+    pad = int(pre.get("pad_value", PAD_VALUE))
+    batches = [
+        (letterbox(im, img_size, pad, interpolation)[0].transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+        for im in images
+    ]
+    onnx_input = isinstance(model, bytes)
+    if onnx_input:
+        import onnx
+
+        model = onnx.load_from_string(model)
+        dataset = nncf.Dataset(batches, lambda b: {"images": b})
+    else:
+        dataset = nncf.Dataset(batches)
+    quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.MIXED, subset_size=len(batches))
+    if onnx_input:
+        _set_onnx_meta(quantized, meta)
+        return quantized.SerializeToString()
+    _set_openvino_meta(quantized, meta)
+    return quantized
+
+
+def default_output(weights: Path, fmt: str, precision: str) -> Path:
+    """best.pt -> best.onnx, best_int8.onnx, best_openvino/best.xml, best_openvino_bf16/best.xml."""
+    tag = "" if precision == "fp32" else f"_{precision}"
+    if fmt == "onnx":
+        return weights.with_name(f"{weights.stem}{tag}.onnx")
+    return weights.parent / f"{weights.stem}_openvino{tag}" / f"{weights.stem}.xml"
+
+
+def export_model(
+    weights: PathLike,
+    format: str = "onnx",
+    output: Optional[PathLike] = None,
+    img_size: Optional[int] = None,
+    dynamic: bool = False,
+    precision: str = "fp32",
+    opset: int = DEFAULT_OPSET,
+    data: Optional[PathLike] = None,
+    calib_images: Optional[PathLike] = None,
+    calib_count: int = 300,
+    classes: Union[None, PathLike, Sequence[str]] = None,
+    num_classes: Optional[int] = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Export PyTorch weights (our .pt, Darknet .weights or a port state dict) to ONNX or OpenVINO IR.
+
+    Returns the written file (.onnx, or the IR's .xml with its .bin beside it).
+    """
+    from ..utils.checkpoint import load_model
+    from .detector import _resolve_weights_path
+
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format '{format}'; choose {' or '.join(FORMATS)}")
+    if precision not in PRECISIONS[format]:
+        hint = "; bf16 is an OpenVINO runtime setting: use --format openvino" if precision == "bf16" else ""
+        raise ValueError(f"{format} export supports {', '.join(PRECISIONS[format])}, not '{precision}'{hint}")
+    weights = _resolve_weights_path(weights)
+    if weights.suffix.lower() in (".onnx", ".xml"):
+        raise ValueError(f"{weights}: is already exported; export from the PyTorch checkpoint (.pt)")
+    model, meta = load_model(weights, classes, num_classes)
+    size = int(img_size or meta.get("img_size", 416))
+    if size <= 0 or size % 32:
+        raise ValueError(f"image size must be a positive multiple of 32, got {size}")
+    out = Path(output) if output else default_output(weights, format, precision)
+    if format == "openvino" and out.suffix.lower() != ".xml":
+        out = out / f"{weights.stem}.xml"
+    exported_meta = export_meta(meta, size, dynamic, precision, weights.name)
+
+    onnx_model = onnx_bytes(model, exported_meta, size, dynamic, opset)
+    calib = calibration_images(data, calib_images, calib_count, log) if precision == "int8" else None
+    if format == "onnx":
+        if calib is not None:
+            onnx_model = quantize_int8(onnx_model, calib, exported_meta, size)
+        from ..utils.paths import write_atomic
+
+        write_atomic(out, onnx_model)
+    else:
+        ov_model = openvino_model(onnx_model, exported_meta)
+        if calib is not None:
+            ov_model = quantize_int8(ov_model, calib, exported_meta, size)
+        _save_openvino_atomic(ov_model, out)
+    shape = "dynamic batch and size" if dynamic else f"batch 1, {size}x{size}"
+    log(f"exported {weights} -> {out} ({format} {precision}, {shape})")
+    return out
+
+
+def _save_openvino_atomic(model: Any, out: Path) -> None:
+    """save_model into a temp folder beside ``out``, then move .bin and .xml into place (the .xml last)."""
+    import openvino as ov
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.stem}."))
+    try:
+        # compress_to_fp16=False: fp16 weights would cost fp32 parity (bf16 runs convert them anyway)
+        ov.save_model(model, str(tmp / out.name), compress_to_fp16=False)
+        os.replace(tmp / out.with_suffix(".bin").name, out.with_suffix(".bin"))
+        os.replace(tmp / out.name, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class ParityReport:
+    """How an exported model compares with the PyTorch one on the same letterboxed inputs."""
+
+    max_rel: List[float]  # per head map: max |exported - torch| / max |torch|
+    images: int
+    same_boxes: bool  # after NMS at the detectors' conf: same count, classes, and boxes within box_tol px
+    box_tol: float
+    detail: str  # where the first difference is, when there is one
+
+    def ok(self, rel_tol: float = 1e-4) -> bool:
+        return self.same_boxes and max(self.max_rel) <= rel_tol
+
+    def summary(self) -> str:
+        rel = ", ".join(f"{r:.2e}" for r in self.max_rel)
+        boxes = "identical" if self.same_boxes else f"DIFFER ({self.detail})"
+        return f"parity on {self.images} images: raw maps max relative difference [p5, p4] = [{rel}]; boxes {boxes}"
+
+
+def check_parity(
+    weights: PathLike,
+    exported: PathLike,
+    images: Optional[Sequence[np.ndarray]] = None,
+    conf: float = 0.25,
+    box_tol: float = 0.01,
+    classes: Union[None, PathLike, Sequence[str]] = None,
+    num_classes: Optional[int] = None,
+) -> ParityReport:
+    """Compare ``exported`` with the eager PyTorch model of ``weights`` on ``images`` (RGB uint8; a few
+    synthetic ones by default): raw maps on identical input, then detections after NMS at ``conf``."""
+    from ..utils.checkpoint import load_model
+    from .backends import TorchBackend
+    from .detector import Detector
+
+    target = Detector.load(exported, conf=conf)
+    model, meta = load_model(weights, classes, num_classes)
+    reference = Detector(TorchBackend(model, fuse=False), meta, target.input_shape, conf=conf)
+    images = list(images) if images is not None else synthetic_images()
+    max_rel = [0.0, 0.0]
+    mismatch = ""
+    for i, image in enumerate(images):
+        batch, infos = reference.preprocess([image])
+        ref_maps, _ = reference.forward(batch)
+        out_maps, _ = target.forward(batch)
+        for level, (r, o) in enumerate(zip(ref_maps, out_maps)):
+            rel = float((o - r).abs().max() / r.abs().max().clamp_min(1e-12))
+            max_rel[level] = max(max_rel[level], rel)
+        ref_det = reference.postprocess(ref_maps, infos)[0]
+        out_det = target.postprocess(out_maps, infos)[0]
+        if not mismatch:
+            mismatch = _compare_detections(ref_det, out_det, box_tol, f"image {i}")
+    return ParityReport(max_rel, len(images), not mismatch, box_tol, mismatch)
+
+
+def _compare_detections(ref, out, box_tol: float, where: str) -> str:
+    if len(ref) != len(out):
+        return f"{where}: {len(ref)} boxes from PyTorch, {len(out)} exported"
+    if not np.array_equal(ref.labels, out.labels):
+        return f"{where}: classes differ"
+    if len(ref) and np.abs(ref.boxes - out.boxes).max() > box_tol:
+        return f"{where}: boxes differ by up to {np.abs(ref.boxes - out.boxes).max():.3f} px"
+    return ""
+
+
+def synthetic_images(count: int = 4, seed: int = 0) -> List[np.ndarray]:
+    """Reproducible test pictures (shapes on noise, several aspect ratios) for parity checks."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(count):
+        h, w = [(480, 640), (640, 480), (360, 360), (300, 700)][i % 4]
+        image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        for _ in range(6):
+            x, y = int(rng.integers(0, w - 40)), int(rng.integers(0, h - 40))
+            color = tuple(int(c) for c in rng.integers(0, 255, 3))
+            cv2.rectangle(image, (x, y), (x + int(rng.integers(20, w // 2)), y + int(rng.integers(20, h // 2))),
+                          color, -1)
+        images.append(image)
+    return images
+
+
+def run_export(
+    weights: Optional[str],
+    format: str = "onnx",
+    output: Optional[str] = None,
+    img_size: Optional[int] = None,
+    dynamic: bool = False,
+    precision: str = "fp32",
+    opset: int = DEFAULT_OPSET,
+    data: Optional[str] = None,
+    calib_images: Optional[str] = None,
+    calib_count: int = 300,
+    classes_file: Optional[str] = None,
+    num_classes: Optional[int] = None,
+    no_check: bool = False,
+    log: Callable[[str], None] = print,
+) -> int:
+    """The command line: export, then check parity (fp32 must match; bf16 / int8 differences are reported).
+    Returns the exit status."""
+    import sys
+
+    try:
+        out = export_model(weights, format, output, img_size, dynamic, precision, opset, data, calib_images,
+                           calib_count, classes_file, num_classes, log)
+        if no_check:
+            return 0
+        report = check_parity(weights, out, classes=classes_file, num_classes=num_classes)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    log(report.summary())
+    if precision == "fp32" and not report.ok():
+        print(f"error: {out} does not match PyTorch within 1e-4 relative; please report this", file=sys.stderr)
+        return 1
+    return 0

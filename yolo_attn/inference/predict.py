@@ -1,0 +1,303 @@
+"""Prediction over sources (images, folders, globs, videos, webcams, streams) with annotated outputs.
+
+:func:`predict` does the work with a ready :class:`Detector`; :func:`run_predict` is the command line's
+entry (``tools/predict.py``): it loads the detector, turns every expected failure into one line on stderr
+and returns the exit status.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+
+from .detector import Detections, Detector
+from .draw import draw_detections, draw_fps, overlay_heatmap
+from .sources import ImageFiles, SourceError, VideoSink, VideoStream, Viewer, open_sources
+from .views import attention_maps, format_channel_weights, mean_attention_map, objectness_map
+
+__all__ = ["PredictSummary", "predict", "run_predict"]
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class PredictSummary:
+    """What a prediction run did."""
+
+    save_dir: Optional[Path]
+    images: int = 0
+    frames: int = 0
+    boxes: int = 0
+    skipped: List[str] = field(default_factory=list)
+    outputs: List[Path] = field(default_factory=list)  # annotated images and videos written
+    interrupted: bool = False  # Ctrl-C
+    stopped: bool = False  # 'q' in the viewer
+
+    @property
+    def processed(self) -> int:
+        return self.images + self.frames
+
+
+def _describe(det: Detections) -> str:
+    if not len(det):
+        return "no detections"
+    names, counts = np.unique(np.asarray(det.names), return_counts=True)
+    return ", ".join(f"{c} {n}" for n, c in zip(names, counts))
+
+
+def _txt_lines(det: Detections) -> str:
+    """One line per box: class index, score, x1, y1, x2, y2 in pixels."""
+    return "".join(
+        f"{int(c)} {float(s):.6f} {b[0]:.2f} {b[1]:.2f} {b[2]:.2f} {b[3]:.2f}\n"
+        for b, s, c in zip(det.boxes, det.scores, det.labels)
+    )
+
+
+def _json_records(det: Detections, image_id: Union[int, str], file_name: str, frame: Optional[int]) -> List[dict]:
+    """COCO results style: bbox is [x, y, width, height] in pixels; category_id is our class index."""
+    records = []
+    for b, s, c, n in zip(det.boxes, det.scores, det.labels, det.names):
+        record = {
+            "image_id": image_id,
+            "file_name": file_name,
+            "category_id": int(c),
+            "category_name": n,
+            "bbox": [round(float(b[0]), 3), round(float(b[1]), 3),
+                     round(float(b[2] - b[0]), 3), round(float(b[3] - b[1]), 3)],
+            "score": round(float(s), 6),
+        }
+        if frame is not None:
+            record["frame"] = frame
+        records.append(record)
+    return records
+
+
+class _Renderer:
+    """Draws the chosen view: boxes, over the objectness heat map or the attention map when asked."""
+
+    def __init__(self, detector: Detector, heatmap: bool, attention: bool, log: Log):
+        self.detector, self.heatmap, self.attention = detector, heatmap, attention
+        self.spatial = True
+        if attention:
+            model = detector.backend.torch_model
+            if model is None:
+                raise ValueError(f"--attention needs the PyTorch model; the {detector.backend.name} backend has "
+                                 f"none (use the .pt checkpoint with --backend torch)")
+            kind = detector.meta["model"].get("attention")
+            if not kind:
+                raise ValueError("--attention: this model has no attention blocks (phi 0); --heatmap shows "
+                                 "its objectness instead")
+            if kind in ("se", "eca"):
+                self.spatial = False
+                log(f"{kind} weights channels only (no spatial gate): printing its top channel weights")
+
+    def __call__(self, image: np.ndarray, det: Detections) -> np.ndarray:
+        canvas = image
+        if self.heatmap:
+            canvas = overlay_heatmap(canvas, objectness_map(det, self.detector.num_anchors))
+        if self.attention and self.spatial and attention_maps(det):
+            canvas = overlay_heatmap(canvas, mean_attention_map(det))
+        return draw_detections(canvas, det.boxes, det.scores, det.labels, det.names)
+
+
+def predict(
+    detector: Detector,
+    source: Union[str, int],
+    save_dir: Optional[Union[str, Path]] = None,
+    save: bool = True,
+    save_txt: bool = False,
+    save_json: bool = False,
+    view: bool = False,
+    heatmap: bool = False,
+    attention: bool = False,
+    capture_factory: Callable[..., Any] = cv2.VideoCapture,
+    log: Log = print,
+) -> PredictSummary:
+    """Predict on every image or frame of ``source`` and write what was asked into ``save_dir``.
+
+    Annotated images keep their file names; videos become ``<stem>.mp4`` at the source's fps and size,
+    every frame included; ``--save-txt`` writes ``labels/<stem>.txt`` (``labels/<stem>_<frame>.txt`` for
+    video), ``--save-json`` one ``predictions.json``. Ctrl-C stops cleanly: what was done is kept.
+    """
+    from ..utils.paths import write_atomic
+
+    renderer = _Renderer(detector, heatmap, attention, log)
+    sources = open_sources(source, capture_factory, warn=log)
+    summary = PredictSummary(Path(save_dir) if save_dir is not None else None)
+    if summary.save_dir is not None:
+        summary.save_dir.mkdir(parents=True, exist_ok=True)
+    records: List[Dict[str, Any]] = []
+    viewer = Viewer(view, warn=log)
+    options = dict(save=save and summary.save_dir is not None, save_txt=save_txt and summary.save_dir is not None,
+                   keep_maps=heatmap, keep_gates=attention)
+    try:
+        for src in sources:
+            try:
+                if summary.stopped:
+                    break
+                if isinstance(src, ImageFiles):
+                    _predict_images(detector, src, renderer, viewer, summary, records, options, log)
+                else:
+                    _predict_video(detector, src, renderer, viewer, summary, records, options, log)
+            finally:
+                src.close()
+                summary.skipped.extend(getattr(src, "skipped", []))
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        for src in sources:  # the ones not reached yet still hold captures
+            src.close()
+        log("interrupted: stopping; everything written so far is kept")
+    finally:
+        viewer.close()
+        if save_json and summary.save_dir is not None:
+            write_atomic(summary.save_dir / "predictions.json", json.dumps(records, indent=1))
+    return summary
+
+
+def _predict_images(detector, src: ImageFiles, renderer, viewer, summary, records, options, log) -> None:
+    from ..utils.paths import write_atomic
+
+    for frame in src:
+        start = time.perf_counter()
+        det = detector.predict([frame.image], bgr=True, keep_maps=options["keep_maps"],
+                               keep_gates=options["keep_gates"])[0]
+        ms = (time.perf_counter() - start) * 1000
+        summary.images += 1
+        summary.boxes += len(det)
+        log(f"{frame.path}: {_describe(det)} ({ms:.1f} ms)")
+        if options["keep_gates"]:
+            for line in format_channel_weights(det):
+                log(f"  {line}")
+        stem = Path(frame.name).stem
+        annotated = renderer(frame.image, det)
+        if options["save"]:
+            out = _save_image(summary.save_dir / frame.name, annotated)
+            summary.outputs.append(out)
+        if options["save_txt"]:
+            write_atomic(summary.save_dir / "labels" / f"{stem}.txt", _txt_lines(det))
+        records.extend(_json_records(det, int(stem) if stem.isdigit() else stem, frame.name, None))
+        if not viewer.show(annotated):
+            summary.stopped = True
+            return
+
+
+def _save_image(out: Path, image: np.ndarray) -> Path:
+    """Write in the source's format; formats OpenCV reads but cannot write fall back to JPEG."""
+    from ..utils.paths import write_atomic
+
+    try:
+        ok, encoded = cv2.imencode(out.suffix, image)
+    except cv2.error:
+        ok = False
+    if not ok:
+        out = out.with_suffix(".jpg")
+        ok, encoded = cv2.imencode(".jpg", image)
+    write_atomic(out, encoded.tobytes())
+    return out
+
+
+def _predict_video(detector, src: VideoStream, renderer, viewer, summary, records, options, log) -> None:
+    from tqdm import tqdm
+
+    from ..utils.paths import write_atomic
+
+    sink = VideoSink(summary.save_dir / f"{src.name}.mp4", src.fps, src.size) if options["save"] else None
+    where = f"{src.spec}" if src.kind == "video" else f"{src.kind} {src.spec}"
+    log(f"{where}: {src.size[0]}x{src.size[1]} at {src.fps:.1f} fps" + (f" -> {sink.path}" if sink else ""))
+    fps, start, frames = 0.0, time.perf_counter(), 0
+    progress = tqdm(total=src.frame_count, unit="frame", desc=src.name, disable=None, leave=False)
+    try:
+        for frame in src:
+            t0 = time.perf_counter()
+            det = detector.predict([frame.image], bgr=True, keep_maps=options["keep_maps"],
+                                   keep_gates=options["keep_gates"])[0]
+            if options["keep_gates"] and frame.index == 0:
+                for line in format_channel_weights(det):
+                    log(f"  (first frame) {line}")
+            annotated = renderer(frame.image, det)
+            if sink is not None:
+                sink.write(annotated)
+            if options["save_txt"]:
+                write_atomic(summary.save_dir / "labels" / f"{src.name}_{frame.index}.txt", _txt_lines(det))
+            records.extend(_json_records(det, frame.index, f"{src.name}", frame.index))
+            frames += 1
+            summary.frames += 1
+            summary.boxes += len(det)
+            dt = time.perf_counter() - t0
+            fps = 1.0 / dt if fps == 0.0 else 0.9 * fps + 0.1 / max(dt, 1e-9)  # smoothed, for the live readout
+            progress.set_postfix_str(f"{fps:.1f} FPS, {len(det)} boxes", refresh=False)
+            progress.update()
+            if not viewer.show(draw_fps(annotated.copy(), fps)):
+                summary.stopped = True
+                break
+    finally:
+        progress.close()
+        if sink is not None:
+            sink.close()  # always: a half-written mp4 without its index is unplayable
+            summary.outputs.append(sink.path)
+        elapsed = time.perf_counter() - start
+        log(f"{where}: {frames} frames, {frames / max(elapsed, 1e-9):.1f} FPS end to end")
+
+
+def run_predict(
+    weights: Optional[str],
+    source: Optional[str],
+    conf: float = 0.25,
+    iou: float = 0.45,
+    img_size: Optional[int] = None,
+    classes: Optional[Sequence[str]] = None,
+    classes_file: Optional[str] = None,
+    num_classes: Optional[int] = None,
+    max_det: int = 300,
+    device: str = "cpu",
+    backend: Optional[str] = None,
+    precision: Optional[str] = None,
+    save_txt: bool = False,
+    save_json: bool = False,
+    no_save: bool = False,
+    view: bool = False,
+    heatmap: bool = False,
+    attention: bool = False,
+    project: str = "runs/predict",
+    name: str = "exp",
+    capture_factory: Callable[..., Any] = cv2.VideoCapture,
+    log: Log = print,
+) -> int:
+    """The command line: load, predict, report. Returns the exit status (0 done, 1 failed, 130 Ctrl-C)."""
+    from ..utils.paths import increment_path
+
+    def fail(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+    if source is None:
+        return fail("no --source given (an image, a folder, a glob, a video, a webcam index or a stream URL)")
+    # Issue 8's spelling `--classes FILE` (a class-names file) is accepted alongside --classes-file.
+    if classes and len(classes) == 1 and Path(classes[0]).is_file() and classes_file is None:
+        classes_file, classes = classes[0], None
+    try:
+        detector = Detector.load(weights, classes_file, num_classes, device, backend, precision, img_size,
+                                 conf, iou, max_det, classes)
+        log(detector.describe())
+        wants_dir = not no_save or save_txt or save_json
+        save_dir = increment_path(Path(project) / name) if wants_dir else None
+        summary = predict(detector, source, save_dir, not no_save, save_txt, save_json, view, heatmap, attention,
+                          capture_factory, log)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, SourceError, ValueError, TypeError) as e:
+        return fail(str(e))
+    if summary.processed == 0 and not summary.interrupted:
+        return fail(f"{source}: nothing could be read, so nothing was predicted")
+    skipped = f", {len(summary.skipped)} unreadable skipped" if summary.skipped else ""
+    counted = f"{summary.images} images" + (f", {summary.frames} frames" if summary.frames else "")
+    log(f"done: {counted}, {summary.boxes} boxes{skipped}"
+        + (f"; results in {summary.save_dir}" if summary.save_dir is not None else ""))
+    return 130 if summary.interrupted else 0

@@ -1,0 +1,282 @@
+"""Where frames come from and where annotated video goes: image files, folders, globs, video files, webcams
+and streams; a video writer that is always released; a viewer that only opens where a display exists.
+
+Frames are BGR uint8, as OpenCV reads and writes them. Bad input gives a :class:`SourceError` with one
+clear line; OpenCV's own log output is silenced while opening, so users never see its internals.
+"""
+from __future__ import annotations
+
+import glob
+import math
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Tuple, Union
+
+import cv2
+import numpy as np
+
+from ..data.records import IMAGE_SUFFIXES, BadImageError, read_image
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "Frame",
+    "ImageFiles",
+    "SourceError",
+    "VideoSink",
+    "VideoStream",
+    "Viewer",
+    "display_available",
+    "list_images",
+    "open_sources",
+]
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts", ".gif")
+STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+DEFAULT_FPS = 30.0  # webcams and streams often report 0 fps
+
+CaptureFactory = Callable[..., "cv2.VideoCapture"]
+Warn = Callable[[str], None]
+
+
+class SourceError(ValueError):
+    """A source that cannot be used; the message is one line meant for the user."""
+
+
+@dataclass
+class Frame:
+    """One image to predict on."""
+
+    image: np.ndarray  # (H, W, 3) uint8 BGR
+    name: str  # file name for outputs: "bus.jpg", or the video's stem
+    index: int = 0  # frame number in a video (0 for still images)
+    path: str = ""
+
+
+@contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's and FFmpeg's logging (failed opens print pages of internals) for the block."""
+    previous = cv2.utils.logging.getLogLevel()
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read by OpenCV at each FFmpeg open
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+
+
+def list_images(folder: Union[str, os.PathLike]) -> List[Path]:
+    """Image files directly in ``folder`` (sorted); a clear error when there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SourceError(f"{folder}: no such folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SourceError(f"{folder}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES[:5])}, ...)")
+    return files
+
+
+class ImageFiles:
+    """Still images; an unreadable one is reported through ``warn`` and skipped (counted in ``skipped``)."""
+
+    kind = "images"
+
+    def __init__(self, files: List[Path], warn: Warn = print):
+        self.files = files
+        self.warn = warn
+        self.skipped: List[str] = []
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for path in self.files:
+            try:
+                with quiet_opencv():
+                    image = cv2.cvtColor(read_image(path), cv2.COLOR_RGB2BGR)
+            except BadImageError as e:
+                self.skipped.append(str(path))
+                self.warn(f"warning: skipping {e}")
+                continue
+            yield Frame(image, path.name, 0, str(path))
+
+    def close(self) -> None:
+        pass
+
+
+class VideoStream:
+    """A video file, a webcam or a network stream, read through a ``cv2.VideoCapture``-like object.
+
+    The first frame is read on opening (so a source that opens but yields nothing fails here, with a clear
+    message) and is kept: iteration starts with it.
+    """
+
+    def __init__(self, spec: Union[str, int], kind: str, capture_factory: CaptureFactory = cv2.VideoCapture):
+        self.spec, self.kind = spec, kind
+        self.name = {"webcam": f"webcam{spec}", "stream": "stream"}.get(kind) or Path(str(spec)).stem
+        with quiet_opencv():
+            self.capture = capture_factory(spec)
+            opened = self.capture.isOpened()
+            ok, first = self.capture.read() if opened else (False, None)
+        if not opened or not ok or first is None:
+            self.capture.release()
+            raise SourceError(self._open_error(opened))
+        self._first: Optional[np.ndarray] = first
+        fps = float(self.capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if math.isfinite(fps) and 0.0 < fps <= 240.0 else DEFAULT_FPS
+        count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.frame_count: Optional[int] = count if kind == "video" and count > 0 else None
+        self.size: Tuple[int, int] = (first.shape[1], first.shape[0])  # (w, h), from the frame itself
+
+    def _open_error(self, opened: bool) -> str:
+        if self.kind == "webcam":
+            return f"no webcam at index {self.spec} (none connected, in use, or no permission)"
+        if self.kind == "stream":
+            return f"{self.spec}: cannot open the stream (unreachable, or not a video stream)"
+        if not opened:
+            return f"{self.spec}: cannot open this video (not a video, or a codec OpenCV lacks)"
+        return f"{self.spec}: no frame could be read from this video (empty or corrupt)"
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        if self._first is not None:
+            yield Frame(self._first, self.name, 0, str(self.spec))
+            self._first, index = None, 1
+        while True:
+            with quiet_opencv():
+                ok, image = self.capture.read()
+            if not ok or image is None:
+                return
+            yield Frame(image, self.name, index, str(self.spec))
+            index += 1
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+Source = Union[ImageFiles, VideoStream]
+
+
+def open_sources(
+    spec: Union[str, int, os.PathLike],
+    capture_factory: CaptureFactory = cv2.VideoCapture,
+    warn: Warn = print,
+) -> List[Source]:
+    """Open what ``spec`` names: an image, a folder, a glob, a video file, a webcam index or a stream URL.
+
+    A folder or glob may hold images and videos: the images come as one :class:`ImageFiles`, each video as
+    a :class:`VideoStream`. Raises :class:`SourceError` when nothing usable is there.
+    """
+    text = str(spec).strip()
+    if isinstance(spec, int) or text.isdigit():
+        return [VideoStream(int(text), "webcam", capture_factory)]
+    if text.lower().startswith(STREAM_PREFIXES):
+        return [VideoStream(text, "stream", capture_factory)]
+    path = Path(text).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        where = f"{path}: no images or videos in this folder"
+    elif any(c in text for c in "*?["):
+        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        where = f"{text}: no images or videos match this pattern"
+    elif path.is_file():
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            return [VideoStream(str(path), "video", capture_factory)]
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise SourceError(f"{path}: not an image or video file (unknown extension '{path.suffix}')")
+        return [ImageFiles([path], warn)]
+    else:
+        raise SourceError(f"{text}: no such file or folder (expected an image, a folder, a glob, a video, "
+                          f"a webcam index or a stream URL)")
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+    if not images and not videos:
+        raise SourceError(where)
+    sources: List[Source] = [ImageFiles(images, warn)] if images else []
+    for video in videos:
+        try:
+            sources.append(VideoStream(str(video), "video", capture_factory))
+        except SourceError as e:
+            warn(f"warning: skipping {e}")
+    return sources
+
+
+class VideoSink:
+    """Writes annotated frames to an .mp4 at the source's fps and size. It writes to a temporary name and
+    moves it into place on :meth:`close`, which is idempotent: call it from ``finally``."""
+
+    def __init__(self, path: Union[str, os.PathLike], fps: float, size: Tuple[int, int]):
+        self.path = Path(path)
+        self.size = size
+        self.frames = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.stem}.part{self.path.suffix}")
+        with quiet_opencv():
+            self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        if not self._writer.isOpened():
+            raise SourceError(f"{self.path}: cannot write a video here (no mp4v encoder, or the folder is read-only)")
+
+    def write(self, frame: np.ndarray) -> None:
+        if (frame.shape[1], frame.shape[0]) != self.size:  # streams may change resolution mid-way
+            frame = cv2.resize(frame, self.size)
+        self._writer.write(frame)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        if self._tmp.exists():
+            os.replace(self._tmp, self.path)
+
+    def __enter__(self) -> "VideoSink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def display_available() -> bool:
+    """True when an OpenCV window can open: a GUI backend is built in and (on Linux) a display is set.
+
+    Checked before any window call because OpenCV's Qt backend aborts the process without a display.
+    """
+    info = cv2.getBuildInformation()
+    gui = info.split("GUI:", 1)[1].splitlines()[0].strip() if "GUI:" in info else "NONE"
+    if gui.upper().startswith("NONE"):
+        return False
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+@dataclass
+class Viewer:
+    """Shows frames in a window when ``enabled`` and a display exists; ``q`` (or Esc) asks to stop."""
+
+    enabled: bool
+    title: str = "yolo_attn"
+    warn: Warn = print
+    _open: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        if self.enabled and not display_available():
+            self.warn("warning: --view needs a display; none found, running headless")
+            self.enabled = False
+
+    def show(self, frame: np.ndarray) -> bool:
+        """Display ``frame``; returns False when the user asked to quit."""
+        if not self.enabled:
+            return True
+        cv2.imshow(self.title, frame)
+        self._open = True
+        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+
+    def close(self) -> None:
+        if self._open:
+            cv2.destroyWindow(self.title)
+            self._open = False
