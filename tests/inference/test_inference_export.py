@@ -151,3 +151,29 @@ def test_calibration_images_come_from_the_training_split(tmp_path):
     np.testing.assert_array_equal(images[0], first)  # RGB, from train, evenly spread (first and last)
     with pytest.raises(ValueError, match="calibration images"):
         calibration_images(None, None)
+
+
+def test_an_exported_model_evaluates_like_the_checkpoint(ckpt, tmp_path):
+    """Detector.as_module() lets yolo_attn.eval score an exported model (how int8's mAP cost is measured)."""
+    from yolo_attn.data import build_dataset, load_data_config
+    from yolo_attn.eval import evaluate
+
+    paths = write_images(tmp_path / "images" / "val", 2)
+    (tmp_path / "labels" / "val").mkdir(parents=True)
+    reference = Detector.load(ckpt, conf=0.3)
+    for p in paths:  # ground truth: a few of the model's own boxes plus one it misses, so mAP is in (0, 1)
+        found = reference(p)
+        h, w = found.image_shape
+        lines = [f"{c} {(b[0] + b[2]) / 2 / w} {(b[1] + b[3]) / 2 / h} {(b[2] - b[0]) / w} {(b[3] - b[1]) / h}"
+                 for b, c in zip(found.boxes[:3], found.labels[:3])]
+        (tmp_path / "labels" / "val" / f"{p.stem}.txt").write_text("\n".join(lines + ["2 0.5 0.5 0.1 0.1"]))
+    config = {"format": "yolo", "root": str(tmp_path), "train": ["images/val"], "val": ["images/val"], "names": NAMES}
+    dataset = build_dataset(load_data_config(config), "val")
+    out = export_model(ckpt, "onnx", tmp_path / "m.onnx", log=lambda s: None)
+    scores = []
+    for weights in (ckpt, out):
+        module = Detector.load(weights).as_module()
+        assert module.num_classes == len(NAMES)
+        result = evaluate(module, dataset, img_size=IMG_SIZE, batch_size=2, metrics=["voc07"], verbose=False)
+        scores.append(result["voc07_map50"])
+    assert 0 < scores[0] < 1 and scores[0] == pytest.approx(scores[1], abs=1e-6)

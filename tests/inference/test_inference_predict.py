@@ -46,7 +46,7 @@ class FakeCapture:
         self.rng = np.random.default_rng(1)
 
     def __call__(self, spec):  # the capture factory
-        assert spec == 0
+        self.spec = spec
         return self
 
     def isOpened(self):
@@ -173,11 +173,16 @@ def test_absent_webcam(ckpt, tmp_path, capsys):
     assert "no weights given" in capsys.readouterr().err
 
 
-def test_sources_mix_images_and_videos_in_a_folder(tmp_path):
+def test_source_kinds(tmp_path):
     write_images(tmp_path, 2)
     write_video(tmp_path / "clip.avi", frames=3)
-    kinds = [s.kind for s in open_sources(tmp_path)]
-    assert kinds == ["images", "video"]
+    assert [s.kind for s in open_sources(tmp_path)] == ["images", "video"]  # a folder may mix both
+    camera = FakeCapture(frames=2)
+    (stream,) = open_sources("rtsp://camera.local/live", capture_factory=camera)
+    assert (stream.kind, stream.name, camera.spec) == ("stream", "stream", "rtsp://camera.local/live")
+    assert [f.index for f in stream] == [0, 1]
+    (webcam,) = open_sources("0", capture_factory=FakeCapture(frames=1))
+    assert (webcam.kind, webcam.spec, webcam.fps) == ("webcam", 0, 30.0)  # fps 0 reported -> 30
 
 
 def test_command_line_without_weights_says_how_to_get_them(tmp_path):
@@ -187,3 +192,18 @@ def test_command_line_without_weights_says_how_to_get_them(tmp_path):
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "nope.pt: no such weights file" in done.stderr
     assert "python tools/train.py" in done.stderr and "python tools/convert.py" in done.stderr
+
+
+def test_darknet_weights_take_a_class_names_file(tmp_path, capsys):
+    from yolo_attn.models import build_model
+    from yolo_attn.models.darknet import save_darknet_weights
+
+    weights = tmp_path / "tiny.weights"
+    save_darknet_weights(build_model(0, 2), weights)
+    (tmp_path / "two.names").write_text("apple\npear\n")
+    image = write_images(tmp_path / "in", 1)[0]
+    assert _run(weights, image, tmp_path / "runs") == 1  # no names: says how to give them
+    assert "--classes" in capsys.readouterr().err
+    for flag in ("--classes-file", "--classes"):  # issue 8 spells it --classes FILE
+        assert _run(weights, image, tmp_path / "runs", flag, str(tmp_path / "two.names"), "--img-size", "64") == 0
+    assert "2 classes" in capsys.readouterr().out

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 import torch
+import torch.nn as nn
 
 from ..data.letterbox import PAD_VALUE, LetterboxInfo, letterbox, unletterbox_boxes
 from ..data.records import BadImageError, read_image
@@ -290,6 +291,11 @@ class Detector:
             ))
         return results
 
+    def as_module(self) -> nn.Module:
+        """This detector's backend as a raw-map ``nn.Module`` with ``num_classes`` and ``level_anchors()``, so
+        code written for :class:`YoloV4Tiny` (``yolo_attn.eval.evaluate``) runs exported models as well."""
+        return _BackendModule(self)
+
     def describe(self) -> str:
         """One line: what runs and how."""
         h, w = self.input_shape
@@ -316,6 +322,23 @@ class Detector:
         if not 0 <= index < len(self.names):
             raise ValueError(f"class index {index} is out of range for a model with {len(self.names)} classes")
         return index
+
+
+class _BackendModule(nn.Module):
+    """See :meth:`Detector.as_module`. Holds one empty parameter so ``next(module.parameters())`` gives the
+    device, as callers of a YoloV4Tiny expect."""
+
+    def __init__(self, detector: Detector):
+        super().__init__()
+        self.detector = detector
+        self.num_classes = detector.num_classes
+        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
+
+    def level_anchors(self) -> List[List[Tuple[float, float]]]:
+        return [list(level) for level in self.detector.level_anchors]
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        return tuple(self.detector.forward(x.float())[0])
 
 
 def _interpolation(value: Union[str, int]) -> int:
