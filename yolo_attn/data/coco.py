@@ -1,0 +1,150 @@
+"""COCO adapter: an instances JSON plus an image folder onto :class:`Record`.
+
+Category ids (1-based, with gaps: 1..90 for COCO's 80 classes) map to contiguous labels in the order of
+the config's ``names`` (or, without names, of the category ids); ``dataset.category_ids[label]`` maps back.
+COCO boxes ``[x, y, w, h]`` are already 0-based continuous: ``x1 = x, x2 = x + w``.
+``iscrowd`` annotations are not training targets and are left out of records (COCO evaluation reads them
+from the JSON itself); images without annotations stay, as background images. ``image_id`` is COCO's id.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .dataset import DetectionDataset
+from .records import (
+    BAD_BOX, COCO_MISSING_CATEGORY, COCO_MISSING_IMAGE, MISSING_IMAGE, MISSING_SIZE, UNKNOWN_CLASS, BadImageError,
+    ProblemLog, Record, clean_boxes, closest_name, image_header,
+)
+
+__all__ = ["COCODataset", "coco_split_paths"]
+
+
+def coco_split_paths(root: Union[str, os.PathLike], entry: Union[str, dict]) -> Tuple[Path, Path]:
+    """(image folder, annotation JSON) for a config entry.
+
+    ``"train2017"`` means ``root/train2017`` (or ``root/images/train2017``) and
+    ``root/annotations/instances_train2017.json``; ``{images: ..., annotations: ...}`` names both
+    (relative to ``root``)."""
+    root = Path(root)
+    if isinstance(entry, dict):
+        if "images" not in entry or "annotations" not in entry:
+            raise ValueError(f"COCO split entry {entry!r} needs both `images` and `annotations`")
+        return root / entry["images"], root / entry["annotations"]
+    images = root / entry
+    if not images.is_dir() and (root / "images" / entry).is_dir():
+        images = root / "images" / entry
+    return images, root / "annotations" / f"instances_{entry}.json"
+
+
+class COCODataset(DetectionDataset):
+    """COCO-format detection data (see the module docstring for ids and coordinates).
+
+    Args:
+        root: dataset folder that config entries are relative to.
+        entries: split entries (see :func:`coco_split_paths`).
+        names: class names (contiguous label order); None takes the JSON's category names by id.
+    """
+
+    format = "coco"
+
+    def __init__(self, root: Union[str, os.PathLike], entries: Sequence[Union[str, dict]],
+                 names: Optional[Sequence[str]] = None):
+        log = ProblemLog()
+        records: List[Record] = []
+        category_ids: Optional[List[int]] = None
+        for entry in entries:
+            image_dir, ann_file = coco_split_paths(root, entry)
+            data = self._load_json(ann_file)
+            names, ids = self._categories(data, names, ann_file, log)
+            if category_ids is not None and ids != category_ids:
+                raise ValueError(f"{ann_file}: category ids differ from the previous split's; cannot combine")
+            category_ids = ids
+            records.extend(self._records(data, image_dir, ann_file, names, ids, log))
+        super().__init__(records, names or [], category_ids or [], log, description=f"COCO {root} {list(entries)}")
+        log.warn(f"COCO {list(entries)}")
+
+    @staticmethod
+    def _load_json(ann_file: Path) -> dict:
+        if not ann_file.is_file():
+            raise FileNotFoundError(f"{ann_file}: no such COCO annotation file")
+        try:
+            data = json.loads(ann_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{ann_file}: not valid JSON ({e})") from None
+        if not isinstance(data, dict) or "images" not in data or "categories" not in data:
+            raise ValueError(f"{ann_file}: not a COCO instances file (needs `images` and `categories`)")
+        return data
+
+    @staticmethod
+    def _categories(data: dict, names: Optional[Sequence[str]], ann_file: Path,
+                    log: ProblemLog) -> Tuple[List[str], List[int]]:
+        """Contiguous names and the category id of each; categories the names lack are reported."""
+        cats = sorted(data["categories"], key=lambda c: c["id"])
+        if names is None:
+            return [c["name"] for c in cats], [int(c["id"]) for c in cats]
+        by_name = {c["name"]: int(c["id"]) for c in cats}
+        ids = []
+        for i, name in enumerate(names):
+            if name not in by_name:
+                raise ValueError(f"{ann_file}: class {name!r} of the config's names is not a category in the"
+                                 f" JSON{closest_name(name, list(by_name))}")
+            ids.append(by_name[name])
+        for c in cats:
+            if c["name"] not in names:
+                log.add(UNKNOWN_CLASS, ann_file, f"category {c['name']!r} (id {c['id']}) is not in the config's"
+                        f" names{closest_name(c['name'], names)}; its boxes are dropped")
+        return list(names), ids
+
+    @staticmethod
+    def _records(data: dict, image_dir: Path, ann_file: Path, names: Sequence[str], category_ids: Sequence[int],
+                 log: ProblemLog) -> List[Record]:
+        label_of = {cid: k for k, cid in enumerate(category_ids)}
+        known_categories = {int(c["id"]) for c in data["categories"]}
+        images = {img["id"]: img for img in data["images"]}
+        files = set(os.listdir(image_dir)) if image_dir.is_dir() else set()
+        per_image: Dict[int, list] = defaultdict(list)
+        for ann in data.get("annotations", []):
+            if ann.get("image_id") not in images:
+                log.add(COCO_MISSING_IMAGE, ann_file, f"annotation {ann.get('id')} points to image id"
+                        f" {ann.get('image_id')}, which is not in `images`; dropped")
+            elif ann.get("category_id") not in known_categories:
+                log.add(COCO_MISSING_CATEGORY, ann_file, f"annotation {ann.get('id')} points to category id"
+                        f" {ann.get('category_id')}, which is not in `categories`; dropped")
+            elif not ann.get("iscrowd", 0) and ann["category_id"] in label_of:
+                per_image[ann["image_id"]].append(ann)
+        records = []
+        for image_id, img in images.items():
+            file_name = img.get("file_name", "")
+            path = image_dir / file_name
+            if os.path.basename(file_name) not in files and not path.is_file():
+                log.add(MISSING_IMAGE, path, f"image id {image_id} in {ann_file.name} has no file; skipped")
+                continue
+            h, w = int(img.get("height") or 0), int(img.get("width") or 0)
+            if h <= 0 or w <= 0:
+                try:
+                    h, w, _ = image_header(path)
+                except BadImageError as e:
+                    log.add(e.kind, path, f"{e.reason}; skipped")
+                    continue
+                log.add(MISSING_SIZE, path, f"image id {image_id} has no height/width; read {w}x{h} from the image")
+            boxes, labels = [], []
+            for ann in per_image.get(image_id, []):
+                bbox = ann.get("bbox")
+                try:
+                    x, y, bw, bh = (float(v) for v in bbox)
+                except (TypeError, ValueError):
+                    log.add(BAD_BOX, path, f"annotation {ann.get('id')} has bbox {bbox!r}; dropped")
+                    continue
+                boxes.append((x, y, x + bw, y + bh))
+                labels.append(label_of[ann["category_id"]])
+            boxes, labels, difficult = clean_boxes(
+                np.array(boxes, np.float32), np.array(labels, np.int64), np.zeros(len(labels), bool), h, w,
+                f"{path} (in {ann_file.name})", log, names)
+            records.append(Record(None, boxes, labels, difficult, image_id, str(path), h, w))
+        return records

@@ -1,0 +1,247 @@
+"""The one internal sample record, image reading that survives real-world files, and problem reports.
+
+Every dataset adapter (VOC, COCO, YOLO txt) turns its files into :class:`Record` objects; everything
+downstream (transforms, loaders, evaluation) sees only records. Coordinates are *0-based continuous*
+pixel coordinates: the pixel in column ``c`` spans ``[c, c + 1)``, so a box covering columns ``c0..c1``
+(inclusive) is ``x1 = c0, x2 = c1 + 1`` and its width is ``x2 - x1``.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "BadImageError",
+    "DataProblem",
+    "ProblemLog",
+    "Record",
+    "clean_boxes",
+    "closest_name",
+    "image_header",
+    "read_image",
+]
+
+LOGGER = logging.getLogger("yolo_attn.data")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass(eq=False)  # arrays inside: compare records field by field, not with ==
+class Record:
+    """One sample. ``boxes`` are (N, 4) float32 absolute ``x1 y1 x2 y2`` in 0-based continuous pixels of
+    the image as decoded (EXIF orientation applied); ``labels`` (N,) int64 contiguous class indices;
+    ``difficult`` (N,) bool. ``image`` is (H, W, 3) uint8 RGB, or None for an annotation-only record."""
+
+    image: Optional[np.ndarray]
+    boxes: np.ndarray
+    labels: np.ndarray
+    difficult: np.ndarray
+    image_id: Union[str, int]
+    path: str
+    height: int
+    width: int
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        self.difficult = np.asarray(self.difficult, dtype=bool).reshape(-1)
+
+    def copy(self, image: Optional[np.ndarray] = None) -> "Record":
+        """A copy whose arrays the caller may modify; ``image`` replaces the image."""
+        return Record(image, self.boxes.copy(), self.labels.copy(), self.difficult.copy(),
+                      self.image_id, self.path, self.height, self.width)
+
+
+@dataclass(frozen=True)
+class DataProblem:
+    """One problem found in a dataset: what kind, in which file, and what was done about it."""
+
+    kind: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+# The kinds every adapter and tools/check_data.py use, so that summaries count alike.
+ZERO_BYTE = "zero-byte image"
+TRUNCATED = "truncated image"
+UNREADABLE = "unreadable image"
+MISSING_IMAGE = "annotation without image"
+MISSING_ANNOTATION = "image without annotation"
+XML_ERROR = "XML parse error"
+UNKNOWN_CLASS = "unknown class"
+OUT_OF_BOUNDS = "box out of bounds (clipped)"
+DEGENERATE = "zero or negative area box (dropped)"
+MISSING_DIFFICULT = "missing <difficult> (taken as 0)"
+DUPLICATE = "duplicate box (dropped)"
+BAD_BOX = "unparsable box (dropped)"
+MISSING_SIZE = "missing or wrong image size"
+COCO_MISSING_IMAGE = "annotation points to a missing image"
+COCO_MISSING_CATEGORY = "annotation points to a missing category"
+BAD_LINE = "wrong field count"
+NOT_NORMALIZED = "non-normalized values"
+ORPHAN_LABEL = "label file without image"
+
+
+@dataclass
+class ProblemLog:
+    """Problems collected while a dataset is read; counted by kind, each naming its file."""
+
+    problems: List[DataProblem] = field(default_factory=list)
+
+    def add(self, kind: str, path: Union[str, os.PathLike], message: str) -> None:
+        self.problems.append(DataProblem(kind, str(path), message))
+
+    def extend(self, other: Iterable[DataProblem]) -> None:
+        self.problems.extend(other)
+
+    def counts(self) -> Dict[str, int]:
+        return dict(Counter(p.kind for p in self.problems))
+
+    def summary(self) -> str:
+        return ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts().items(), key=lambda kv: -kv[1]))
+
+    def warn(self, what: str, examples: int = 5) -> None:
+        """Log a one-line count per kind plus a few examples (the full list: tools/check_data.py)."""
+        if not self.problems:
+            return
+        lines = [f"{what}: {len(self.problems)} data problems ({self.summary()})"]
+        lines += [f"  {p}" for p in self.problems[:examples]]
+        if len(self.problems) > examples:
+            lines.append(f"  ... run `python tools/check_data.py --data <config>` for all of them")
+        LOGGER.warning("\n".join(lines))
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+
+class BadImageError(RuntimeError):
+    """An image file that cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: Union[str, os.PathLike], reason: str, kind: str = UNREADABLE):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason, self.kind = str(path), reason, kind
+
+
+def _image_bytes_problem(data: bytes) -> Optional[Tuple[str, str]]:
+    """Cheap checks before decoding: (kind, reason) for an empty or visibly truncated file, else None."""
+    if len(data) == 0:
+        return ZERO_BYTE, "zero-byte file"
+    if data[:2] == b"\xff\xd8":
+        # In entropy-coded JPEG data 0xFF is always followed by 0x00 or a restart marker, so FF D9 near the
+        # end can only be the end-of-image marker. Some writers pad after it, hence the small window.
+        if b"\xff\xd9" not in data[-64:]:
+            return TRUNCATED, "truncated JPEG (no end-of-image marker); re-export or remove it"
+    elif data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-32:]:
+        return TRUNCATED, "truncated PNG (no IEND chunk); re-export or remove it"
+    return None
+
+
+def read_image(path: Union[str, os.PathLike]) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB, honouring EXIF orientation.
+
+    Grayscale, RGBA (alpha dropped), palette and 16-bit images are converted. Raises :class:`BadImageError`
+    naming the file for a missing, empty, truncated or undecodable file.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise BadImageError(path, "file not found", MISSING_IMAGE) from None
+    except OSError as e:
+        raise BadImageError(path, f"cannot be read ({e.strerror or e})") from None
+    problem = _image_bytes_problem(data)
+    if problem is not None:
+        raise BadImageError(path, problem[1], problem[0])
+    # IMREAD_COLOR applies EXIF orientation and converts gray / palette / alpha / 16-bit to 8-bit BGR.
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise BadImageError(path, "cannot be decoded (not an image, or corrupt)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def image_header(path: Union[str, os.PathLike]) -> Tuple[int, int, str]:
+    """(height, width, mode) from the file header only, after EXIF orientation; no pixel decode.
+
+    Raises :class:`BadImageError` when the header cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if os.path.getsize(path) == 0:
+            raise BadImageError(path, "zero-byte file", ZERO_BYTE)
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)
+            mode = im.mode
+    except FileNotFoundError:
+        raise BadImageError(path, "file not found", MISSING_IMAGE) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise BadImageError(path, f"cannot be decoded ({type(e).__name__}: {e})") from None
+    if orientation in (5, 6, 7, 8):  # these EXIF orientations rotate by 90 degrees
+        h, w = w, h
+    return h, w, mode
+
+
+def closest_name(name: str, names: Sequence[str]) -> str:
+    """' (did you mean 'x'?)' for the nearest known name, or '' when none is close."""
+    match = difflib.get_close_matches(name.strip().lower(), [n.lower() for n in names], n=1, cutoff=0.6)
+    if not match:
+        return ""
+    original = next(n for n in names if n.lower() == match[0])
+    return f" (did you mean {original!r}?)"
+
+
+def clean_boxes(
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    difficult: np.ndarray,
+    height: int,
+    width: int,
+    path: str,
+    log: ProblemLog,
+    names: Sequence[str] = (),
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clip boxes to the image (reported), drop zero / negative area boxes and exact duplicates (reported).
+
+    Duplicates are boxes of the same class whose coordinates agree within half a pixel."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    difficult = np.asarray(difficult, dtype=bool).reshape(-1)
+    if len(boxes) == 0:
+        return boxes, labels, difficult
+    keep = np.ones(len(boxes), dtype=bool)
+    out = boxes.copy()
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
+
+    def name(i: int) -> str:
+        return names[labels[i]] if 0 <= labels[i] < len(names) else f"class {labels[i]}"
+
+    for i in range(len(boxes)):
+        box_text = "[" + ", ".join(f"{v:g}" for v in boxes[i]) + "]"
+        if out[i, 2] <= out[i, 0] or out[i, 3] <= out[i, 1]:
+            log.add(DEGENERATE, path, f"{name(i)} box {box_text} has zero or negative area"
+                    f" inside the {width}x{height} image; dropped")
+            keep[i] = False
+        elif not np.array_equal(out[i], boxes[i]):
+            log.add(OUT_OF_BOUNDS, path, f"{name(i)} box {box_text} extends outside the {width}x{height}"
+                    " image; clipped")
+    for i in range(len(boxes)):
+        if not keep[i]:
+            continue
+        for j in range(i):
+            if keep[j] and labels[j] == labels[i] and np.all(np.abs(out[j] - out[i]) <= 0.5):
+                log.add(DUPLICATE, path, f"{name(i)} box [" + ", ".join(f"{v:g}" for v in boxes[i])
+                        + "] duplicates an earlier box; dropped")
+                keep[i] = False
+                break
+    return out[keep], labels[keep], difficult[keep]

@@ -1,0 +1,105 @@
+"""YOLO txt adapter (Ultralytics layout) onto :class:`Record`.
+
+An entry is an image folder (searched recursively) or a ``.txt`` file listing image paths, relative to the
+dataset root. Each image's label file sits at the same path with the last ``images`` folder replaced by
+``labels`` and the suffix by ``.txt`` (``images/train/a.jpg`` -> ``labels/train/a.txt``); one line per box,
+``class cx cy w h``, the last four normalized to [0, 1] by the image width and height. An image without a
+label file, or with an empty one, is a background image. Labels are ``class``; ``category_ids`` is
+``label + 1``. Image sizes come from file headers (no decode), with EXIF orientation applied.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Sequence, Union
+
+import numpy as np
+
+from .dataset import DetectionDataset
+from .records import (
+    BAD_LINE, IMAGE_SUFFIXES, NOT_NORMALIZED, UNKNOWN_CLASS, BadImageError, ProblemLog, Record, clean_boxes,
+    image_header,
+)
+
+__all__ = ["YOLOTxtDataset", "label_path_for", "list_images"]
+
+
+def label_path_for(image_path: Union[str, os.PathLike]) -> Path:
+    """The label file of an image: last ``images`` folder -> ``labels``, suffix -> ``.txt``."""
+    parts = list(Path(image_path).parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def list_images(root: Union[str, os.PathLike], entry: str) -> List[Path]:
+    """Image paths of one entry: a folder (recursive, sorted) or a list file (one path a line)."""
+    path = Path(root) / entry
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if path.is_file() and path.suffix == ".txt":
+        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        return [Path(ln) if os.path.isabs(ln) else (Path(root) / ln) for ln in lines]
+    raise FileNotFoundError(f"{path}: no such image folder or list file (data config entry {entry!r})")
+
+
+def parse_label_file(label_path: Path, names: Sequence[str], height: int, width: int,
+                     log: ProblemLog) -> tuple:
+    """Boxes (absolute xyxy, unclipped) and labels of one label file; bad lines are reported and skipped."""
+    boxes, labels = [], []
+    for n, line in enumerate(label_path.read_text(errors="replace").splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"line {n} {line.strip()!r}"
+        if len(fields) != 5:
+            log.add(BAD_LINE, label_path, f"{where}: {len(fields)} fields, expected 5 (class cx cy w h); skipped")
+            continue
+        try:
+            cls_f = float(fields[0])
+            cx, cy, w, h = (float(v) for v in fields[1:])
+        except ValueError:
+            log.add(BAD_LINE, label_path, f"{where}: not numbers; skipped")
+            continue
+        if cls_f != int(cls_f) or not 0 <= int(cls_f) < len(names):
+            log.add(UNKNOWN_CLASS, label_path, f"{where}: class {fields[0]} is not an index of the {len(names)}"
+                    " names; skipped")
+            continue
+        values = np.array([cx, cy, w, h])
+        if not np.all(np.isfinite(values)) or values.min() < 0 or values.max() > 1:
+            log.add(NOT_NORMALIZED, label_path, f"{where}: values outside [0, 1] (pixel coordinates? YOLO txt"
+                    " wants cx cy w h divided by the image width and height); skipped")
+            continue
+        boxes.append(((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height))
+        labels.append(int(cls_f))
+    return np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64)
+
+
+class YOLOTxtDataset(DetectionDataset):
+    """YOLO txt data (see the module docstring for the layout)."""
+
+    format = "yolo"
+
+    def __init__(self, root: Union[str, os.PathLike], entries: Sequence[str], names: Sequence[str]):
+        log = ProblemLog()
+        records: List[Record] = []
+        for entry in entries:
+            for image_path in list_images(root, entry):
+                try:
+                    h, w, _ = image_header(image_path)
+                except BadImageError as e:
+                    log.add(e.kind, image_path, f"{e.reason}; skipped")
+                    continue
+                label_path = label_path_for(image_path)
+                if label_path.is_file():
+                    boxes, labels = parse_label_file(label_path, names, h, w, log)
+                else:
+                    boxes, labels = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+                boxes, labels, difficult = clean_boxes(boxes, labels, np.zeros(len(labels), bool), h, w,
+                                                       str(label_path), log, names)
+                image_id = os.path.relpath(image_path.with_suffix(""), root)
+                records.append(Record(None, boxes, labels, difficult, image_id, str(image_path), h, w))
+        super().__init__(records, names, problems=log, description=f"YOLO {root} {list(entries)}")
+        log.warn(f"YOLO {list(entries)}")
