@@ -1,0 +1,200 @@
+"""Dataset health check behind ``tools/check_data.py``: every problem, with its file and reason, counted.
+
+Beyond what the adapters report while reading annotations, the check scans the folders (VOC: annotations
+without images and images without annotations; YOLO: label files without images) and decodes every image
+(unreadable, truncated, zero-byte, size differing from the annotation). Conversions that are handled
+(grayscale, palette, alpha, 16-bit, EXIF rotation) are listed as notes, not problems.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .config import build_dataset
+from .dataset import DetectionDataset
+from .records import (
+    IMAGE_SUFFIXES, MISSING_ANNOTATION, MISSING_IMAGE, MISSING_SIZE, ORPHAN_LABEL, BadImageError, DataProblem,
+    ProblemLog, read_image,
+)
+from .voc import voc_year_dir
+from .yolo_txt import label_path_for, list_images
+
+__all__ = ["CheckReport", "check_data"]
+
+CONFIG_ERROR = "split cannot be read"
+_MODE_NOTES = {"L": "grayscale", "LA": "grayscale with alpha (alpha dropped)", "P": "palette",
+               "PA": "palette with alpha (alpha dropped)", "RGBA": "RGBA (alpha dropped)", "CMYK": "CMYK",
+               "I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer", "F": "float",
+               "1": "1-bit"}
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_data` found: problems (each naming its file), notes, and counts per split."""
+
+    problems: ProblemLog = field(default_factory=ProblemLog)
+    notes: List[str] = field(default_factory=list)
+    splits: Dict[str, Dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return len(self.problems) == 0
+
+    def format(self, max_lines: Optional[int] = None) -> str:
+        """The full text: problems grouped by kind, notes, then a summary."""
+        lines: List[str] = []
+        by_kind: Dict[str, List[DataProblem]] = {}
+        for p in self.problems.problems:
+            by_kind.setdefault(p.kind, []).append(p)
+        for kind, items in by_kind.items():
+            lines.append(f"{kind} ({len(items)}):")
+            shown = items if max_lines is None else items[:max_lines]
+            lines += [f"  {p}" for p in shown]
+            if len(shown) < len(items):
+                lines.append(f"  ... and {len(items) - len(shown)} more")
+        if self.notes:
+            lines.append(f"converted on load, not problems ({len(self.notes)}):")
+            shown = self.notes if max_lines is None else self.notes[:max_lines]
+            lines += [f"  {n}" for n in shown]
+            if len(shown) < len(self.notes):
+                lines.append(f"  ... and {len(self.notes) - len(shown)} more")
+        lines.append("summary:")
+        for split, counts in self.splits.items():
+            lines.append(f"  {split}: {counts.get('images', 0)} images, {counts.get('boxes', 0)} boxes"
+                         f" ({counts.get('difficult', 0)} difficult), {counts.get('empty', 0)} without objects")
+        counts = Counter(p.kind for p in self.problems.problems)
+        for kind, n in counts.most_common():
+            lines.append(f"  {n:6d}  {kind}")
+        lines.append(f"  {len(self.problems)} problems" if len(self.problems) else "  no problems found")
+        return "\n".join(lines)
+
+
+def _dedupe(problems: Sequence[DataProblem], seen: set, by_file: bool = False) -> List[DataProblem]:
+    """Problems not reported yet; ``by_file``: one per (kind, file) (a folder scan re-finding what a split
+    reported in other words)."""
+    out = []
+    for p in problems:
+        if (p.kind, p.path, p.message) in seen or (by_file and (p.kind, p.path) in seen):
+            continue
+        seen.update({(p.kind, p.path, p.message), (p.kind, p.path)})
+        out.append(p)
+    return out
+
+
+def _scan_voc(cfg: Mapping[str, Any], entries: Sequence[str], log: ProblemLog) -> None:
+    """Whole-folder pairing of Annotations/*.xml and JPEGImages/* (beyond the listed image sets)."""
+    folders = {voc_year_dir(cfg["root"], str(e).strip("/").rpartition("/")[0]) for e in entries}
+    for year_dir in sorted(folders):
+        ann_dir, img_dir = year_dir / "Annotations", year_dir / "JPEGImages"
+        xmls = {os.path.splitext(n)[0] for n in os.listdir(ann_dir) if n.endswith(".xml")} if ann_dir.is_dir() else set()
+        images = {}
+        if img_dir.is_dir():
+            for n in os.listdir(img_dir):
+                if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES:
+                    images[os.path.splitext(n)[0]] = n
+        for stem in sorted(xmls - set(images)):
+            log.add(MISSING_IMAGE, ann_dir / f"{stem}.xml", f"no image {stem}.jpg in {img_dir}")
+        for stem in sorted(set(images) - xmls):
+            log.add(MISSING_ANNOTATION, img_dir / images[stem], f"no annotation {ann_dir / (stem + '.xml')}")
+
+
+def _scan_yolo(cfg: Mapping[str, Any], entries: Sequence[str], log: ProblemLog) -> None:
+    """Label files with no image next to them."""
+    for entry in entries:
+        try:
+            images = list_images(cfg["root"], entry)
+        except FileNotFoundError:
+            continue
+        label_dirs = {label_path_for(p).parent for p in images}
+        wanted = {label_path_for(p) for p in images}
+        for folder in sorted(label_dirs):
+            for label in sorted(folder.glob("*.txt")):
+                if label not in wanted:
+                    log.add(ORPHAN_LABEL, label, "no image with this name in the matching images folder")
+
+
+def _inspect(record) -> Tuple[Optional[DataProblem], Optional[str]]:
+    """Decode one image: (problem or None, note or None)."""
+    from PIL import Image
+
+    path = record.path
+    try:
+        image = read_image(path)
+    except BadImageError as e:
+        return DataProblem(e.kind, path, e.reason), None
+    note = None
+    try:
+        with Image.open(path) as im:
+            what = _MODE_NOTES.get(im.mode)
+            rotated = im.getexif().get(0x0112, 1) not in (1, None)
+        parts = ([f"{what} converted to RGB"] if what else []) + (["EXIF orientation applied"] if rotated else [])
+        note = f"{path}: " + "; ".join(parts) if parts else None
+    except Exception:  # noqa: BLE001 - the decode above worked; the note is a nicety
+        pass
+    h, w = image.shape[:2]
+    if (h, w) != (record.height, record.width):
+        return DataProblem(MISSING_SIZE, path, f"annotated as {record.width}x{record.height} but the image is"
+                                               f" {w}x{h}; boxes are clipped to the image"), note
+    return None, note
+
+
+class _Quiet:
+    """Silence the data logger's warnings inside a ``with`` block."""
+
+    def __enter__(self) -> None:
+        self.logger = logging.getLogger("yolo_attn.data")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc) -> None:
+        self.logger.setLevel(self.level)
+
+
+def check_data(cfg: Mapping[str, Any], splits: Optional[Sequence[str]] = None, decode: bool = True,
+               workers: int = 2, progress: bool = True) -> CheckReport:
+    """Check the splits of a loaded data config (default: train, val and test when present)."""
+    from tqdm import tqdm
+
+    report = CheckReport()
+    seen: set = set()
+    splits = list(splits or [s for s in ("train", "val", "test") if cfg.get(s)])
+    datasets: List[DetectionDataset] = []
+    quiet = _Quiet()  # the report lists everything; the adapters' own warning summaries would repeat it
+    for split in splits:
+        try:
+            with quiet:
+                ds = build_dataset(cfg, split)
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            report.problems.add(CONFIG_ERROR, cfg.get("path", "data config"), f"split {split!r}: {e}")
+            continue
+        datasets.append(ds)
+        report.problems.extend(_dedupe(ds.problems.problems, seen))
+        report.splits[split] = {
+            "images": len(ds), "boxes": sum(len(r.labels) for r in ds.records),
+            "difficult": sum(int(r.difficult.sum()) for r in ds.records),
+            "empty": sum(len(r.labels) == 0 for r in ds.records)}
+    entries = [e for s in splits for e in (cfg.get(s) or [])]
+    scan = ProblemLog()
+    if cfg["format"] == "voc":
+        _scan_voc(cfg, entries, scan)
+    elif cfg["format"] == "yolo":
+        _scan_yolo(cfg, entries, scan)
+    report.problems.extend(_dedupe(scan.problems, seen, by_file=True))
+    if decode:
+        unique = {}
+        for ds in datasets:
+            for r in ds.records:
+                unique.setdefault(r.path, r)
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            results = tqdm(pool.map(_inspect, unique.values()), total=len(unique), desc="decoding images",
+                           disable=not progress, leave=False)
+            for problem, note in results:
+                if problem is not None:
+                    report.problems.extend(_dedupe([problem], seen))
+                if note is not None:
+                    report.notes.append(note)
+    return report
