@@ -1,0 +1,69 @@
+"""tools/check_data.py: every bad case named with its file, a summary, exit status 1; 0 when clean."""
+import importlib.util
+from pathlib import Path
+
+from yolo_attn.data import records as R
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "check_data.py"
+
+
+def run_tool(argv, capsys):
+    spec = importlib.util.spec_from_file_location("check_data_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    code = module.main(argv)
+    return code, capsys.readouterr().out
+
+
+def write_config(tmp_path, text):
+    path = tmp_path / "data.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_voc_check_names_every_problem(tmp_path, voc_root, capsys):
+    cfg = write_config(tmp_path, f"format: voc\nroot: {voc_root}\ntrain: [VOC2007/trainval]\n"
+                                 "val: [VOC2012/trainval]\nnames: [cat, dog, person]\n")
+    code, out = run_tool(["--data", cfg], capsys)
+    assert code == 1
+    expected = {
+        R.ZERO_BYTE: "000007.jpg", R.TRUNCATED: "000006.jpg", R.UNREADABLE: "000008.jpg",
+        R.MISSING_IMAGE: "000004.xml", R.MISSING_ANNOTATION: "000005.jpg", R.XML_ERROR: "000003.xml",
+        R.UNKNOWN_CLASS: "did you mean 'dog'", R.OUT_OF_BOUNDS: "000002.xml", R.DEGENERATE: "000002.xml",
+        R.MISSING_DIFFICULT: "000002.xml", R.DUPLICATE: "000002.xml",
+    }
+    for kind, text in expected.items():
+        section = out.split(f"{kind} (", 1)
+        assert len(section) == 2, f"{kind} missing from:\n{out}"
+        assert text in section[1].split("\n\n")[0], kind
+    assert "summary:" in out and "train: " in out
+    # the folder scan must not repeat what the split already reported
+    assert out.count("000005.jpg") == 1
+
+
+def test_coco_and_yolo_checks(tmp_path, coco_root, yolo_root, capsys):
+    cfg = write_config(tmp_path, f"format: coco\nroot: {coco_root}\ntrain: val2017\nval: val2017\n")
+    code, out = run_tool(["--data", cfg], capsys)
+    assert code == 1
+    for kind in (R.COCO_MISSING_IMAGE, R.COCO_MISSING_CATEGORY, R.MISSING_IMAGE, R.DUPLICATE):
+        assert f"{kind} (" in out, kind
+    cfg = write_config(tmp_path, f"format: yolo\nroot: {yolo_root}\ntrain: images/train\nval: images/train\n"
+                                 "names: [a, b]\n")
+    code, out = run_tool(["--data", cfg], capsys)
+    assert code == 1
+    for kind in (R.BAD_LINE, R.NOT_NORMALIZED, R.UNKNOWN_CLASS, R.OUT_OF_BOUNDS, R.ZERO_BYTE, R.ORPHAN_LABEL):
+        assert f"{kind} (" in out, kind
+    assert "orphan.txt" in out and "16-bit converted to RGB" in out and "EXIF orientation applied" in out
+
+
+def test_clean_dataset_exits_zero(tmp_path, voc_root, capsys):
+    cfg = write_config(tmp_path, f"format: voc\nroot: {voc_root}\ntrain: [VOC2012/trainval]\n"
+                                 "val: [VOC2012/trainval]\nnames: [cat, dog, person]\n")
+    code, out = run_tool(["--data", cfg], capsys)
+    assert code == 0, out
+    assert "no problems found" in out
+
+
+def test_unreadable_config_exits_two(tmp_path, capsys):
+    code = run_tool(["--data", str(tmp_path / "nope.yaml")], capsys)[0]
+    assert code == 2
