@@ -36,7 +36,9 @@ def _same(a: Detections, b: Detections) -> None:
     assert len(a) == len(b) > 0
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
-    np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+    # 1e-5: a batch of three and a single image take different convolution kernels (channels-last), which
+    # round differently in the last bits
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
 
 
 def test_every_input_kind_gives_the_same_detections(ckpt, image_paths):

@@ -1,9 +1,10 @@
 """Network execution behind one small interface: PyTorch, ONNX Runtime and OpenVINO.
 
 Every backend takes a float batch ``(B, 3, H, W)`` RGB in [0, 1] and returns the raw head maps
-``[p5, p4]`` as float32 CPU tensors, exactly what :class:`~yolo_attn.models.YoloV4Tiny` returns. Letterboxing,
-decoding and NMS stay in :class:`~yolo_attn.inference.detector.Detector`, so every backend gets the same pre-
-and post-processing. New variants (bf16, int8, compiled graphs, automatic choice) register a class here::
+``[p5, p4]`` as float32 CPU tensors, exactly what :class:`~yolo_attn.models.YoloV4Tiny` returns. Prediction
+calls ``run_uint8`` (letterboxed uint8 NHWC in) so that the conversion happens where it is cheapest.
+Letterboxing, decoding and NMS stay in :class:`~yolo_attn.inference.detector.Detector`, so every backend gets
+the same pre- and post-processing. New variants (bf16, int8, compiled graphs, automatic choice) register a class here::
 
     @register_backend
     class MyBackend(Backend):
@@ -16,11 +17,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import threading
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
+
+from .hardware import torch_threads
 
 __all__ = [
     "BACKENDS",
@@ -74,6 +79,11 @@ class Backend(ABC):
     def __call__(self, batch: torch.Tensor) -> List[torch.Tensor]:
         """(B, 3, H, W) float RGB in [0, 1] -> raw maps [p5, p4], float32 on the CPU."""
 
+    def run_uint8(self, images: np.ndarray) -> List[torch.Tensor]:
+        """(B, H, W, 3) uint8 RGB letterboxed images -> raw maps. The lean path of prediction: backends that
+        convert inside their graph (OpenVINO) or straight to their layout (torch) override it."""
+        return self(torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0).contiguous())
+
     @property
     def torch_model(self) -> Optional[nn.Module]:
         """The PyTorch module when there is one (needed for the attention view), else None."""
@@ -90,25 +100,64 @@ class Backend(ABC):
 
 @register_backend
 class TorchBackend(Backend):
-    """Eager PyTorch, BatchNorm folded into the convolutions."""
+    """PyTorch: BatchNorm folded into the convolutions, channels-last, in fp32, bf16 (CPUs with AMX) or fp16
+    (CUDA); optionally compiled with ``torch.compile`` (inductor, weights frozen as constants).
+
+    Args:
+        fuse: fold BatchNorm (inference only; the model is changed in place).
+        channels_last: NHWC memory layout, which oneDNN's and cuDNN's fastest convolutions use.
+        compile: compile on the first call (tens of seconds; worth it for long videos on CPUs with AMX).
+    """
 
     name = "torch"
-    precisions = ("fp32",)
+    precisions = ("fp32", "bf16", "fp16")
+    _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-    def __init__(self, model: nn.Module, precision: str = "fp32", device: str = "cpu", fuse: bool = True):
+    def __init__(self, model: nn.Module, precision: str = "fp32", device: str = "cpu", fuse: bool = True,
+                 channels_last: bool = True, compile: bool = False):
         self.precision = self._check_precision(precision)
         self.device = device
+        self.dtype = self._DTYPES[precision]
+        self.fused = fuse and hasattr(model, "fuse")
+        self.channels_last = channels_last
+        self.compiled = compile
         self.model = model.to(device).eval()
-        if fuse and hasattr(self.model, "fuse"):
+        if self.fused:
             self.model.fuse()
+        self.model.to(self.dtype)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self._forward = self.model
+        if compile:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True  # weights become constants: folded, pre-packed for oneDNN
+            self._forward = torch.compile(self.model, mode="max-autotune-no-cudagraphs")
 
     @property
-    def torch_model(self) -> nn.Module:
-        return self.model
+    def torch_model(self) -> Optional[nn.Module]:
+        return None if self.compiled else self.model  # a compiled graph keeps no attention gates
+
+    def describe(self) -> str:
+        how = [w for w, on in (("channels-last", self.channels_last), ("BN folded", self.fused),
+                               ("compiled", self.compiled)) if on]
+        return f"torch {self.precision} ({', '.join(how) or 'eager'}) on {self.device}"
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> List[torch.Tensor]:
-        return [o.float().cpu() for o in self.model(batch.to(self.device))]
+        batch = batch.to(self.device, self.dtype, non_blocking=True)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return [o.float().cpu() for o in self._forward(batch)]
+
+    @torch.inference_mode()
+    def run_uint8(self, images: np.ndarray) -> List[torch.Tensor]:
+        # an NHWC array seen as NCHW *is* channels-last: one conversion, no layout copy
+        batch = torch.from_numpy(images).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        batch = batch.to(self.dtype).mul_(1.0 / 255.0)
+        if not self.channels_last:
+            batch = batch.contiguous()
+        return [o.float().cpu() for o in self._forward(batch)]
 
 
 @register_backend
@@ -119,15 +168,19 @@ class OnnxRuntimeBackend(Backend):
     precisions = ("fp32", "int8")
     requires = ("onnxruntime",)
 
-    def __init__(self, model: Union[PathLike, bytes], precision: Optional[str] = None, device: str = "cpu"):
+    def __init__(self, model: Union[PathLike, bytes], precision: Optional[str] = None, device: str = "cpu",
+                 threads: Optional[int] = None):
         import onnxruntime as ort
 
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         source = model if isinstance(model, bytes) else str(model)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
         try:
-            self.session = ort.InferenceSession(source, providers=providers)
+            self.session = ort.InferenceSession(source, options, providers=providers)
         except Exception as e:  # ONNX Runtime's own exception types: corrupt file, unsupported op, ...
             raise ValueError(f"{_label(model)}: not a loadable ONNX model ({_first_line(e)})") from None
         self.device = device
@@ -138,7 +191,9 @@ class OnnxRuntimeBackend(Backend):
         self.fixed_shape = _fixed_shape(inp.shape)
 
     def __call__(self, batch: torch.Tensor) -> List[torch.Tensor]:
-        outputs = self.session.run(None, {self.input_name: batch.detach().cpu().float().numpy()})
+        array = np.ascontiguousarray(batch.detach().cpu().float().numpy())
+        with torch_threads(1):
+            outputs = self.session.run(None, {self.input_name: array})
         return [torch.from_numpy(o) for o in outputs]
 
 
@@ -146,7 +201,15 @@ class OnnxRuntimeBackend(Backend):
 class OpenVinoBackend(Backend):
     """OpenVINO on an IR (``.xml``), an ``.onnx`` file or an in-memory ``openvino.Model``.
 
-    fp32 is forced explicitly: on CPUs with bf16 support OpenVINO would otherwise run in bf16.
+    fp32 is forced explicitly: on CPUs with bf16 support OpenVINO would otherwise run in bf16. uint8 input
+    (:meth:`run_uint8`) goes through a second compiled graph that converts and scales inside OpenVINO.
+    Calls are thread-safe (one infer request per thread); with ``hint="THROUGHPUT"`` and ``streams=N``,
+    N threads calling at once run in parallel, one core each (the video pipeline does this).
+
+    Args:
+        hint: OpenVINO's PERFORMANCE_HINT: "LATENCY" (one stream using every core; best for one caller)
+            or "THROUGHPUT" (several streams; best for several callers at once).
+        streams: NUM_STREAMS with the THROUGHPUT hint (default: OpenVINO's choice, one per core here).
     """
 
     name = "openvino"
@@ -154,15 +217,16 @@ class OpenVinoBackend(Backend):
     requires = ("openvino",)
     _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 models: layers left in float run f32
 
-    def __init__(self, model: Any, precision: Optional[str] = None, device: str = "cpu"):
+    def __init__(self, model: Any, precision: Optional[str] = None, device: str = "cpu", hint: str = "LATENCY",
+                 streams: Optional[int] = None):
         import openvino as ov
 
-        core = ov.Core()
+        self._core = ov.Core()
         meta_text = None
         if isinstance(model, (str, os.PathLike)):
             path = str(model)
             try:
-                model = core.read_model(path)
+                model = self._core.read_model(path)
             except Exception as e:  # OpenVINO raises RuntimeError with the whole C++ context
                 raise ValueError(f"{path}: not a loadable OpenVINO/ONNX model ({_first_line(e)})") from None
             if path.lower().endswith(".onnx"):  # OpenVINO's ONNX reader drops metadata_props
@@ -175,15 +239,61 @@ class OpenVinoBackend(Backend):
         elif precision == "int8" and file_precision != "int8":
             raise ValueError("this OpenVINO model is not quantized; export it with --precision int8")
         self.precision = self._check_precision(precision)
-        ov_device = {"cpu": "CPU", "cuda": "GPU", "gpu": "GPU"}.get(device.split(":")[0].lower(), device.upper())
-        config = {"INFERENCE_PRECISION_HINT": self._HINTS[self.precision], "PERFORMANCE_HINT": "LATENCY"}
-        self.compiled = core.compile_model(model, ov_device, config)
+        if hint not in ("LATENCY", "THROUGHPUT"):
+            raise ValueError(f"OpenVINO performance hint must be LATENCY or THROUGHPUT, not '{hint}'")
+        self.hint, self.streams = hint, streams
+        self._ov_device = {"cpu": "CPU", "cuda": "GPU", "gpu": "GPU"}.get(device.split(":")[0].lower(), device.upper())
+        self._model = model
+        self.compiled = self._compile(model)
         self.fixed_shape = _fixed_shape(list(self.compiled.inputs[0].get_partial_shape()))
-        self._request = self.compiled.create_infer_request()
+        self._compiled_uint8 = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def _compile(self, model: Any) -> Any:
+        config = {"INFERENCE_PRECISION_HINT": self._HINTS[self.precision], "PERFORMANCE_HINT": self.hint}
+        if self.hint == "THROUGHPUT" and self.streams:
+            config["NUM_STREAMS"] = str(int(self.streams))
+        return self._core.compile_model(model, self._ov_device, config)
+
+    def describe(self) -> str:
+        streams = f", {self.compiled.get_property('NUM_STREAMS')} streams" if self.hint == "THROUGHPUT" else ""
+        return f"openvino {self.precision} ({self.hint.lower()}{streams}) on {self.device}"
+
+    def _request(self, uint8: bool) -> Any:
+        """This thread's infer request (an InferRequest must not be shared between threads)."""
+        key = "uint8" if uint8 else "float"
+        request = getattr(self._local, key, None)
+        if request is None:
+            compiled = self._uint8_model() if uint8 else self.compiled
+            request = compiled.create_infer_request()
+            setattr(self._local, key, request)
+        return request
+
+    def _uint8_model(self) -> Any:
+        with self._lock:
+            if self._compiled_uint8 is None:
+                import openvino as ov
+                from openvino.preprocess import PrePostProcessor
+
+                ppp = PrePostProcessor(self._model.clone())
+                ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+                ppp.input().model().set_layout(ov.Layout("NCHW"))
+                ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(255.0)
+                self._compiled_uint8 = self._compile(ppp.build())
+            return self._compiled_uint8
 
     def __call__(self, batch: torch.Tensor) -> List[torch.Tensor]:
-        results = self._request.infer(batch.detach().cpu().float().numpy())
-        return [torch.from_numpy(results[o].copy()) for o in self.compiled.outputs]
+        return self._infer(False, np.ascontiguousarray(batch.detach().cpu().float().numpy()))
+
+    def run_uint8(self, images: np.ndarray) -> List[torch.Tensor]:
+        return self._infer(True, np.ascontiguousarray(images))
+
+    def _infer(self, uint8: bool, array: np.ndarray) -> List[torch.Tensor]:
+        request = self._request(uint8)
+        with torch_threads(1):
+            request.infer(array, share_inputs=True)
+        return [torch.from_numpy(request.get_output_tensor(i).data.copy()) for i in range(len(self.compiled.outputs))]
 
 
 def available_backends() -> List[str]:
@@ -191,8 +301,12 @@ def available_backends() -> List[str]:
     return [name for name, cls in BACKENDS.items() if cls.is_available()]
 
 
-def create_backend(name: str, model: Any, precision: Optional[str] = None, device: str = "cpu") -> Backend:
-    """Build backend ``name`` on ``model``: an ``nn.Module`` for "torch", a file path (or bytes) otherwise."""
+def create_backend(name: str, model: Any, precision: Optional[str] = None, device: str = "cpu",
+                   **options: Any) -> Backend:
+    """Build backend ``name`` on ``model``: an ``nn.Module`` for "torch", a file path (or bytes) otherwise.
+
+    ``options`` go to the backend's constructor (torch: fuse, channels_last, compile; onnxruntime: threads;
+    openvino: hint, streams)."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend '{name}'; choose one of {sorted(BACKENDS)}")
     cls = BACKENDS[name]
@@ -200,8 +314,8 @@ def create_backend(name: str, model: Any, precision: Optional[str] = None, devic
         missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
         raise ValueError(f"the {name} backend needs {', '.join(missing)}: pip install -e \".[export,openvino]\"")
     if name == "torch":
-        return cls(model, precision or "fp32", device)
-    return cls(model, precision, device)
+        return cls(model, precision or "fp32", device, **options)
+    return cls(model, precision, device, **options)
 
 
 def _label(model: Any) -> str:

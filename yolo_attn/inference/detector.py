@@ -25,9 +25,10 @@ import torch.nn as nn
 
 from ..data.letterbox import PAD_VALUE, LetterboxInfo, letterbox, unletterbox_boxes
 from ..data.records import BadImageError, read_image
-from ..models.decode import decode_outputs, postprocess
 from ..models.yolo import STRIDES
 from .backends import Backend, create_backend
+from .fastproc import decode_nms, letterbox_batch
+from .hardware import AutoChoice, auto_choice, int8_export_for
 
 __all__ = ["Detections", "Detector", "load_image", "missing_weights_message"]
 
@@ -147,6 +148,7 @@ class Detector:
         self.keep_classes = keep_classes
         fixed_batch = backend.fixed_shape[0]
         self.batch_size = fixed_batch or max(1, int(batch_size))
+        self.choice: Optional[AutoChoice] = None  # set by load() when it chose the backend itself
 
     @classmethod
     def load(
@@ -162,6 +164,7 @@ class Detector:
         iou: float = 0.45,
         max_det: int = 300,
         keep_classes: Optional[Sequence[Union[int, str]]] = None,
+        use_exports: bool = False,
     ) -> "Detector":
         """Load a detector from any supported weights file.
 
@@ -169,11 +172,18 @@ class Detector:
             path: our checkpoint (.pt), Darknet .weights or a port state dict (these two need ``classes``
                 or ``num_classes``), an exported .onnx, or an OpenVINO IR (.xml, or a folder holding one).
             classes: class names (a list, or a file with one per line) for weights that carry none.
-            backend: "torch", "onnxruntime" or "openvino"; by default the one the file is made for.
+            backend: "torch", "onnxruntime" or "openvino"; by default the one the file is made for, and for
+                PyTorch weights the fastest for this machine (:func:`~yolo_attn.inference.hardware.auto_choice`:
+                torch in bf16 with AMX, fp32 without, fp16 on CUDA; ``describe()`` says which and why).
                 PyTorch weights run by ONNX Runtime / OpenVINO are converted in memory first.
-            precision: "fp32", "bf16" or "int8" where the backend offers it; by default the file's own.
+            precision: "fp32", "bf16", "int8" (or "fp16" for torch on CUDA) where the backend offers it; by
+                default the file's own, or the automatic choice for PyTorch weights.
             img_size: network input size (int, or (h, w)), multiples of 32; by default the checkpoint's.
             keep_classes: report only these classes (indices or names).
+            use_exports: for PyTorch weights, run the calibrated int8 OpenVINO export that ``tools/export.py``
+                wrote beside them (``best_openvino_int8/``) when the choice is left open and the CPU has VNNI:
+                about 3x faster, slightly different numbers (``tools/predict.py`` does this; off by default so
+                that loading a checkpoint means its own weights).
         """
         path = _resolve_weights_path(path)
         suffix = path.suffix.lower()
@@ -188,10 +198,21 @@ class Detector:
                                  f"export it with `python tools/export.py`")
             meta = runner.meta
         else:
+            choice = _choose(path, backend, precision, device, use_exports)
+            if choice is not None and choice.weights is not None:  # a faster export of this checkpoint
+                detector = cls.load(choice.weights, classes, num_classes, device, choice.backend, choice.precision,
+                                    img_size, conf, iou, max_det, keep_classes)
+                detector.choice = choice
+                return detector
             from ..utils.checkpoint import load_model
 
             model, meta = load_model(path, classes, num_classes)
+            if choice is not None:
+                backend, precision = choice.backend, choice.precision
             runner = _torch_weights_backend(model, meta, backend or "torch", precision, device, path)
+            detector = cls(runner, meta, img_size, conf, iou, max_det, keep_classes)
+            detector.choice = choice
+            return detector
         return cls(runner, meta, img_size, conf, iou, max_det, keep_classes)
 
     @property
@@ -223,11 +244,12 @@ class Detector:
         attention gates (attention view, PyTorch backend only)."""
         results: List[Detections] = []
         for start in range(0, len(images), self.batch_size):
-            loaded = [load_image(im, bgr) for im in images[start : start + self.batch_size]]
-            batch, infos = self.preprocess([rgb for rgb, _ in loaded])
-            maps, gates = self.forward(batch, keep_gates)
+            loaded = [_load_unflipped(im, bgr) for im in images[start : start + self.batch_size]]
+            boxed, infos = letterbox_batch([im for im, _, _ in loaded], self.input_shape, self.pad_value,
+                                           self.interpolation, [flip for _, _, flip in loaded])
+            maps, gates = self._forward(boxed, keep_gates, self.backend.run_uint8)
             dets = self.postprocess(maps, infos)
-            for i, (det, (_, source)) in enumerate(zip(dets, loaded)):
+            for i, (det, (_, source, _)) in enumerate(zip(dets, loaded)):
                 det.source = source
                 if keep_maps:
                     det.maps = [m[i].numpy() for m in maps]
@@ -243,23 +265,27 @@ class Detector:
 
     def forward(self, batch: torch.Tensor, keep_gates: bool = False):
         """Run the backend on a letterboxed batch. Returns (raw maps, attention gates or {})."""
+        return self._forward(batch, keep_gates, self.backend)
+
+    def _forward(self, batch, keep_gates: bool, run):
+        """forward() for a float batch (``run`` = the backend) or a uint8 NHWC array (``backend.run_uint8``)."""
         model = self.backend.torch_model
         if keep_gates and model is None:
             raise ValueError(f"the attention view needs the PyTorch model; the {self.backend.name} backend has "
                              f"none (use the .pt checkpoint with --backend torch)")
         n, fixed = batch.shape[0], self.backend.fixed_shape[0]
         if fixed and n != fixed:  # a static export: run it in chunks of its batch size, the last one padded
-            chunks = [self._run_fixed(batch[i : i + fixed], fixed) for i in range(0, n, fixed)]
+            chunks = [_run_fixed(run, batch[i : i + fixed], fixed) for i in range(0, n, fixed)]
             return [torch.cat(level)[:n] for level in zip(*chunks)], {}
         if not keep_gates:
-            return self.backend(batch), {}
+            return run(batch), {}
         from ..models.attention import collect_gates
 
         blocks = [m for m in model.modules() if hasattr(m, "keep_gates")]
         for block in blocks:
             block.keep_gates = True
         try:
-            maps = self.backend(batch)
+            maps = run(batch)
             gates = collect_gates(model)
         finally:
             for block in blocks:  # leave no stale gates behind for the next call
@@ -267,15 +293,10 @@ class Detector:
                 block.__dict__.pop("gates", None)
         return maps, gates
 
-    def _run_fixed(self, chunk: torch.Tensor, size: int) -> List[torch.Tensor]:
-        if chunk.shape[0] < size:
-            chunk = torch.cat([chunk, chunk.new_zeros((size - chunk.shape[0], *chunk.shape[1:]))])
-        return self.backend(chunk)
-
     def postprocess(self, maps: Sequence[torch.Tensor], infos: Sequence[LetterboxInfo]) -> List[Detections]:
         """Decode raw maps, threshold, NMS, and map boxes back to each original image."""
-        decoded = decode_outputs(maps, self.level_anchors, STRIDES, self.scale_x_y)
-        kept = postprocess(decoded, self.conf, self.iou, self.max_det, classes=self.keep_classes)
+        kept = decode_nms(maps, self.level_anchors, STRIDES, self.scale_x_y, self.conf, self.iou, self.max_det,
+                          classes=self.keep_classes)
         results = []
         for det, info in zip(kept, infos):
             boxes = unletterbox_boxes(det[:, :4], info).numpy().astype(np.float32)
@@ -300,8 +321,9 @@ class Detector:
         """One line: what runs and how."""
         h, w = self.input_shape
         attention = self.meta["model"].get("attention") or "none"
-        return (f"{self.backend.describe()}, input {w}x{h}, {self.num_classes} classes, attention {attention}, "
-                f"conf {self.conf}, iou {self.iou}")
+        chosen = f" [{self.choice.describe()}]" if self.choice is not None else ""
+        return (f"{self.backend.describe()}{chosen}, input {w}x{h}, {self.num_classes} classes, "
+                f"attention {attention}, conf {self.conf}, iou {self.iou}")
 
     def _input_shape(self, size: Union[int, Sequence[int]]) -> Tuple[int, int]:
         h, w = (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
@@ -339,6 +361,42 @@ class _BackendModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         return tuple(self.detector.forward(x.float())[0])
+
+
+def _run_fixed(run, chunk, size: int) -> List[torch.Tensor]:
+    """Run a static-batch model on a short last chunk, padded with zeros."""
+    if chunk.shape[0] < size:
+        pad = (size - chunk.shape[0], *chunk.shape[1:])
+        if isinstance(chunk, np.ndarray):
+            chunk = np.concatenate([chunk, np.zeros(pad, chunk.dtype)])
+        else:
+            chunk = torch.cat([chunk, chunk.new_zeros(pad)])
+    return run(chunk)
+
+
+def _load_unflipped(image: ImageLike, bgr: bool) -> Tuple[np.ndarray, Optional[str], bool]:
+    """load_image(), except that a BGR uint8 frame is returned as it is (flag True) to be converted after
+    letterboxing, on the small canvas."""
+    if bgr and isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        return image, None, True
+    rgb, source = load_image(image, bgr)
+    return rgb, source, False
+
+
+def _choose(path: Path, backend: Optional[str], precision: Optional[str], device: str,
+            use_exports: bool) -> Optional[AutoChoice]:
+    """The automatic choice for PyTorch weights, where the caller left it open; None where it named both."""
+    if backend is None and precision is None:
+        return auto_choice(device, path if use_exports else None)
+    export = int8_export_for(path)
+    if precision == "int8" and backend in (None, "openvino", "torch"):
+        if export is None or backend == "torch":
+            raise ValueError(f"{path}: int8 needs a calibrated export: `python tools/export.py --weights {path} "
+                             f"--format openvino --precision int8 --data CONFIG` (then found beside the checkpoint)")
+        return AutoChoice("openvino", "int8", "the calibrated int8 export of this checkpoint", export)
+    if backend is None:
+        return AutoChoice("torch", precision, f"--precision {precision} given")
+    return None
 
 
 def _interpolation(value: Union[str, int]) -> int:

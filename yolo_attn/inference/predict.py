@@ -282,8 +282,10 @@ def run_predict(
     if classes and len(classes) == 1 and Path(classes[0]).is_file() and classes_file is None:
         classes_file, classes = classes[0], None
     try:
+        if attention and backend is None:  # the attention view reads gates off the PyTorch module
+            backend = "torch"
         detector = Detector.load(weights, classes_file, num_classes, device, backend, precision, img_size,
-                                 conf, iou, max_det, classes)
+                                 conf, iou, max_det, classes, use_exports=True)
         log(detector.describe())
         wants_dir = not no_save or save_txt or save_json
         save_dir = increment_path(Path(project) / name) if wants_dir else None

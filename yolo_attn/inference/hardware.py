@@ -1,0 +1,162 @@
+"""What this machine can run fast, detected at run time, and the automatic choice of backend and precision.
+
+Why the choice depends on the CPU (measured with ``tools/benchmark.py``, YOLOv4-tiny at 416, batch 1):
+
+- AMX tiles (Sapphire Rapids and later, when the OS and hypervisor expose them) make bf16 several times
+  faster than fp32: bf16 is the fast float path there.
+- AVX512-BF16 without AMX (``vdpbf16ps`` only, e.g. a VM that hides AMX) is *slower* in bf16 than in fp32
+  for these small convolutions (conversions and a weaker kernel): fp32 stays the float path.
+- VNNI (AVX512-VNNI / AVX-VNNI) makes int8 about 3x faster than fp32; int8 needs a calibrated export
+  (``tools/export.py --precision int8``), which the automatic choice uses when it sits beside the checkpoint.
+- On CUDA, fp16.
+"""
+from __future__ import annotations
+
+import importlib.util
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import torch
+
+__all__ = ["AutoChoice", "CpuFeatures", "auto_choice", "cpu_features", "int8_export_for", "torch_threads"]
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """The instruction-set features that decide which precision is fast."""
+
+    avx512: bool = False
+    avx512_bf16: bool = False
+    amx_bf16: bool = False  # AMX tiles usable (CPUID, and the kernel grants the tile state)
+    amx_int8: bool = False
+    vnni: bool = False  # AVX512-VNNI or AVX-VNNI: int8 dot products
+
+    @property
+    def fast_bf16(self) -> bool:
+        """bf16 beats fp32 only with AMX; AVX512-BF16 alone loses to fp32 on these convolutions."""
+        return self.amx_bf16
+
+    def summary(self) -> str:
+        names = [n for n in ("amx_bf16", "amx_int8", "avx512_bf16", "vnni", "avx512") if getattr(self, n)]
+        return ", ".join(names) or "no AVX-512"
+
+
+def _cpuinfo_flags(path: str = "/proc/cpuinfo") -> set:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:  # not Linux
+        pass
+    return set()
+
+
+def _torch_check(name: str) -> Optional[bool]:
+    """torch's own CPUID checks (private API, so tolerate their absence)."""
+    fn = getattr(torch.cpu, name, None)
+    try:
+        return bool(fn()) if fn is not None else None
+    except Exception:  # a check that cannot run says nothing
+        return None
+
+
+@lru_cache(maxsize=1)
+def cpu_features() -> CpuFeatures:
+    """Detect the CPU's features once: torch's CPUID checks where it has them, else /proc/cpuinfo flags.
+
+    AMX counts only when torch can enable the tile state (Linux must grant it per process); a CPU whose
+    flags list AMX but whose kernel refuses it runs bf16 without AMX.
+    """
+    flags = _cpuinfo_flags()
+
+    def has(torch_name: str, *flag_names: str) -> bool:
+        found = _torch_check(torch_name)
+        return found if found is not None else any(f in flags for f in flag_names)
+
+    amx = has("_is_amx_tile_supported", "amx_tile")
+    if amx:
+        init = getattr(torch._C._cpu, "_init_amx", None)
+        amx = bool(init()) if init is not None else True
+    return CpuFeatures(
+        avx512=has("_is_avx512_supported", "avx512f"),
+        avx512_bf16=has("_is_avx512_bf16_supported", "avx512_bf16"),
+        amx_bf16=amx and ("amx_bf16" in flags or not flags),
+        amx_int8=amx and ("amx_int8" in flags or not flags),
+        vnni=has("_is_vnni_supported", "avx512_vnni", "avx_vnni"),
+    )
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """What the automatic choice picked, and why (for the log line)."""
+
+    backend: str
+    precision: str
+    reason: str
+    weights: Optional[Path] = None  # a faster export of the same checkpoint, when one was found
+
+    def describe(self) -> str:
+        source = f" from {self.weights}" if self.weights is not None else ""
+        return f"auto: {self.backend} {self.precision}{source} ({self.reason})"
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def int8_export_for(weights: Path) -> Optional[Path]:
+    """The calibrated OpenVINO int8 export of ``weights`` that ``tools/export.py`` writes beside it
+    (``best_openvino_int8/best.xml``), when it exists and is not older than the checkpoint."""
+    candidate = weights.parent / f"{weights.stem}_openvino_int8" / f"{weights.stem}.xml"
+    if not (candidate.is_file() and candidate.with_suffix(".bin").is_file()):
+        return None
+    return candidate if candidate.stat().st_mtime >= weights.stat().st_mtime else None
+
+
+def auto_choice(
+    device: str = "cpu",
+    weights: Optional[Path] = None,
+    needs_torch: bool = False,
+    features: Optional[CpuFeatures] = None,
+    installed: Callable[[str], bool] = _installed,
+) -> AutoChoice:
+    """The fastest way to run PyTorch weights on ``device``.
+
+    Args:
+        weights: the checkpoint; a calibrated int8 OpenVINO export beside it is used on a CPU with VNNI.
+        needs_torch: the caller needs the PyTorch module (attention view): stay on the torch backend.
+        features: the CPU's features (detected when None; tests pass their own).
+        installed: whether a module is importable (tests pass their own).
+    """
+    if device.startswith("cuda"):
+        return AutoChoice("torch", "fp16", "CUDA: fp16 channels-last")
+    features = features or cpu_features()
+    if weights is not None and not needs_torch and installed("openvino"):
+        export = int8_export_for(Path(weights))
+        if export is not None and features.vnni:
+            return AutoChoice("openvino", "int8", "VNNI int8, the fastest path on this CPU", export)
+    hint = "" if features.fast_bf16 else "; int8 is ~3x faster: tools/export.py --format openvino --precision int8"
+    if features.fast_bf16:
+        return AutoChoice("torch", "bf16", "AMX: bf16 channels-last, BN folded")
+    why = "AVX512-BF16 without AMX is slower than fp32" if features.avx512_bf16 else "no bf16 support"
+    return AutoChoice("torch", "fp32", f"{why}: fp32 channels-last, BN folded{hint if features.vnni else ''}")
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with torch's intra-op pool at ``count`` threads: around an OpenVINO or ONNX Runtime call
+    torch's idle OpenMP workers would otherwise spin on the cores the other library's pool needs."""
+    previous = torch.get_num_threads()
+    if previous == count:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
