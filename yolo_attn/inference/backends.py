@@ -14,6 +14,7 @@ the same pre- and post-processing. New variants (bf16, int8, compiled graphs, au
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -249,6 +250,16 @@ class OpenVinoBackend(Backend):
         self._compiled_uint8 = None
         self._local = threading.local()
         self._lock = threading.Lock()
+
+    def with_hint(self, hint: str, streams: Optional[int] = None) -> "OpenVinoBackend":
+        """The same model compiled for another performance hint / stream count (e.g. THROUGHPUT for several
+        callers at once)."""
+        clone = copy.copy(self)
+        clone.hint, clone.streams = hint, streams
+        clone.compiled = clone._compile(self._model)
+        clone._compiled_uint8 = None
+        clone._local, clone._lock = threading.local(), threading.Lock()
+        return clone
 
     def _compile(self, model: Any) -> Any:
         config = {"INFERENCE_PRECISION_HINT": self._HINTS[self.precision], "PERFORMANCE_HINT": self.hint}

@@ -6,9 +6,11 @@ and returns the exit status.
 """
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
@@ -203,43 +205,55 @@ def _save_image(out: Path, image: np.ndarray) -> Path:
 
 
 def _predict_video(detector, src: VideoStream, renderer, viewer, summary, records, options, log) -> None:
+    """Decode, predict and encode in overlapping threads (see :mod:`yolo_attn.inference.video`)."""
     from tqdm import tqdm
 
     from ..utils.paths import write_atomic
+    from .video import BackgroundWriter, pipelined, throughput_backend
 
     sink = VideoSink(summary.save_dir / f"{src.name}.mp4", src.fps, src.size) if options["save"] else None
+    writer = BackgroundWriter(sink) if sink is not None else None
     where = f"{src.spec}" if src.kind == "video" else f"{src.kind} {src.spec}"
     log(f"{where}: {src.size[0]}x{src.size[1]} at {src.fps:.1f} fps" + (f" -> {sink.path}" if sink else ""))
-    fps, start, frames = 0.0, time.perf_counter(), 0
+    # attention gates live on the modules: one frame at a time; otherwise two frames in flight
+    workers = 1 if options["keep_gates"] or detector.backend.device != "cpu" else 2
+    runner = copy.copy(detector)
+    runner.backend = throughput_backend(detector.backend, workers)
+
+    def process(frame):
+        det = runner.predict([frame.image], bgr=True, keep_maps=options["keep_maps"],
+                             keep_gates=options["keep_gates"])[0]
+        return det, renderer(frame.image, det)
+
+    fps, start, frames, last = 0.0, time.perf_counter(), 0, time.perf_counter()
     progress = tqdm(total=src.frame_count, unit="frame", desc=src.name, disable=None, leave=False)
     try:
-        for frame in src:
-            t0 = time.perf_counter()
-            det = detector.predict([frame.image], bgr=True, keep_maps=options["keep_maps"],
-                                   keep_gates=options["keep_gates"])[0]
-            if options["keep_gates"] and frame.index == 0:
-                for line in format_channel_weights(det):
-                    log(f"  (first frame) {line}")
-            annotated = renderer(frame.image, det)
-            if sink is not None:
-                sink.write(annotated)
-            if options["save_txt"]:
-                write_atomic(summary.save_dir / "labels" / f"{src.name}_{frame.index}.txt", _txt_lines(det))
-            records.extend(_json_records(det, frame.index, f"{src.name}", frame.index))
-            frames += 1
-            summary.frames += 1
-            summary.boxes += len(det)
-            dt = time.perf_counter() - t0
-            fps = 1.0 / dt if fps == 0.0 else 0.9 * fps + 0.1 / max(dt, 1e-9)  # smoothed, for the live readout
-            progress.set_postfix_str(f"{fps:.1f} FPS, {len(det)} boxes", refresh=False)
-            progress.update()
-            if not viewer.show(draw_fps(annotated.copy(), fps)):
-                summary.stopped = True
-                break
+        with closing(pipelined(src, process, workers)) as results:
+            for frame, (det, annotated) in results:
+                if options["keep_gates"] and frame.index == 0:
+                    for line in format_channel_weights(det):
+                        log(f"  (first frame) {line}")
+                if writer is not None:
+                    writer.write(annotated)
+                if options["save_txt"]:
+                    write_atomic(summary.save_dir / "labels" / f"{src.name}_{frame.index}.txt", _txt_lines(det))
+                records.extend(_json_records(det, frame.index, f"{src.name}", frame.index))
+                frames += 1
+                summary.frames += 1
+                summary.boxes += len(det)
+                now = time.perf_counter()
+                dt, last = now - last, now
+                # smoothed, for the live readout
+                fps = 1.0 / dt if fps == 0.0 else 0.9 * fps + 0.1 / max(dt, 1e-9)
+                progress.set_postfix_str(f"{fps:.1f} FPS, {len(det)} boxes", refresh=False)
+                progress.update()
+                if viewer.enabled and not viewer.show(draw_fps(annotated.copy(), fps)):
+                    summary.stopped = True
+                    break
     finally:
         progress.close()
-        if sink is not None:
-            sink.close()  # always: a half-written mp4 without its index is unplayable
+        if writer is not None:
+            writer.close()  # always: a half-written mp4 without its index is unplayable
             summary.outputs.append(sink.path)
         elapsed = time.perf_counter() - start
         log(f"{where}: {frames} frames, {frames / max(elapsed, 1e-9):.1f} FPS end to end")

@@ -1,0 +1,180 @@
+"""Training-step speed: the reference implementation's way against ours, side by side in one run.
+
+- reference: fp32, eager, NCHW, targets built in Python loops over images and boxes on the CPU
+  (:class:`benchmarks.reference_loss.ReferenceYoloLoss`, as the popular PyTorch port does it);
+- ours: :class:`yolo_attn.engine.loss.YoloLoss` (vectorized assignment), gradient clipping and an EMA update
+  as our trainer does, in several layouts and precisions (channels-last, bf16 autocast, torch.compile).
+
+Every variant trains its own copy of the same model on the same batch (random pixels, a realistic number of
+boxes per image: the speed of a step does not depend on what the pixels show) with the same SGD. Rounds visit
+every variant in turn; medians with min-max.
+
+    python tools/benchmark.py --train [--img-size 416] [--train-batch 8] [--rounds 5] [--compile-train]
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn as nn
+
+from yolo_attn.engine.ema import ModelEMA
+from yolo_attn.engine.loss import YoloLoss
+from yolo_attn.inference.benchmark import machine_summary
+from yolo_attn.models import build_model
+
+from .reference_loss import ReferenceYoloLoss
+
+__all__ = ["TrainVariant", "make_batch", "run_train_benchmark", "train_variants"]
+
+
+def make_batch(batch: int = 8, img_size: int = 416, num_classes: int = 10, boxes_per_image: int = 6, seed: int = 0):
+    """Random images and (M, 6) targets [image, class, x1, y1, x2, y2] in pixels: boxes of 12 px to half the
+    image (at most 200 px), inside it."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(batch, 3, img_size, img_size, generator=g)
+    largest = min(200.0, img_size / 2)
+    rows = []
+    for b in range(batch):
+        for _ in range(boxes_per_image):
+            w, h = (torch.rand(2, generator=g) * (largest - 12) + 12).tolist()
+            x, y = (torch.rand(2, generator=g) * torch.tensor([img_size - w, img_size - h])).tolist()
+            rows.append([b, int(torch.randint(0, num_classes, (1,), generator=g)), x, y, x + w, y + h])
+    return images, torch.tensor(rows, dtype=torch.float32)
+
+
+@dataclass
+class TrainVariant:
+    name: str
+    step: Callable[[], float]  # one training step; returns the loss
+    times_ms: List[float] = field(default_factory=list)
+    setup_s: float = 0.0
+
+
+def _sgd(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.937, nesterov=True, weight_decay=5e-4)
+
+
+def _reference_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> Callable[[], float]:
+    config = model.config()
+    loss_fn = ReferenceYoloLoss(config["anchors"], config["anchor_masks"], model.num_classes)
+    optimizer = _sgd(model)
+
+    def step() -> float:
+        outputs = model(images)
+        loss = loss_fn(outputs, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def _our_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, amp_dtype: Optional[torch.dtype],
+              channels_last: bool, compile_model: bool = False) -> Callable[[], float]:
+    """The step of yolo_attn.engine.trainer.train_one_epoch (without data loading and logging)."""
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    loss_fn = YoloLoss(model.level_anchors(), model.num_classes, "multi")
+    optimizer = _sgd(model)
+    ema = ModelEMA(model)
+    forward = torch.compile(model) if compile_model else model
+    size = tuple(images.shape[2:])
+
+    def step() -> float:
+        with torch.autocast("cpu", dtype=amp_dtype, enabled=amp_dtype is not None):
+            outputs = forward(images)
+        loss, _ = loss_fn(outputs, targets, size)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        ema.update(model)
+        return loss.item()
+
+    return step
+
+
+def train_variants(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
+                   compile_step: bool = False) -> List[TrainVariant]:
+    fresh = lambda: copy.deepcopy(model).train()  # noqa: E731 - each variant trains its own copy
+    variants = [
+        ("reference: fp32 eager NCHW, loop-built targets", lambda: _reference_step(fresh(), images, targets)),
+        ("ours: fp32 NCHW, vectorized loss", lambda: _our_step(fresh(), images, targets, None, False)),
+        ("ours: fp32 channels-last", lambda: _our_step(fresh(), images, targets, None, True)),
+        ("ours: bf16 autocast NCHW", lambda: _our_step(fresh(), images, targets, torch.bfloat16, False)),
+        ("ours: bf16 autocast channels-last", lambda: _our_step(fresh(), images, targets, torch.bfloat16, True)),
+    ]
+    if compile_step:
+        variants.append(("ours: torch.compile fp32 NCHW",
+                         lambda: _our_step(fresh(), images, targets, None, False, compile_model=True)))
+    built = []
+    for name, make in variants:
+        start = time.perf_counter()
+        step = make()
+        step()  # the first step allocates (and compiles): part of setup, not of the timing
+        built.append(TrainVariant(name, step, setup_s=time.perf_counter() - start))
+    return built
+
+
+def run_train_benchmark(img_size: int = 416, batch: int = 8, rounds: int = 5, weights: Optional[str] = None,
+                        num_classes: int = 10, compile_step: bool = False,
+                        csv_path: Optional[str] = "benchmarks/results_train.csv",
+                        log: Callable[[str], None] = print) -> int:
+    """Time the training-step variants in interleaved rounds; print a table, write CSV; returns 0."""
+    if weights:
+        from yolo_attn.utils.checkpoint import load_model
+
+        model, _ = load_model(weights)
+    else:
+        torch.manual_seed(0)
+        model = build_model(0, num_classes)
+    images, targets = make_batch(batch, img_size, model.num_classes)
+    machine = machine_summary()
+    log(f"machine: {machine}")
+    log(f"training step at {img_size}, batch {batch}, {len(targets)} boxes; building and warming up ...")
+    variants = train_variants(model, images, targets, compile_step)
+    rounds = max(1, rounds)
+    for r in range(rounds):
+        for v in variants:
+            start = time.perf_counter()
+            v.step()
+            v.times_ms.append((time.perf_counter() - start) * 1000.0)
+        log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{v.times_ms[-1]:.0f}" for v in variants) + " ms")
+    reference = statistics.median(variants[0].times_ms)
+    rows: List[Dict[str, object]] = []
+    lines = ["| training step | ms (median) | min-max | img/s | x reference | setup s |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for v in variants:
+        median = statistics.median(v.times_ms)
+        row = {"variant": v.name, "batch": batch, "img_size": img_size, "ms_median": round(median, 1),
+               "ms_min": round(min(v.times_ms), 1), "ms_max": round(max(v.times_ms), 1),
+               "img_per_s": round(1000.0 * batch / median, 2), "speedup_vs_reference": round(reference / median, 3),
+               "setup_s": round(v.setup_s, 1)}
+        rows.append(row)
+        lines.append(f"| {v.name} | {median:.0f} | {min(v.times_ms):.0f}-{max(v.times_ms):.0f} | "
+                     f"{row['img_per_s']:.1f} | {row['speedup_vs_reference']:.2f} | {v.setup_s:.1f} |")
+    log("")
+    log(f"{machine}; training step at {img_size}, batch {batch}")
+    log("\n".join(lines))
+    if csv_path:
+        import csv
+        import io
+
+        from yolo_attn.utils.paths import write_atomic
+
+        buf = io.StringIO()
+        buf.write(f"# {machine}\n")
+        writer = csv.DictWriter(buf, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(Path(csv_path), buf.getvalue())
+        log(f"written {csv_path}")
+    return 0

@@ -1,0 +1,388 @@
+"""The fast paths (issue 7): automatic choice per machine, every backend and precision agreeing with the fp32
+eager model, the lean pre/post-processing giving the reference pipeline's boxes, the threaded video pipeline,
+the benchmark tool and the reference-style training loss. No timings are asserted here: speed is shown by
+tools/benchmark.py."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from yolo_attn.data.letterbox import letterbox
+from yolo_attn.inference import Detector
+from yolo_attn.inference.backends import OpenVinoBackend, create_backend
+from yolo_attn.inference.fastproc import decode_nms, letterbox_batch
+from yolo_attn.inference.hardware import CpuFeatures, auto_choice, cpu_features, torch_threads
+from yolo_attn.inference.video import BackgroundWriter, pipelined
+from yolo_attn.models import build_model
+from yolo_attn.models.decode import decode_outputs, postprocess
+from yolo_attn.utils.checkpoint import load_model
+
+from .helpers import IMG_SIZE, NAMES, make_checkpoint
+
+has_openvino = importlib.util.find_spec("openvino") is not None
+has_onnxruntime = importlib.util.find_spec("onnxruntime") is not None
+needs_openvino = pytest.mark.skipif(not has_openvino, reason="openvino not installed (the openvino extra)")
+ANCHORS = [[(81, 82), (135, 169), (344, 319)], [(23, 27), (37, 58), (81, 82)]]
+AMX = CpuFeatures(avx512=True, avx512_bf16=True, amx_bf16=True, amx_int8=True, vnni=True)
+BF16_NO_AMX = CpuFeatures(avx512=True, avx512_bf16=True, vnni=True)
+PLAIN = CpuFeatures()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Other jobs share these cores: torch's OpenMP barriers stall for whole time slices when a core is busy,
+    which makes multi-threaded tests crawl; one thread is immune (and the numbers are the same)."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("speed") / "cbam.pt", phi=2)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return torch.rand(2, 3, IMG_SIZE, IMG_SIZE, generator=torch.Generator().manual_seed(0))
+
+
+def _reference_maps(ckpt, batch):
+    model, _ = load_model(ckpt)
+    with torch.no_grad():
+        return [m.float() for m in model(batch)]
+
+
+def _max_rel(out, ref):
+    return max(float((o - r).abs().max() / r.abs().max()) for o, r in zip(out, ref))
+
+
+# --- automatic choice -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("features, precision", [(AMX, "bf16"), (BF16_NO_AMX, "fp32"), (PLAIN, "fp32")])
+def test_auto_choice_follows_the_cpu(features, precision):
+    choice = auto_choice("cpu", features=features, installed=lambda m: True)
+    assert (choice.backend, choice.precision) == ("torch", precision)
+    assert choice.describe().startswith(f"auto: torch {precision}")
+    assert auto_choice("cuda:0", features=features).precision == "fp16"
+
+
+def test_auto_choice_uses_a_fresh_int8_export_beside_the_weights(tmp_path):
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"x")
+    export = tmp_path / "best_openvino_int8" / "best.xml"
+    export.parent.mkdir()
+    export.write_text("<net/>")
+    export.with_suffix(".bin").write_bytes(b"")
+    choice = auto_choice("cpu", weights, features=BF16_NO_AMX, installed=lambda m: True)
+    assert (choice.backend, choice.precision, choice.weights) == ("openvino", "int8", export)
+    assert auto_choice("cpu", weights, needs_torch=True, features=BF16_NO_AMX).backend == "torch"
+    assert auto_choice("cpu", weights, features=PLAIN, installed=lambda m: True).backend == "torch"  # no VNNI
+    assert auto_choice("cpu", weights, features=BF16_NO_AMX, installed=lambda m: False).backend == "torch"
+    old = time.time() - 100
+    os.utime(export, (old, old))  # retrained since the export: stale
+    assert auto_choice("cpu", weights, features=BF16_NO_AMX, installed=lambda m: True).backend == "torch"
+
+
+def test_cpu_features_match_the_kernel_flags():
+    flags = set()
+    if Path("/proc/cpuinfo").is_file():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    features = cpu_features()
+    if flags:
+        assert features.avx512_bf16 == ("avx512_bf16" in flags)
+        assert features.amx_bf16 <= ("amx_bf16" in flags)  # listed is necessary, not sufficient
+    assert features.fast_bf16 == features.amx_bf16
+
+
+def test_detector_load_says_what_it_chose(ckpt):
+    det = Detector.load(ckpt)
+    assert det.choice is not None and "auto:" in det.describe()
+    assert det.backend.name == "torch" and det.backend.precision == det.choice.precision
+    assert Detector.load(ckpt, backend="torch", precision="fp32").choice is None
+    with pytest.raises(ValueError, match="int8 needs a calibrated export"):
+        Detector.load(ckpt, precision="int8")
+
+
+def test_torch_threads_are_restored():
+    before = torch.get_num_threads()
+    with torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+
+
+# --- backends agree with the fp32 eager model --------------------------------------------------------------
+
+@pytest.mark.parametrize("options, tol", [
+    (dict(precision="fp32"), 1e-4),
+    (dict(precision="fp32", channels_last=False), 1e-4),
+    (dict(precision="fp32", fuse=False), 1e-4),
+    (dict(precision="bf16"), 5e-2),
+])
+def test_torch_variants_agree_with_eager_fp32(ckpt, batch, options, tol):
+    reference = _reference_maps(ckpt, batch)
+    model, _ = load_model(ckpt)
+    backend = create_backend("torch", model, options.pop("precision"), "cpu", **options)
+    out = backend(batch)
+    assert all(o.dtype == torch.float32 for o in out)
+    assert _max_rel(out, reference) < tol
+    u8 = (batch.permute(0, 2, 3, 1) * 255).round().byte().numpy()
+    from_uint8 = backend.run_uint8(u8)
+    assert _max_rel(from_uint8, backend(torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255)) < max(tol, 1e-5)
+
+
+@pytest.mark.skipif(not has_onnxruntime, reason="onnxruntime not installed")
+def test_onnxruntime_in_memory_agrees_and_restores_torch_threads(ckpt, batch):
+    det = Detector.load(ckpt, backend="onnxruntime")
+    threads = torch.get_num_threads()
+    assert _max_rel(det.backend(batch), _reference_maps(ckpt, batch)) < 1e-4
+    assert torch.get_num_threads() == threads
+
+
+@needs_openvino
+def test_openvino_uint8_input_and_throughput_streams_agree(ckpt, batch):
+    det = Detector.load(ckpt, backend="openvino")
+    backend = det.backend
+    reference = _reference_maps(ckpt, batch)
+    assert _max_rel(backend(batch), reference) < 1e-4
+    u8 = (batch.permute(0, 2, 3, 1) * 255).round().byte().numpy()
+    as_float = torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255
+    assert _max_rel(backend.run_uint8(u8), backend(as_float)) < 1e-5  # conversion inside the graph
+    streams = backend.with_hint("THROUGHPUT", 2)
+    assert "throughput" in streams.describe() and streams.hint == "THROUGHPUT"
+    results = {}
+
+    def run(i):  # two threads at once: each gets its own infer request
+        results[i] = streams.run_uint8(u8[i : i + 1])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expected = backend(as_float)
+    for i in range(2):
+        assert _max_rel(results[i], [m[i : i + 1] for m in expected]) < 1e-4
+    with pytest.raises(ValueError, match="LATENCY or THROUGHPUT"):
+        OpenVinoBackend(backend._model, hint="FAST")
+
+
+@needs_openvino
+def test_int8_export_beside_the_checkpoint_is_used_by_predict_only(tmp_path):
+    from yolo_attn.inference.export import export_model, synthetic_images
+
+    ckpt = make_checkpoint(tmp_path / "m.pt", phi=0)
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    import cv2
+
+    for i, image in enumerate(synthetic_images(2)):
+        cv2.imwrite(str(folder / f"{i}.png"), image)
+    out = export_model(ckpt, "openvino", precision="int8", calib_images=folder, calib_count=2, log=lambda s: None)
+    assert out.parent.name == "m_openvino_int8"
+    assert Detector.load(ckpt).backend.name == "torch"  # the API loads what it is given
+    chosen = Detector.load(ckpt, use_exports=True)
+    if cpu_features().vnni:
+        assert chosen.backend.name == "openvino" and chosen.backend.precision == "int8"
+        assert "int8" in chosen.describe() and str(out) in chosen.describe()
+    assert Detector.load(ckpt, precision="int8").backend.precision == "int8"
+
+
+# --- lean pre- and post-processing -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+@pytest.mark.parametrize("conf", [0.001, 0.25, 0.6])
+def test_decode_nms_gives_the_reference_boxes(batch_size, conf):
+    g = torch.Generator().manual_seed(batch_size)
+    maps = [torch.randn(batch_size, 3 * 8, s, s, generator=g) * 2 for s in (4, 8)]
+    for classes in (None, [0, 2]):
+        expected = postprocess(decode_outputs(maps, ANCHORS, (32, 16), 1.05), conf, 0.45, 300, classes=classes)
+        got = decode_nms(maps, ANCHORS, (32, 16), 1.05, conf, 0.45, 300, classes=classes)
+        assert len(got) == batch_size
+        for e, o in zip(expected, got):
+            assert e.shape == o.shape
+            torch.testing.assert_close(o, e, atol=1e-4, rtol=1e-5)
+    empty = decode_nms([m - 100 for m in maps], ANCHORS, (32, 16), 1.05, conf, 0.45, 300)
+    assert all(e.shape == (0, 6) for e in empty)
+
+
+def test_letterbox_batch_converts_bgr_after_resizing(rng):
+    rgb = [rng.integers(0, 255, (50, 90, 3), dtype=np.uint8), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)]
+    bgr = [np.ascontiguousarray(im[:, :, ::-1]) for im in rgb]
+    from_rgb, infos = letterbox_batch(rgb, (64, 64), 128, 1)
+    from_bgr, _ = letterbox_batch(bgr, (64, 64), 128, 1, bgr=True)
+    mixed, _ = letterbox_batch([bgr[0], rgb[1]], (64, 64), 128, 1, bgr=[True, False])
+    assert from_rgb.shape == (2, 64, 64, 3) and from_rgb.dtype == np.uint8
+    np.testing.assert_array_equal(from_rgb[0], letterbox(rgb[0], 64)[0])
+    np.testing.assert_array_equal(from_bgr, from_rgb)
+    np.testing.assert_array_equal(mixed, from_rgb)
+    assert infos[0] == letterbox(rgb[0], 64)[1]
+
+
+# --- threaded video pipeline ---------------------------------------------------------------------------------
+
+def test_pipelined_keeps_order_and_overlaps_work():
+    def slow(i):
+        time.sleep(0.02 * (i % 3))  # later items often finish first
+        return i * i
+
+    assert [r for _, r in pipelined(range(12), slow, workers=3)] == [i * i for i in range(12)]
+    assert [r for _, r in pipelined(range(5), slow, workers=1)] == [0, 1, 4, 9, 16]
+
+
+def test_pipelined_finishes_read_items_before_a_read_error():
+    def frames():
+        yield from range(4)
+        raise KeyboardInterrupt
+
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        for item, _ in pipelined(frames(), lambda i: i, workers=2):
+            seen.append(item)
+    assert seen == [0, 1, 2, 3]
+
+
+def test_pipelined_stops_its_reader_when_left_early():
+    produced = []
+
+    def frames():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    results = pipelined(frames(), lambda i: i, workers=2, read_ahead=2)
+    for item, _ in results:
+        if item == 3:
+            break
+    results.close()
+    time.sleep(0.1)
+    count = len(produced)
+    time.sleep(0.1)
+    assert count == len(produced) < 20  # nothing read after the consumer left
+
+
+def test_background_writer_writes_in_order_and_reports_errors():
+    class Sink:
+        def __init__(self, fail_at=None):
+            self.frames, self.closed, self.fail_at = [], False, fail_at
+
+        def write(self, frame):
+            if frame == self.fail_at:
+                raise OSError("disk full")
+            self.frames.append(frame)
+
+        def close(self):
+            self.closed = True
+
+    sink = Sink()
+    with BackgroundWriter(sink) as writer:
+        for i in range(20):
+            writer.write(i)
+    assert sink.frames == list(range(20)) and sink.closed
+    failing = Sink(fail_at=2)
+    writer = BackgroundWriter(failing)
+    with pytest.raises(OSError, match="disk full"):
+        for i in range(5):
+            writer.write(i)
+        writer.close()
+    writer.close()  # idempotent, and the sink is closed either way
+    assert failing.closed
+
+
+# --- benchmark tool ------------------------------------------------------------------------------------------
+
+def test_benchmark_times_variants_and_writes_csv(tmp_path):
+    from yolo_attn.inference.benchmark import build_variants, format_table, time_variants, write_csv
+    from yolo_attn.utils.checkpoint import make_meta
+
+    model = build_model(0, len(NAMES)).eval()
+    meta = make_meta(model, NAMES, img_size=64)
+    groups = ("torch", "openvino") if has_openvino else ("torch",)
+    keep = ("baseline", "channels-last BN folded", "2 workers", "openvino fp32")
+    variants = [v for v in build_variants(model, meta, 64, groups) if any(k in v.name for k in keep)
+                and "int8" not in v.name]
+    images = [np.full((48, 80, 3), 90, np.uint8)]
+    frame = np.zeros((72, 128, 3), np.uint8)
+    results = time_variants(variants, images, meta, 64, (1, 2), rounds=1, warmup=1, frame=frame, log=lambda s: None)
+    assert not [r.error for r in results if r.error]
+    assert {r.batch for r in results} == {1, 2}
+    assert results[0].variant.endswith("(baseline)") and all(r.times_ms for r in results)
+    assert all(r.e2e_ms for r in results if r.batch == 1 and "workers" not in r.variant)
+    table = format_table(results, 0.2)
+    assert table.count("\n") == len(results) + 1 and "| 1.00 |" in table
+    path = write_csv(results, 0.2, tmp_path / "bench.csv", "test machine")
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("# test machine") and lines[1].startswith("variant,precision,batch,ms_median")
+    assert len(lines) == len(results) + 2
+
+
+def test_benchmark_tool_runs_end_to_end(tmp_path, capsys):
+    import runpy
+
+    tool = runpy.run_path(str(Path(__file__).resolve().parents[2] / "tools" / "benchmark.py"))
+    ckpt = make_checkpoint(tmp_path / "m.pt", phi=0)
+    csv = tmp_path / "out.csv"
+    argv = ["--weights", str(ckpt), "--img-size", "64", "--batch", "1", "--rounds", "1", "--backends", "torch",
+            "--csv", str(csv)]
+    assert tool["main"](argv) == 0
+    out = capsys.readouterr().out
+    assert "load average" in out and "GFLOP" in out and csv.is_file()
+
+
+# --- the reference-style training loss -----------------------------------------------------------------------
+
+def test_reference_loss_assigns_like_darknet():
+    """The loop-built targets put each box where our vectorized Darknet assigner does (same best anchor,
+    same cell), so the --train comparison times the same work done two ways. Boxes are 20 px or more: a
+    smaller one whose best anchor is Darknet's unused (10, 14) is dropped by the reference, as by Darknet."""
+    from benchmarks.reference_loss import ReferenceYoloLoss
+    from yolo_attn.engine.loss import YoloLoss
+
+    model = build_model(0, 5)
+    images = torch.rand(2, 3, 128, 128)
+    targets = torch.tensor([[0, 1, 10, 12, 40, 60], [0, 3, 50, 50, 120, 110], [0, 0, 64, 20, 90, 44],
+                            [1, 4, 5, 5, 125, 125], [1, 2, 70, 80, 92, 100], [1, 1, 30, 90, 60, 110]],
+                           dtype=torch.float32)
+    with torch.no_grad():
+        outputs = model(images)
+    config = model.config()
+    reference = ReferenceYoloLoss(config["anchors"], config["anchor_masks"], 5)
+    ours = YoloLoss(model.level_anchors(), 5, "darknet")
+    t_xywh = torch.cat([(targets[:, 2:4] + targets[:, 4:6]) / 2, targets[:, 4:6] - targets[:, 2:4]], 1)
+    preds = [o.reshape(2, 3, -1, o.shape[2], o.shape[3]).permute(0, 1, 3, 4, 2) for o in outputs]
+    ours_cells = set()
+    for level, (b, a, gj, gi, *_rest) in enumerate(ours._assign_darknet(preds, targets, t_xywh)):
+        ours_cells |= {(level, *map(int, c)) for c in zip(b, a, gj, gi)}
+    ref_cells = set()
+    per_image = []
+    for i in range(2):
+        t = targets[targets[:, 0] == i]
+        per_image.append(torch.stack([(t[:, 2] + t[:, 4]) / 2 / 128, (t[:, 3] + t[:, 5]) / 2 / 128,
+                                      (t[:, 4] - t[:, 2]) / 128, (t[:, 5] - t[:, 3]) / 128, t[:, 1]], 1))
+    for level, out in enumerate(outputs):
+        h, w = out.shape[2:]
+        scaled = [(aw / reference.strides[level], ah / reference.strides[level]) for aw, ah in reference.anchors]
+        y_true, _, _ = reference._get_target(level, per_image, scaled, h, w, 2, 3)
+        ref_cells |= {(level, *map(int, c)) for c in (y_true[..., 4] == 1).nonzero().tolist()}
+    assert ref_cells and ref_cells == ours_cells
+    loss = reference(outputs, targets)
+    assert torch.isfinite(loss) and loss > 0
+
+
+def test_train_benchmark_runs(tmp_path):
+    from benchmarks.train_step import run_train_benchmark
+
+    lines = []
+    assert run_train_benchmark(64, 2, rounds=1, csv_path=str(tmp_path / "t.csv"), log=lines.append) == 0
+    text = "\n".join(lines)
+    assert "reference: fp32 eager NCHW, loop-built targets" in text and "| 1.00 |" in text
+    assert (tmp_path / "t.csv").read_text().count("\n") == 7  # comment, header, 5 variants

@@ -1,0 +1,55 @@
+"""Time every backend and precision side by side (and, with --train, a training step against the reference's).
+
+    python tools/benchmark.py                                    # random YOLOv4-tiny, every backend, batch 1 and 8
+    python tools/benchmark.py --weights runs/train/exp/weights/best.pt --data configs/shapes.yaml   # + mAP deltas
+    python tools/benchmark.py --backends torch openvino --batch 1 --rounds 20
+    python tools/benchmark.py --weights best.pt --video          # + a generated 720p video, end to end
+    python tools/benchmark.py --train                            # training step: reference-style vs ours
+
+Warm-up, then interleaved rounds; medians with min-max; ms, img/s, achieved GFLOP/s and the speed-up over the
+plain fp32 eager model; the table is printed and written as CSV (--csv). Run it on a quiet machine: the load
+average is printed with the table. See benchmarks/README.md for figures and what each setting gains.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's benchmarks/ package
+
+from yolo_attn.inference.benchmark import BACKEND_GROUPS, run_benchmark  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", help="a checkpoint (.pt); default: a randomly initialised YOLOv4-tiny")
+    p.add_argument("--img-size", type=int, default=416, help="input size (a multiple of 32)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes to time")
+    p.add_argument("--backends", nargs="+", default=["all"], choices=["all", *BACKEND_GROUPS],
+                   help="which groups to time (the fp32 eager baseline always runs)")
+    p.add_argument("--data", help="data config: int8 calibration from its train split, mAP deltas on its val split")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
+    p.add_argument("--calib-count", type=int, default=300, help="calibration images for int8")
+    p.add_argument("--csv", default="benchmarks/results.csv", help="where to write the table ('' for nowhere)")
+    p.add_argument("--video", action="store_true", help="also predict a generated 720p video (needs --weights)")
+    p.add_argument("--train", action="store_true", help="time a training step instead (416, batch 8 by default)")
+    p.add_argument("--train-batch", type=int, default=8, help="batch size of the training step")
+    p.add_argument("--compile-train", action="store_true", help="with --train: also time a torch.compile'd step")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.train:
+        from benchmarks.train_step import run_train_benchmark
+
+        return run_train_benchmark(args.img_size, args.train_batch, args.rounds, args.weights,
+                                   compile_step=args.compile_train, csv_path=args.csv.replace(".csv", "_train.csv"))
+    return run_benchmark(args.weights, args.img_size, args.batch, args.backends, args.data, args.rounds,
+                         args.calib_count, args.csv or None, args.video)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,555 @@
+"""Every way to run the network, timed side by side: ``tools/benchmark.py``.
+
+Each *variant* is a backend and precision built from the same weights (PyTorch eager, fused, channels-last,
+bf16, compiled; ONNX Runtime fp32 / int8; OpenVINO fp32 / bf16 / int8; OpenCV DNN), timed on the same
+letterboxed inputs:
+
+- forward: a float batch in, raw head maps out (what the issue's "forward" figures mean);
+- end to end: a 1280x720 BGR frame in (already decoded), final boxes out: letterbox, forward, decode, NMS;
+- warm-up first, then rounds that visit every variant in turn (so load from other processes spreads over
+  all of them), and medians with min-max over every timed call;
+- achieved GFLOP/s (the model's FLOPs per image, Darknet's count, over the median time) and the speed-up over
+  the plain fp32 eager baseline (the model as built: BN not folded, NCHW, fp32);
+- with a dataset, mAP@0.5 on its val split per variant and the change against the baseline.
+
+"2 workers" variants split a batch into single images run by two threads at once (one core each): sustained
+throughput, as the video pipeline runs.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import os
+import platform
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend, available_backends
+from .detector import Detector
+from .hardware import cpu_features, torch_threads
+
+__all__ = [
+    "BACKEND_GROUPS",
+    "Result",
+    "Variant",
+    "benchmark_video",
+    "build_variants",
+    "format_table",
+    "machine_summary",
+    "make_test_video",
+    "measure_map",
+    "run_benchmark",
+    "time_variants",
+    "write_csv",
+]
+
+BACKEND_GROUPS = ("torch", "compile", "onnxruntime", "openvino", "opencv")
+Log = Callable[[str], None]
+
+
+@dataclass
+class Variant:
+    """One way to run the network. ``backend`` is built on first use (compiling or quantizing takes time,
+    recorded in ``setup_s``)."""
+
+    name: str
+    group: str
+    precision: str
+    make: Callable[[], Any]  # -> a Backend, or any callable (float batch) -> maps
+    workers: int = 1
+    baseline: bool = False
+    backend: Any = None
+    setup_s: float = 0.0
+    error: str = ""
+
+    def build(self) -> bool:
+        if self.backend is None and not self.error:
+            start = time.perf_counter()
+            try:
+                self.backend = self.make()
+            except Exception as e:  # one variant that cannot be built (missing runtime, ISA) must not stop the rest
+                self.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}"
+            self.setup_s = time.perf_counter() - start
+        return self.backend is not None
+
+    def forward(self, batch: torch.Tensor) -> Any:
+        if self.workers <= 1:
+            return self.backend(batch)
+        return _in_workers(self.backend, batch, self.workers)
+
+
+def _in_workers(backend: Callable, batch: torch.Tensor, workers: int) -> None:
+    """Single images of ``batch`` through ``workers`` threads at once (torch at one thread per worker)."""
+    chunks = [list(range(i, len(batch), workers)) for i in range(workers)]
+    errors: List[BaseException] = []
+
+    def run(indices: List[int]) -> None:
+        try:
+            for i in indices:
+                backend(batch[i : i + 1])
+        except BaseException as e:  # surfaced below, in the caller's thread
+            errors.append(e)
+
+    with torch_threads(1):
+        threads = [threading.Thread(target=run, args=(c,)) for c in chunks if c]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+
+
+@dataclass
+class Result:
+    """Timings of one variant at one batch size."""
+
+    variant: str
+    group: str
+    precision: str
+    batch: int
+    times_ms: List[float] = field(default_factory=list)  # per call (a whole batch)
+    e2e_ms: List[float] = field(default_factory=list)  # per frame, batch 1 only
+    setup_s: float = 0.0
+    map50: Optional[float] = None
+    error: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times_ms) if self.times_ms else float("nan")
+
+    @property
+    def per_image_ms(self) -> float:
+        return self.median / self.batch
+
+    @property
+    def images_per_s(self) -> float:
+        return 1000.0 * self.batch / self.median if self.times_ms else float("nan")
+
+
+def machine_summary() -> str:
+    """CPU, features, cores, load and library versions: the line every table is quoted with."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    versions = [f"torch {torch.__version__.split('+')[0]}"]
+    for module in ("onnxruntime", "openvino"):
+        try:
+            versions.append(f"{module} {__import__(module).__version__.split('-')[0]}")
+        except ImportError:
+            pass
+    return (f"{cpu}, {os.cpu_count()} cores, {cpu_features().summary()}; load average {load}; "
+            f"{', '.join(versions)}; torch threads {torch.get_num_threads()}")
+
+
+def _onnx(model: nn.Module, meta: Dict[str, Any], img_size: int) -> bytes:
+    from .export import export_meta, onnx_bytes
+
+    return onnx_bytes(copy.deepcopy(model), export_meta(meta, img_size, True, "fp32", "benchmark"), img_size,
+                      dynamic=True)
+
+
+def build_variants(
+    model: nn.Module,
+    meta: Dict[str, Any],
+    img_size: int,
+    groups: Sequence[str] = BACKEND_GROUPS,
+    calibration: Optional[Sequence[np.ndarray]] = None,
+) -> List[Variant]:
+    """The variants to time, baseline first. ``calibration``: RGB images for int8 (training images)."""
+    from .export import export_meta, quantize_int8
+
+    fresh = lambda: copy.deepcopy(model).eval()  # noqa: E731 - every torch variant changes its own copy
+    installed = set(available_backends())
+    onnx_cache: Dict[str, Any] = {}
+
+    def onnx_model() -> bytes:
+        if "fp32" not in onnx_cache:
+            onnx_cache["fp32"] = _onnx(model, meta, img_size)
+        return onnx_cache["fp32"]
+
+    def int8_meta() -> Dict[str, Any]:
+        return export_meta(meta, img_size, True, "int8", "benchmark")
+
+    def needs_calibration() -> Sequence[np.ndarray]:
+        if not calibration:
+            raise ValueError("int8 needs calibration images")
+        return calibration
+
+    v = [Variant("torch fp32 eager NCHW (baseline)", "torch", "fp32",
+                 lambda: TorchBackend(fresh(), "fp32", fuse=False, channels_last=False), baseline=True)]
+    if "torch" in groups:
+        v += [
+            Variant("torch fp32 BN folded", "torch", "fp32",
+                    lambda: TorchBackend(fresh(), "fp32", channels_last=False)),
+            Variant("torch fp32 channels-last BN folded", "torch", "fp32", lambda: TorchBackend(fresh(), "fp32")),
+            Variant("torch fp32 channels-last, 2 workers", "torch", "fp32", lambda: TorchBackend(fresh(), "fp32"),
+                    workers=2),
+            Variant("torch bf16 channels-last BN folded", "torch", "bf16", lambda: TorchBackend(fresh(), "bf16")),
+        ]
+    if "compile" in groups:
+        v += [
+            Variant("torch.compile fp32 (frozen)", "compile", "fp32",
+                    lambda: _compiled(TorchBackend(fresh(), "fp32", compile=True), img_size)),
+            Variant("torch.compile bf16 (frozen)", "compile", "bf16",
+                    lambda: _compiled(TorchBackend(fresh(), "bf16", compile=True), img_size)),
+        ]
+    if "onnxruntime" in groups and "onnxruntime" in installed:
+        v += [
+            Variant("onnxruntime fp32", "onnxruntime", "fp32", lambda: OnnxRuntimeBackend(onnx_model())),
+            Variant("onnxruntime int8 QDQ (NNCF)", "onnxruntime", "int8", lambda: OnnxRuntimeBackend(
+                quantize_int8(onnx_model(), needs_calibration(), int8_meta(), img_size))),
+        ]
+    if "openvino" in groups and "openvino" in installed:
+        from .export import openvino_model
+
+        def ov(precision: str, **options: Any) -> OpenVinoBackend:
+            if precision == "int8":
+                if "int8" not in onnx_cache:
+                    onnx_cache["int8"] = quantize_int8(openvino_model(onnx_model(), int8_meta()), needs_calibration(),
+                                                       int8_meta(), img_size)
+                return OpenVinoBackend(onnx_cache["int8"], "int8", **options)
+            return OpenVinoBackend(openvino_model(onnx_model(), meta), precision, **options)
+
+        v += [
+            Variant("openvino fp32", "openvino", "fp32", lambda: ov("fp32")),
+            Variant("openvino bf16", "openvino", "bf16", lambda: ov("bf16")),
+            Variant("openvino int8 (NNCF)", "openvino", "int8", lambda: ov("int8")),
+            Variant("openvino int8 THROUGHPUT, 2 workers", "openvino", "int8",
+                    lambda: ov("int8", hint="THROUGHPUT", streams=2), workers=2),
+        ]
+    if "opencv" in groups:
+        v.append(Variant("opencv dnn fp32", "opencv", "fp32", lambda: _OpenCvDnn(onnx_model())))
+    return v
+
+
+def _compiled(backend: TorchBackend, img_size: int) -> TorchBackend:
+    """Trigger compilation now, so that setup_s holds the compile time, at both timed batch sizes."""
+    backend(torch.rand(1, 3, img_size, img_size))
+    return backend
+
+
+class _OpenCvDnn:
+    """OpenCV's DNN module on the ONNX export (fp32): a common way to run YOLO on a CPU, for comparison."""
+
+    name, precision, device, fixed_shape, torch_model = "opencv", "fp32", "cpu", (None, None, None), None
+
+    def __init__(self, onnx_model: bytes):
+        self.net = cv2.dnn.readNetFromONNX(np.frombuffer(onnx_model, np.uint8))
+        self.outputs = self.net.getUnconnectedOutLayersNames()
+
+    def __call__(self, batch: torch.Tensor) -> List[torch.Tensor]:
+        self.net.setInput(np.ascontiguousarray(batch.numpy()))
+        return [torch.from_numpy(o) for o in self.net.forward(self.outputs)]
+
+    def run_uint8(self, images: np.ndarray) -> List[torch.Tensor]:
+        return self(torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0).contiguous())
+
+    def describe(self) -> str:
+        return "opencv dnn fp32 on cpu"
+
+
+def _inputs(images: Sequence[np.ndarray], img_size: int, batch: int) -> torch.Tensor:
+    """A float batch of letterboxed images (cycled to ``batch``)."""
+    from ..data.letterbox import letterbox
+
+    boxed = [letterbox(images[i % len(images)], img_size)[0] for i in range(batch)]
+    return torch.from_numpy(np.stack(boxed)).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+
+
+def time_variants(
+    variants: Sequence[Variant],
+    images: Sequence[np.ndarray],
+    meta: Dict[str, Any],
+    img_size: int = 416,
+    batches: Sequence[int] = (1, 8),
+    rounds: int = 10,
+    warmup: int = 3,
+    frame: Optional[np.ndarray] = None,
+    log: Log = print,
+) -> List[Result]:
+    """Time every variant at every batch size in interleaved rounds; end to end at batch 1 on ``frame``
+    (a BGR image; a 1280x720 test frame by default)."""
+    frame = frame if frame is not None else _test_frame()
+    results: List[Result] = []
+    for v in variants:
+        log(f"building {v.name} ...")
+        if not v.build():
+            log(f"  skipped: {v.error}")
+    live = [v for v in variants if v.backend is not None]
+    detectors = {v.name: Detector(v.backend, meta, img_size) for v in live}
+    for batch in batches:
+        x = _inputs(images, img_size, batch)
+        rows = {v.name: Result(v.name, v.group, v.precision, batch, setup_s=v.setup_s) for v in live}
+        calls = max(1, 8 // batch)  # calls per variant per round: a round costs about the same at any batch
+        log(f"batch {batch}: warm-up, then {rounds} interleaved rounds of {calls} call(s) per variant")
+        with torch.inference_mode():
+            for v in live:
+                for _ in range(warmup):
+                    v.forward(x)
+                if batch == 1 and v.name in detectors and v.workers == 1:
+                    for _ in range(warmup):
+                        detectors[v.name].predict([frame], bgr=True)
+            for _ in range(rounds):
+                for v in live:
+                    for _ in range(calls):
+                        start = time.perf_counter()
+                        v.forward(x)
+                        rows[v.name].times_ms.append((time.perf_counter() - start) * 1000.0)
+                    if batch == 1 and v.name in detectors and v.workers == 1:
+                        start = time.perf_counter()
+                        detectors[v.name].predict([frame], bgr=True)
+                        rows[v.name].e2e_ms.append((time.perf_counter() - start) * 1000.0)
+        results.extend(rows[v.name] for v in live)
+    results.extend(Result(v.name, v.group, v.precision, 0, error=v.error) for v in variants if v.error)
+    return results
+
+
+def _test_frame(seed: int = 0) -> np.ndarray:
+    """A 1280x720 BGR frame of shapes on a blurred background."""
+    from .export import synthetic_images
+
+    base = synthetic_images(1, seed)[0]
+    return cv2.resize(base, (1280, 720))
+
+
+def measure_map(
+    variants: Sequence[Variant],
+    results: List[Result],
+    dataset: Any,
+    meta: Dict[str, Any],
+    img_size: int,
+    log: Log = print,
+) -> None:
+    """mAP@0.5 (VOC area AP, the embedded set's metric) of each variant on ``dataset``, into ``results``."""
+    from ..eval import evaluate
+
+    scores: Dict[str, float] = {}
+    for v in variants:
+        if v.backend is None or v.workers > 1 or not hasattr(v.backend, "run_uint8"):
+            continue
+        module = Detector(v.backend, meta, img_size).as_module()
+        with torch_threads(torch.get_num_threads()):
+            result = evaluate(module, dataset, img_size=img_size, batch_size=8, metrics=["voc12"],
+                              scale_x_y=float(meta.get("scale_x_y", 1.05)), preprocess=meta.get("preprocess"),
+                              verbose=False)
+        scores[v.name] = float(result["voc12_map50"])
+        log(f"  mAP@0.5 {100 * scores[v.name]:.2f}  {v.name}")
+    for r in results:
+        r.map50 = scores.get(r.variant)
+
+
+def _baseline_ms(results: Sequence[Result], batch: int) -> Optional[float]:
+    base = next((r for r in results if r.batch == batch and "baseline" in r.variant and r.times_ms), None)
+    return base.per_image_ms if base else None
+
+
+COLUMNS = ["variant", "precision", "batch", "ms_median", "ms_min", "ms_max", "ms_per_image", "img_per_s",
+           "gflops_per_s", "speedup_vs_baseline", "e2e_ms_median", "e2e_ms_min", "e2e_ms_max", "setup_s",
+           "map50", "map50_delta_points", "error"]
+
+
+def _rows(results: Sequence[Result], gflops: float) -> List[Dict[str, Any]]:
+    rows = []
+    base_map = next((r.map50 for r in results if "baseline" in r.variant and r.map50 is not None), None)
+    for r in results:
+        base = _baseline_ms(results, r.batch)
+        has = bool(r.times_ms)
+        rows.append({
+            "variant": r.variant, "precision": r.precision, "batch": r.batch,
+            "ms_median": r.median if has else None, "ms_min": min(r.times_ms) if has else None,
+            "ms_max": max(r.times_ms) if has else None, "ms_per_image": r.per_image_ms if has else None,
+            "img_per_s": r.images_per_s if has else None,
+            "gflops_per_s": gflops * r.images_per_s if has else None,
+            "speedup_vs_baseline": base / r.per_image_ms if has and base else None,
+            "e2e_ms_median": statistics.median(r.e2e_ms) if r.e2e_ms else None,
+            "e2e_ms_min": min(r.e2e_ms) if r.e2e_ms else None, "e2e_ms_max": max(r.e2e_ms) if r.e2e_ms else None,
+            "setup_s": r.setup_s if has else None,
+            "map50": 100 * r.map50 if r.map50 is not None else None,
+            "map50_delta_points": 100 * (r.map50 - base_map) if r.map50 is not None and base_map is not None else None,
+            "error": r.error,
+        })
+    return rows
+
+
+def format_table(results: Sequence[Result], gflops: float) -> str:
+    """A markdown table: one row per variant and batch size."""
+    header = ("| variant | batch | ms (median) | min-max | img/s | GFLOP/s | x baseline | end to end ms | "
+              "setup s | mAP@0.5 | delta |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    fmt = lambda x, f: "" if x is None else format(x, f)  # noqa: E731
+    for row in _rows(results, gflops):
+        if row["error"]:
+            lines.append(f"| {row['variant']} | | not available: {row['error']} | | | | | | | | |")
+            continue
+        e2e = ""
+        if row["e2e_ms_median"] is not None:
+            e2e = f"{row['e2e_ms_median']:.1f} ({row['e2e_ms_min']:.1f}-{row['e2e_ms_max']:.1f})"
+        lines.append(
+            f"| {row['variant']} | {row['batch']} | {row['ms_median']:.1f} | {row['ms_min']:.1f}-{row['ms_max']:.1f} | "
+            f"{row['img_per_s']:.1f} | {row['gflops_per_s']:.0f} | {fmt(row['speedup_vs_baseline'], '.2f')} | {e2e} | "
+            f"{row['setup_s']:.1f} | {fmt(row['map50'], '.2f')} | {fmt(row['map50_delta_points'], '+.2f')} |")
+    return "\n".join(lines)
+
+
+def write_csv(results: Sequence[Result], gflops: float, path: Path, machine: str) -> Path:
+    """The table as CSV (one ``# machine`` comment line first), written atomically."""
+    from ..utils.paths import write_atomic
+
+    buf = io.StringIO()
+    buf.write(f"# {machine}; {gflops:.3f} GFLOP per image\n")
+    writer = csv.DictWriter(buf, COLUMNS)
+    writer.writeheader()
+    for row in _rows(results, gflops):
+        writer.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_atomic(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def make_test_video(path: Path, frames: int = 300, size=(1280, 720), fps: float = 30.0, seed: int = 0) -> Path:
+    """A video of coloured shapes moving over a textured background (mp4v), for the video benchmark."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    background = cv2.GaussianBlur(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), (0, 0), 8)
+    colours = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255), (255, 255, 0)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    try:
+        for i in range(frames):
+            image = background.copy()
+            for k, colour in enumerate(colours):
+                x = int((i * (3 + k) + k * 200) % (w - 120))
+                y = int(h * (k + 1) / (len(colours) + 1) + 40 * np.sin(i / 20 + k))
+                if k % 3 == 0:
+                    cv2.circle(image, (x + 50, y), 40 + 10 * (k % 2), colour, -1)
+                elif k % 3 == 1:
+                    cv2.rectangle(image, (x, y - 40), (x + 90, y + 40), colour, -1)
+                else:
+                    cv2.fillPoly(image, [np.array([[x, y + 40], [x + 45, y - 40], [x + 90, y + 40]])], colour)
+            writer.write(image)
+    finally:
+        writer.release()
+    return path
+
+
+def benchmark_video(weights: str, video: Path, out_dir: Path, backend: Optional[str] = None,
+                    precision: Optional[str] = None, log: Log = print) -> Dict[str, float]:
+    """Predict on ``video`` exactly as ``tools/predict.py`` does (decode, inference, drawing, encode, threads
+    overlapping) and return frames and frames per second; plus each stage alone, for the note."""
+    from .predict import run_predict
+
+    lines: List[str] = []
+    start = time.perf_counter()
+    status = run_predict(weights, str(video), backend=backend, precision=precision, project=str(out_dir),
+                         name="video", log=lambda s: (lines.append(s), log(s)))
+    elapsed = time.perf_counter() - start
+    if status != 0:
+        raise RuntimeError(f"prediction on {video} failed (exit {status})")
+    fps_line = next((ln for ln in lines if "FPS end to end" in ln), "")
+    fps = float(fps_line.rsplit(",", 1)[1].split("FPS")[0]) if fps_line else float("nan")
+    capture = cv2.VideoCapture(str(video))
+    frames, t0 = 0, time.perf_counter()
+    last = None
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames, last = frames + 1, image
+    decode_ms = (time.perf_counter() - t0) * 1000.0 / max(frames, 1)
+    capture.release()
+    encode_ms = float("nan")
+    if last is not None:
+        sink_path = out_dir / "encode_only.mp4"
+        writer = cv2.VideoWriter(str(sink_path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (last.shape[1], last.shape[0]))
+        t0 = time.perf_counter()
+        for _ in range(min(frames, 100)):
+            writer.write(last)
+        writer.release()
+        encode_ms = (time.perf_counter() - t0) * 1000.0 / min(frames, 100)
+        sink_path.unlink(missing_ok=True)
+    return {"frames": frames, "fps": fps, "wall_s": elapsed, "decode_ms": decode_ms, "encode_ms": encode_ms}
+
+
+def run_benchmark(
+    weights: Optional[str] = None,
+    img_size: int = 416,
+    batch: Sequence[int] = (1, 8),
+    backends: Sequence[str] = ("all",),
+    data: Optional[str] = None,
+    rounds: int = 10,
+    calib_count: int = 300,
+    csv_path: Optional[str] = "benchmarks/results.csv",
+    video: bool = False,
+    log: Log = print,
+) -> int:
+    """The command line's inference benchmark. Returns the exit status."""
+    from ..models.info import model_info
+    from .export import calibration_images, synthetic_images
+
+    model, meta = _load_or_build(weights, log)
+    groups = BACKEND_GROUPS if "all" in backends else tuple(backends)
+    unknown = set(groups) - set(BACKEND_GROUPS)
+    if unknown:
+        log(f"error: unknown backend group(s) {sorted(unknown)}; choose from all, {', '.join(BACKEND_GROUPS)}")
+        return 1
+    gflops = model_info(model, img_size)["gflops"]
+    machine = machine_summary()
+    log(f"machine: {machine}")
+    log(f"model: {meta['model'].get('attention') or 'no attention'}, {len(meta['names'])} classes, "
+        f"{gflops:.3f} GFLOP per image at {img_size}")
+    if data is not None:
+        calibration = calibration_images(data, count=calib_count, log=log)
+    else:
+        calibration = synthetic_images(32)
+        log("no --data: int8 is calibrated on synthetic pictures (timings are valid, accuracy is not measured)")
+    variants = build_variants(model, meta, img_size, groups, calibration)
+    results = time_variants(variants, calibration[:8], meta, img_size, batch, rounds, log=log)
+    if data is not None:
+        from ..data import build_dataset, load_data_config
+
+        log("mAP@0.5 on the val split, per variant:")
+        measure_map(variants, results, build_dataset(load_data_config(data), "val"), meta, img_size, log)
+    log("")
+    log(f"{machine}; {gflops:.3f} GFLOP per image")
+    log(format_table(results, gflops))
+    if csv_path:
+        log(f"written {write_csv(results, gflops, Path(csv_path), machine)}")
+    if video and weights:
+        clip = make_test_video(Path("runs/benchmark/clip720.mp4"))
+        stats = benchmark_video(weights, clip, Path("runs/benchmark"), log=log)
+        log(f"video 1280x720, {stats['frames']} frames: {stats['fps']:.1f} FPS end to end "
+            f"(decode alone {stats['decode_ms']:.1f} ms/frame, encode alone {stats['encode_ms']:.1f} ms/frame)")
+    return 0
+
+
+def _load_or_build(weights: Optional[str], log: Log):
+    """The checkpoint's model and meta; without weights, a random YOLOv4-tiny (80 classes) whose objectness
+    is pushed down so that end-to-end times are not dominated by NMS over thousands of random boxes."""
+    if weights:
+        from ..utils.checkpoint import load_model
+
+        return load_model(weights)
+    from ..models import build_model
+    from ..utils.checkpoint import make_meta
+
+    torch.manual_seed(0)
+    model = build_model(0, 80).eval()
+    with torch.no_grad():
+        for head in (model.head_p5.pred, model.head_p4.pred):
+            head.bias.view(model.num_anchors, -1)[:, 4] = -8.0
+    log("no --weights: timing a randomly initialised YOLOv4-tiny (80 classes)")
+    return model, make_meta(model, [f"class{i}" for i in range(80)], img_size=416)
