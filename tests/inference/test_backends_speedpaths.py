@@ -386,3 +386,34 @@ def test_train_benchmark_runs(tmp_path):
     text = "\n".join(lines)
     assert "reference: fp32 eager NCHW, loop-built targets" in text and "| 1.00 |" in text
     assert (tmp_path / "t.csv").read_text().count("\n") == 7  # comment, header, 5 variants
+
+
+# --- rectangular letterboxing (the video path) ----------------------------------------------------------------
+
+def test_rect_runs_the_smallest_canvas_at_the_same_scale(ckpt, rng):
+    det = Detector.load(ckpt, backend="torch", precision="fp32", conf=0.05)
+    image = rng.integers(0, 255, (60, 128, 3), dtype=np.uint8)  # 2.13:1 -> 128x60, padded to 128x64
+    square = det(image)
+    det.rect = True
+    rect = det(image)
+    assert square.input_shape == (IMG_SIZE, IMG_SIZE) and rect.input_shape == (64, IMG_SIZE)
+    assert rect.letterbox.scale == square.letterbox.scale and rect.letterbox.pad_y == 2
+    assert len(rect) and (rect.boxes[:, [1, 3]] <= 60).all() and (rect.boxes[:, [0, 2]] <= 128).all()
+    tall = det(rng.integers(0, 255, (200, 50, 3), dtype=np.uint8))
+    assert tall.input_shape == (IMG_SIZE, 32)
+
+
+@pytest.mark.skipif(not has_onnxruntime, reason="onnxruntime not installed")
+def test_rect_needs_a_backend_that_takes_any_size(ckpt, tmp_path, rng):
+    from yolo_attn.inference.export import export_model
+
+    static = Detector.load(export_model(ckpt, "onnx", tmp_path / "m.onnx", log=lambda s: None), conf=0.05)
+    dynamic = Detector.load(ckpt, backend="onnxruntime", conf=0.05)  # converted in memory: dynamic axes
+    reference = Detector.load(ckpt, backend="torch", precision="fp32", conf=0.05)
+    image = rng.integers(0, 255, (60, 128, 3), dtype=np.uint8)
+    for det in (static, dynamic, reference):
+        det.rect = True
+    assert not static.backend.accepts_any_size and static(image).input_shape == (IMG_SIZE, IMG_SIZE)
+    got, expected = dynamic(image), reference(image)
+    assert got.input_shape == expected.input_shape == (64, IMG_SIZE) and len(got) == len(expected) > 0
+    np.testing.assert_allclose(got.boxes, expected.boxes, atol=1e-2)

@@ -90,6 +90,11 @@ class Backend(ABC):
         """The PyTorch module when there is one (needed for the attention view), else None."""
         return None
 
+    @property
+    def accepts_any_size(self) -> bool:
+        """Whether inputs of any height and width (multiples of 32) run, as rectangular letterboxing needs."""
+        return self.fixed_shape[1] is None and self.fixed_shape[2] is None
+
     def describe(self) -> str:
         return f"{self.name} {self.precision} on {self.device}"
 
@@ -247,7 +252,10 @@ class OpenVinoBackend(Backend):
         self._model = model
         self.compiled = self._compile(model)
         self.fixed_shape = _fixed_shape(list(self.compiled.inputs[0].get_partial_shape()))
-        self._compiled_uint8 = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._variants: Dict[bool, Any] = {False: self.compiled}  # uint8 input or not -> compiled model
         self._local = threading.local()
         self._lock = threading.Lock()
 
@@ -257,8 +265,7 @@ class OpenVinoBackend(Backend):
         clone = copy.copy(self)
         clone.hint, clone.streams = hint, streams
         clone.compiled = clone._compile(self._model)
-        clone._compiled_uint8 = None
-        clone._local, clone._lock = threading.local(), threading.Lock()
+        clone._reset()
         return clone
 
     def _compile(self, model: Any) -> Any:
@@ -271,28 +278,23 @@ class OpenVinoBackend(Backend):
         streams = f", {self.compiled.get_property('NUM_STREAMS')} streams" if self.hint == "THROUGHPUT" else ""
         return f"openvino {self.precision} ({self.hint.lower()}{streams}) on {self.device}"
 
-    def _request(self, uint8: bool) -> Any:
-        """This thread's infer request (an InferRequest must not be shared between threads)."""
-        key = "uint8" if uint8 else "float"
-        request = getattr(self._local, key, None)
-        if request is None:
-            compiled = self._uint8_model() if uint8 else self.compiled
-            request = compiled.create_infer_request()
-            setattr(self._local, key, request)
-        return request
+    def _compiled_for(self, uint8: bool) -> Any:
+        """The compiled model for float NCHW input, or for uint8 NHWC input converted inside the graph (built
+        and compiled on first use)."""
+        compiled = self._variants.get(uint8)
+        if compiled is None:
+            import openvino as ov
+            from openvino.preprocess import PrePostProcessor
 
-    def _uint8_model(self) -> Any:
-        with self._lock:
-            if self._compiled_uint8 is None:
-                import openvino as ov
-                from openvino.preprocess import PrePostProcessor
-
-                ppp = PrePostProcessor(self._model.clone())
-                ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
-                ppp.input().model().set_layout(ov.Layout("NCHW"))
-                ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(255.0)
-                self._compiled_uint8 = self._compile(ppp.build())
-            return self._compiled_uint8
+            with self._lock:
+                if uint8 not in self._variants:
+                    ppp = PrePostProcessor(self._model.clone())
+                    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+                    ppp.input().model().set_layout(ov.Layout("NCHW"))
+                    ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(255.0)
+                    self._variants[uint8] = self._compile(ppp.build())
+                compiled = self._variants[uint8]
+        return compiled
 
     def __call__(self, batch: torch.Tensor) -> List[torch.Tensor]:
         return self._infer(False, np.ascontiguousarray(batch.detach().cpu().float().numpy()))
@@ -301,10 +303,14 @@ class OpenVinoBackend(Backend):
         return self._infer(True, np.ascontiguousarray(images))
 
     def _infer(self, uint8: bool, array: np.ndarray) -> List[torch.Tensor]:
-        request = self._request(uint8)
+        compiled = self._compiled_for(uint8)
+        requests = self._local.__dict__.setdefault("requests", {})  # an InferRequest is not shared by threads
+        request = requests.get(uint8)
+        if request is None:
+            request = requests[uint8] = compiled.create_infer_request()
         with torch_threads(1):
             request.infer(array, share_inputs=True)
-        return [torch.from_numpy(request.get_output_tensor(i).data.copy()) for i in range(len(self.compiled.outputs))]
+        return [torch.from_numpy(request.get_output_tensor(i).data.copy()) for i in range(len(compiled.outputs))]
 
 
 def available_backends() -> List[str]:

@@ -227,6 +227,8 @@ def build_variants(
 
         v += [
             Variant("openvino fp32", "openvino", "fp32", lambda: ov("fp32")),
+            Variant("openvino fp32 THROUGHPUT, 2 workers", "openvino", "fp32",
+                    lambda: ov("fp32", hint="THROUGHPUT", streams=2), workers=2),
             Variant("openvino bf16", "openvino", "bf16", lambda: ov("bf16")),
             Variant("openvino int8 (NNCF)", "openvino", "int8", lambda: ov("int8")),
             Variant("openvino int8 THROUGHPUT, 2 workers", "openvino", "int8",

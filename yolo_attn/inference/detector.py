@@ -120,6 +120,10 @@ class Detector:
 
     Build it with :meth:`load`. Everything needed (class names, anchors, decode settings, input size,
     pre-processing) comes from the weights file.
+
+    ``rect = True`` letterboxes onto the smallest multiple-of-32 canvas that holds the resized image (at the
+    same scale) instead of the full square: a 16:9 frame runs at 416x256 instead of 416x416, 38 % less work.
+    Boxes differ from the square input's only by the network seeing less padding. The video path uses it.
     """
 
     def __init__(
@@ -149,6 +153,7 @@ class Detector:
         fixed_batch = backend.fixed_shape[0]
         self.batch_size = fixed_batch or max(1, int(batch_size))
         self.choice: Optional[AutoChoice] = None  # set by load() when it chose the backend itself
+        self.rect = False
 
     @classmethod
     def load(
@@ -245,7 +250,8 @@ class Detector:
         results: List[Detections] = []
         for start in range(0, len(images), self.batch_size):
             loaded = [_load_unflipped(im, bgr) for im in images[start : start + self.batch_size]]
-            boxed, infos = letterbox_batch([im for im, _, _ in loaded], self.input_shape, self.pad_value,
+            shape = self._canvas([im.shape[:2] for im, _, _ in loaded])
+            boxed, infos = letterbox_batch([im for im, _, _ in loaded], shape, self.pad_value,
                                            self.interpolation, [flip for _, _, flip in loaded])
             maps, gates = self._forward(boxed, keep_gates, self.backend.run_uint8)
             dets = self.postprocess(maps, infos)
@@ -308,7 +314,7 @@ class Detector:
                 names=[self.names[i] for i in labels],
                 image_shape=info.orig_shape,
                 letterbox=info,
-                input_shape=self.input_shape,
+                input_shape=(maps[0].shape[2] * STRIDES[0], maps[0].shape[3] * STRIDES[0]),
             ))
         return results
 
@@ -324,6 +330,20 @@ class Detector:
         chosen = f" [{self.choice.describe()}]" if self.choice is not None else ""
         return (f"{self.backend.describe()}{chosen}, input {w}x{h}, {self.num_classes} classes, "
                 f"attention {attention}, conf {self.conf}, iou {self.iou}")
+
+    def _canvas(self, shapes: Sequence[Tuple[int, int]]) -> Tuple[int, int]:
+        """The network input for images of these (h, w): the full input size, or with ``rect`` the smallest
+        multiple of 32 holding each letterboxed image at the full size's scale."""
+        if not self.rect or not self.backend.accepts_any_size:
+            return self.input_shape
+        top_h, top_w = self.input_shape
+        stride = STRIDES[0]
+        canvas_h, canvas_w = stride, stride
+        for h, w in shapes:
+            scale = min(top_h / h, top_w / w)
+            canvas_h = max(canvas_h, -(-round(h * scale) // stride) * stride)
+            canvas_w = max(canvas_w, -(-round(w * scale) // stride) * stride)
+        return min(canvas_h, top_h), min(canvas_w, top_w)
 
     def _input_shape(self, size: Union[int, Sequence[int]]) -> Tuple[int, int]:
         h, w = (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))

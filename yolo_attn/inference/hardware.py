@@ -139,11 +139,13 @@ def auto_choice(
         export = int8_export_for(Path(weights))
         if export is not None and features.vnni:
             return AutoChoice("openvino", "int8", "VNNI int8, the fastest path on this CPU", export)
-    hint = "" if features.fast_bf16 else "; int8 is ~3x faster: tools/export.py --format openvino --precision int8"
     if features.fast_bf16:
-        return AutoChoice("torch", "bf16", "AMX: bf16 channels-last, BN folded")
-    why = "AVX512-BF16 without AMX is slower than fp32" if features.avx512_bf16 else "no bf16 support"
-    return AutoChoice("torch", "fp32", f"{why}: fp32 channels-last, BN folded{hint if features.vnni else ''}")
+        return AutoChoice("torch", "bf16", "AMX: bf16 is the fast float path")
+    why = "AVX512-BF16 without AMX: bf16 would be slower" if features.avx512_bf16 else "no bf16 support"
+    if features.vnni:
+        why += ("; VNNI: an int8 export runs ~3x faster "
+                "(tools/export.py --format openvino --precision int8 --data CONFIG)")
+    return AutoChoice("torch", "fp32", why)
 
 
 @contextmanager

@@ -219,6 +219,7 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
     workers = 1 if options["keep_gates"] or detector.backend.device != "cpu" else 2
     runner = copy.copy(detector)
     runner.backend = throughput_backend(detector.backend, workers)
+    runner.rect = True  # every frame has one size: run the smallest canvas that holds it
 
     def process(frame):
         det = runner.predict([frame.image], bgr=True, keep_maps=options["keep_maps"],
