@@ -22,6 +22,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import yaml
 
+from ..utils.yamlfile import read_yaml_mapping
 from .coco import COCODataset
 from .dataset import DetectionDataset
 from .shapes import SHAPE_CLASSES, SHAPES_CONFIG, ensure_shapes_dataset
@@ -35,16 +36,8 @@ ConfigSource = Union[None, str, os.PathLike, Mapping[str, Any]]
 
 
 def _read_yaml(path: Path) -> Dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such data config (give a YAML file, or omit it for the embedded"
-                                " shapes dataset)")
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: a data config is a mapping (format, root, train, val, names)")
-    return cfg
+    return read_yaml_mapping(path, "data config", "give a YAML file, or omit it for the embedded shapes dataset",
+                             "format, root, train, val, names")
 
 
 def _resolve_root(root: Any, base: Optional[Path], where: str) -> str:

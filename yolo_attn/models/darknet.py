@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..utils.paths import write_atomic
 from .yolo import YoloV4Tiny
 
 __all__ = ["DarknetLoadReport", "load_darknet_weights", "save_darknet_weights", "write_darknet_cfg"]
@@ -173,22 +173,7 @@ def save_darknet_weights(model: YoloV4Tiny, path: PathLike, seen: int = 0) -> No
         tensors = [conv.bias] if bn is None else [bn.bias, bn.weight, bn.running_mean, bn.running_var]
         tensors.append(conv.weight)
         parts += [t.detach().cpu().float().numpy().astype("<f4").tobytes() for t in tensors]
-    _write_atomic(Path(path), b"".join(parts))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomic(path, b"".join(parts))
 
 
 def write_darknet_cfg(model: YoloV4Tiny, path: PathLike, width: int = 416, height: int = 416) -> None:
@@ -226,4 +211,4 @@ def write_darknet_cfg(model: YoloV4Tiny, path: PathLike, width: int = 416, heigh
     lines += ["[route]", "layers = -4", ""] + conv(128, 1) + ["[upsample]", "stride=2", ""]
     lines += ["[route]", "layers = -1, 23", ""] + conv(256, 3) + conv(filters, 1, bn=False, act="linear")
     lines += yolo(model.anchor_masks[1])
-    _write_atomic(Path(path), "\n".join(lines).encode())
+    write_atomic(path, "\n".join(lines).encode())

@@ -15,13 +15,13 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from ..models import YoloV4Tiny, build_model
+from .paths import write_atomic
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -38,22 +38,10 @@ PathLike = Union[str, os.PathLike]
 
 
 def save_checkpoint(obj: Dict[str, Any], path: PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then rename: a kill never leaves a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """``torch.save`` through a temp file and a rename: a kill never leaves a torn file."""
     buf = io.BytesIO()
     torch.save(obj, buf)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomic(path, buf.getvalue())
 
 
 def load_checkpoint(path: PathLike) -> Any:

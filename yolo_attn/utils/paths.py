@@ -42,6 +42,8 @@ def write_atomic(path: Union[str, os.PathLike], data: Union[bytes, str]) -> None
         os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are meant to be shared
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())  # the rename must never point at data still only in the page cache
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
