@@ -177,3 +177,14 @@ def test_an_exported_model_evaluates_like_the_checkpoint(ckpt, tmp_path):
         result = evaluate(module, dataset, img_size=IMG_SIZE, batch_size=2, metrics=["voc07"], verbose=False)
         scores.append(result["voc07_map50"])
     assert 0 < scores[0] < 1 and scores[0] == pytest.approx(scores[1], abs=1e-6)
+
+
+@needs_openvino
+def test_openvino_backends_share_one_core(ckpt, tmp_path):
+    """A Core per backend crashed the process later (a SIGCHLD reaching a Python signal handler after one
+    of two Cores was freed): every backend uses the process's one Core."""
+    from yolo_attn.inference.backends import create_backend
+
+    out = export_model(ckpt, "openvino", tmp_path / "ov", log=lambda s: None)
+    first, second = create_backend("openvino", out), create_backend("openvino", out, precision="bf16")
+    assert first._core is second._core

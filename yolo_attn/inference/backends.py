@@ -15,6 +15,7 @@ the same pre- and post-processing. New variants (bf16, int8, compiled graphs, au
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import json
 import os
@@ -137,8 +138,15 @@ class TorchBackend(Backend):
         if compile:
             import torch._inductor.config as inductor_config
 
-            inductor_config.freezing = True  # weights become constants: folded, pre-packed for oneDNN
-            self._forward = torch.compile(self.model, mode="max-autotune-no-cudagraphs")
+            compiled = torch.compile(self.model, mode="max-autotune-no-cudagraphs")
+
+            def frozen(x: torch.Tensor):
+                # weights become constants (folded, pre-packed for oneDNN); set per call, not process-wide,
+                # since compilation happens on the first call of each new input shape
+                with inductor_config.patch(freezing=True):
+                    return compiled(x)
+
+            self._forward = frozen
 
     @property
     def torch_model(self) -> Optional[nn.Module]:
@@ -160,7 +168,7 @@ class TorchBackend(Backend):
     def run_uint8(self, images: np.ndarray) -> List[torch.Tensor]:
         # an NHWC array seen as NCHW *is* channels-last: one conversion, no layout copy
         batch = torch.from_numpy(images).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-        batch = batch.to(self.dtype).mul_(1.0 / 255.0)
+        batch = batch.to(self.dtype).div_(255.0)
         if not self.channels_last:
             batch = batch.contiguous()
         return [o.float().cpu() for o in self._forward(batch)]
@@ -225,9 +233,7 @@ class OpenVinoBackend(Backend):
 
     def __init__(self, model: Any, precision: Optional[str] = None, device: str = "cpu", hint: str = "LATENCY",
                  streams: Optional[int] = None):
-        import openvino as ov
-
-        self._core = ov.Core()
+        self._core = _openvino_core()
         meta_text = None
         if isinstance(model, (str, os.PathLike)):
             path = str(model)
@@ -311,6 +317,16 @@ class OpenVinoBackend(Backend):
         with torch_threads(1):
             request.infer(array, share_inputs=True)
         return [torch.from_numpy(request.get_output_tensor(i).data.copy()) for i in range(len(compiled.outputs))]
+
+
+@functools.lru_cache(maxsize=None)
+def _openvino_core() -> Any:
+    """One OpenVINO Core per process, shared by every backend (as OpenVINO advises). A Core per backend
+    crashed the process: after two had been created and one freed, the next SIGCHLD that reached a
+    Python signal handler (torch's DataLoader installs one) segfaulted."""
+    import openvino as ov
+
+    return ov.Core()
 
 
 def available_backends() -> List[str]:
