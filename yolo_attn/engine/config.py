@@ -8,21 +8,15 @@ from typing import Any, Dict, Optional, Sequence
 
 import yaml
 
+from ..utils.yamlfile import read_yaml_mapping
+
 __all__ = ["DEFAULT_TRAIN_CONFIG", "load_train_config", "parse_train_args"]
 
 DEFAULT_TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train.yaml"
 
 
 def _read_yaml(path: Path) -> Dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such config file")
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: expected a mapping of keys to values")
-    return cfg
+    return read_yaml_mapping(path, "training config")
 
 
 def _parse_value(text: str) -> Any:

@@ -62,6 +62,7 @@ class YoloLoss(nn.Module):
         box, obj, cls: loss gains (YOLOv5's, with obj and cls scaled for two heads and the input size).
         balance: objectness weight per head (stride 32, stride 16).
         label_smoothing: class targets become (1 - eps / 2, eps / 2).
+        iou_ratio: objectness target of a positive = (1 - r) + r * IoU (multi assigner; YOLOv5 uses 1).
     Call: ``loss(outputs, targets, img_size)`` -> (total loss scaled by batch size, dict of detached terms).
     """
 
@@ -79,6 +80,7 @@ class YoloLoss(nn.Module):
         cls: float = 0.5,
         balance: Sequence[float] = (1.0, 1.0),
         label_smoothing: float = 0.0,
+        iou_ratio: float = 1.0,
     ):
         super().__init__()
         if assigner not in ASSIGNERS:
@@ -94,6 +96,7 @@ class YoloLoss(nn.Module):
         self.gains = {"box": box, "obj": obj, "cls": cls}
         self.balance = tuple(balance)
         self.cls_pos, self.cls_neg = 1.0 - label_smoothing / 2, label_smoothing / 2
+        self.iou_ratio = iou_ratio
         self.register_buffer("anchors", torch.tensor(level_anchors, dtype=torch.float32), persistent=False)
         all_anchors = sorted({tuple(a) for level in level_anchors for a in level})
         self.register_buffer("all_anchors", torch.tensor(all_anchors, dtype=torch.float32), persistent=False)
@@ -131,6 +134,8 @@ class YoloLoss(nn.Module):
                 score = ciou.detach().clamp(0).to(tobj.dtype)
                 if self.assigner == "darknet":
                     score = torch.ones_like(score)
+                else:
+                    score = (1.0 - self.iou_ratio) + self.iou_ratio * score
                 # several boxes may claim one anchor cell: let the best-fitting one set the target
                 order = score.argsort()
                 tobj[b[order], a[order], gj[order], gi[order]] = score[order]

@@ -1,0 +1,166 @@
+"""The trainer: learning, files written, resume after SIGKILL, freeze, init from weights, DDP."""
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from yolo_attn.data import build_dataset, build_train_loader, load_data_config
+from yolo_attn.engine.config import load_train_config
+from yolo_attn.engine.ema import ModelEMA
+from yolo_attn.engine.schedule import WarmupCosine
+from yolo_attn.engine.trainer import build_loss, build_optimizer, init_head_biases, train, train_one_epoch
+from yolo_attn.eval.evaluator import evaluate
+from yolo_attn.models import build_model
+from yolo_attn.models.darknet import save_darknet_weights
+from yolo_attn.utils.checkpoint import load_checkpoint, load_model
+
+ROOT = Path(__file__).resolve().parents[2]
+NO_AUG = {"mosaic": 0.0, "mixup": 0.0, "scale": 0.0, "translate": 0.0, "hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0,
+          "blur": 0.0, "noise": 0.0}
+
+
+def _cfg(tiny_data, tmp_path, **kw):
+    base = dict(data=str(tiny_data), img_size=128, batch_size=4, workers=0, project=str(tmp_path / "runs"),
+                epochs=2, eval_batch_size=4, close_mosaic=1, warmup_epochs=0.5, phi=0)
+    base.update(kw)
+    return load_train_config(None, base)
+
+
+def _parts(phi, tiny_data, aug=NO_AUG, **overrides):
+    """Model, dataset, loader, loss and optimizer as the trainer builds them from its default config."""
+    cfg = load_train_config(None, dict(img_size=128, **overrides))
+    data = load_data_config(str(tiny_data))
+    ds = build_dataset(data, "train")
+    model = build_model(phi, len(data["names"]))
+    init_head_biases(model, cfg["img_size"])
+    loader = build_train_loader(ds, img_size=cfg["img_size"], batch_size=4, workers=0, aug=aug, seed=0)
+    opt = build_optimizer(model, cfg["optimizer"], cfg["lr"], cfg["momentum"], cfg["weight_decay"])
+    return model, ds, loader, build_loss(cfg, model), opt
+
+
+def test_a_few_images_are_learned_in_a_few_hundred_iterations(tiny_data):
+    torch.manual_seed(0)
+    model, ds, loader, loss, opt = _parts(0, tiny_data)
+    epochs = 150  # 2 iterations each
+    sched = WarmupCosine(opt, epochs * len(loader), 20)
+    ema = ModelEMA(model, 0.999, 50)
+    for epoch in range(epochs):
+        stats = train_one_epoch(model, loader, loss, opt, sched, ema, torch.device("cpu"), epoch, epochs,
+                                amp_dtype=torch.bfloat16, verbose=False, img_size=128)
+    assert math.isfinite(stats["train/box"])
+    # the trained weights themselves: over 300 iterations the EMA still lags a little behind them
+    result = evaluate(model, ds, img_size=128, metrics=("voc12",), scale_x_y=2.0, verbose=False)
+    assert result["voc12_map50"] > 0.9
+
+
+@pytest.mark.parametrize("phi", range(6))
+def test_every_phi_trains(phi, tiny_data):
+    torch.manual_seed(0)
+    model, _, loader, loss, opt = _parts(phi, tiny_data, aug={})
+    before = [p.detach().clone() for p in model.parameters()]
+    sched = WarmupCosine(opt, len(loader), 1)
+    stats = train_one_epoch(model, loader, loss, opt, sched, None, torch.device("cpu"), 0, 1, verbose=False)
+    assert all(math.isfinite(v) for v in stats.values())
+    changed = sum(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert changed == len(before)
+
+
+def test_a_non_finite_loss_names_the_batch_images(tiny_data):
+    model, _, loader, loss, opt = _parts(0, tiny_data)
+    images, targets, infos = next(iter(loader))
+    images[0, 0, 0, 0] = float("nan")
+    sched = WarmupCosine(opt, 1, 0)
+    with pytest.raises(FloatingPointError, match=str(Path(infos[0]["path"]).name)):
+        train_one_epoch(model, [(images, targets, infos)], loss, opt, sched, None, torch.device("cpu"), 0, 1,
+                        verbose=False)
+
+
+def test_a_run_writes_weights_logs_and_plots(tiny_data, tmp_path):
+    cfg = _cfg(tiny_data, tmp_path, name="exp")
+    run = train(cfg)
+    again = train(cfg)
+    assert again.name == "exp2" and run.name == "exp"  # never overwrites
+    for name in ("weights/last.pt", "weights/best.pt", "results.csv", "results.png", "config.yaml",
+                 "best_pr_curve.png"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader(open(run / "results.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(r["map50"] != "" and r["map50_95"] != "" for r in rows)
+    ckpt = load_checkpoint(run / "weights/last.pt")
+    for key in ("meta", "model", "ema", "optimizer", "scheduler", "epoch", "config", "rng", "best_fitness"):
+        assert key in ckpt
+    assert ckpt["meta"]["names"] == ["box", "disc"] and ckpt["meta"]["scale_x_y"] == 2.0
+    model, meta = load_model(run / "weights/best.pt")  # usable with no config
+    assert model.num_classes == 2 and meta["img_size"] == 128
+
+
+def test_freeze_keeps_the_backbone_fixed(tiny_data, tmp_path):
+    cfg = _cfg(tiny_data, tmp_path, epochs=1, freeze_epochs=1, ema=False)
+    run = train(cfg)
+    ckpt = load_checkpoint(run / "weights/last.pt")
+    torch.manual_seed(cfg["seed"])  # the run seeds torch the same way before building its model
+    start = build_model(0, 2)
+    key = "backbone.stage2.conv1.conv.weight"
+    assert torch.equal(ckpt["model"][key], start.state_dict()[key])
+    assert not torch.equal(ckpt["model"]["head_p4.conv.conv.weight"], start.state_dict()["head_p4.conv.conv.weight"])
+
+
+def test_darknet_weights_initialize_all_but_a_mismatched_head(tiny_data, tmp_path):
+    source = build_model(0, 80)
+    path = tmp_path / "yolov4-tiny.weights"
+    save_darknet_weights(source, path)
+    run = train(_cfg(tiny_data, tmp_path, epochs=1, weights=str(path), lr=0.0, warmup_bias_lr=0.0, ema=False))
+    state = load_checkpoint(run / "weights/last.pt")["model"]
+    key = "backbone.stage1.conv2.conv.weight"
+    assert torch.equal(state[key], source.state_dict()[key])
+    assert state["head_p5.pred.weight"].shape[0] == 3 * 7
+
+
+def _run_train(args, **kw):
+    return subprocess.Popen([sys.executable, str(ROOT / "tools/train.py"), *args], **kw)
+
+
+def test_resume_after_sigkill_continues_the_schedule(tiny_data, tmp_path):
+    common = ["--data", str(tiny_data), "--img-size", "128", "--batch-size", "2", "--workers", "0",
+              "--epochs", "4", "--eval-interval", "10", "--phi", "0", "--warmup-epochs", "1",
+              "--project", str(tmp_path / "runs")]
+    assert _run_train(common + ["--name", "full"]).wait(timeout=300) == 0
+    proc = _run_train(common + ["--name", "killed"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = tmp_path / "runs/killed/results.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (results.exists() and len(results.read_text().splitlines()) >= 2):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-run, after at least one epoch was saved
+    proc.wait()
+    last = tmp_path / "runs/killed/weights/last.pt"
+    done = load_checkpoint(last)["epoch"]  # loads: never a torn file
+    assert done < 3, "the run finished before it could be killed"
+    assert _run_train(["--resume", str(last)]).wait(timeout=300) == 0
+    full = list(csv.DictReader(open(tmp_path / "runs/full/results.csv")))
+    resumed = list(csv.DictReader(open(results)))
+    assert [r["epoch"] for r in resumed] == ["1", "2", "3", "4"][: len(resumed)] or len(resumed) >= 4
+    by_epoch = {r["epoch"]: r for r in resumed}
+    for row in full:  # the same lr at every epoch: the schedule continued where it stopped
+        assert float(by_epoch[row["epoch"]]["lr"]) == pytest.approx(float(row["lr"]), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_trains(tiny_data, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           str(ROOT / "tools/train.py"), "--data", str(tiny_data), "--img-size", "128", "--batch-size", "2",
+           "--workers", "0", "--epochs", "1", "--phi", "2",
+           "--project", str(tmp_path / "runs"), "--name", "ddp"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = list((tmp_path / "runs").iterdir())
+    assert [r.name for r in runs] == ["ddp"]  # only rank 0 writes
+    ckpt = load_checkpoint(runs[0] / "weights/last.pt")
+    assert ckpt["epoch"] == 0 and not any(k.startswith("module.") for k in ckpt["model"])
