@@ -8,7 +8,7 @@
 
 Warm-up, then interleaved rounds; medians with min-max; ms, img/s, achieved GFLOP/s and the speed-up over the
 plain fp32 eager model; the table is printed and written as CSV (--csv). Run it on a quiet machine: the load
-average is printed with the table. See benchmarks/README.md for figures and what each setting gains.
+average is printed with the table. The README's "Speed" section quotes its figures.
 """
 from __future__ import annotations
 
