@@ -85,7 +85,7 @@ def test_a_non_finite_loss_names_the_batch_images(tiny_data):
 def test_a_run_writes_weights_logs_and_plots(tiny_data, tmp_path):
     cfg = _cfg(tiny_data, tmp_path, name="exp")
     run = train(cfg)
-    again = train(cfg)
+    again = train(dict(cfg, eval_img_size=160))
     assert again.name == "exp2" and run.name == "exp"  # never overwrites
     for name in ("weights/last.pt", "weights/best.pt", "results.csv", "results.png", "config.yaml",
                  "best_pr_curve.png"):
@@ -99,6 +99,7 @@ def test_a_run_writes_weights_logs_and_plots(tiny_data, tmp_path):
     assert ckpt["meta"]["names"] == ["box", "disc"] and ckpt["meta"]["scale_x_y"] == 2.0
     model, meta = load_model(run / "weights/best.pt")  # usable with no config
     assert model.num_classes == 2 and meta["img_size"] == 128
+    assert load_checkpoint(again / "weights/best.pt")["meta"]["img_size"] == 160  # validated at 160, predicts at 160
 
 
 def test_freeze_keeps_the_backbone_fixed(tiny_data, tmp_path):

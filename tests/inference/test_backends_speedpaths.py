@@ -4,6 +4,7 @@ the benchmark tool and the reference-style training loss. No timings are asserte
 tools/benchmark.py."""
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import threading
@@ -323,6 +324,30 @@ def test_benchmark_times_variants_and_writes_csv(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[0].startswith("# test machine") and lines[1].startswith("variant,precision,batch,ms_median")
     assert len(lines) == len(results) + 2
+
+
+def test_benchmark_reports_a_variant_that_fails_to_run_and_times_the_rest():
+    from yolo_attn.inference.benchmark import Variant, build_variants, time_variants
+    from yolo_attn.utils.checkpoint import make_meta
+
+    model = build_model(0, len(NAMES)).eval()
+    meta = make_meta(model, NAMES, img_size=64)
+    baseline = [v for v in build_variants(model, meta, 64, ("torch",)) if v.baseline]
+
+    working = baseline[0].make()
+
+    class Broken(type(working)):  # builds, then fails on every call, as OpenCV 5's DNN does on our graph
+        def __call__(self, batch):
+            raise RuntimeError("convInferShape: assertion failed")
+
+    broken = copy.copy(working)
+    broken.__class__ = Broken
+    variants = baseline + [Variant("broken fp32", "opencv", "fp32", lambda: broken)]
+    results = time_variants(variants, [np.full((48, 80, 3), 90, np.uint8)], meta, 64, (1,), rounds=1, warmup=1,
+                            frame=np.zeros((72, 128, 3), np.uint8), log=lambda s: None)
+    timed = [r for r in results if not r.error]
+    assert [r.variant for r in timed] == [baseline[0].name] and timed[0].times_ms
+    assert [r.error for r in results if r.error] == ["batch 1: convInferShape: assertion failed"]
 
 
 def test_benchmark_tool_runs_end_to_end(tmp_path, capsys):

@@ -300,9 +300,16 @@ def time_variants(
         calls = max(1, 8 // batch)  # calls per variant per round: a round costs about the same at any batch
         log(f"batch {batch}: warm-up, then {rounds} interleaved rounds of {calls} call(s) per variant")
         with torch.inference_mode():
-            for v in live:
-                for _ in range(warmup):
-                    v.forward(x)
+            for v in list(live):
+                try:
+                    for _ in range(warmup):
+                        v.forward(x)
+                except Exception as e:  # built but cannot run this model (OpenCV 5's DNN on our ONNX graph)
+                    v.error = f"batch {batch}: {str(e).strip().splitlines()[-1][:200]}"
+                    log(f"  {v.name} skipped: {v.error}")
+                    live.remove(v)
+                    del rows[v.name]
+                    continue
                 if batch == 1 and v.name in detectors and v.workers == 1:
                     for _ in range(warmup):
                         detectors[v.name].predict([frame], bgr=True)
@@ -342,7 +349,7 @@ def measure_map(
 
     scores: Dict[str, float] = {}
     for v in variants:
-        if v.backend is None or v.workers > 1 or not hasattr(v.backend, "run_uint8"):
+        if v.backend is None or v.error or v.workers > 1 or not hasattr(v.backend, "run_uint8"):
             continue
         module = Detector(v.backend, meta, img_size).as_module()
         with torch_threads(torch.get_num_threads()):
