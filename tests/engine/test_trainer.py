@@ -124,6 +124,24 @@ def test_darknet_weights_initialize_all_but_a_mismatched_head(tiny_data, tmp_pat
     assert state["head_p5.pred.weight"].shape[0] == 3 * 7
 
 
+def test_our_checkpoint_gives_architecture_and_weights_but_not_its_head(tiny_data, tmp_path):
+    """--weights of ours: the attention comes from the file (not --phi), matching tensors load, the head for
+    another class count is rebuilt for this dataset."""
+    from yolo_attn.utils.checkpoint import make_meta, save_checkpoint
+
+    source = build_model("eca", 5)
+    path = tmp_path / "eca5.pt"
+    save_checkpoint({"meta": make_meta(source, [f"c{i}" for i in range(5)], 128), "model": source.state_dict()},
+                    path)
+    run = train(_cfg(tiny_data, tmp_path, epochs=1, phi=2, weights=str(path), lr=0.0, warmup_bias_lr=0.0,
+                     ema=False))
+    ckpt = load_checkpoint(run / "weights/last.pt")
+    assert ckpt["meta"]["model"]["attention"] == "eca"
+    key = "backbone.stage1.conv2.conv.weight"
+    assert torch.equal(ckpt["model"][key], source.state_dict()[key])
+    assert ckpt["model"]["head_p5.pred.weight"].shape[0] == 3 * 7
+
+
 def _run_train(args, **kw):
     return subprocess.Popen([sys.executable, str(ROOT / "tools/train.py"), *args], **kw)
 

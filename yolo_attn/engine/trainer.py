@@ -3,6 +3,7 @@ closing mosaic, full-state resume, DDP, logs, plots and checkpoints)."""
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
@@ -24,6 +25,7 @@ from tqdm import tqdm
 from ..data import build_dataset, build_train_loader, load_data_config
 from ..eval.evaluator import evaluate
 from ..eval.report import print_report
+from ..inference.hardware import cpu_features
 from ..models import YoloV4Tiny, build_model
 from ..models.darknet import load_darknet_weights
 from ..utils.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_model, make_meta, save_checkpoint
@@ -67,8 +69,7 @@ def _amp_dtype(amp: Any, device: torch.device) -> Optional[torch.dtype]:
     if device.type == "cuda":
         return torch.float16
     if amp == "auto":
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-        return torch.bfloat16 if amx else None
+        return torch.bfloat16 if cpu_features().amx_bf16 else None
     return torch.bfloat16
 
 
@@ -220,15 +221,22 @@ def _tuplify(x):
     return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-def _init_weights(model: YoloV4Tiny, path: str, classes: Optional[str]) -> None:
-    """Initialize from our checkpoint, a port state dict or Darknet weights; everything whose shape matches
-    loads, the rest (a head for another class count, attention blocks absent from the file) is reported."""
-    path = str(path)
-    if path.endswith(".weights") or path.endswith(".conv.29"):
+def _weights_source(path: Optional[str], classes: Optional[str]) -> Optional[YoloV4Tiny]:
+    """The model an initial weights file holds (our checkpoint or a port state dict), read once; None for no
+    file and for Darknet files, which carry no architecture and load layer by layer."""
+    if not path or str(path).endswith((".weights", ".conv.29")):
+        return None
+    return load_model(path, classes=classes, num_classes=_num_classes_in(path))[0]
+
+
+def _init_weights(model: YoloV4Tiny, path: str, source: Optional[YoloV4Tiny]) -> None:
+    """Initialize from ``source`` (see _weights_source) or Darknet weights at ``path``; everything whose shape
+    matches loads, the rest (a head for another class count, attention blocks absent from the file) is
+    reported."""
+    if source is None:
         report = load_darknet_weights(model, path)
         log.info("%s: loaded %d Darknet conv layers", path, len(report.loaded))
         return
-    source, _ = load_model(path, classes=classes, num_classes=_num_classes_in(path))
     state = source.state_dict()
     own = model.state_dict()
     loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
@@ -246,15 +254,6 @@ def _num_classes_in(path: str) -> Optional[int]:
             if key in ckpt:
                 return int(ckpt[key].shape[0]) // 3 - 5
     return None
-
-
-def _architecture_from(path: Optional[str], classes: Optional[str]) -> Dict[str, Any]:
-    """Attention type, its options and anchors of an initial checkpoint (ours or the port's), if any."""
-    if not path or str(path).endswith((".weights", ".conv.29")):
-        return {}
-    source, _ = load_model(path, classes=classes, num_classes=_num_classes_in(path))
-    cfg = source.config()
-    return {k: cfg[k] for k in ("attention", "attention_kw", "anchors", "anchor_masks")}
 
 
 def train(cfg: Dict[str, Any]) -> Path:
@@ -310,10 +309,14 @@ def train(cfg: Dict[str, Any]) -> Path:
 
     # The architecture comes from the checkpoint being resumed, else from --weights when they carry one
     # (our checkpoints, port files), else from the config; the head is always built for this dataset.
+    source = _weights_source(cfg.get("weights"), cfg.get("classes")) if ckpt is None else None
     if ckpt is not None:
         arch = ckpt["meta"]["model"]
+    elif source is not None:
+        keys = ("attention", "attention_kw", "anchors", "anchor_masks")
+        arch = {k: v for k, v in source.config().items() if k in keys}
     else:
-        arch = _architecture_from(cfg.get("weights"), cfg.get("classes"))
+        arch = {}
     attention = arch.get("attention", cfg.get("attention") if cfg.get("attention") is not None else cfg["phi"])
     model = build_model(attention, len(names), arch.get("anchors"), arch.get("anchor_masks"),
                         arch.get("attention_kw", cfg.get("attention_kw") or {}))
@@ -322,7 +325,7 @@ def train(cfg: Dict[str, Any]) -> Path:
     else:
         init_head_biases(model, cfg["img_size"])
         if cfg.get("weights"):
-            _init_weights(model, cfg["weights"], cfg.get("classes"))
+            _init_weights(model, str(cfg["weights"]), source)
     model.to(device)
     if cfg["channels_last"]:
         model.to(memory_format=torch.channels_last)
@@ -465,8 +468,11 @@ def _trim_csv(path: Path, epochs_done: int) -> None:
         return
     with open(path, newline="") as f:
         rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
-    text = ",".join(RESULT_COLUMNS) + "\n" + "".join(",".join(r[c] for c in RESULT_COLUMNS) + "\n" for r in rows)
-    write_atomic(path, text.encode())
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def _append_csv(path: Path, row: Dict[str, Any]) -> None:
