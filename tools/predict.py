@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"],
                    help="default: the file's own; for .pt chosen for this machine (a calibrated int8 OpenVINO "
-                   "export beside it is used when the CPU has VNNI)")
+                   "export beside it is used when there is one)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"],
                    help="default: the file's own; for .pt the fastest for this machine (logged); fp16: CUDA")
     p.add_argument("--save-txt", action="store_true", help="write labels/<stem>.txt per image or frame")

@@ -90,7 +90,9 @@ def _scan_voc(cfg: Mapping[str, Any], entries: Sequence[str], log: ProblemLog) -
     folders = {voc_year_dir(cfg["root"], str(e).strip("/").rpartition("/")[0]) for e in entries}
     for year_dir in sorted(folders):
         ann_dir, img_dir = year_dir / "Annotations", year_dir / "JPEGImages"
-        xmls = {os.path.splitext(n)[0] for n in os.listdir(ann_dir) if n.endswith(".xml")} if ann_dir.is_dir() else set()
+        xmls = set()
+        if ann_dir.is_dir():
+            xmls = {os.path.splitext(n)[0] for n in os.listdir(ann_dir) if n.endswith(".xml")}
         images = {}
         if img_dir.is_dir():
             for n in os.listdir(img_dir):

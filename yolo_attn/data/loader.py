@@ -318,8 +318,8 @@ class EvalDataset(Dataset):
     """Evaluation / prediction view: letterboxed S x S images with everything needed to map back.
 
     ``ds[i]`` is ``(image (S, S, 3) uint8, info)`` with info keys path, image_id, index, height, width,
-    letterbox (:class:`~yolo_attn.data.letterbox.LetterboxInfo`), boxes / labels / difficult (original pixels), and ``bad``: None,
-    or the reason the image could not be read (the image is then grey; leave that sample out)."""
+    letterbox (:class:`~yolo_attn.data.letterbox.LetterboxInfo`), boxes / labels / difficult (original pixels),
+    and ``bad``: None, or the reason the image could not be read (the image is then grey; leave that sample out)."""
 
     def __init__(self, dataset: DetectionDataset, img_size: int = 416):
         self.dataset, self.img_size = dataset, int(img_size)

@@ -265,7 +265,8 @@ def train(cfg: Dict[str, Any]) -> Path:
     ckpt = None
     if resume_path:
         ckpt = load_checkpoint(resume_path)
-        if not (isinstance(ckpt, dict) and ckpt.get("meta", {}).get("format") == CHECKPOINT_FORMAT and "optimizer" in ckpt):
+        ours = isinstance(ckpt, dict) and ckpt.get("meta", {}).get("format") == CHECKPOINT_FORMAT
+        if not (ours and "optimizer" in ckpt):
             raise ValueError(f"{resume_path}: not a training checkpoint of ours (last.pt of a run) to resume")
         keep = {k: cfg[k] for k in ("device", "workers") if cfg.get(k) is not None}
         cfg = dict(ckpt["config"], **keep, resume=resume_path)

@@ -186,8 +186,8 @@ class Detector:
             img_size: network input size (int, or (h, w)), multiples of 32; by default the checkpoint's.
             keep_classes: report only these classes (indices or names).
             use_exports: for PyTorch weights, run the calibrated int8 OpenVINO export that ``tools/export.py``
-                wrote beside them (``best_openvino_int8/``) when the choice is left open and the CPU has VNNI:
-                about 3x faster, slightly different numbers (``tools/predict.py`` does this; off by default so
+                wrote beside them (``best_openvino_int8/``) when the choice is left open: 2-4x faster
+                (VNNI or not), slightly different numbers (``tools/predict.py`` does this; off by default so
                 that loading a checkpoint means its own weights).
         """
         path = _resolve_weights_path(path)

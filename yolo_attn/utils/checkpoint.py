@@ -139,7 +139,8 @@ def load_model(
         meta = make_meta(model, names, scale_x_y=1.05, source="darknet")
         return model.eval(), meta
     ckpt = load_checkpoint(path)
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("meta"), dict) and ckpt["meta"].get("format") == CHECKPOINT_FORMAT:
+    meta = ckpt.get("meta") if isinstance(ckpt, dict) else None
+    if isinstance(meta, dict) and meta.get("format") == CHECKPOINT_FORMAT:
         model, meta = model_from_checkpoint(ckpt, use_ema)
         return model.eval(), meta
     if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
