@@ -28,7 +28,7 @@ from ..eval.report import print_report
 from ..inference.hardware import cpu_features
 from ..models import YoloV4Tiny, build_model
 from ..models.darknet import load_darknet_weights
-from ..utils.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_model, make_meta, save_checkpoint
+from ..utils.checkpoint import is_our_checkpoint, load_checkpoint, load_model, make_meta, save_checkpoint
 from ..utils.paths import increment_path, write_atomic
 from .ema import ModelEMA, _unwrap
 from .loss import YoloLoss
@@ -265,8 +265,7 @@ def train(cfg: Dict[str, Any]) -> Path:
     ckpt = None
     if resume_path:
         ckpt = load_checkpoint(resume_path)
-        ours = isinstance(ckpt, dict) and ckpt.get("meta", {}).get("format") == CHECKPOINT_FORMAT
-        if not (ours and "optimizer" in ckpt):
+        if not (is_our_checkpoint(ckpt) and "optimizer" in ckpt):
             raise ValueError(f"{resume_path}: not a training checkpoint of ours (last.pt of a run) to resume")
         keep = {k: cfg[k] for k in ("device", "workers") if cfg.get(k) is not None}
         cfg = dict(ckpt["config"], **keep, resume=resume_path)

@@ -25,6 +25,7 @@ from .paths import write_atomic
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "is_our_checkpoint",
     "load_checkpoint",
     "load_model",
     "make_meta",
@@ -35,6 +36,12 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "yolo_attn"
 PathLike = Union[str, os.PathLike]
+
+
+def is_our_checkpoint(obj: Any) -> bool:
+    """Whether a loaded file is a checkpoint this project wrote (its ``meta`` names our format)."""
+    meta = obj.get("meta") if isinstance(obj, dict) else None
+    return isinstance(meta, dict) and meta.get("format") == CHECKPOINT_FORMAT
 
 
 def save_checkpoint(obj: Dict[str, Any], path: PathLike) -> None:
@@ -139,8 +146,7 @@ def load_model(
         meta = make_meta(model, names, scale_x_y=1.05, source="darknet")
         return model.eval(), meta
     ckpt = load_checkpoint(path)
-    meta = ckpt.get("meta") if isinstance(ckpt, dict) else None
-    if isinstance(meta, dict) and meta.get("format") == CHECKPOINT_FORMAT:
+    if is_our_checkpoint(ckpt):
         model, meta = model_from_checkpoint(ckpt, use_ema)
         return model.eval(), meta
     if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
