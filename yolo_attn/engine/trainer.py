@@ -12,7 +12,7 @@ import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from ..models import YoloV4Tiny, build_model
 from ..models.darknet import load_darknet_weights
 from ..utils.checkpoint import is_our_checkpoint, load_checkpoint, load_model, make_meta, save_checkpoint
 from ..utils.paths import increment_path, write_atomic
-from .ema import ModelEMA, _unwrap
+from .ema import ModelEMA
 from .loss import YoloLoss
 from .plots import plot_results
 from .schedule import WarmupCosine
