@@ -92,6 +92,30 @@ def test_auto_choice_uses_a_fresh_int8_export_beside_the_weights(tmp_path):
     assert auto_choice("cpu", weights, features=BF16_NO_AMX, installed=lambda m: True).backend == "torch"
 
 
+
+def _fake_export(weights: Path, folder: str) -> Path:
+    export = weights.parent / folder / f"{weights.stem}.xml"
+    export.parent.mkdir()
+    export.write_text("<net/>")
+    export.with_suffix(".bin").write_bytes(b"")
+    return export
+
+
+@pytest.mark.parametrize("features, precision", [(AMX, "bf16"), (BF16_NO_AMX, "fp32"), (PLAIN, "fp32")])
+def test_auto_choice_prefers_int8_then_a_float_export_then_torch(tmp_path, features, precision):
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"x")
+    float_export = _fake_export(weights, "best_openvino")
+    choice = auto_choice("cpu", weights, features=features, installed=lambda m: True)
+    assert (choice.backend, choice.precision, choice.weights) == ("openvino", precision, float_export)
+    int8_export = _fake_export(weights, "best_openvino_int8")
+    choice = auto_choice("cpu", weights, features=features, installed=lambda m: True)
+    assert (choice.backend, choice.precision, choice.weights) == ("openvino", "int8", int8_export)
+    old = time.time() - 100
+    for export in (float_export, int8_export):
+        os.utime(export, (old, old))  # both stale: back to torch
+    assert auto_choice("cpu", weights, features=features, installed=lambda m: True).backend == "torch"
+
 def test_cpu_features_match_the_kernel_flags():
     flags = set()
     if Path("/proc/cpuinfo").is_file():
@@ -196,6 +220,23 @@ def test_int8_export_beside_the_checkpoint_is_used_by_predict_only(tmp_path):
     assert chosen.backend.name == "openvino" and chosen.backend.precision == "int8"
     assert "int8" in chosen.describe() and str(out) in chosen.describe()
     assert Detector.load(ckpt, precision="int8").backend.precision == "int8"
+
+
+@needs_openvino
+def test_float_export_beside_the_checkpoint_is_chosen_and_gives_the_same_boxes(tmp_path, rng):
+    from yolo_attn.inference.export import export_model
+
+    ckpt = make_checkpoint(tmp_path / "m.pt", phi=2)
+    out = export_model(ckpt, "openvino", dynamic=True, log=lambda s: None)
+    assert out.parent.name == "m_openvino"
+    own = Detector.load(ckpt, backend="torch", precision="fp32", conf=0.05)
+    chosen = Detector.load(ckpt, use_exports=True, conf=0.05)
+    assert chosen.backend.name == "openvino" and str(out) in chosen.describe()
+    assert chosen.backend.precision == ("bf16" if cpu_features().fast_bf16 else "fp32")
+    images = [rng.integers(0, 255, (IMG_SIZE + 16, IMG_SIZE - 8, 3), dtype=np.uint8) for _ in range(2)]
+    for ref, got in zip(own(images), chosen(images)):
+        assert len(ref) == len(got) and len(ref) > 0
+        assert np.abs(ref.boxes - got.boxes).max() < (2.0 if chosen.backend.precision == "bf16" else 0.05)
 
 
 # --- lean pre- and post-processing -------------------------------------------------------------------------

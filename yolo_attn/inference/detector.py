@@ -28,7 +28,7 @@ from ..data.records import BadImageError, read_image
 from ..models.yolo import STRIDES
 from .backends import Backend, create_backend
 from .fastproc import decode_nms, letterbox_batch
-from .hardware import AutoChoice, auto_choice, int8_export_for
+from .hardware import AutoChoice, auto_choice, export_for
 
 __all__ = ["Detections", "Detector", "load_image", "missing_weights_message"]
 
@@ -185,10 +185,10 @@ class Detector:
                 default the file's own, or the automatic choice for PyTorch weights.
             img_size: network input size (int, or (h, w)), multiples of 32; by default the checkpoint's.
             keep_classes: report only these classes (indices or names).
-            use_exports: for PyTorch weights, run the calibrated int8 OpenVINO export that ``tools/export.py``
-                wrote beside them (``best_openvino_int8/``) when the choice is left open: 2-4x faster
-                (VNNI or not), slightly different numbers (``tools/predict.py`` does this; off by default so
-                that loading a checkpoint means its own weights).
+            use_exports: for PyTorch weights, run the OpenVINO export that ``tools/export.py`` wrote beside
+                them when the choice is left open: the calibrated int8 one (``best_openvino_int8/``, 2-4x
+                faster, slightly different numbers), else a float one (``best_openvino/``, about 1.3x)
+                (``tools/predict.py`` does this; off by default so that loading a checkpoint means its own weights).
         """
         path = _resolve_weights_path(path)
         suffix = path.suffix.lower()
@@ -408,7 +408,7 @@ def _choose(path: Path, backend: Optional[str], precision: Optional[str], device
     """The automatic choice for PyTorch weights, where the caller left it open; None where it named both."""
     if backend is None and precision is None:
         return auto_choice(device, path if use_exports else None)
-    export = int8_export_for(path)
+    export = export_for(path, "int8")
     if precision == "int8" and backend in (None, "openvino", "torch"):
         if export is None or backend == "torch":
             raise ValueError(f"{path}: int8 needs a calibrated export: `python tools/export.py --weights {path} "
