@@ -92,7 +92,6 @@ def test_auto_choice_uses_a_fresh_int8_export_beside_the_weights(tmp_path):
     assert auto_choice("cpu", weights, features=BF16_NO_AMX, installed=lambda m: True).backend == "torch"
 
 
-
 def _fake_export(weights: Path, folder: str) -> Path:
     export = weights.parent / folder / f"{weights.stem}.xml"
     export.parent.mkdir()
@@ -115,6 +114,7 @@ def test_auto_choice_prefers_int8_then_a_float_export_then_torch(tmp_path, featu
     for export in (float_export, int8_export):
         os.utime(export, (old, old))  # both stale: back to torch
     assert auto_choice("cpu", weights, features=features, installed=lambda m: True).backend == "torch"
+
 
 def test_cpu_features_match_the_kernel_flags():
     flags = set()

@@ -408,8 +408,8 @@ def _choose(path: Path, backend: Optional[str], precision: Optional[str], device
     """The automatic choice for PyTorch weights, where the caller left it open; None where it named both."""
     if backend is None and precision is None:
         return auto_choice(device, path if use_exports else None)
-    export = export_for(path, "int8")
     if precision == "int8" and backend in (None, "openvino", "torch"):
+        export = export_for(path, "int8")
         if export is None or backend == "torch":
             raise ValueError(f"{path}: int8 needs a calibrated export: `python tools/export.py --weights {path} "
                              f"--format openvino --precision int8 --data CONFIG` (then found beside the checkpoint)")

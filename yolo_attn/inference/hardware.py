@@ -145,11 +145,12 @@ def auto_choice(
         return AutoChoice("torch", "fp16", "CUDA: fp16 channels-last")
     features = features or cpu_features()
     if weights is not None and not needs_torch and installed("openvino"):
-        export = export_for(Path(weights), "int8")
+        weights = Path(weights)
+        export = export_for(weights, "int8")
         if export is not None:
             why = "VNNI int8" if features.vnni else "int8 (no VNNI, still about 2x fp32)"
             return AutoChoice("openvino", "int8", f"{why}, the fastest path on this CPU", export)
-        export = export_for(Path(weights), "fp32") or export_for(Path(weights), "bf16")
+        export = export_for(weights, "fp32") or export_for(weights, "bf16")
         if export is not None:
             precision = "bf16" if features.fast_bf16 else "fp32"
             return AutoChoice("openvino", precision, "the float export of this checkpoint, about 1.3x torch; an "
