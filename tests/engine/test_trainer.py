@@ -121,10 +121,10 @@ def test_a_run_writes_weights_logs_and_plots(tiny_data, tmp_path):
 
 
 def test_a_time_budget_is_filled_with_whole_epochs():
-    assert _fit_epochs_to_time(28, 400, 0, 100, 1) == 4      # 4.2 epochs
-    assert _fit_epochs_to_time(28, 424.5, 0, 100, 1) == 4    # 3.96: the fourth ends 18 s late, still kept
-    assert _fit_epochs_to_time(28, 480, 0, 100, 1) == 3      # 3.5: a fourth would end 3.5 min late
-    assert _fit_epochs_to_time(1, 600, 0, 100, 1) == 2       # the first epoch alone overran: one more, to close
+    assert _fit_epochs_to_time(28, 400, 0, 1) == 4      # 4.2 epochs
+    assert _fit_epochs_to_time(28, 424.5, 0, 1) == 4    # 3.96: the fourth ends 18 s late, still kept
+    assert _fit_epochs_to_time(28, 480, 0, 1) == 3      # 3.5: a fourth would end 3.5 min late
+    assert _fit_epochs_to_time(1, 600, 0, 1) == 2       # the first epoch alone overran: one more, to close
 
 
 def test_freeze_keeps_the_backbone_fixed(tiny_data, tmp_path):

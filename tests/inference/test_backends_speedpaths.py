@@ -239,6 +239,24 @@ def test_float_export_beside_the_checkpoint_is_chosen_and_gives_the_same_boxes(t
         assert np.abs(ref.boxes - got.boxes).max() < (2.0 if chosen.backend.precision == "bf16" else 0.05)
 
 
+@needs_openvino
+def test_an_export_fixed_to_another_size_is_passed_over(tmp_path):
+    from yolo_attn.inference.export import export_model
+
+    ckpt = make_checkpoint(tmp_path / "m.pt", phi=0)
+    out = export_model(ckpt, "openvino", log=lambda s: None)  # static: batch 1 at the checkpoint's size
+    assert Detector.load(ckpt, use_exports=True).backend.name == "openvino"
+    assert Detector.load(ckpt, use_exports=True, img_size=IMG_SIZE).backend.name == "openvino"
+    other = Detector.load(ckpt, use_exports=True, img_size=IMG_SIZE + 32)  # would fail on the export
+    assert other.backend.name == "torch" and other.input_shape == (IMG_SIZE + 32, IMG_SIZE + 32)
+    assert f"{out} is fixed to {IMG_SIZE}x{IMG_SIZE}" in other.describe()
+    image = np.random.default_rng(0).integers(0, 255, (IMG_SIZE, IMG_SIZE - 16, 3), dtype=np.uint8)
+    torch_own = Detector.load(ckpt, backend="torch", precision="fp32", img_size=IMG_SIZE + 32)
+    np.testing.assert_allclose(other([image])[0].boxes, torch_own([image])[0].boxes, atol=1e-3)
+    with pytest.raises(ValueError, match="re-export it with --dynamic"):  # named explicitly: no fallback
+        Detector.load(out, img_size=IMG_SIZE + 32)
+
+
 # --- lean pre- and post-processing -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("batch_size", [1, 3])

@@ -438,7 +438,7 @@ def train(cfg: Dict[str, Any]) -> Path:
             _append_csv(run_dir / "results.csv", row)
             plot_results(run_dir / "results.csv", run_dir / "results.png")
         if cfg.get("time") and ckpt is None and epoch == 0 and not last:
-            epochs = _fit_epochs_to_time(cfg["time"], time.time() - epoch_start, epoch, epochs, world)
+            epochs = _fit_epochs_to_time(cfg["time"], time.time() - epoch_start, epoch, world)
             scheduler.set_total(epochs * iters)
         if world > 1:
             dist.barrier()
@@ -450,7 +450,7 @@ def train(cfg: Dict[str, Any]) -> Path:
     return run_dir
 
 
-def _fit_epochs_to_time(minutes: float, epoch_seconds: float, epoch: int, epochs: int, world: int) -> int:
+def _fit_epochs_to_time(minutes: float, epoch_seconds: float, epoch: int, world: int) -> int:
     """Epoch count that fills a wall-clock budget, given how long the first epoch took (with its evaluation)."""
     # Whole epochs (the schedule's end, close_mosaic and evaluation are per epoch); a last epoch that would end
     # within a tenth of an epoch past the budget still counts, so a budget a hair short of N epochs keeps N.

@@ -187,8 +187,9 @@ class Detector:
             keep_classes: report only these classes (indices or names).
             use_exports: for PyTorch weights, run the OpenVINO export that ``tools/export.py`` wrote beside
                 them when the choice is left open: the calibrated int8 one (``best_openvino_int8/``, 2-4x
-                faster, slightly different numbers), else a float one (``best_openvino/``, about 1.3x)
-                (``tools/predict.py`` does this; off by default so that loading a checkpoint means its own weights).
+                faster, slightly different numbers), else a float one (``best_openvino/``, about 1.3x), unless it
+                was exported for a fixed size other than ``img_size`` (``tools/predict.py`` does this; off by
+                default so that loading a checkpoint means its own weights).
         """
         path = _resolve_weights_path(path)
         suffix = path.suffix.lower()
@@ -203,7 +204,7 @@ class Detector:
                                  f"export it with `python tools/export.py`")
             meta = runner.meta
         else:
-            choice = _choose(path, backend, precision, device, use_exports)
+            choice = _choose(path, backend, precision, device, use_exports, img_size)
             if choice is not None and choice.weights is not None:  # a faster export of this checkpoint
                 detector = cls.load(choice.weights, classes, num_classes, device, choice.backend, choice.precision,
                                     img_size, conf, iou, max_det, keep_classes)
@@ -346,7 +347,7 @@ class Detector:
         return min(canvas_h, top_h), min(canvas_w, top_w)
 
     def _input_shape(self, size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-        h, w = (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
+        h, w = _hw(size)
         if h <= 0 or w <= 0 or h % 32 or w % 32:
             raise ValueError(f"image size must be a positive multiple of 32, got {w}x{h}")
         _, fixed_h, fixed_w = self.backend.fixed_shape
@@ -383,6 +384,11 @@ class _BackendModule(nn.Module):
         return tuple(self.detector.forward(x.float())[0])
 
 
+def _hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    """(height, width) of an image size given as one int or as (h, w)."""
+    return (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
+
+
 def _run_fixed(run, chunk, size: int) -> List[torch.Tensor]:
     """Run a static-batch model on a short last chunk, padded with zeros."""
     if chunk.shape[0] < size:
@@ -403,11 +409,12 @@ def _load_unflipped(image: ImageLike, bgr: bool) -> Tuple[np.ndarray, Optional[s
     return rgb, source, False
 
 
-def _choose(path: Path, backend: Optional[str], precision: Optional[str], device: str,
-            use_exports: bool) -> Optional[AutoChoice]:
+def _choose(path: Path, backend: Optional[str], precision: Optional[str], device: str, use_exports: bool,
+            img_size: Union[int, Tuple[int, int], None]) -> Optional[AutoChoice]:
     """The automatic choice for PyTorch weights, where the caller left it open; None where it named both."""
     if backend is None and precision is None:
-        return auto_choice(device, path if use_exports else None)
+        shape = None if img_size is None else _hw(img_size)
+        return auto_choice(device, path if use_exports else None, input_shape=shape)
     if precision == "int8" and backend in (None, "openvino", "torch"):
         export = export_for(path, "int8")
         if export is None or backend == "torch":

@@ -22,11 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 
-__all__ = ["AutoChoice", "CpuFeatures", "auto_choice", "cpu_features", "export_for", "torch_threads"]
+__all__ = ["AutoChoice", "CpuFeatures", "auto_choice", "cpu_features", "export_for", "fixed_input_size", "torch_threads"]
 
 
 @dataclass(frozen=True)
@@ -125,10 +125,22 @@ def export_for(weights: Path, precision: str) -> Optional[Path]:
     return candidate if candidate.stat().st_mtime >= weights.stat().st_mtime else None
 
 
+def fixed_input_size(xml: Path) -> Optional[Tuple[int, int]]:
+    """(height, width) an OpenVINO IR's image input is fixed to, or None where it takes any size (an
+    export made with --dynamic). Reads the graph only; nothing is compiled."""
+    import openvino as ov
+
+    from .backends import _fixed_shape  # here: backends.py imports this module
+
+    _, h, w = _fixed_shape(list(ov.Core().read_model(str(xml)).inputs[0].get_partial_shape()))
+    return (h, w) if h is not None and w is not None else None
+
+
 def auto_choice(
     device: str = "cpu",
     weights: Optional[Path] = None,
     needs_torch: bool = False,
+    input_shape: Optional[Tuple[int, int]] = None,
     features: Optional[CpuFeatures] = None,
     installed: Callable[[str], bool] = _installed,
 ) -> AutoChoice:
@@ -138,28 +150,37 @@ def auto_choice(
         weights: the checkpoint; an OpenVINO export beside it (calibrated int8 first, then float) is used when
             there is one.
         needs_torch: the caller needs the PyTorch module (attention view): stay on the torch backend.
+        input_shape: the (height, width) the caller will run; an export fixed to another size is passed over
+            (None: the export's own size will be used).
         features: the CPU's features (detected when None; tests pass their own).
         installed: whether a module is importable (tests pass their own).
     """
     if device.startswith("cuda"):
         return AutoChoice("torch", "fp16", "CUDA: fp16 channels-last")
     features = features or cpu_features()
+    unfit = ""  # an export beside the weights that cannot run at input_shape, for the log line
     if weights is not None and not needs_torch and installed("openvino"):
         weights = Path(weights)
-        export = export_for(weights, "int8")
-        if export is not None:
-            why = "VNNI int8" if features.vnni else "int8 (no VNNI, still about 2x fp32)"
-            return AutoChoice("openvino", "int8", f"{why}, the fastest path on this CPU", export)
-        export = export_for(weights, "fp32") or export_for(weights, "bf16")
-        if export is not None:
-            precision = "bf16" if features.fast_bf16 else "fp32"
-            return AutoChoice("openvino", precision, "the float export of this checkpoint, about 1.3x torch; an "
-                              "int8 export runs 2-4x (tools/export.py --precision int8 --data CONFIG)", export)
+        for precision in ("int8", "fp32", "bf16"):
+            export = export_for(weights, precision)
+            fixed = fixed_input_size(export) if export is not None and input_shape is not None else None
+            if fixed is not None and fixed != tuple(input_shape):
+                unfit = unfit or (f"; {export} is fixed to {fixed[1]}x{fixed[0]}, not {input_shape[1]}x"
+                                  f"{input_shape[0]}: re-export it with --dynamic to use it at other sizes")
+                continue
+            if export is None:
+                continue
+            if precision == "int8":
+                why = "VNNI int8" if features.vnni else "int8 (no VNNI, still about 2x fp32)"
+                return AutoChoice("openvino", "int8", f"{why}, the fastest path on this CPU", export)
+            return AutoChoice("openvino", "bf16" if features.fast_bf16 else "fp32",
+                              "the float export of this checkpoint, about 1.3x torch; an int8 export runs 2-4x "
+                              "(tools/export.py --precision int8 --data CONFIG)", export)
     if features.fast_bf16:
-        return AutoChoice("torch", "bf16", "AMX: bf16 is the fast float path")
+        return AutoChoice("torch", "bf16", "AMX: bf16 is the fast float path" + unfit)
     why = "AVX512-BF16 without AMX: bf16 would be slower" if features.avx512_bf16 else "no bf16 support"
-    why += ("; an int8 export runs 2-4x faster "
-            "(tools/export.py --format openvino --precision int8 --data CONFIG)")
+    why += unfit or ("; an int8 export runs 2-4x faster "
+                     "(tools/export.py --format openvino --precision int8 --data CONFIG)")
     return AutoChoice("torch", "fp32", why)
 
 
