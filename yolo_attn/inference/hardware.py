@@ -26,7 +26,8 @@ from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 
-__all__ = ["AutoChoice", "CpuFeatures", "auto_choice", "cpu_features", "export_for", "fixed_input_size", "torch_threads"]
+__all__ = ["AutoChoice", "CpuFeatures", "auto_choice", "cpu_features", "export_for", "fixed_input_size",
+           "torch_threads"]
 
 
 @dataclass(frozen=True)
@@ -163,12 +164,12 @@ def auto_choice(
         weights = Path(weights)
         for precision in ("int8", "fp32", "bf16"):
             export = export_for(weights, precision)
-            fixed = fixed_input_size(export) if export is not None and input_shape is not None else None
+            if export is None:
+                continue
+            fixed = fixed_input_size(export) if input_shape is not None else None
             if fixed is not None and fixed != tuple(input_shape):
                 unfit = unfit or (f"; {export} is fixed to {fixed[1]}x{fixed[0]}, not {input_shape[1]}x"
                                   f"{input_shape[0]}: re-export it with --dynamic to use it at other sizes")
-                continue
-            if export is None:
                 continue
             if precision == "int8":
                 why = "VNNI int8" if features.vnni else "int8 (no VNNI, still about 2x fp32)"
