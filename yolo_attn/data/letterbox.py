@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple, Union
+from typing import Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
-__all__ = ["PAD_VALUE", "LetterboxInfo", "letterbox", "letterbox_boxes", "unletterbox_boxes"]
+__all__ = ["PAD_VALUE", "LetterboxInfo", "as_hw", "letterbox", "letterbox_boxes", "unletterbox_boxes"]
 
 PAD_VALUE = 128  # Darknet pads with 0.5 grey, as does the popular PyTorch port
 
@@ -22,8 +22,9 @@ class LetterboxInfo:
     orig_shape: Tuple[int, int]  # (h, w) before resizing
 
 
-def _as_hw(size: Union[int, Tuple[int, int]]) -> Tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+def as_hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    """(height, width) of an image size given as one int or as (h, w)."""
+    return (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
 
 
 def letterbox(
@@ -34,7 +35,7 @@ def letterbox(
 ) -> Tuple[np.ndarray, LetterboxInfo]:
     """Resize ``image`` (H, W, C) to fit ``size`` (int or (h, w)) keeping its aspect ratio, centred on a
     ``pad_value`` canvas. Returns the new image and the :class:`LetterboxInfo` that maps boxes back."""
-    out_h, out_w = _as_hw(size)
+    out_h, out_w = as_hw(size)
     h, w = image.shape[:2]
     scale = min(out_h / h, out_w / w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))

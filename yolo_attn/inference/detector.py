@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data.letterbox import PAD_VALUE, LetterboxInfo, letterbox, unletterbox_boxes
+from ..data.letterbox import PAD_VALUE, LetterboxInfo, as_hw, letterbox, unletterbox_boxes
 from ..data.records import BadImageError, read_image
 from ..models.yolo import STRIDES
 from .backends import Backend, create_backend
@@ -347,7 +347,7 @@ class Detector:
         return min(canvas_h, top_h), min(canvas_w, top_w)
 
     def _input_shape(self, size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-        h, w = _hw(size)
+        h, w = as_hw(size)
         if h <= 0 or w <= 0 or h % 32 or w % 32:
             raise ValueError(f"image size must be a positive multiple of 32, got {w}x{h}")
         _, fixed_h, fixed_w = self.backend.fixed_shape
@@ -384,11 +384,6 @@ class _BackendModule(nn.Module):
         return tuple(self.detector.forward(x.float())[0])
 
 
-def _hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    """(height, width) of an image size given as one int or as (h, w)."""
-    return (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
-
-
 def _run_fixed(run, chunk, size: int) -> List[torch.Tensor]:
     """Run a static-batch model on a short last chunk, padded with zeros."""
     if chunk.shape[0] < size:
@@ -413,7 +408,7 @@ def _choose(path: Path, backend: Optional[str], precision: Optional[str], device
             img_size: Union[int, Tuple[int, int], None]) -> Optional[AutoChoice]:
     """The automatic choice for PyTorch weights, where the caller left it open; None where it named both."""
     if backend is None and precision is None:
-        shape = None if img_size is None else _hw(img_size)
+        shape = None if img_size is None else as_hw(img_size)
         return auto_choice(device, path if use_exports else None, input_shape=shape)
     if precision == "int8" and backend in (None, "openvino", "torch"):
         export = export_for(path, "int8")
