@@ -25,6 +25,7 @@ setup(
         "albumentations>=1.4",
         "tqdm>=4.64",
         "pyyaml>=5.4",
+        "scipy>=1.7",
         "matplotlib>=3.5",
         "pillow>=9.0",
     ],

@@ -30,6 +30,7 @@ from ..models import YoloV4Tiny, build_model
 from ..models.darknet import load_darknet_weights
 from ..utils.checkpoint import is_our_checkpoint, load_checkpoint, load_model, make_meta, save_checkpoint
 from ..utils.paths import increment_path, write_atomic
+from .anchors import anchors_from_config, box_sizes, check_anchors
 from .ema import ModelEMA
 from .loss import YoloLoss
 from .plots import plot_results
@@ -318,8 +319,15 @@ def train(cfg: Dict[str, Any]) -> Path:
     else:
         arch = {}
     attention = arch.get("attention", cfg.get("attention") if cfg.get("attention") is not None else cfg["phi"])
-    model = build_model(attention, len(names), arch.get("anchors"), arch.get("anchor_masks"),
+    anchors, masks = arch.get("anchors"), arch.get("anchor_masks")
+    box_wh = box_sizes(train_set, cfg["img_size"]) if main or cfg.get("anchors") == "fit" else None
+    if ckpt is None and (cfg.get("anchors") is not None or cfg.get("anchor_masks")):  # they replace the weights' own
+        anchors, masks = anchors_from_config(cfg["anchors"], cfg.get("anchor_masks"), box_wh, cfg["anchor_t"],
+                                             int(cfg["seed"]))
+    model = build_model(attention, len(names), anchors, masks,
                         arch.get("attention_kw", cfg.get("attention_kw") or {}))
+    if main:
+        check_anchors([a for level in model.level_anchors() for a in level], box_wh, cfg["anchor_t"])
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     else:
