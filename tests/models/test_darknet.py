@@ -253,6 +253,17 @@ def test_written_cfg_structure(tmp_path):
     assert 20 + 4 * values == weights.stat().st_size
 
 
+def test_written_cfg_carries_the_models_anchors_and_decoding(tmp_path):
+    anchors = [(17, 17), (28, 28), (44, 43), (65, 64), (91, 93), (119, 119)]  # fitted ones, all six in use
+    model = build_model(0, num_classes=3, anchors=anchors, anchor_masks=[[3, 4, 5], [0, 1, 2]])
+    path = tmp_path / "fitted.cfg"
+    write_darknet_cfg(model, path, scale_x_y=2.0)
+    yolo = [opts for kind, opts in _parse_cfg(path.read_text())[1:] if kind == "[yolo]"]
+    assert [opts["mask"] for opts in yolo] == [(3, 4, 5), (0, 1, 2)]
+    assert all(opts["anchors"] == tuple(v for a in anchors for v in a) and opts["num"] == (6,) for opts in yolo)
+    assert all(opts["scale_x_y"] == (2.0,) for opts in yolo)
+
+
 def test_cfg_is_refused_for_attention_models(tmp_path):
     with pytest.raises(ValueError, match="only phi=0"):
         write_darknet_cfg(build_model("eca"), tmp_path / "eca.cfg")

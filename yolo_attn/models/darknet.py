@@ -176,8 +176,11 @@ def save_darknet_weights(model: YoloV4Tiny, path: PathLike, seen: int = 0) -> No
     write_atomic(path, b"".join(parts))
 
 
-def write_darknet_cfg(model: YoloV4Tiny, path: PathLike, width: int = 416, height: int = 416) -> None:
-    """Write the Darknet ``.cfg`` matching ``model`` (phi=0 only: Darknet has no attention layers)."""
+def write_darknet_cfg(model: YoloV4Tiny, path: PathLike, width: int = 416, height: int = 416,
+                      scale_x_y: float = 1.05) -> None:
+    """Write the Darknet ``.cfg`` matching ``model`` (phi=0 only: Darknet has no attention layers), with its
+    anchors and masks. ``scale_x_y`` is the decoding the weights were trained for: 1.05 for Darknet's own,
+    the checkpoint's ``scale_x_y`` (2.0 with the ``multi`` assigner) for ours."""
     if model.attention is not None:
         raise ValueError(f"Darknet has no '{model.attention}' layer; only phi=0 models have a .cfg")
 
@@ -198,7 +201,7 @@ def write_darknet_cfg(model: YoloV4Tiny, path: PathLike, width: int = 416, heigh
 
     def yolo(mask):
         return ["[yolo]", f"mask = {','.join(map(str, mask))}", f"anchors = {anchors}",
-                f"classes={model.num_classes}", f"num={len(model.anchors)}", "jitter=.3", "scale_x_y = 1.05",
+                f"classes={model.num_classes}", f"num={len(model.anchors)}", "jitter=.3", f"scale_x_y = {scale_x_y:g}",
                 "cls_normalizer=1.0", "iou_normalizer=0.07", "iou_loss=ciou", "ignore_thresh = .7",
                 "truth_thresh = 1", "random=0", "resize=1.5", "nms_kind=greedynms", "beta_nms=0.6", ""]
 
