@@ -71,7 +71,9 @@ def fit_anchors(wh: np.ndarray, n: int = 6, anchor_t: float = 4.0, generations: 
         wh = wh[rng.choice(len(wh), max_boxes, replace=False)]
     std = wh.std(0)
     std[std == 0] = 1.0
-    centres, _ = kmeans(wh / std, n, iter=30, seed=seed)
+    # Our own seeded starts (kmeans' seed keyword differs between scipy versions); the lowest distortion wins
+    starts = [wh[rng.choice(len(wh), n, replace=False)] / std for _ in range(10)]
+    centres = min((kmeans(wh / std, start) for start in starts), key=lambda fit: fit[1])[0]
     anchors = centres * std
     if len(anchors) < n:  # k-means merges clusters of identical sizes: top up from the boxes themselves
         anchors = np.concatenate([anchors, wh[rng.choice(len(wh), n - len(anchors), replace=False)]])
@@ -90,7 +92,7 @@ def parse_anchors(value: Any) -> List[Tuple[float, float]]:
     """Anchors from a config: pairs ``[[10, 14], [23, 27], ...]`` or Darknet's flat ``[10, 14, 23, 27, ...]``
     (also as the cfg's text ``"10,14, 23,27, ..."``)."""
     if isinstance(value, str):
-        value = [v for v in value.replace(",", " ").split()]
+        value = value.replace(",", " ").split()
     try:
         flat = np.asarray(value, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as e:
