@@ -3,6 +3,7 @@
     python tools/eval.py --weights runs/train/exp/weights/best.pt                    # embedded shapes, val
     python tools/eval.py --weights best.pt --data configs/voc.yaml --split test --metric voc07
     python tools/eval.py --weights yolov4-tiny.weights --data configs/coco.yaml --metric coco
+    python tools/eval.py --weights best.pt --augment        # test-time augmentation (scales + flip)
 
 Prints a per-class table (class, images, ground truths, detections, AP per metric), one mAP line per metric
 and the time per image (pre-process, inference, post-process). Writes predictions.json (COCO results with
@@ -16,6 +17,7 @@ from typing import Optional, Sequence
 
 from yolo_attn.eval.evaluator import METRICS
 from yolo_attn.eval.run import run_eval
+from yolo_attn.models.tta import DEFAULT_FLIPS, DEFAULT_SCALES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class names, one a line, for weights without names (default: the dataset's)")
     p.add_argument("--num-classes", type=int, help="class count, for weights without names")
     p.add_argument("--phi", type=int, help="attention of Darknet .weights (default 0)")
+    p.add_argument("--augment", action="store_true",
+                   help="test-time augmentation: every image at several scales, some mirrored, boxes pooled before "
+                        "NMS (YOLOv5's --augment; about 3.4x the network work)")
+    p.add_argument("--augment-scales", type=float, nargs="+", default=list(DEFAULT_SCALES), metavar="S",
+                   help="view scales for --augment (default: %(default)s)")
+    p.add_argument("--augment-flips", type=int, nargs="+", default=[int(f) for f in DEFAULT_FLIPS], choices=[0, 1],
+                   metavar="F", help="1 to mirror the view of the same position (default: %(default)s)")
     p.add_argument("--project", default="runs/eval", help="parent folder of the results")
     p.add_argument("--name", default="exp", help="results folder name (made unique: exp, exp2, ...)")
     return p

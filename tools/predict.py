@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--heatmap", action="store_true", help="overlay the objectness map")
     view.add_argument("--attention", action="store_true", help="overlay the attention neck's spatial gates and "
                       "print its top channel weights")
+    p.add_argument("--augment", action="store_true", help="test-time augmentation: each image at several scales, "
+                   "one mirrored, boxes pooled before NMS (finds more; about 3.4x the network work)")
     p.add_argument("--project", default="runs/predict", help="parent folder of the results")
     p.add_argument("--name", default="exp", help="results folder name (made unique: exp, exp2, ...)")
     return p

@@ -80,6 +80,14 @@ def test_eval_tool_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "VOC12 mAP@0.5" in out and "VOC07" not in out and "COCO" not in out
     assert (project / "exp2" / "pr_curve.png").exists() and not (project / "exp2" / "predictions.json").exists()
+    # --augment: the views reach the evaluator and the summary line names them
+    assert load_tool().main(args + ["--metric", "voc12", "--augment", "--augment-scales", "1", "0.5",
+                                    "--augment-flips", "1", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "test-time augmentation: scales 1 0.5, flips 1 0" in out
+    plain, augmented = (json.loads((project / run / "metrics.json").read_text()) for run in ("exp2", "exp3"))
+    assert augmented["images"] == 4
+    assert [c["detections"] for c in augmented["classes"]] != [c["detections"] for c in plain["classes"]]
 
 
 def test_eval_tool_darknet_weights_take_the_dataset_names(tmp_path, capsys):

@@ -3,6 +3,7 @@ import contextlib
 import io
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from pycocotools.cocoeval import COCOeval
 from yolo_attn.eval import evaluate, evaluate_detections, format_class_table, format_summary
 from yolo_attn.models import build_model
 
+from ..models.helpers import RectangleFinder
 from .eval_fakes import FakeDataset, FakeRecord, OracleModel, make_dataset, perfect_predictions
 
 IMG = 96
@@ -165,3 +167,36 @@ def test_checkpoint_preprocess_settings_are_used():
     assert x[:, :24].abs().max() == 0 and x[:, -24:].abs().max() == 0  # rows above and below the image
     with pytest.raises(ValueError, match="unknown interpolation 'fancy'"):
         evaluate(OracleModel(ds, IMG, perfect_predictions(ds)), ds, img_size=IMG, preprocess={"interpolation": "fancy"})
+
+
+class _RectangleDataset(FakeDataset):
+    """Black images, each with one red rectangle: its box is the ground truth (class 0)."""
+
+    def load_record(self, index: int) -> FakeRecord:
+        ann = self.annotations[index]
+        image = np.zeros((ann.height, ann.width, 3), np.uint8)
+        x1, y1, x2, y2 = ann.boxes[0].astype(int)
+        image[y1:y2, x1:x2, 0] = 255
+        return replace(ann, image=image)
+
+
+def test_test_time_augmentation_maps_every_view_back_to_the_original_image():
+    """A model that really looks at the pixels (it boxes the red rectangle), evaluated with three views (1,
+    1.3 mirrored, 0.83) on images of several shapes: every view's box lands on the ground truth in original
+    pixels (one box per image after NMS), and the model ran once per view and batch."""
+    shapes, boxes = [(90, 120), (128, 70), (100, 100)], [(10, 20, 50, 60), (30, 8, 60, 100), (55, 40, 95, 80)]
+    ds = _RectangleDataset([FakeRecord(None, np.array([b], np.float32), np.array([0]), np.array([False]), i,
+                                       f"/f/{i}.png", h, w) for i, ((h, w), b) in enumerate(zip(shapes, boxes))],
+                           ["rect"])
+    model = RectangleFinder()
+    sizes = []
+    model.register_forward_hook(lambda module, args, output: sizes.append(tuple(args[0].shape[2:])))
+    out = evaluate(model, ds, img_size=IMG, batch_size=2, verbose=False, scale_x_y=model.scale_x_y,
+                   augment=True)
+    assert sizes == [(96, 96), (128, 128), (64, 64)] * 2  # two batches, three views each
+    assert out["voc12_map50"] == pytest.approx(1.0)
+    for det, box in zip(out["detections"], boxes):
+        assert len(det) == 1
+        np.testing.assert_allclose(det[0, :4], box, atol=3.0)
+    with pytest.raises(ValueError, match="3 scales but 2 flips"):
+        evaluate(model, ds, img_size=IMG, augment=True, augment_scales=[1, 2, 3], augment_flips=[True, False])

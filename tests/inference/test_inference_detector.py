@@ -172,3 +172,33 @@ def test_attention_views(tmp_path, image_paths, phi, spatial, channel):
     assert heat.shape == result.image_shape and 0.0 <= heat.min() <= heat.max() <= 1.0
     # gates are not kept (nor left stale) unless asked
     assert det.predict([image_paths[0]])[0].gates == {}
+
+
+def test_test_time_augmentation(ckpt, image_paths):
+    det = Detector.load(ckpt)
+    plain = det(image_paths)
+    det.augment = [(1.0, False)]  # one identity view: the augmented path must give the plain detections
+    for a, b in zip(det(image_paths), plain):
+        _same(a, b)
+        assert a.source == b.source and a.input_shape == b.input_shape
+
+    calls = []
+    forward = det.backend._forward
+    det.backend._forward = lambda x: calls.append(tuple(x.shape[2:])) or forward(x)
+    det.augment = True
+    assert det.augment == [(1.0, False), (1.3, True), (0.83, False)]
+    augmented = det(image_paths)
+    assert calls == [(128, 128), (160, 160), (96, 96)]  # one batch of three images, three views
+    assert any(len(a) != len(b) or not np.allclose(a.boxes, b.boxes) for a, b in zip(augmented, plain))
+    for d in augmented:
+        h, w = d.image_shape
+        assert len(d) and (d.boxes >= 0).all() and (d.boxes[:, [0, 2]] <= w).all() and (d.boxes[:, [1, 3]] <= h).all()
+        assert (np.diff(d.scores) <= 0).all()
+    with pytest.raises(ValueError, match="turn test-time augmentation off"):
+        det.predict(image_paths[:1], keep_maps=True)
+    det.augment = False
+    assert det.augment is None
+
+    det.backend.fixed_shape = (None, 128, 128)  # as a static export reports itself
+    with pytest.raises(ValueError, match="exported for a fixed one"):
+        det.augment = True

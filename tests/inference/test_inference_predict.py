@@ -135,6 +135,21 @@ def test_view_without_display_runs_headless(ckpt, tmp_path, monkeypatch, capsys)
     assert "running headless" in capsys.readouterr().out
 
 
+def test_augment_runs_the_views_and_refuses_the_single_view_overlays(ckpt, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    write_images(folder, 2)
+    logs = []
+    assert _run(ckpt, folder, tmp_path / "out", "--augment", "--save-json", log=logs.append) == 0
+    assert "test-time augmentation 1 1.3 flipped 0.83" in logs[0]
+    plain = Detector.load(ckpt)
+    plain.augment = True
+    expected = plain(sorted(folder.glob("*.png")))
+    records = json.loads((tmp_path / "out" / "exp" / "predictions.json").read_text())
+    assert len(records) == sum(len(d) for d in expected) > 0
+    assert _run(ckpt, folder, tmp_path / "out", "--augment", "--heatmap") == 1
+    assert "cannot be combined with --augment" in capsys.readouterr().err
+
+
 def test_heatmap_and_attention_change_the_picture(ckpt, tmp_path, capsys):
     image = write_images(tmp_path / "in", 1)[0]
     for flag in ("", "--heatmap", "--attention"):

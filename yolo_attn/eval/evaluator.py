@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data.letterbox import PAD_VALUE, letterbox, unletterbox_boxes
-from ..models import STRIDES, decode_outputs, postprocess
+from ..models import STRIDES, augmented_decode, decode_outputs, postprocess
+from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, check_views
 from ..utils.paths import write_atomic
 from .coco import coco_ground_truth, coco_results, evaluate_coco, load_coco_ground_truth
 from .plots import plot_pr_curves
@@ -167,6 +168,9 @@ def evaluate(
     output_dir: Union[str, Path, None] = None,
     save_json: bool = True,
     verbose: bool = True,
+    augment: bool = False,
+    augment_scales: Sequence[float] = DEFAULT_SCALES,
+    augment_flips: Sequence[bool] = DEFAULT_FLIPS,
 ) -> Dict[str, Any]:
     """Run ``model`` over every image of ``dataset`` and score its detections.
 
@@ -193,6 +197,8 @@ def evaluate(
             the records (bounding-box areas; difficult boxes as crowd regions).
         output_dir: when given, writes ``predictions.json`` (COCO results, when ``save_json``),
             ``pr_curve.png`` and ``metrics.json`` there.
+        augment: test-time augmentation (:mod:`yolo_attn.models.tta`): one view per pair of
+            ``augment_scales`` and ``augment_flips``, boxes pooled before NMS; YOLOv5's ``--augment``.
 
     Returns:
         dict with
@@ -216,6 +222,7 @@ def evaluate(
                          f"config the model was trained on")
     if img_size % 32:
         raise ValueError(f"img_size {img_size} must be a multiple of 32 (the network's largest stride)")
+    views = check_views(augment_scales, augment_flips) if augment else None
     if device is not None:
         model.to(device)
     preprocess = dict(preprocess or {})
@@ -226,7 +233,7 @@ def evaluate(
     try:
         model.eval()
         gts, detections, skipped, seconds = _predict(
-            model, images, batch_size, workers, amp_dtype, scale_x_y,
+            model, images, batch_size, workers, amp_dtype, scale_x_y, views,
             dict(conf_threshold=conf_threshold, iou_threshold=iou_threshold, max_det=max_det,
                  multi_label=True, max_candidates=max_candidates), verbose)
     finally:
@@ -261,7 +268,8 @@ def evaluate(
 
 def _predict(
     model: torch.nn.Module, images: _LetterboxedImages, batch_size: int, workers: int,
-    amp_dtype: Optional[torch.dtype], scale_x_y: float, nms: Dict[str, Any], verbose: bool,
+    amp_dtype: Optional[torch.dtype], scale_x_y: float, views: Optional[List[Tuple[float, bool]]],
+    nms: Dict[str, Any], verbose: bool,
 ) -> Tuple[List[GroundTruth], List[np.ndarray], List[str], Dict[str, float]]:
     """Detections (original image pixels) and ground truth of every image that loads, the load errors of
     the others, and the seconds spent in each stage."""
@@ -274,6 +282,13 @@ def _predict(
     detections: List[np.ndarray] = []
     skipped: List[str] = []
     seconds = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+
+    def run(x: torch.Tensor) -> Sequence[torch.Tensor]:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            return model(x)
+
     with torch.inference_mode():
         for batch, good, bad in tqdm(loader, desc="evaluating", unit="batch", disable=not verbose, leave=False):
             skipped.extend(it["error"] for it in bad)
@@ -281,15 +296,15 @@ def _predict(
                 continue
             t0 = time.perf_counter()
             x = batch.to(device, non_blocking=True).float().div_(255.0)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
             _sync(device)
             t1 = time.perf_counter()
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outputs = model(x)
+            if views is None:
+                decoded = decode_outputs(run(x), level_anchors, STRIDES, scale_x_y)
+            else:  # decoding is part of each view; it costs little next to the forward
+                decoded = augmented_decode(run, x, level_anchors, STRIDES, scale_x_y, *zip(*views))
             _sync(device)
             t2 = time.perf_counter()
-            kept = postprocess(decode_outputs(outputs, level_anchors, STRIDES, scale_x_y), **nms)
+            kept = postprocess(decoded, **nms)
             for det, item in zip(kept, good):
                 det = det.float().cpu().numpy()
                 det[:, :4] = unletterbox_boxes(det[:, :4], item["info"])

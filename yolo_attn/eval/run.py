@@ -10,6 +10,7 @@ import torch
 
 from ..data.coco import coco_split_paths
 from ..data.config import build_dataset, load_data_config
+from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES
 from ..utils.checkpoint import load_model
 from ..utils.paths import increment_path
 from .evaluator import METRICS, evaluate
@@ -39,10 +40,14 @@ def run_eval(
     phi: Optional[int] = None,
     project: PathLike = "runs/eval",
     name: str = "exp",
+    augment: bool = False,
+    augment_scales: Sequence[float] = DEFAULT_SCALES,
+    augment_flips: Sequence[bool] = DEFAULT_FLIPS,
 ) -> Dict[str, Any]:
     """Load ``weights`` (our .pt, Darknet .weights, port state dict), evaluate on ``split`` of the data config
     ``data`` (None: the embedded shapes dataset), print the per-class table and summary, and write the results
-    into ``project/name`` (made unique: exp, exp2, ...). Returns :func:`~yolo_attn.eval.evaluate`'s dict,
+    into ``project/name`` (made unique: exp, exp2, ...). ``augment``: test-time augmentation with the given
+    views (:mod:`yolo_attn.models.tta`). Returns :func:`~yolo_attn.eval.evaluate`'s dict,
     with ``save_dir``."""
     cfg = load_data_config(data)
     dataset = build_dataset(cfg, split)
@@ -65,8 +70,11 @@ def run_eval(
         workers=workers, amp_dtype=torch.bfloat16 if precision == "bf16" else None, max_det=max_det,
         scale_x_y=float(meta.get("scale_x_y", 1.05)), preprocess=meta.get("preprocess"),
         coco_gt=coco_gt, output_dir=save_dir, save_json=save_json, verbose=True,
+        augment=augment, augment_scales=augment_scales, augment_flips=augment_flips,
     )
-    print(f"{weights} on {cfg.get('path', cfg['root'])} [{split}], {len(dataset)} images")
+    views = (f", test-time augmentation: scales {' '.join(f'{s:g}' for s in augment_scales)}, flips "
+             f"{' '.join(str(int(bool(f))) for f in augment_flips)}" if augment else "")
+    print(f"{weights} on {cfg.get('path', cfg['root'])} [{split}], {len(dataset)} images{views}")
     print_report(result)
     print(f"results saved to {save_dir}")
     result["save_dir"] = save_dir

@@ -25,6 +25,8 @@ import torch.nn as nn
 
 from ..data.letterbox import PAD_VALUE, LetterboxInfo, as_hw, letterbox, unletterbox_boxes
 from ..data.records import BadImageError, read_image
+from ..models.decode import postprocess as nms_postprocess
+from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, augmented_decode, check_views
 from ..models.yolo import STRIDES
 from .backends import Backend, create_backend
 from .fastproc import decode_nms, letterbox_batch
@@ -124,6 +126,9 @@ class Detector:
     ``rect = True`` letterboxes onto the smallest multiple-of-32 canvas that holds the resized image (at the
     same scale) instead of the full square: a 16:9 frame runs at 416x256 instead of 416x416, 38 % less work.
     Boxes differ from the square input's only by the network seeing less padding. The video path uses it.
+
+    ``augment = True`` (or a list of (scale, flip) views) turns on test-time augmentation
+    (:mod:`yolo_attn.models.tta`): several views per image, boxes pooled before NMS; slower, finds more.
     """
 
     def __init__(
@@ -154,6 +159,7 @@ class Detector:
         self.batch_size = fixed_batch or max(1, int(batch_size))
         self.choice: Optional[AutoChoice] = None  # set by load() when it chose the backend itself
         self.rect = False
+        self._augment: Optional[List[Tuple[float, bool]]] = None
 
     @classmethod
     def load(
@@ -233,6 +239,26 @@ class Detector:
     def keep_classes(self, classes: Optional[Sequence[Union[int, str]]]) -> None:
         self._keep_classes = None if classes is None else [self._class_index(c) for c in classes]
 
+    @property
+    def augment(self) -> Optional[List[Tuple[float, bool]]]:
+        """The test-time augmentation views as (scale, flip) pairs, or None when it is off."""
+        return self._augment
+
+    @augment.setter
+    def augment(self, views: Union[bool, None, Sequence[Tuple[float, bool]]]) -> None:
+        """True: the default views; False or None: off; else (scale, flip) pairs."""
+        if views is True:
+            views = list(zip(DEFAULT_SCALES, DEFAULT_FLIPS))
+        if not views:
+            self._augment = None
+            return
+        if not self.backend.accepts_any_size:
+            raise ValueError(f"test-time augmentation runs the network at several input sizes; this "
+                             f"{self.backend.name} model was exported for a fixed one (re-export it with "
+                             f"--dynamic, or use the .pt checkpoint)")
+        scales, flips = zip(*views)
+        self._augment = check_views(scales, flips)
+
     def __call__(self, images: Union[ImageLike, Sequence[ImageLike]], bgr: bool = False):
         """Detect objects. One image gives one :class:`Detections`; a list gives a list of them."""
         if isinstance(images, (list, tuple)):
@@ -248,12 +274,18 @@ class Detector:
     ) -> List[Detections]:
         """Detect objects in each image; optionally keep the raw head maps (heatmap view) and the
         attention gates (attention view, PyTorch backend only)."""
+        if self._augment is not None and (keep_maps or keep_gates):
+            raise ValueError("the heatmap and attention views show one network input; turn test-time "
+                             "augmentation off for them")
         results: List[Detections] = []
         for start in range(0, len(images), self.batch_size):
             loaded = [_load_unflipped(im, bgr) for im in images[start : start + self.batch_size]]
             shape = self._canvas([im.shape[:2] for im, _, _ in loaded])
             boxed, infos = letterbox_batch([im for im, _, _ in loaded], shape, self.pad_value,
                                            self.interpolation, [flip for _, _, flip in loaded])
+            if self._augment is not None:
+                results.extend(self._predict_augmented(boxed, infos, [source for _, source, _ in loaded]))
+                continue
             maps, gates = self._forward(boxed, keep_gates, self.backend.run_uint8)
             dets = self.postprocess(maps, infos)
             for i, (det, (_, source, _)) in enumerate(zip(dets, loaded)):
@@ -304,6 +336,24 @@ class Detector:
         """Decode raw maps, threshold, NMS, and map boxes back to each original image."""
         kept = decode_nms(maps, self.level_anchors, STRIDES, self.scale_x_y, self.conf, self.iou, self.max_det,
                           classes=self.keep_classes)
+        return self._detections(kept, infos, (maps[0].shape[2] * STRIDES[0], maps[0].shape[3] * STRIDES[0]))
+
+    def _predict_augmented(self, boxed: np.ndarray, infos: Sequence[LetterboxInfo],
+                           sources: Sequence[Optional[str]]) -> List[Detections]:
+        """predict() of one letterboxed uint8 batch with test-time augmentation."""
+        batch = torch.from_numpy(boxed).permute(0, 3, 1, 2).float().div_(255.0)
+        scales, flips = zip(*self._augment)
+        decoded = augmented_decode(lambda x: self._forward(x, False, self.backend)[0], batch, self.level_anchors,
+                                   STRIDES, self.scale_x_y, scales, flips)
+        kept = nms_postprocess(decoded, self.conf, self.iou, self.max_det, classes=self.keep_classes)
+        dets = self._detections(kept, infos, tuple(batch.shape[2:]))
+        for det, source in zip(dets, sources):
+            det.source = source
+        return dets
+
+    def _detections(self, kept: Sequence[torch.Tensor], infos: Sequence[LetterboxInfo],
+                    input_shape: Tuple[int, int]) -> List[Detections]:
+        """Per image (K, 6) [x1, y1, x2, y2, score, class] in input pixels -> Detections in its own pixels."""
         results = []
         for det, info in zip(kept, infos):
             boxes = unletterbox_boxes(det[:, :4], info).numpy().astype(np.float32)
@@ -315,7 +365,7 @@ class Detector:
                 names=[self.names[i] for i in labels],
                 image_shape=info.orig_shape,
                 letterbox=info,
-                input_shape=(maps[0].shape[2] * STRIDES[0], maps[0].shape[3] * STRIDES[0]),
+                input_shape=input_shape,
             ))
         return results
 

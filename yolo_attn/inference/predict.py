@@ -13,7 +13,7 @@ import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -260,6 +260,10 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
         log(f"{where}: {frames} frames, {frames / max(elapsed, 1e-9):.1f} FPS end to end")
 
 
+def _views(views: Sequence[Tuple[float, bool]]) -> str:
+    return " ".join(f"{scale:g}{' flipped' if flip else ''}" for scale, flip in views)
+
+
 def run_predict(
     weights: Optional[str],
     source: Optional[str],
@@ -279,6 +283,7 @@ def run_predict(
     view: bool = False,
     heatmap: bool = False,
     attention: bool = False,
+    augment: bool = False,
     project: str = "runs/predict",
     name: str = "exp",
     capture_factory: Callable[..., Any] = cv2.VideoCapture,
@@ -291,6 +296,8 @@ def run_predict(
         print(f"error: {message}", file=sys.stderr)
         return 1
 
+    if augment and (heatmap or attention):
+        return fail("--heatmap and --attention show one network input; they cannot be combined with --augment")
     if source is None:
         return fail("no --source given (an image, a folder, a glob, a video, a webcam index or a stream URL)")
     # Issue 8's spelling `--classes FILE` (a class-names file) is accepted alongside --classes-file.
@@ -301,7 +308,12 @@ def run_predict(
             backend = "torch"
         detector = Detector.load(weights, classes_file, num_classes, device, backend, precision, img_size,
                                  conf, iou, max_det, classes, use_exports=True)
-        log(detector.describe())
+        if augment and not detector.backend.accepts_any_size and detector.choice is not None \
+                and detector.choice.weights is not None:  # a fixed-size export picked for speed: use the weights
+            detector = Detector.load(weights, classes_file, num_classes, device, backend, precision, img_size,
+                                     conf, iou, max_det, classes)
+        detector.augment = augment
+        log(detector.describe() + (f", test-time augmentation {_views(detector.augment)}" if augment else ""))
         wants_dir = not no_save or save_txt or save_json
         save_dir = increment_path(Path(project) / name) if wants_dir else None
         summary = predict(detector, source, save_dir, not no_save, save_txt, save_json, view, heatmap, attention,

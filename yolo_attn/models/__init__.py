@@ -1,6 +1,7 @@
 """Networks: YOLOv4-tiny, its backbone, the attention blocks, decoding and Darknet weight I/O."""
 from .attention import ATTENTION_BY_PHI, build_attention, resolve_attention
 from .decode import Decoder, decode_outputs, postprocess
+from .tta import augmented_decode
 from .yolo import DEFAULT_ANCHOR_MASKS, DEFAULT_ANCHORS, STRIDES, YoloV4Tiny, build_model
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "STRIDES",
     "Decoder",
     "YoloV4Tiny",
+    "augmented_decode",
     "build_attention",
     "build_model",
     "decode_outputs",
