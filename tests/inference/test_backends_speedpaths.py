@@ -255,6 +255,12 @@ def test_an_export_fixed_to_another_size_is_passed_over(tmp_path):
     np.testing.assert_allclose(other([image])[0].boxes, torch_own([image])[0].boxes, atol=1e-3)
     with pytest.raises(ValueError, match="re-export it with --dynamic"):  # named explicitly: no fallback
         Detector.load(out, img_size=IMG_SIZE + 32)
+    # test-time augmentation runs several sizes: the static export is passed over as well, and named, refused
+    augmented = Detector.load(ckpt, use_exports=True, augment=True)
+    assert augmented.backend.name == "torch" and augmented.augment == [(1.0, False), (1.3, True), (0.83, False)]
+    assert f"{out} is fixed to {IMG_SIZE}x{IMG_SIZE}, test-time augmentation runs several sizes" in augmented.describe()
+    with pytest.raises(ValueError, match="exported for a fixed one"):
+        Detector.load(out, augment=True)
 
 
 # --- lean pre- and post-processing -------------------------------------------------------------------------

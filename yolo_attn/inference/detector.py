@@ -176,6 +176,7 @@ class Detector:
         max_det: int = 300,
         keep_classes: Optional[Sequence[Union[int, str]]] = None,
         use_exports: bool = False,
+        augment: Union[bool, Sequence[Tuple[float, bool]]] = False,
     ) -> "Detector":
         """Load a detector from any supported weights file.
 
@@ -196,6 +197,8 @@ class Detector:
                 faster, slightly different numbers), else a float one (``best_openvino/``, about 1.3x), unless it
                 was exported for a fixed size other than ``img_size`` (``tools/predict.py`` does this; off by
                 default so that loading a checkpoint means its own weights).
+            augment: test-time augmentation (see the ``augment`` attribute); the automatic choice then passes
+                over exports fixed to one input size.
         """
         path = _resolve_weights_path(path)
         suffix = path.suffix.lower()
@@ -208,24 +211,25 @@ class Detector:
             if runner.meta is None:
                 raise ValueError(f"{path}: carries no yolo_attn metadata (class names, anchors); "
                                  f"export it with `python tools/export.py`")
-            meta = runner.meta
-        else:
-            choice = _choose(path, backend, precision, device, use_exports, img_size)
-            if choice is not None and choice.weights is not None:  # a faster export of this checkpoint
-                detector = cls.load(choice.weights, classes, num_classes, device, choice.backend, choice.precision,
-                                    img_size, conf, iou, max_det, keep_classes)
-                detector.choice = choice
-                return detector
-            from ..utils.checkpoint import load_model
-
-            model, meta = load_model(path, classes, num_classes)
-            if choice is not None:
-                backend, precision = choice.backend, choice.precision
-            runner = _torch_weights_backend(model, meta, backend or "torch", precision, device, path)
-            detector = cls(runner, meta, img_size, conf, iou, max_det, keep_classes)
+            detector = cls(runner, runner.meta, img_size, conf, iou, max_det, keep_classes)
+            detector.augment = augment
+            return detector
+        choice = _choose(path, backend, precision, device, use_exports, img_size, bool(augment))
+        if choice is not None and choice.weights is not None:  # a faster export of this checkpoint
+            detector = cls.load(choice.weights, classes, num_classes, device, choice.backend, choice.precision,
+                                img_size, conf, iou, max_det, keep_classes, augment=augment)
             detector.choice = choice
             return detector
-        return cls(runner, meta, img_size, conf, iou, max_det, keep_classes)
+        from ..utils.checkpoint import load_model
+
+        model, meta = load_model(path, classes, num_classes)
+        if choice is not None:
+            backend, precision = choice.backend, choice.precision
+        runner = _torch_weights_backend(model, meta, backend or "torch", precision, device, path)
+        detector = cls(runner, meta, img_size, conf, iou, max_det, keep_classes)
+        detector.choice = choice
+        detector.augment = augment
+        return detector
 
     @property
     def num_classes(self) -> int:
@@ -455,11 +459,11 @@ def _load_unflipped(image: ImageLike, bgr: bool) -> Tuple[np.ndarray, Optional[s
 
 
 def _choose(path: Path, backend: Optional[str], precision: Optional[str], device: str, use_exports: bool,
-            img_size: Union[int, Tuple[int, int], None]) -> Optional[AutoChoice]:
+            img_size: Union[int, Tuple[int, int], None], any_size: bool = False) -> Optional[AutoChoice]:
     """The automatic choice for PyTorch weights, where the caller left it open; None where it named both."""
     if backend is None and precision is None:
         shape = None if img_size is None else as_hw(img_size)
-        return auto_choice(device, path if use_exports else None, input_shape=shape)
+        return auto_choice(device, path if use_exports else None, input_shape=shape, any_size=any_size)
     if precision == "int8" and backend in (None, "openvino", "torch"):
         export = export_for(path, "int8")
         if export is None or backend == "torch":

@@ -142,6 +142,7 @@ def auto_choice(
     weights: Optional[Path] = None,
     needs_torch: bool = False,
     input_shape: Optional[Tuple[int, int]] = None,
+    any_size: bool = False,
     features: Optional[CpuFeatures] = None,
     installed: Callable[[str], bool] = _installed,
 ) -> AutoChoice:
@@ -153,6 +154,7 @@ def auto_choice(
         needs_torch: the caller needs the PyTorch module (attention view): stay on the torch backend.
         input_shape: the (height, width) the caller will run; an export fixed to another size is passed over
             (None: the export's own size will be used).
+        any_size: the caller runs several sizes (test-time augmentation): every fixed-size export is passed over.
         features: the CPU's features (detected when None; tests pass their own).
         installed: whether a module is importable (tests pass their own).
     """
@@ -166,10 +168,12 @@ def auto_choice(
             export = export_for(weights, precision)
             if export is None:
                 continue
-            fixed = fixed_input_size(export) if input_shape is not None else None
-            if fixed is not None and fixed != tuple(input_shape):
-                unfit = unfit or (f"; {export} is fixed to {fixed[1]}x{fixed[0]}, not {input_shape[1]}x"
-                                  f"{input_shape[0]}: re-export it with --dynamic to use it at other sizes")
+            fixed = fixed_input_size(export) if input_shape is not None or any_size else None
+            if fixed is not None and (any_size or fixed != tuple(input_shape)):
+                wanted = ("test-time augmentation runs several sizes" if any_size
+                          else f"not {input_shape[1]}x{input_shape[0]}")
+                unfit = unfit or (f"; {export} is fixed to {fixed[1]}x{fixed[0]}, {wanted}: re-export it with "
+                                  f"--dynamic to use it at other sizes")
                 continue
             if precision == "int8":
                 why = "VNNI int8" if features.vnni else "int8 (no VNNI, still about 2x fp32)"

@@ -307,12 +307,7 @@ def run_predict(
         if attention and backend is None:  # the attention view reads gates off the PyTorch module
             backend = "torch"
         detector = Detector.load(weights, classes_file, num_classes, device, backend, precision, img_size,
-                                 conf, iou, max_det, classes, use_exports=True)
-        if augment and not detector.backend.accepts_any_size and detector.choice is not None \
-                and detector.choice.weights is not None:  # a fixed-size export picked for speed: use the weights
-            detector = Detector.load(weights, classes_file, num_classes, device, backend, precision, img_size,
-                                     conf, iou, max_det, classes)
-        detector.augment = augment
+                                 conf, iou, max_det, classes, use_exports=True, augment=augment)
         log(detector.describe() + (f", test-time augmentation {_views(detector.augment)}" if augment else ""))
         wants_dir = not no_save or save_txt or save_json
         save_dir = increment_path(Path(project) / name) if wants_dir else None
