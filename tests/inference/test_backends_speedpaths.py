@@ -19,7 +19,8 @@ from yolo_attn.data.letterbox import letterbox
 from yolo_attn.inference import Detector
 from yolo_attn.inference.backends import OpenVinoBackend, create_backend
 from yolo_attn.inference.fastproc import decode_nms, letterbox_batch
-from yolo_attn.inference.hardware import CpuFeatures, auto_choice, cpu_features, torch_threads
+from yolo_attn.inference.hardware import (BF16_MIN_SPEEDUP, CpuFeatures, auto_choice, bf16_speedup, cpu_features,
+                                          torch_threads)
 from yolo_attn.inference.video import BackgroundWriter, pipelined
 from yolo_attn.models import build_model
 from yolo_attn.models.decode import decode_outputs, postprocess
@@ -32,7 +33,8 @@ has_onnxruntime = importlib.util.find_spec("onnxruntime") is not None
 needs_openvino = pytest.mark.skipif(not has_openvino, reason="openvino not installed (the openvino extra)")
 ANCHORS = [[(81, 82), (135, 169), (344, 319)], [(23, 27), (37, 58), (81, 82)]]
 AMX = CpuFeatures(avx512=True, avx512_bf16=True, amx_bf16=True, amx_int8=True, vnni=True)
-BF16_NO_AMX = CpuFeatures(avx512=True, avx512_bf16=True, vnni=True)
+BF16_NO_AMX = CpuFeatures(avx512=True, avx512_bf16=True, vnni=True, bf16_faster=False)  # an Intel Xeon VM
+BF16_FAST_NO_AMX = CpuFeatures(avx512=True, avx512_bf16=True, vnni=True, bf16_faster=True)  # AMD Zen 4
 PLAIN = CpuFeatures()
 
 
@@ -66,7 +68,8 @@ def _max_rel(out, ref):
 
 # --- automatic choice -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("features, precision", [(AMX, "bf16"), (BF16_NO_AMX, "fp32"), (PLAIN, "fp32")])
+@pytest.mark.parametrize("features, precision", [(AMX, "bf16"), (BF16_NO_AMX, "fp32"), (BF16_FAST_NO_AMX, "bf16"),
+                                                 (PLAIN, "fp32")])
 def test_auto_choice_follows_the_cpu(features, precision):
     choice = auto_choice("cpu", features=features, installed=lambda m: True)
     assert (choice.backend, choice.precision) == ("torch", precision)
@@ -100,7 +103,8 @@ def _fake_export(weights: Path, folder: str) -> Path:
     return export
 
 
-@pytest.mark.parametrize("features, precision", [(AMX, "bf16"), (BF16_NO_AMX, "fp32"), (PLAIN, "fp32")])
+@pytest.mark.parametrize("features, precision", [(AMX, "bf16"), (BF16_NO_AMX, "fp32"), (BF16_FAST_NO_AMX, "bf16"),
+                                                 (PLAIN, "fp32")])
 def test_auto_choice_prefers_int8_then_a_float_export_then_torch(tmp_path, features, precision):
     weights = tmp_path / "best.pt"
     weights.write_bytes(b"x")
@@ -127,7 +131,34 @@ def test_cpu_features_match_the_kernel_flags():
     if flags:
         assert features.avx512_bf16 == ("avx512_bf16" in flags)
         assert features.amx_bf16 <= ("amx_bf16" in flags)  # listed is necessary, not sufficient
-    assert features.fast_bf16 == features.amx_bf16
+    if features.amx_bf16 or not features.avx512_bf16:  # the flags decide
+        assert features.fast_bf16 == features.amx_bf16
+    else:  # AVX512-BF16 without AMX: the probe does
+        assert features.fast_bf16 == (bf16_speedup() >= BF16_MIN_SPEEDUP)
+
+
+def test_bf16_probe_runs_only_where_the_flags_cannot_decide(monkeypatch):
+    import yolo_attn.inference.hardware as hardware
+
+    def no_probe():
+        raise AssertionError("probed although the flags decide")
+
+    monkeypatch.setattr(hardware, "bf16_speedup", no_probe)
+    assert AMX.fast_bf16 and not PLAIN.fast_bf16 and not BF16_NO_AMX.fast_bf16
+    unknown = CpuFeatures(avx512=True, avx512_bf16=True)
+    with pytest.raises(AssertionError, match="probed"):
+        unknown.fast_bf16
+    monkeypatch.setattr(hardware, "bf16_speedup", lambda: 1.9)
+    assert unknown.fast_bf16
+    assert "bf16 measured 1.90x fp32" in auto_choice("cpu", features=unknown, installed=lambda m: False).reason
+    monkeypatch.setattr(hardware, "bf16_speedup", lambda: 1.1)  # a near tie stays on exact fp32
+    assert not unknown.fast_bf16
+    assert auto_choice("cpu", features=unknown, installed=lambda m: False).precision == "fp32"
+
+
+def test_bf16_probe_measures_a_positive_ratio():
+    speedup = bf16_speedup()
+    assert 0 < speedup < 100 and bf16_speedup() == speedup  # measured once per process
 
 
 def test_detector_load_says_what_it_chose(ckpt):
@@ -234,9 +265,20 @@ def test_float_export_beside_the_checkpoint_is_chosen_and_gives_the_same_boxes(t
     assert chosen.backend.name == "openvino" and str(out) in chosen.describe()
     assert chosen.backend.precision == ("bf16" if cpu_features().fast_bf16 else "fp32")
     images = [rng.integers(0, 255, (IMG_SIZE + 16, IMG_SIZE - 8, 3), dtype=np.uint8) for _ in range(2)]
-    for ref, got in zip(own(images), chosen(images)):
+    exact = chosen if chosen.backend.precision == "fp32" else Detector.load(out, precision="fp32", conf=0.05)
+    for ref, got in zip(own(images), exact(images)):
         assert len(ref) == len(got) and len(ref) > 0
-        assert np.abs(ref.boxes - got.boxes).max() < (2.0 if chosen.backend.precision == "bf16" else 0.05)
+        assert np.abs(ref.boxes - got.boxes).max() < 0.05
+    if chosen.backend.precision == "bf16":  # bf16 reorders near-tied scores of this untrained model, moves boxes
+        for ref, got in zip(own(images), chosen(images)):
+            assert abs(len(ref) - len(got)) <= max(2, len(ref) // 5) and len(ref) > 0
+            assert _share_matched(ref.boxes, got.boxes, 0.06 * max(images[0].shape)) >= 0.8
+
+
+def _share_matched(ref: np.ndarray, got: np.ndarray, tol: float) -> float:
+    """The share of ``ref`` boxes with a box in ``got`` whose corners all lie within ``tol`` pixels."""
+    distance = np.abs(ref[:, None, :] - got[None, :, :]).max(-1)
+    return float((distance.min(1) < tol).mean()) if len(got) else 0.0
 
 
 @needs_openvino
@@ -251,7 +293,7 @@ def test_an_export_fixed_to_another_size_is_passed_over(tmp_path):
     assert other.backend.name == "torch" and other.input_shape == (IMG_SIZE + 32, IMG_SIZE + 32)
     assert f"{out} is fixed to {IMG_SIZE}x{IMG_SIZE}" in other.describe()
     image = np.random.default_rng(0).integers(0, 255, (IMG_SIZE, IMG_SIZE - 16, 3), dtype=np.uint8)
-    torch_own = Detector.load(ckpt, backend="torch", precision="fp32", img_size=IMG_SIZE + 32)
+    torch_own = Detector.load(ckpt, backend="torch", precision=other.backend.precision, img_size=IMG_SIZE + 32)
     np.testing.assert_allclose(other([image])[0].boxes, torch_own([image])[0].boxes, atol=1e-3)
     with pytest.raises(ValueError, match="re-export it with --dynamic"):  # named explicitly: no fallback
         Detector.load(out, img_size=IMG_SIZE + 32)

@@ -44,7 +44,7 @@ def test_onnx_dynamic_runs_other_sizes_and_batches(ckpt, tmp_path):
     det = Detector.load(out, img_size=160)
     assert det.input_shape == (160, 160) and det.batch_size > 1
     images = _images()
-    reference = Detector.load(ckpt, img_size=160)
+    reference = Detector.load(ckpt, precision="fp32", img_size=160)  # the export is fp32
     for got, want in zip(det(images), reference(images)):  # batched through ONNX Runtime
         assert len(got) == len(want) > 0
         np.testing.assert_array_equal(got.labels, want.labels)
@@ -75,7 +75,7 @@ def test_predict_runs_an_onnx_model_with_the_same_results(ckpt, tmp_path):
     image = write_images(tmp_path / "in", 1)[0]
     for weights, name in ((ckpt, "pt"), (out, "onnx")):
         assert run_predict(str(weights), str(image), project=str(tmp_path / "runs"), name=name, save_txt=True,
-                           log=lambda s: None) == 0
+                           precision="fp32", log=lambda s: None) == 0
     pt, onnx = ((tmp_path / "runs" / n / "labels" / f"{image.stem}.txt").read_text() for n in ("pt", "onnx"))
     assert pt.count("\n") > 0
     np.testing.assert_allclose(np.loadtxt(pt.splitlines()), np.loadtxt(onnx.splitlines()), atol=0.02)
@@ -114,9 +114,9 @@ def test_openvino_parity_and_bf16_hint(ckpt, tmp_path):
 @needs_openvino
 def test_pytorch_weights_run_on_other_backends_in_memory(ckpt):
     images = _images()
-    reference = Detector.load(ckpt)(images)
+    reference = Detector.load(ckpt, precision="fp32")(images)
     for backend in ("onnxruntime", "openvino"):
-        det = Detector.load(ckpt, backend=backend)
+        det = Detector.load(ckpt, backend=backend, precision="fp32")
         assert det.backend.name == backend
         for got, want in zip(det(images), reference):
             np.testing.assert_array_equal(got.labels, want.labels)
@@ -132,7 +132,7 @@ def test_int8_openvino_from_a_calibration_folder(ckpt, tmp_path):
     det = Detector.load(out)
     assert det.backend.precision == "int8" and det.meta["precision"] == "int8"
     # quantized: close, not exact (random weights quantize worse than trained ones)
-    reference = Detector.load(ckpt)
+    reference = Detector.load(ckpt, precision="fp32")
     batch, _ = reference.preprocess(_images())
     for got, want in zip(det.forward(batch)[0], reference.forward(batch)[0]):
         assert np.corrcoef(got.numpy().ravel(), want.numpy().ravel())[0, 1] > 0.95

@@ -185,7 +185,7 @@ def evaluate(
         metrics: any of "voc07" (11-point AP@0.5), "voc12" (area AP@0.5), "coco" (pycocotools AP@[.5:.95]...).
         device: where to run; None keeps the model where it is (otherwise the model is moved there).
         workers: DataLoader worker processes for image loading and letterboxing.
-        amp_dtype: autocast dtype for inference (e.g. torch.bfloat16 on CPUs with AMX), None for fp32.
+        amp_dtype: autocast dtype for inference (e.g. torch.bfloat16 where bf16 is fast), None for fp32.
         scale_x_y: the decoding's grid sensitivity the model was trained with (checkpoint meta ``scale_x_y``).
         max_candidates: highest-scoring boxes per image that enter NMS. An untrained model puts every box
             above ``conf_threshold`` and NMS then dominates the time (about 0.4 s per 416 px image with 10

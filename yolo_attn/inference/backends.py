@@ -107,7 +107,7 @@ class Backend(ABC):
 
 @register_backend
 class TorchBackend(Backend):
-    """PyTorch: BatchNorm folded into the convolutions, channels-last, in fp32, bf16 (CPUs with AMX) or fp16
+    """PyTorch: BatchNorm folded into the convolutions, channels-last, in fp32, bf16 (CPUs where bf16 is fast) or fp16
     (CUDA); optionally compiled with ``torch.compile`` (inductor, weights frozen as constants).
 
     Args:

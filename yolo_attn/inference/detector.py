@@ -186,7 +186,8 @@ class Detector:
             classes: class names (a list, or a file with one per line) for weights that carry none.
             backend: "torch", "onnxruntime" or "openvino"; by default the one the file is made for, and for
                 PyTorch weights the fastest for this machine (:func:`~yolo_attn.inference.hardware.auto_choice`:
-                torch in bf16 with AMX, fp32 without, fp16 on CUDA; ``describe()`` says which and why).
+                torch in bf16 where bf16 is fast (AMX, or AVX512-BF16 measured faster), fp32 otherwise, fp16 on
+                CUDA; ``describe()`` says which and why).
                 PyTorch weights run by ONNX Runtime / OpenVINO are converted in memory first.
             precision: "fp32", "bf16", "int8" (or "fp16" for torch on CUDA) where the backend offers it; by
                 default the file's own, or the automatic choice for PyTorch weights.
