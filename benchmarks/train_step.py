@@ -113,8 +113,12 @@ def train_variants(model: nn.Module, images: torch.Tensor, targets: torch.Tensor
         ("ours: bf16 autocast channels-last", lambda: _our_step(fresh(), images, targets, torch.bfloat16, True)),
     ]
     if compile_step:
-        variants.append(("ours: torch.compile fp32 NCHW",
-                         lambda: _our_step(fresh(), images, targets, None, False, compile_model=True)))
+        variants += [
+            ("ours: torch.compile fp32 NCHW",
+             lambda: _our_step(fresh(), images, targets, None, False, compile_model=True)),
+            ("ours: torch.compile bf16 autocast channels-last",
+             lambda: _our_step(fresh(), images, targets, torch.bfloat16, True, compile_model=True)),
+        ]
     built = []
     for name, make in variants:
         start = time.perf_counter()

@@ -121,10 +121,19 @@ def test_a_run_writes_weights_logs_and_plots(tiny_data, tmp_path):
 
 
 def test_a_time_budget_is_filled_with_whole_epochs():
-    assert _fit_epochs_to_time(28, 400, 0, 1) == 4      # 4.2 epochs
-    assert _fit_epochs_to_time(28, 424.5, 0, 1) == 4    # 3.96: the fourth ends 18 s late, still kept
-    assert _fit_epochs_to_time(28, 480, 0, 1) == 3      # 3.5: a fourth would end 3.5 min late
-    assert _fit_epochs_to_time(1, 600, 0, 1) == 2       # the first epoch alone overran: one more, to close
+    assert _fit_epochs_to_time(28, 400, [400], 1) == 4      # 4.2 epochs
+    assert _fit_epochs_to_time(28, 424.5, [424.5], 1) == 4  # 3.96: the fourth ends 18 s late, still kept
+    assert _fit_epochs_to_time(28, 480, [480], 1) == 3      # 3.5: a fourth would end 3.5 min late
+    assert _fit_epochs_to_time(1, 600, [600], 1) == 2       # the first epoch alone overran: one more, to close
+
+
+def test_a_time_budget_is_refitted_at_the_mean_epoch_time():
+    # a slow first epoch: 1800 s hold 4.5 of its kind, but the faster second leaves room for a fifth
+    assert _fit_epochs_to_time(30, 400, [400], 1) == 4
+    assert _fit_epochs_to_time(30, 700, [400, 300], 1) == 5  # 1100 s left at 350 s: 3.1 more
+    # the mean, not the last epoch, judges the rest: 580 s left hold 1.6 epochs of 367 s (not 1.9 of 300)
+    assert _fit_epochs_to_time(28, 1100, [500, 300, 300], 1) == 4
+    assert _fit_epochs_to_time(28, 1800, [600, 600, 600], 1) == 4  # already over: one more, to close
 
 
 def test_freeze_keeps_the_backbone_fixed(tiny_data, tmp_path):

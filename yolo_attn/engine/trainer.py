@@ -12,7 +12,7 @@ import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ..data import build_dataset, build_train_loader, load_data_config
 from ..eval.evaluator import evaluate
 from ..eval.report import print_report
-from ..inference.hardware import cpu_features
+from ..inference.hardware import bf16_speedup, cpu_features
 from ..models import YoloV4Tiny, build_model
 from ..models.darknet import load_darknet_weights
 from ..utils.checkpoint import is_our_checkpoint, load_checkpoint, load_model, make_meta, save_checkpoint
@@ -44,6 +44,7 @@ EMBEDDED_TIME_BUDGET = 29.0  # minutes: the embedded dataset's default schedule 
 # The embedded images are 320-416 px: trained at 320 for speed, the model scores higher seen at their native
 # size (measured on a 28-minute phi 2 run: VOC12 mAP@0.5 0.791 at 320, 0.851 at 416, 0.866 at 480, 0.851 at 544)
 EMBEDDED_EVAL_SIZE = 416
+FIT_EPOCHS = 3  # a time budget is re-fitted after each of the first epochs (see _fit_epochs_to_time)
 RESULT_COLUMNS = ["epoch", "train/box", "train/obj", "train/cls", "lr", "map50", "map50_95", "voc07_map50",
                   "images_per_s", "epoch_time_s", "elapsed_s"]
 
@@ -62,16 +63,31 @@ def select_device(name: str = "auto", local_rank: int = -1) -> torch.device:
 
 
 def _amp_dtype(amp: Any, device: torch.device) -> Optional[torch.dtype]:
-    """Mixed precision: fp16 on CUDA; bf16 on a CPU with AMX tiles. ``auto`` leaves CPUs without AMX in
-    fp32: there (AVX-512 BF16 only) a bf16 training step measured slower than an fp32 channels-last one
-    (10.2 vs 13.0 img/s at 320 px, batch 16, 2 cores). ``true`` forces bf16 on any CPU."""
+    """Mixed precision: fp16 on CUDA; on a CPU, ``auto`` picks bf16 where it is the fast float path
+    (``CpuFeatures.fast_bf16``: AMX, or AVX512-BF16 that the probe measured faster). AVX512-BF16 alone is not
+    enough: an Intel Xeon without AMX ran a bf16 training step slower than fp32 channels-last (10.2 vs 13.0
+    img/s at 320 px, batch 16), an AMD EPYC (Zen 4) 2.0x faster (288 vs 568 ms at 416, batch 8). ``true``
+    forces bf16 on any CPU."""
     if amp in (False, None, "false", "off"):
         return None
     if device.type == "cuda":
         return torch.float16
     if amp == "auto":
-        return torch.bfloat16 if cpu_features().amx_bf16 else None
+        return torch.bfloat16 if cpu_features().fast_bf16 else None
     return torch.bfloat16
+
+
+def _precision(amp_dtype: Optional[torch.dtype], amp: Any, device: torch.device) -> str:
+    """The training precision and, for ``amp: auto`` on a CPU, why, for the start-of-run log line."""
+    name = {torch.float16: "fp16 autocast + GradScaler", torch.bfloat16: "bf16 autocast"}.get(amp_dtype, "fp32")
+    if amp != "auto" or device.type != "cpu":
+        return name
+    features = cpu_features()
+    if features.amx_bf16:
+        return f"{name} (AMX)"
+    if features.avx512_bf16:
+        return f"{name} (AVX512-BF16 without AMX, bf16 convolutions measured {bf16_speedup():.2f}x fp32)"
+    return f"{name} (no bf16 instructions)"
 
 
 def fitness(metrics: Dict[str, float]) -> float:
@@ -387,12 +403,14 @@ def train(cfg: Dict[str, Any]) -> Path:
         train_model = torch.compile(train_model)
 
     if main:
-        log.info("training %s (phi %d, %s) on %d images, %d classes, %d epochs, batch %d, img %d, device %s%s -> %s",
-                 type(model).__name__, model.phi, model.attention or "no attention", len(train_set), nc, epochs,
-                 cfg["batch_size"], cfg["img_size"], device, f" x{world}" if world > 1 else "", run_dir)
+        log.info("training %s (phi %d, %s) on %d images, %d classes, %d epochs, batch %d, img %d, device %s%s, %s "
+                 "-> %s", type(model).__name__, model.phi, model.attention or "no attention", len(train_set), nc,
+                 epochs, cfg["batch_size"], cfg["img_size"], device, f" x{world}" if world > 1 else "",
+                 _precision(amp_dtype, cfg["amp"], device), run_dir)
     t0 = time.time() - elapsed_before
+    epoch_times: List[float] = []
     epoch = start_epoch - 1
-    while epoch + 1 < epochs:  # not a for-range: a time budget may change `epochs` after the first epoch
+    while epoch + 1 < epochs:  # not a for-range: a time budget may change `epochs` in the first epochs
         epoch += 1
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
@@ -414,7 +432,7 @@ def train(cfg: Dict[str, Any]) -> Path:
             if last or (epoch + 1) % cfg["eval_interval"] == 0:
                 result = evaluate(eval_model, val_set, img_size=eval_size, batch_size=cfg["eval_batch_size"],
                                   conf_threshold=cfg["eval_conf"], iou_threshold=cfg["eval_iou"],
-                                  metrics=("voc07", "voc12", "coco"), device=device,
+                                  metrics=("voc07", "voc12", "coco"), device=device, amp_dtype=amp_dtype,
                                   scale_x_y=loss_fn.scale_x_y, max_candidates=3000, output_dir=run_dir / "val",
                                   save_json=False, verbose=True)
                 print_report(result)
@@ -445,8 +463,9 @@ def train(cfg: Dict[str, Any]) -> Path:
             # and rows past the checkpoint are dropped on resume (_trim_csv)
             _append_csv(run_dir / "results.csv", row)
             plot_results(run_dir / "results.csv", run_dir / "results.png")
-        if cfg.get("time") and ckpt is None and epoch == 0 and not last:
-            epochs = _fit_epochs_to_time(cfg["time"], time.time() - epoch_start, epoch, world)
+        epoch_times.append(time.time() - epoch_start)
+        if cfg.get("time") and ckpt is None and epoch < FIT_EPOCHS and not last:
+            epochs = _fit_epochs_to_time(cfg["time"], time.time() - t0, epoch_times, world)
             scheduler.set_total(epochs * iters)
         if world > 1:
             dist.barrier()
@@ -458,16 +477,22 @@ def train(cfg: Dict[str, Any]) -> Path:
     return run_dir
 
 
-def _fit_epochs_to_time(minutes: float, epoch_seconds: float, epoch: int, world: int) -> int:
-    """Epoch count that fills a wall-clock budget, given how long the first epoch took (with its evaluation)."""
+def _fit_epochs_to_time(minutes: float, elapsed: float, epoch_times: Sequence[float], world: int) -> int:
+    """Epoch count that fills a wall-clock budget: the epochs done, plus as many more as the rest of the budget
+    holds at the mean time of those done (with their evaluations). Re-fitted after each of the first
+    ``FIT_EPOCHS`` epochs, while the cosine schedule has barely moved: the first epoch alone misjudges the
+    rest by 5-15 % either way (kernel set-up and a slow first evaluation; a machine that slows down)."""
     # Whole epochs (the schedule's end, close_mosaic and evaluation are per epoch); a last epoch that would end
     # within a tenth of an epoch past the budget still counts, so a budget a hair short of N epochs keeps N.
-    fitted = max(epoch + 2, int(minutes * 60 / max(epoch_seconds, 1e-6) + 0.1))
+    done = len(epoch_times)
+    per_epoch = max(sum(epoch_times) / done, 1e-6)
+    fitted = max(done + 1, done + int((minutes * 60 - elapsed) / per_epoch + 0.1))
     if world > 1:
         t = torch.tensor([fitted])
         dist.broadcast(t, 0)
         fitted = int(t)
-    log.info("time budget %.1f min: %.1f s per epoch -> %d epochs", minutes, epoch_seconds, fitted)
+    log.info("time budget %.1f min: %.1f min used, %.1f s per epoch -> %d epochs", minutes, elapsed / 60,
+             per_epoch, fitted)
     return fitted
 
 
