@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ..data import build_dataset, build_train_loader, load_data_config
 from ..eval.evaluator import evaluate
 from ..eval.report import print_report
-from ..inference.hardware import bf16_speedup, cpu_features
+from ..inference.hardware import bf16_reason, cpu_features
 from ..models import YoloV4Tiny, build_model
 from ..models.darknet import load_darknet_weights
 from ..utils.checkpoint import is_our_checkpoint, load_checkpoint, load_model, make_meta, save_checkpoint
@@ -80,14 +80,7 @@ def _amp_dtype(amp: Any, device: torch.device) -> Optional[torch.dtype]:
 def _precision(amp_dtype: Optional[torch.dtype], amp: Any, device: torch.device) -> str:
     """The training precision and, for ``amp: auto`` on a CPU, why, for the start-of-run log line."""
     name = {torch.float16: "fp16 autocast + GradScaler", torch.bfloat16: "bf16 autocast"}.get(amp_dtype, "fp32")
-    if amp != "auto" or device.type != "cpu":
-        return name
-    features = cpu_features()
-    if features.amx_bf16:
-        return f"{name} (AMX)"
-    if features.avx512_bf16:
-        return f"{name} (AVX512-BF16 without AMX, bf16 convolutions measured {bf16_speedup():.2f}x fp32)"
-    return f"{name} (no bf16 instructions)"
+    return f"{name} ({bf16_reason(cpu_features())})" if amp == "auto" and device.type == "cpu" else name
 
 
 def fitness(metrics: Dict[str, float]) -> float:

@@ -107,8 +107,8 @@ class Backend(ABC):
 
 @register_backend
 class TorchBackend(Backend):
-    """PyTorch: BatchNorm folded into the convolutions, channels-last, in fp32, bf16 (CPUs where bf16 is fast) or fp16
-    (CUDA); optionally compiled with ``torch.compile`` (inductor, weights frozen as constants).
+    """PyTorch: BatchNorm folded into the convolutions, channels-last, in fp32, bf16 (CPUs where bf16 is fast) or
+    fp16 (CUDA); optionally compiled with ``torch.compile`` (inductor, weights frozen as constants).
 
     Args:
         fuse: fold BatchNorm (inference only; the model is changed in place).

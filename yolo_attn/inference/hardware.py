@@ -29,8 +29,8 @@ from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 
-__all__ = ["AutoChoice", "BF16_MIN_SPEEDUP", "CpuFeatures", "auto_choice", "bf16_speedup", "cpu_features",
-           "export_for", "fixed_input_size", "torch_threads"]
+__all__ = ["AutoChoice", "BF16_MIN_SPEEDUP", "CpuFeatures", "auto_choice", "bf16_reason", "bf16_speedup",
+           "cpu_features", "export_for", "fixed_input_size", "torch_threads"]
 
 
 @dataclass(frozen=True)
@@ -220,19 +220,22 @@ def auto_choice(
                               "the float export of this checkpoint, about 1.3x torch; an int8 export runs 2-4x "
                               "(tools/export.py --precision int8 --data CONFIG)", export)
     if features.fast_bf16:
-        why = "AMX" if features.amx_bf16 else f"AVX512-BF16 without AMX, {_measured(features)}"
-        return AutoChoice("torch", "bf16", f"{why}: bf16 is the fast float path" + unfit)
-    why = f"AVX512-BF16 without AMX, {_measured(features)}" if features.avx512_bf16 else "no bf16 support"
+        return AutoChoice("torch", "bf16", f"{bf16_reason(features)}: bf16 is the fast float path" + unfit)
+    why = bf16_reason(features)
     why += unfit or ("; an int8 export runs 2-4x faster "
                      "(tools/export.py --format openvino --precision int8 --data CONFIG)")
     return AutoChoice("torch", "fp32", why)
 
 
-def _measured(features: CpuFeatures) -> str:
-    """What the bf16 probe found, for the log line (without AMX, where the flags cannot decide)."""
+def bf16_reason(features: CpuFeatures) -> str:
+    """Why bf16 is or is not the fast float path here, for log lines: the flags, or what the probe measured."""
+    if features.amx_bf16:
+        return "AMX"
+    if not features.avx512_bf16:
+        return "no bf16 support"
     if features.bf16_faster is not None:
-        return "bf16 " + ("faster" if features.bf16_faster else "slower") + " than fp32"
-    return f"bf16 measured {bf16_speedup():.2f}x fp32"
+        return "AVX512-BF16 without AMX, bf16 " + ("faster" if features.bf16_faster else "slower") + " than fp32"
+    return f"AVX512-BF16 without AMX, bf16 measured {bf16_speedup():.2f}x fp32"
 
 
 @contextmanager
