@@ -3,6 +3,8 @@ variables, jemalloc and tcmalloc (LD_PRELOAD), each in a fresh process, and comp
 
 glibc gives buffers above MALLOC_MMAP_THRESHOLD_ (128 KiB at first, adapting upwards) their own mmap and
 unmaps them on free, so every forward pass can fault its activations in again; the settings below keep them.
+Every tool applies the second row itself (yolo_attn.inference.hardware.keep_freed_memory, mallopt at run time);
+the first row turns that off.
 
     python benchmarks/allocators.py [--rounds 10] [--backends torch openvino] [--weights best.pt]
 
@@ -23,8 +25,9 @@ from typing import Dict, List
 ROOT = Path(__file__).resolve().parents[1]
 LIBS = Path("/usr/lib/x86_64-linux-gnu")
 SETTINGS: Dict[str, Dict[str, str]] = {
-    "glibc defaults": {},
-    "glibc, no trim / mmap threshold 1 GiB": {
+    "glibc defaults": {"YOLO_ATTN_MALLOC": "0"},
+    "keep_freed_memory (mallopt; the default)": {},
+    "glibc, no trim / mmap threshold 1 GiB (environment)": {
         "MALLOC_TRIM_THRESHOLD_": str(2**40), "MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_ARENA_MAX": "2"},
     "jemalloc (LD_PRELOAD)": {"LD_PRELOAD": str(LIBS / "libjemalloc.so.2"),
                               "MALLOC_CONF": "background_thread:true,dirty_decay_ms:10000,muzzy_decay_ms:10000"},

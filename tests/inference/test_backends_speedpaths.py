@@ -7,6 +7,9 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+import platform
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +23,7 @@ from yolo_attn.inference import Detector
 from yolo_attn.inference.backends import OpenVinoBackend, create_backend
 from yolo_attn.inference.fastproc import decode_nms, letterbox_batch
 from yolo_attn.inference.hardware import (BF16_MIN_SPEEDUP, CpuFeatures, auto_choice, bf16_speedup, cpu_features,
-                                          torch_threads)
+                                          keep_freed_memory, torch_threads)
 from yolo_attn.inference.video import BackgroundWriter, pipelined
 from yolo_attn.models import build_model
 from yolo_attn.models.decode import decode_outputs, postprocess
@@ -175,6 +178,50 @@ def test_torch_threads_are_restored():
     with torch_threads(before + 1):
         assert torch.get_num_threads() == before + 1
     assert torch.get_num_threads() == before
+
+
+# Allocates, touches and frees a 64 MiB tensor seven times in a fresh process and prints the page faults of the
+# last five (glibc settles in the first two); YOLO_ATTN_MALLOC decides whether keep_freed_memory() applies (it is a per-process setting).
+_FAULTS = """
+import resource, torch
+from yolo_attn.inference.hardware import keep_freed_memory
+applied = keep_freed_memory()
+for i in range(7):
+    if i == 2:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(16 * 2**20)
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults_freeing_64mib(keep: bool):
+    env = {**os.environ, "YOLO_ATTN_MALLOC": "1" if keep else "0"}
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES", "LD_PRELOAD"):
+        env.pop(name, None)
+    out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True, check=True)
+    applied, faults = out.stdout.split()
+    return applied == "True", int(faults)
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_keep_freed_memory_stops_large_buffers_faulting_in_again():
+    applied, kept = _faults_freeing_64mib(keep=True)
+    not_applied, default = _faults_freeing_64mib(keep=False)
+    assert applied and not not_applied
+    assert default > 5 * 2**14 / 2  # glibc unmaps 64 MiB on free: its 4 KiB pages fault in every time
+    assert kept < default / 10
+
+
+@pytest.mark.parametrize("env", [{"YOLO_ATTN_MALLOC": "0"}, {"MALLOC_MMAP_THRESHOLD_": "65536"},
+                                 {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}])
+def test_keep_freed_memory_leaves_a_users_choice_alone(monkeypatch, env):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    keep_freed_memory.cache_clear()
+    try:
+        assert keep_freed_memory() is False
+    finally:
+        keep_freed_memory.cache_clear()
 
 
 # --- backends agree with the fp32 eager model --------------------------------------------------------------

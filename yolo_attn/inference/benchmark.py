@@ -36,7 +36,7 @@ import torch.nn as nn
 
 from .backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend, available_backends
 from .detector import Detector
-from .hardware import cpu_features, torch_threads
+from .hardware import cpu_features, keep_freed_memory, torch_threads
 
 __all__ = [
     "BACKEND_GROUPS",
@@ -138,7 +138,8 @@ class Result:
 
 
 def machine_summary() -> str:
-    """CPU, features, cores, load and library versions: the line every table is quoted with."""
+    """CPU, features, cores, load, library versions and the malloc setting: the line every table is quoted
+    with. Like every tool it lets malloc keep freed memory (:func:`~.hardware.keep_freed_memory`)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -153,7 +154,8 @@ def machine_summary() -> str:
         except ImportError:
             pass
     return (f"{cpu}, {os.cpu_count()} cores, {cpu_features().summary()}; load average {load}; "
-            f"{', '.join(versions)}; torch threads {torch.get_num_threads()}")
+            f"{', '.join(versions)}; torch threads {torch.get_num_threads()}; "
+            f"malloc {'keeps freed memory' if keep_freed_memory() else 'as is'}")
 
 
 def _onnx(model: nn.Module, meta: Dict[str, Any], img_size: int) -> bytes:

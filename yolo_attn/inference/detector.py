@@ -30,7 +30,7 @@ from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, augmented_decode, check_
 from ..models.yolo import STRIDES
 from .backends import Backend, create_backend
 from .fastproc import decode_nms, letterbox_batch
-from .hardware import AutoChoice, auto_choice, export_for
+from .hardware import AutoChoice, auto_choice, export_for, keep_freed_memory
 
 __all__ = ["Detections", "Detector", "load_image", "missing_weights_message"]
 
@@ -142,6 +142,7 @@ class Detector:
         keep_classes: Optional[Sequence[Union[int, str]]] = None,
         batch_size: int = 8,
     ):
+        keep_freed_memory()
         self.backend = backend
         self.meta = meta
         model = meta["model"]

@@ -16,10 +16,19 @@ Why the choice depends on the CPU (measured with ``tools/benchmark.py``, YOLOv4-
   about 1.3x (Xeon 32.5 vs 42.4 ms, AMD 59 vs 79 ms); it runs bf16 where bf16 is fast. Converting on every
   load would cost seconds, so only an export already written is used.
 - On CUDA, fp16.
+
+Memory: glibc's malloc gives every buffer above its mmap threshold (at most 32 MiB however it adapts) pages of
+its own and returns them on free, so each step faults its large activations in again. ``keep_freed_memory``
+raises the threshold once per process: on an AMD EPYC (Zen 4) a bf16 training step at 416, batch 8 ran 12-16 %
+faster and a bf16 forward at batch 8 30-45 % faster, with page faults per step down from thousands to hundreds.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib.util
+import os
+import platform
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +39,7 @@ from typing import Callable, Iterator, Optional, Tuple
 import torch
 
 __all__ = ["AutoChoice", "BF16_MIN_SPEEDUP", "CpuFeatures", "auto_choice", "bf16_reason", "bf16_speedup",
-           "cpu_features", "export_for", "fixed_input_size", "torch_threads"]
+           "cpu_features", "export_for", "fixed_input_size", "keep_freed_memory", "torch_threads"]
 
 
 @dataclass(frozen=True)
@@ -236,6 +245,36 @@ def bf16_reason(features: CpuFeatures) -> str:
     if features.bf16_faster is not None:
         return "AVX512-BF16 without AMX, bf16 " + ("faster" if features.bf16_faster else "slower") + " than fp32"
     return f"AVX512-BF16 without AMX, bf16 measured {bf16_speedup():.2f}x fp32"
+
+
+MALLOC_ENV = "YOLO_ATTN_MALLOC"  # 0 leaves glibc's malloc as it is
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's <malloc.h>
+_USER_MALLOC_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+
+
+@lru_cache(maxsize=1)
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep large freed buffers for the next step instead of unmapping them (mmap
+    threshold 1 GiB, trim threshold 2 GiB). The peak memory of a step is unchanged; what a step frees stays
+    in the process for the next one. Once per process; returns whether it was applied.
+
+    Left alone where malloc is not glibc's, where ``YOLO_ATTN_MALLOC=0``, and where the user already chose
+    (``MALLOC_*_`` variables, ``GLIBC_TUNABLES``, an ``LD_PRELOAD``-ed allocator such as jemalloc).
+    """
+    if os.environ.get(MALLOC_ENV, "1") == "0" or any(os.environ.get(k) for k in _USER_MALLOC_SETTINGS):
+        return False
+    if "malloc" in os.environ.get("LD_PRELOAD", ""):  # jemalloc, tcmalloc, mimalloc
+        return False
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # both: with the mmap threshold alone glibc would trim the heap back (above 128 KiB free) at every free
+    return bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)) and bool(mallopt(_M_MMAP_THRESHOLD, 2**30))
 
 
 @contextmanager
