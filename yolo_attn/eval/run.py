@@ -10,6 +10,7 @@ import torch
 
 from ..data.coco import coco_split_paths
 from ..data.config import build_dataset, load_data_config
+from ..inference.hardware import keep_freed_memory
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES
 from ..utils.checkpoint import load_model
 from ..utils.paths import increment_path
@@ -49,6 +50,7 @@ def run_eval(
     into ``project/name`` (made unique: exp, exp2, ...). ``augment``: test-time augmentation with the given
     views (:mod:`yolo_attn.models.tta`). Returns :func:`~yolo_attn.eval.evaluate`'s dict,
     with ``save_dir``."""
+    keep_freed_memory()
     cfg = load_data_config(data)
     dataset = build_dataset(cfg, split)
     # Weights without class names (Darknet, the port) take the dataset's unless told otherwise.
