@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from yolo_attn.data import build_dataset, build_train_loader, load_data_config
 from yolo_attn.engine.config import load_train_config
 from yolo_attn.engine.ema import ModelEMA
 from yolo_attn.engine.schedule import WarmupCosine
-from yolo_attn.engine.trainer import (_amp_dtype, _fit_epochs_to_time, build_loss, build_optimizer,
+from yolo_attn.engine.trainer import (_amp_dtype, _fit_epochs_to_time, auto_workers, build_loss, build_optimizer,
                                       init_head_biases, train, train_one_epoch)
 from yolo_attn.eval.evaluator import evaluate
 from yolo_attn.models import build_model
@@ -103,8 +104,9 @@ def test_a_non_finite_loss_names_the_batch_images(tiny_data):
 def test_a_run_writes_weights_logs_and_plots(tiny_data, tmp_path):
     cfg = _cfg(tiny_data, tmp_path, name="exp")
     run = train(cfg)
-    again = train(dict(cfg, eval_img_size=160))
+    again = train(dict(cfg, eval_img_size=160, workers="auto"))
     assert again.name == "exp2" and run.name == "exp"  # never overwrites
+    assert yaml.safe_load((again / "config.yaml").read_text())["workers"] == auto_workers(torch.device("cpu"))
     for name in ("weights/last.pt", "weights/best.pt", "results.csv", "results.png", "config.yaml",
                  "best_pr_curve.png"):
         assert (run / name).is_file(), name
@@ -118,6 +120,15 @@ def test_a_run_writes_weights_logs_and_plots(tiny_data, tmp_path):
     model, meta = load_model(run / "weights/best.pt")  # usable with no config
     assert model.num_classes == 2 and meta["img_size"] == 128
     assert load_checkpoint(again / "weights/best.pt")["meta"]["img_size"] == 160  # validated at 160, predicts at 160
+
+
+def test_auto_workers_leaves_a_two_core_cpu_to_the_training_step():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert auto_workers(cpu, cpus=2) == 0 and auto_workers(cpu, cpus=1) == 0
+    assert auto_workers(cpu, cpus=16) == 2
+    assert auto_workers(gpu, cpus=32) == 8 and auto_workers(gpu, world=4, cpus=16) == 4
+    assert auto_workers(gpu, cpus=1) == 1
+    assert load_train_config(None, {})["workers"] == "auto"  # the default config asks for it
 
 
 def test_a_time_budget_is_filled_with_whole_epochs():

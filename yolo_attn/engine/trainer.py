@@ -36,7 +36,7 @@ from .loss import YoloLoss
 from .plots import plot_results
 from .schedule import WarmupCosine
 
-__all__ = ["train", "train_one_epoch", "build_loss", "build_optimizer", "select_device", "fitness"]
+__all__ = ["auto_workers", "train", "train_one_epoch", "build_loss", "build_optimizer", "select_device", "fitness"]
 
 log = logging.getLogger("yolo_attn.train")
 
@@ -60,6 +60,17 @@ def select_device(name: str = "auto", local_rank: int = -1) -> torch.device:
         if local_rank >= 0:
             device = torch.device("cuda", local_rank)
     return device
+
+
+def auto_workers(device: torch.device, world: int = 1, cpus: Optional[int] = None) -> int:
+    """Loader worker processes for ``workers: auto``. None on a CPU of two cores or fewer: a worker decoding
+    and augmenting there takes a core from the training step's threads, which then wait for it (measured on
+    2 cores, phi 0 at 320, batch 8: 40.3 img/s with no workers against 34.9-37.7 with 2, 36.3 with 1). On a
+    GPU, up to 8 per process (the CPU only feeds it); on larger CPUs 2."""
+    cpus = cpus or os.cpu_count() or 1
+    if device.type == "cuda":
+        return max(1, min(8, cpus // max(world, 1)))
+    return 0 if cpus <= 2 else 2
 
 
 def _amp_dtype(amp: Any, device: torch.device) -> Optional[torch.dtype]:
@@ -288,6 +299,8 @@ def train(cfg: Dict[str, Any]) -> Path:
     if eval_size % 32:
         raise ValueError(f"eval_img_size must be a multiple of 32, not {eval_size}")
     device = select_device(cfg["device"], local_rank if world > 1 else -1)
+    if cfg.get("workers") in (None, "auto"):
+        cfg["workers"] = auto_workers(device, world)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     main = rank == 0
