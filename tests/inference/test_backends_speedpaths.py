@@ -181,7 +181,8 @@ def test_torch_threads_are_restored():
 
 
 # Allocates, touches and frees a 64 MiB tensor seven times in a fresh process and prints the page faults of the
-# last five (glibc settles in the first two); YOLO_ATTN_MALLOC decides whether keep_freed_memory() applies (it is a per-process setting).
+# last five (glibc settles in the first two); YOLO_ATTN_MALLOC decides whether keep_freed_memory() applies
+# (a per-process setting).
 _FAULTS = """
 import resource, torch
 from yolo_attn.inference.hardware import keep_freed_memory
