@@ -155,3 +155,73 @@ def test_eval_tool_on_coco_data(tmp_path, capsys):
     results = json.loads((tmp_path / "runs" / "exp" / "predictions.json").read_text())
     assert {r["category_id"] for r in results} <= {1, 3} and {r["image_id"] for r in results} <= {7, 9}
     assert "COCO  mAP@[.5:.95]" in capsys.readouterr().out
+
+
+def write_two_coco_exports(root: Path) -> Path:
+    """Two COCO exports in one split, each numbering its single image 1 (as CVAT or Roboflow do): image 1 of
+    export a has a disc and a crowd region; image 1 of export b is empty."""
+    for part, anns in (("a", [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 12, 30, 30], "area": 900,
+                               "iscrowd": 0},
+                              {"id": 2, "image_id": 1, "category_id": 1, "bbox": [60, 50, 30, 20], "area": 600,
+                               "iscrowd": 1}]),
+                       ("b", [])):
+        (root / part).mkdir(parents=True)
+        cv2.imwrite(str(root / part / "img.jpg"), np.full((80, 96, 3), 90, np.uint8))
+        (root / f"{part}.json").write_text(json.dumps(
+            {"images": [{"id": 1, "file_name": "img.jpg", "width": 96, "height": 80}], "annotations": anns,
+             "categories": [{"id": 1, "name": "disc"}]}))
+    config = root / "coco.yaml"
+    config.write_text(f"format: coco\nroot: {root}\ntrain: val\n"
+                      "val:\n  - {images: a, annotations: a.json}\n  - {images: b, annotations: b.json}\n")
+    return config
+
+
+def test_coco_exports_with_the_same_image_ids_stay_apart(tmp_path):
+    """Image ids that repeat across a split's JSONs get the entry's prefix, and the split is scored against its
+    JSONs merged: a false positive on b's image must not match a's disc, and a detection on a's crowd region is
+    ignored. Expected, by hand: a false positive (0.95) then the true disc (0.9): AP50 0.5."""
+    from yolo_attn.eval import load_coco_ground_truth
+
+    config = write_two_coco_exports(tmp_path / "coco")
+    ds = build_dataset(load_data_config(config), "val")
+    assert [ds.get_annotation(i).image_id for i in range(len(ds))] == ["0:1", "1:1"]
+    disc = np.array([[10, 12, 40, 42]], np.float32)
+    preds = [(np.concatenate([disc, [[60, 50, 90, 70]]]), np.array([0, 0]), np.array([0.9, 0.93])),
+             (disc, np.array([0]), np.array([0.95]))]
+    gt = load_coco_ground_truth(ds.annotation_files, ds.id_prefixes)
+    result = evaluate(OracleModel(ds, 96, preds), ds, img_size=96, metrics=("coco", "voc12"), coco_gt=gt,
+                      verbose=False)
+    assert result["coco_map50"] == pytest.approx(0.5, abs=1e-6)
+    # Against the records (crowd regions left out) the crowd detection is one more false positive.
+    from_records = evaluate(OracleModel(ds, 96, preds), ds, img_size=96, metrics=("coco",), verbose=False)
+    assert from_records["coco_map50"] == pytest.approx(1 / 3, abs=1e-6)
+
+
+def test_repeated_image_ids_are_scored_by_position(tmp_path, capsys):
+    """Folders that name their images alike (two VOC years with the same ids): without a JSON of its own the
+    COCO ground truth would merge the two images; the evaluator scores them by position and says so."""
+    config = write_yolo_dataset(tmp_path / "ds", num_images=2)
+    ds = build_dataset(load_data_config(config), "val")
+    first = ds.get_annotation(0)
+    for record in ds.records:
+        record.image_id = "000001"
+    empty = ds.records[1]
+    empty.boxes, empty.labels, empty.difficult = np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, bool)
+    preds = [(first.boxes, first.labels, np.full(len(first.labels), 0.5)),
+             (first.boxes[:1], first.labels[:1], np.array([0.95]))]  # a false positive where image 0 has a box
+    result = evaluate(OracleModel(ds, 64, preds), ds, img_size=64, metrics=("coco", "voc12"), verbose=False)
+    assert "image ids repeat in this split (e.g. '000001')" in capsys.readouterr().err
+    assert result["coco_map50"] < 0.99
+    assert result["coco_map50"] == pytest.approx(result["voc12_map50"], abs=0.02)
+
+
+def test_eval_tool_on_a_split_of_two_coco_exports(tmp_path):
+    config = write_two_coco_exports(tmp_path / "coco")
+    model = build_model(0, 1)
+    weights = tmp_path / "m.pt"
+    save_checkpoint({"meta": make_meta(model, ["disc"], img_size=64), "model": model.state_dict()}, weights)
+    args = ["--weights", str(weights), "--data", str(config), "--workers", "0", "--project", str(tmp_path / "runs"),
+            "--conf", "0.0001"]
+    assert load_tool().main(args) == 0
+    results = json.loads((tmp_path / "runs" / "exp" / "predictions.json").read_text())
+    assert results and {r["image_id"] for r in results} <= {"0:1", "1:1"}

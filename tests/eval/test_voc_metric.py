@@ -157,6 +157,20 @@ def test_duplicates_are_false_positives():
     assert evaluate_detections(dets, gts, 1, use_07_metric=False)["ap"][0] == pytest.approx(0.5)
 
 
+def test_nan_overlap_is_a_false_positive_as_in_the_devkit():
+    """A degenerate ground truth (devkit width x2 - x1 + 1 = 0) or a NaN detection gives a NaN IoU; the devkit's
+    np.max is then NaN, which fails the threshold: a false positive, not a crash."""
+    gts = {0: [(0, 10, 10, 9, 20, False), (0, 30, 30, 60, 60, False)]}
+    dets = [(0, 0, 0.9, 10, 10, 9, 20), (0, 0, 0.8, 30, 30, 60, 60)]
+    out = evaluate_detections(dets, gts, 1, use_07_metric=True)
+    np.testing.assert_allclose(out["precision"][0], [0, 1 / 2])
+    assert out["ap"][0] == pytest.approx(6 * 0.5 / 11)  # precision 0.5 at recall points 0, 0.1, ..., 0.5
+    dets = [(0, 0, 0.9, float("nan"), 1, 10, 10), (0, 0, 0.8, 1, 1, 10, 10)]
+    out = evaluate_detections(dets, {0: [(0, 1, 1, 10, 10, False)]}, 1, use_07_metric=False)
+    np.testing.assert_allclose(out["precision"][0], [0, 1 / 2])
+    assert out["ap"][0] == pytest.approx(0.5)
+
+
 def test_class_without_ground_truth_and_class_without_detections():
     gts = {0: [(0, 1, 1, 10, 10, False), (2, 1, 1, 10, 10, False)]}
     dets = [(0, 0, 0.9, 1, 1, 10, 10), (0, 1, 0.9, 1, 1, 10, 10)]  # class 1 has no ground truth

@@ -4,7 +4,9 @@ Category ids (1-based, with gaps: 1..90 for COCO's 80 classes) map to contiguous
 the config's ``names`` (or, without names, of the category ids); ``dataset.category_ids[label]`` maps back.
 COCO boxes ``[x, y, w, h]`` are already 0-based continuous: ``x1 = x, x2 = x + w``.
 ``iscrowd`` annotations are not training targets and are left out of records (COCO evaluation reads them
-from the JSON itself); images without annotations stay, as background images. ``image_id`` is COCO's id.
+from the JSON itself); images without annotations stay, as background images. ``image_id`` is COCO's id;
+when a split combines several JSONs whose image ids collide (exports that each number from 1), every id
+becomes ``"<entry index>:<id>"`` so that images stay apart in evaluation (``dataset.id_prefixes``).
 """
 from __future__ import annotations
 
@@ -58,14 +60,22 @@ class COCODataset(DetectionDataset):
         log = ProblemLog()
         records: List[Record] = []
         category_ids: Optional[List[int]] = None
-        for entry in entries:
-            image_dir, ann_file = coco_split_paths(root, entry)
-            data = self._load_json(ann_file)
+        paths = [coco_split_paths(root, entry) for entry in entries]
+        loaded = [self._load_json(ann_file) for _, ann_file in paths]
+        seen: set = set()
+        collide = False
+        for data in loaded:
+            ids = {img.get("id") for img in data["images"]}
+            collide = collide or not seen.isdisjoint(ids)
+            seen |= ids
+        self.annotation_files = [ann_file for _, ann_file in paths]
+        self.id_prefixes = [f"{k}:" if collide else "" for k in range(len(paths))]
+        for (image_dir, ann_file), data, prefix in zip(paths, loaded, self.id_prefixes):
             names, ids = self._categories(data, names, ann_file, log)
             if category_ids is not None and ids != category_ids:
                 raise ValueError(f"{ann_file}: category ids differ from the previous split's; cannot combine")
             category_ids = ids
-            records.extend(self._records(data, image_dir, ann_file, names, ids, log))
+            records.extend(self._records(data, image_dir, ann_file, names, ids, log, prefix))
         super().__init__(records, names or [], category_ids or [], log, description=f"COCO {root} {list(entries)}")
         log.warn(f"COCO {list(entries)}")
 
@@ -103,7 +113,7 @@ class COCODataset(DetectionDataset):
 
     @staticmethod
     def _records(data: dict, image_dir: Path, ann_file: Path, names: Sequence[str], category_ids: Sequence[int],
-                 log: ProblemLog) -> List[Record]:
+                 log: ProblemLog, id_prefix: str = "") -> List[Record]:
         label_of = {cid: k for k, cid in enumerate(category_ids)}
         known_categories = {int(c["id"]) for c in data["categories"]}
         images = {img["id"]: img for img in data["images"]}
@@ -146,5 +156,6 @@ class COCODataset(DetectionDataset):
             boxes, labels, difficult = clean_boxes(
                 np.array(boxes, np.float32), np.array(labels, np.int64), np.zeros(len(labels), bool), h, w,
                 f"{path} (in {ann_file.name})", log, names)
-            records.append(Record(None, boxes, labels, difficult, image_id, str(path), h, w))
+            record_id = f"{id_prefix}{image_id}" if id_prefix else image_id
+            records.append(Record(None, boxes, labels, difficult, record_id, str(path), h, w))
         return records

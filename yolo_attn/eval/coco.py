@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import os
 from pathlib import Path
@@ -101,14 +102,36 @@ def _load_results(gt: COCO, results: List[Dict[str, Any]]) -> COCO:
     return empty
 
 
-def load_coco_ground_truth(path: Union[str, os.PathLike]) -> COCO:
+def load_coco_ground_truth(path: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
+                           id_prefixes: Optional[Sequence[str]] = None) -> COCO:
     """An instances JSON as a ``COCO`` object, quietly; the official files keep crowd regions and mask
-    areas, which records leave out, so scoring against them gives the official numbers."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such COCO annotation file")
+    areas, which records leave out, so scoring against them gives the official numbers.
+
+    Several JSONs (a split with several entries) are merged in memory: image ids get the entry's prefix from
+    ``id_prefixes`` (as :class:`~yolo_attn.data.coco.COCODataset` names its records when ids collide),
+    annotation ids are renumbered; the categories are the first file's (the dataset checked they agree)."""
+    paths = [Path(path)] if isinstance(path, (str, os.PathLike)) else [Path(p) for p in path]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such COCO annotation file")
+    prefixes = list(id_prefixes) if id_prefixes is not None else [""] * len(paths)
+    if len(paths) == 1 and not prefixes[0]:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(str(paths[0]))
+    merged: Dict[str, List[Any]] = {"images": [], "annotations": [], "categories": []}
+    for p, prefix in zip(paths, prefixes):
+        data = json.loads(p.read_text(encoding="utf-8"))
+        rename = (lambda i, prefix=prefix: f"{prefix}{i}") if prefix else (lambda i: i)
+        merged["images"] += [{**img, "id": rename(img["id"])} for img in data["images"]]
+        merged["annotations"] += [{**ann, "image_id": rename(ann.get("image_id")),
+                                   "id": len(merged["annotations"]) + k + 1}  # 0 reads as "unmatched" in COCOeval
+                                  for k, ann in enumerate(data.get("annotations", []))]
+        merged["categories"] = merged["categories"] or data["categories"]
+    gt = COCO()
+    gt.dataset = merged
     with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(path))
+        gt.createIndex()
+    return gt
 
 
 def evaluate_coco(

@@ -8,7 +8,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -36,6 +36,15 @@ METRICS = ("voc07", "voc12", "coco")
 # shifted by (+1, +1, 0, 0) back into devkit coordinates before scoring; without the shift every IoU
 # would be slightly off and numbers would not match the devkit's.
 _TO_DEVKIT = np.array([1.0, 1.0, 0.0, 0.0])
+
+
+def _first_repeated(ids: Sequence[Hashable]) -> Optional[Hashable]:
+    seen: set = set()
+    for i in ids:
+        if i in seen:
+            return i
+        seen.add(i)
+    return None
 
 
 @dataclass
@@ -244,6 +253,13 @@ def evaluate(
             print(f"  {message}", file=sys.stderr)
 
     cat_ids = _category_ids(getattr(dataset, "category_ids", None), len(names))
+    repeated = _first_repeated([g.image_id for g in gts])
+    if coco_gt is None and repeated is not None:
+        # Combined folders or exports that number their images alike: one id would merge two images in the
+        # COCO ground truth (a false positive on one matching the other's object). Positions keep them apart.
+        print(f"warning: image ids repeat in this split (e.g. {repeated!r}); COCO scoring and predictions.json "
+              f"use the images' positions 0..{len(gts) - 1} instead", file=sys.stderr)
+        gts = [replace(g, image_id=k) for k, g in enumerate(gts)]
     want_json = "coco" in metrics or (output_dir is not None and save_json)
     results_json = coco_results([g.image_id for g in gts], detections, cat_ids) if want_json else []
     if "coco" in metrics and coco_gt is not None and not isinstance(coco_gt, COCO):

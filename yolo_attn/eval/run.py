@@ -8,12 +8,12 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 
-from ..data.coco import coco_split_paths
 from ..data.config import build_dataset, load_data_config
 from ..inference.hardware import keep_freed_memory
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES
 from ..utils.checkpoint import load_model
 from ..utils.paths import increment_path
+from .coco import load_coco_ground_truth
 from .evaluator import METRICS, evaluate
 from .report import print_report
 
@@ -61,9 +61,10 @@ def run_eval(
               f"{dataset.names[:5]}...; AP is reported under the dataset's names", file=sys.stderr)
     metrics = METRICS if "all" in metric else tuple(metric)
     coco_gt = None
-    if cfg["format"] == "coco" and len(cfg[split]) == 1:
-        # Score COCO data against its own JSON: crowd regions and mask areas give the official numbers.
-        coco_gt = coco_split_paths(cfg["root"], cfg[split][0])[1]
+    if cfg["format"] == "coco" and "coco" in metrics:
+        # Score COCO data against its own JSONs (merged when the split has several): crowd regions and mask
+        # areas give the official numbers.
+        coco_gt = load_coco_ground_truth(dataset.annotation_files, dataset.id_prefixes)
     save_dir = increment_path(Path(project) / name, mkdir=True)
     result = evaluate(
         model, dataset,

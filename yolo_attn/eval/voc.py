@@ -69,7 +69,8 @@ def _iou_pixel_inclusive(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = iw * ih
     union = ((a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0)
              + (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0) - inter)
-    return inter / union
+    with np.errstate(invalid="ignore", divide="ignore"):  # degenerate boxes: NaN / inf, handled by the caller
+        return inter / union
 
 
 def _best_ground_truth(
@@ -96,8 +97,11 @@ def _best_ground_truth(
     pair_gt = gt_order[np.repeat(start[has_gt] - seg_start, count) + np.arange(pair_det.size)]
     iou = _iou_pixel_inclusive(det_boxes[pair_det], gt_boxes[pair_gt])
     seg_max = np.maximum.reduceat(iou, seg_start)
-    first_max = np.minimum.reduceat(np.where(iou == np.repeat(seg_max, count), np.arange(iou.size), iou.size),
-                                    seg_start)
+    # A NaN IoU (a NaN or degenerate box) makes its segment's max NaN, as np.max does in the devkit, where the
+    # detection then fails the threshold; argmax's first-NaN is the match it would report.
+    rep = np.repeat(seg_max, count)
+    is_max = (iou == rep) | (np.isnan(iou) & np.isnan(rep))
+    first_max = np.minimum.reduceat(np.where(is_max, np.arange(iou.size), iou.size), seg_start)
     best_iou[has_gt] = seg_max
     best_gt[has_gt] = pair_gt[first_max]
     return best_iou, best_gt
