@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from yolo_attn.models.attention import phi_of, resolve_attention
 from yolo_attn.utils.checkpoint import load_model, save_checkpoint
 
 SOURCE_NAMES = {"port": "a state dict of the PyTorch port", "darknet": "a Darknet .weights file"}
@@ -25,8 +26,8 @@ def main() -> None:
     names = parser.add_mutually_exclusive_group(required=True)
     names.add_argument("--classes", type=Path, help="class names, one per line (voc_classes.txt, coco.names)")
     names.add_argument("--num-classes", type=int, help="class count, when no names file is at hand")
-    parser.add_argument("--phi", type=int, help="Darknet: attention of the model (0-5, default 0; attention "
-                        "blocks start untrained). Port: detected from the keys; given, it must agree")
+    parser.add_argument("--phi", help="Darknet: attention of the model (0-5 or a name such as cbam, default 0; "
+                        "attention blocks start untrained). Port: detected from the keys; given, it must agree")
     parser.add_argument("--img-size", type=int, default=416, help="input size the weights were trained at")
     parser.add_argument("--out", type=Path, required=True, help="our checkpoint to write (.pt)")
     args = parser.parse_args()
@@ -34,12 +35,13 @@ def main() -> None:
     if args.source == "darknet" and args.weights.suffix != ".weights" and not args.weights.name.endswith(".conv.29"):
         parser.error(f"{args.weights}: Darknet weights files end in .weights (or .conv.29)")
     try:
-        model, meta = load_model(args.weights, args.classes, args.num_classes, args.phi)
+        phi = None if args.phi is None else phi_of(resolve_attention(args.phi))
+        model, meta = load_model(args.weights, args.classes, args.num_classes, phi)
     except (FileNotFoundError, ValueError) as e:  # they name the file and the problem: no traceback
         parser.error(str(e))
     if meta["source"] != args.source:
         parser.error(f"{args.weights}: this is not {SOURCE_NAMES[args.source]} (it reads as '{meta['source']}')")
-    if args.source == "port" and args.phi is not None and args.phi != model.phi:
+    if args.source == "port" and phi is not None and phi != model.phi:
         parser.error(f"{args.weights}: --phi {args.phi}, but the file's keys are those of phi {model.phi}")
     meta["img_size"] = args.img_size
     save_checkpoint({"meta": meta, "model": model.state_dict(), "ema": None}, args.out)

@@ -1,6 +1,7 @@
 """Attention blocks: shapes, gates, each paper's formula re-computed by hand, and the factory."""
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -35,6 +36,8 @@ KEPT = {**GATE_KEYS, "gc": ["spatial", "context"]}
 def test_block_keeps_shape(name, channels):
     torch.manual_seed(0)
     block = build_attention(name, channels).eval()
+    if name == "gc":  # it starts as the identity (tested below); give its last conv some weights
+        nn.init.normal_(block.transform[3].weight, 0, 0.1)
     x = torch.randn(2, channels, 6, 5)  # non-square, so H and W mix-ups show
     with torch.no_grad():
         y = block(x)
@@ -194,9 +197,11 @@ def test_coordatt_port_variant_options():
 def test_gc_formula():
     torch.manual_seed(6)
     block = GlobalContext(64).eval()
-    with torch.no_grad():  # LayerNorm's affine starts at (1, 0); move it so it is checked too
+    with torch.no_grad():  # LayerNorm's affine starts at (1, 0), the last conv at 0; move them so they count
         block.transform[1].weight.uniform_(0.5, 1.5)
         block.transform[1].bias.normal_(0, 0.2)
+        block.transform[3].weight.normal_(0, 0.3)
+        block.transform[3].bias.normal_(0, 0.2)
     x = torch.randn(2, 64, 5, 3)
     b, c, h, w = x.shape
     logits = torch.einsum("c,bchw->bhw", block.conv_mask.weight[0, :, 0, 0], x).reshape(b, h * w)
@@ -206,7 +211,7 @@ def test_gc_formula():
     t = context @ conv1.weight[:, :, 0, 0].T + conv1.bias
     t = (t - t.mean(dim=1, keepdim=True)) / torch.sqrt(t.var(dim=1, unbiased=False, keepdim=True) + ln.eps)
     t = torch.relu(t * ln.weight[:, 0, 0] + ln.bias[:, 0, 0])
-    delta = t @ conv2.weight[:, :, 0, 0].T
+    delta = t @ conv2.weight[:, :, 0, 0].T + conv2.bias
     block.keep_gates = True
     with torch.no_grad():
         torch.testing.assert_close(block(x), x + delta[:, :, None, None])
@@ -234,6 +239,9 @@ def test_aliases_and_keyword_arguments():
     assert resolve_attention("coordatt") == "ca" and resolve_attention("gcnet") == "gc"
     assert build_attention("cbam", 64, reduction=8).channel.fc1.out_channels == 8
     assert build_attention("se", 64, reduction=4).fc[0].out_features == 16
+    assert resolve_attention(np.int64(2)) == "cbam"  # a phi read with numpy (a config array) counts too
+    with pytest.raises(ValueError, match="attention 'eca' has no option 'reduction'; its options are gamma"):
+        build_attention(3, 64, reduction=8)
 
 
 @pytest.mark.parametrize("bad, match", [("sel", "unknown attention 'sel'"), (6, "phi must be one of"),
@@ -246,3 +254,22 @@ def test_bad_names_give_a_clear_error(bad, match):
 def test_unknown_activation_is_named():
     with pytest.raises(ValueError, match="unknown activation 'gelu'"):
         SqueezeExcite(64, act="gelu")
+
+
+def test_gc_starts_as_identity_and_loads_checkpoints_without_the_last_bias():
+    """As GCNet's code: the last conv starts at zero, so the block adds nothing until it learns; a state dict
+    from before that conv had a bias loads with a zero bias and computes what it did."""
+    torch.manual_seed(7)
+    block = GlobalContext(32).eval()
+    x = torch.randn(2, 32, 5, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), x)
+        block.transform[3].weight.normal_(0, 0.3)
+    old = {k: v for k, v in block.state_dict().items() if k != "transform.3.bias"}
+    loaded = GlobalContext(32).eval()
+    loaded.load_state_dict(old)  # strict
+    assert torch.equal(loaded.transform[3].bias, torch.zeros(32))
+    with torch.no_grad():
+        delta = block(x) - x
+        torch.testing.assert_close(loaded(x), block(x))
+    assert delta.abs().max() > 0

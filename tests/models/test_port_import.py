@@ -488,6 +488,19 @@ def test_darknet_weights_convert_too(tmp_path, monkeypatch):
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(converted(x), direct(x)))
+    # --phi takes an attention name as well as a number
+    run_convert(monkeypatch, "--from", "darknet", "--weights", weights, "--classes", names, "--phi", "cbam",
+                "--out", out)
+    assert load_model(out)[0].phi == 2
+
+
+def test_converter_names_an_unknown_attention(tmp_path, monkeypatch, capsys):
+    weights = tmp_path / "tiny.weights"
+    save_darknet_weights(build_model(0, 3), weights)
+    with pytest.raises(SystemExit):
+        run_convert(monkeypatch, "--from", "darknet", "--weights", weights, "--num-classes", 3, "--phi", "cbma",
+                    "--out", tmp_path / "x.pt")
+    assert "unknown attention 'cbma'" in capsys.readouterr().err
 
 
 def test_converter_refuses_a_file_of_the_other_kind(imported, tmp_path, monkeypatch, capsys):
@@ -500,7 +513,7 @@ def test_converter_refuses_a_file_of_the_other_kind(imported, tmp_path, monkeypa
                         "--out", tmp_path / "x.pt")
         assert str(path) in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        run_convert(monkeypatch, "--from", "port", "--weights", port_path, "--num-classes", 20, "--phi", 2,
+        run_convert(monkeypatch, "--from", "port", "--weights", port_path, "--num-classes", 20, "--phi", "cbam",
                     "--out", tmp_path / "x.pt")
     assert "phi 0" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()

@@ -38,7 +38,7 @@ def run_eval(
     save_json: bool = True,
     classes_file: Optional[PathLike] = None,
     num_classes: Optional[int] = None,
-    phi: Optional[int] = None,
+    phi: Union[int, str, None] = None,
     project: PathLike = "runs/eval",
     name: str = "exp",
     augment: bool = False,

@@ -23,7 +23,9 @@ Each block can keep its last gates for inspection: set ``block.keep_gates = True
 """
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
 from typing import Dict, Optional, Union
 
 import torch
@@ -207,9 +209,8 @@ class GlobalContext(_Attention):
     """GC block: softmax attention pooling to one context vector, bottleneck transform
     (1x1 conv -> LayerNorm -> ReLU -> 1x1 conv), added to every position.
 
-    Two biases of the reference code are left out because they cannot learn: the mask conv's (softmax
-    over H*W ignores a constant) and the last conv's (a per-channel constant added at every position is
-    what the next conv's bias or BN already provides; before a 1x1 conv + BN its gradient is exactly zero).
+    As the reference code: the last conv starts at zero (the block starts as the identity) and keeps its bias.
+    The mask conv's bias is left out: softmax over H*W ignores a constant, so it could never learn.
     With ``keep_gates``: ``spatial`` is the softmax map (the gate); ``context`` is the vector added to every
     position (not a gate: unbounded).
     """
@@ -222,8 +223,17 @@ class GlobalContext(_Attention):
             nn.Conv2d(channels, hidden, 1),
             nn.LayerNorm([hidden, 1, 1]),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, 1, bias=False),
+            nn.Conv2d(hidden, channels, 1),
         )
+        nn.init.zeros_(self.transform[3].weight)
+        nn.init.zeros_(self.transform[3].bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints from before the last conv had a bias: a zero bias computes what they computed.
+        weight, bias = f"{prefix}transform.3.weight", f"{prefix}transform.3.bias"
+        if weight in state_dict and bias not in state_dict:
+            state_dict[bias] = state_dict[weight].new_zeros(state_dict[weight].shape[0])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -244,7 +254,8 @@ def resolve_attention(phi_or_name: Union[int, str, None]) -> Optional[str]:
         return None
     if isinstance(phi_or_name, str) and phi_or_name.strip().isdigit():
         phi_or_name = int(phi_or_name)
-    if isinstance(phi_or_name, int) and not isinstance(phi_or_name, bool):
+    if isinstance(phi_or_name, numbers.Integral) and not isinstance(phi_or_name, bool):  # numpy ints too
+        phi_or_name = int(phi_or_name)
         if phi_or_name not in ATTENTION_BY_PHI:
             raise ValueError(f"phi must be one of {sorted(ATTENTION_BY_PHI)} ({_phi_table()}), got {phi_or_name}")
         return ATTENTION_BY_PHI[phi_or_name]
@@ -269,6 +280,11 @@ def build_attention(name: Union[int, str, None], channels: int, **kw) -> nn.Modu
     name = resolve_attention(name)
     if name is None:
         return nn.Identity()
+    options = [k for k in inspect.signature(_BLOCKS[name]).parameters if k != "channels"]
+    unknown = sorted(set(kw) - set(options))
+    if unknown:
+        raise ValueError(f"attention '{name}' has no option {', '.join(map(repr, unknown))}; "
+                         f"its options are {', '.join(options)}")
     return _BLOCKS[name](channels, **kw)
 
 
