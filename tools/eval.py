@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", type=float, default=0.001, help="minimum score kept (low, as mAP is measured)")
     p.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold (per class)")
     p.add_argument("--max-det", type=int, default=300, help="most boxes per image")
+    p.add_argument("--nms", choices=["iou", "darknet"], default="iou",
+                   help="iou: torchvision's NMS; darknet: Darknet's greedy DIoU NMS (yolov4-tiny.cfg's greedynms)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="image loading processes (0: in this process)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

@@ -99,6 +99,11 @@ def test_eval_tool_darknet_weights_take_the_dataset_names(tmp_path, capsys):
     assert load_tool().main(args) == 0
     out = capsys.readouterr().out
     assert any(line.split()[:1] == ["disc"] for line in out.splitlines())
+    # --nms darknet: Darknet's greedy DIoU NMS keeps every box plain IoU NMS keeps, and close neighbours too
+    assert load_tool().main(args + ["--nms", "darknet"]) == 0
+    iou, darknet = (json.loads((tmp_path / "runs" / run / "metrics.json").read_text()) for run in ("exp", "exp2"))
+    counts = [sum(c["detections"] for c in m["classes"]) for m in (iou, darknet)]
+    assert counts[1] > counts[0] > 0
 
 
 def write_coco_dataset(root: Path) -> Path:

@@ -180,6 +180,7 @@ def evaluate(
     augment: bool = False,
     augment_scales: Sequence[float] = DEFAULT_SCALES,
     augment_flips: Sequence[bool] = DEFAULT_FLIPS,
+    nms: str = "iou",
 ) -> Dict[str, Any]:
     """Run ``model`` over every image of ``dataset`` and score its detections.
 
@@ -191,6 +192,7 @@ def evaluate(
             ``category_ids`` (label -> original category id, used in the COCO results).
         conf_threshold, iou_threshold, max_det: post-processing (score threshold, NMS IoU, boxes per image);
             multi-label NMS, as mAP is measured.
+        nms: "iou" (torchvision's) or "darknet" (Darknet's greedy DIoU NMS, see ``models.darknet_nms``).
         metrics: any of "voc07" (11-point AP@0.5), "voc12" (area AP@0.5), "coco" (pycocotools AP@[.5:.95]...).
         device: where to run; None keeps the model where it is (otherwise the model is moved there).
         workers: DataLoader worker processes for image loading and letterboxing.
@@ -244,7 +246,7 @@ def evaluate(
         gts, detections, skipped, seconds = _predict(
             model, images, batch_size, workers, amp_dtype, scale_x_y, views,
             dict(conf_threshold=conf_threshold, iou_threshold=iou_threshold, max_det=max_det,
-                 multi_label=True, max_candidates=max_candidates), verbose)
+                 multi_label=True, max_candidates=max_candidates, nms=nms), verbose)
     finally:
         model.train(was_training)
     if skipped and verbose:

@@ -1,6 +1,6 @@
 """Networks: YOLOv4-tiny, its backbone, the attention blocks, decoding and Darknet weight I/O."""
 from .attention import ATTENTION_BY_PHI, build_attention, resolve_attention
-from .decode import Decoder, decode_outputs, postprocess
+from .decode import Decoder, darknet_nms, decode_outputs, postprocess
 from .tta import augmented_decode
 from .yolo import DEFAULT_ANCHOR_MASKS, DEFAULT_ANCHORS, STRIDES, YoloV4Tiny, build_model
 
@@ -14,6 +14,7 @@ __all__ = [
     "augmented_decode",
     "build_attention",
     "build_model",
+    "darknet_nms",
     "decode_outputs",
     "postprocess",
     "resolve_attention",

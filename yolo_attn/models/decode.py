@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from torchvision.ops import batched_nms
 
-__all__ = ["decode_outputs", "Decoder", "postprocess"]
+__all__ = ["darknet_nms", "decode_outputs", "Decoder", "postprocess"]
 
 
 def decode_outputs(
@@ -63,6 +63,49 @@ class Decoder(nn.Module):
         return decode_outputs(outputs, self.level_anchors, self.strides, self.scale_x_y)
 
 
+def darknet_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float,
+                max_det: Optional[int] = None, beta: float = 0.6) -> torch.Tensor:
+    """Darknet's ``nms_kind=greedynms`` (src/box.c ``diounms_sort`` with ``box_diou``), per class.
+
+    Going down the scores, a kept box suppresses every lower-scored box of its class whose
+    ``IoU - (d^2 / c^2) ** beta`` exceeds the threshold (d: distance between the centres, c: diagonal of the
+    smallest box enclosing both). The distance term lets close objects whose boxes overlap survive, so it
+    keeps more boxes than plain IoU NMS. torchvision has no DIoU NMS, hence this loop: one vectorized step
+    per kept box, at most ``max_det`` per class.
+
+    Returns:
+        indices of the kept boxes, by decreasing score.
+    """
+    kept = [_greedy_diou(boxes, scores, torch.nonzero(labels == c).flatten(), iou_threshold, max_det, beta)
+            for c in torch.unique(labels)]
+    if not kept:
+        return labels.new_zeros(0)
+    kept = torch.cat(kept)
+    kept = kept[torch.argsort(scores[kept], descending=True, stable=True)]
+    return kept if max_det is None else kept[:max_det]
+
+
+def _greedy_diou(boxes: torch.Tensor, scores: torch.Tensor, members: torch.Tensor, iou_threshold: float,
+                 max_det: Optional[int], beta: float) -> torch.Tensor:
+    """Greedy DIoU NMS over one class's ``members`` (indices into ``boxes``); the kept indices."""
+    remaining = members[torch.argsort(scores[members], descending=True, stable=True)]
+    area = (boxes[:, 2:] - boxes[:, :2]).clamp_min(0).prod(dim=1)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    keep = []
+    while remaining.numel() and (max_det is None or len(keep) < max_det):
+        i, rest = remaining[0], remaining[1:]
+        keep.append(i)
+        a, b = boxes[i], boxes[rest]
+        inter = (torch.minimum(a[2:], b[:, 2:]) - torch.maximum(a[:2], b[:, :2])).clamp_min(0).prod(dim=1)
+        union = area[i] + area[rest] - inter
+        iou = torch.where((inter > 0) & (union > 0), inter / union.clamp_min(1e-12), torch.zeros_like(inter))
+        diagonal = ((torch.maximum(a[2:], b[:, 2:]) - torch.minimum(a[:2], b[:, :2])) ** 2).sum(dim=1)
+        distance = ((centres[i] - centres[rest]) ** 2).sum(dim=1)
+        penalty = torch.where(diagonal > 0, (distance / diagonal.clamp_min(1e-12)) ** beta, torch.zeros_like(iou))
+        remaining = rest[(iou - penalty) <= iou_threshold]
+    return torch.stack(keep) if keep else members[:0]
+
+
 def postprocess(
     decoded: torch.Tensor,
     conf_threshold: float = 0.25,
@@ -72,8 +115,9 @@ def postprocess(
     multi_label: bool = False,
     agnostic: bool = False,
     max_candidates: int = 30000,
+    nms: str = "iou",
 ) -> List[torch.Tensor]:
-    """Score, threshold and class-aware NMS (torchvision ``batched_nms``) of decoded predictions.
+    """Score, threshold and class-aware NMS of decoded predictions.
 
     Args:
         decoded: (B, N, 5 + C) from :func:`decode_outputs`.
@@ -81,9 +125,13 @@ def postprocess(
         multi_label: keep every class above the threshold for a box (as Darknet does; best for mAP)
             rather than only its best class (best for display).
         classes: keep only these class indices.
+        nms: ``"iou"`` (torchvision ``batched_nms``, as YOLOv5 / YOLOX) or ``"darknet"`` (Darknet's greedy
+            DIoU NMS, :func:`darknet_nms`; with ``multi_label`` and threshold 0.45 it keeps what Darknet keeps).
     Returns:
         per image a (K, 6) float tensor: x1, y1, x2, y2, score, class; sorted by score, K <= max_det.
     """
+    if nms not in ("iou", "darknet"):
+        raise ValueError(f"nms must be 'iou' or 'darknet', got {nms!r}")
     results = []
     for pred in decoded:
         pred = pred[pred[:, 4] > conf_threshold]  # obj * cls <= obj: a cheap first cut
@@ -101,6 +149,10 @@ def postprocess(
         if score.numel() > max_candidates:
             top = score.topk(max_candidates).indices
             boxes, score, cls = boxes[top], score[top], cls[top]
-        keep = batched_nms(boxes, score, torch.zeros_like(cls) if agnostic else cls, iou_threshold)[:max_det]
+        groups = torch.zeros_like(cls) if agnostic else cls
+        if nms == "darknet":
+            keep = darknet_nms(boxes, score, groups, iou_threshold, max_det)
+        else:
+            keep = batched_nms(boxes, score, groups, iou_threshold)[:max_det]
         results.append(torch.cat([boxes[keep], score[keep, None], cls[keep, None].to(boxes.dtype)], dim=1))
     return results
