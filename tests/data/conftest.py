@@ -51,7 +51,7 @@ def voc_root(tmp_path):
     write_jpeg(img / "000002.jpg", 60, 80)
     (ann / "000002.xml").write_text(voc_xml(80, 60, [
         ("person", 5, 5, 20, 20, None),
-        ("dog ", 1, 1, 10, 10, 0),
+        ("dogs", 1, 1, 10, 10, 0),
         ("cat", 50, 10, 200, 40, 0),
         ("cat", 30, 10, 29, 40, 0),
         ("person", 5, 5, 20, 20, 0),

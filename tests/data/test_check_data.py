@@ -4,6 +4,8 @@ from pathlib import Path
 
 from yolo_attn.data import records as R
 
+from .conftest import write_jpeg
+
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "check_data.py"
 
 
@@ -54,6 +56,23 @@ def test_coco_and_yolo_checks(tmp_path, coco_root, yolo_root, capsys):
     for kind in (R.BAD_LINE, R.NOT_NORMALIZED, R.UNKNOWN_CLASS, R.OUT_OF_BOUNDS, R.ZERO_BYTE, R.ORPHAN_LABEL):
         assert f"{kind} (" in out, kind
     assert "orphan.txt" in out and "16-bit converted to RGB" in out and "EXIF orientation applied" in out
+
+
+def test_yolo_check_labelimg_export_is_clean(tmp_path, capsys):
+    # LabelImg writes labels/classes.txt next to the label files, and Windows tools a byte-order mark
+    root = tmp_path / "yolo"
+    write_jpeg(root / "images" / "train" / "a.jpg", 64, 64)
+    (root / "labels" / "train").mkdir(parents=True)
+    (root / "labels" / "train" / "a.txt").write_bytes("0 0.5 0.5 0.2 0.2\r\n1 0.3 0.3 0.1 0.1\r\n".encode("utf-8-sig"))
+    (root / "labels" / "train" / "classes.txt").write_text("cat\ndog\n")
+    cfg = write_config(tmp_path, f"format: yolo\nroot: {root}\ntrain: [images/train]\nval: [images/train]\n"
+                                 "names: [cat, dog]\n")
+    code, out = run_tool(["--data", cfg], capsys)
+    assert code == 0, out
+    assert "train: 1 images, 2 boxes" in out
+    (root / "labels" / "train" / "a.txt").write_text("inf 0.5 0.5 0.2 0.2\n")
+    code, out = run_tool(["--data", cfg], capsys)
+    assert code == 1 and f"{R.UNKNOWN_CLASS} (1)" in out and "a.txt: line 1" in out
 
 
 def test_clean_dataset_exits_zero(tmp_path, voc_root, capsys):

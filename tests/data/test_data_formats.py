@@ -1,5 +1,8 @@
 """VOC, COCO and YOLO txt adapters: records, coordinate conventions, and every bad case reported."""
 import io
+import json
+import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -10,8 +13,9 @@ from yolo_attn.data import (
     BadImageError, COCODataset, VOCDataset, YOLOTxtDataset, build_dataset, load_data_config, read_image,
 )
 from yolo_attn.data import records as R
+from yolo_attn.data.voc import parse_voc_xml
 
-from .conftest import COCO_CATEGORIES, VOC_NAMES, write_jpeg
+from .conftest import COCO_CATEGORIES, VOC_NAMES, voc_xml, write_jpeg
 
 
 def kinds(ds):
@@ -54,7 +58,7 @@ def test_voc_every_bad_case_is_reported(voc_root):
     assert "2012_000001" in recs and "000003" not in recs and "000004" not in recs and "000005" not in recs
     r2 = recs["000002"]
     # person (missing difficult -> 0), cat clipped to the 80 px width; the zero-area cat, the unknown
-    # 'dog ' and the duplicate person are gone
+    # 'dogs' and the duplicate person are gone
     np.testing.assert_allclose(r2.boxes, [[4, 4, 20, 20], [49, 9, 80, 40]])
     assert r2.labels.tolist() == [2, 0] and not r2.difficult.any()
     assert (recs["000009"].height, recs["000009"].width) == (60, 80)
@@ -62,6 +66,35 @@ def test_voc_every_bad_case_is_reported(voc_root):
         if r.image_id in ("000006", "000007", "000008"):
             with pytest.raises(BadImageError, match=r.image_id):
                 ds.load_record(i)
+
+
+def mini_voc(tmp_path, xml_text, h=60, w=80):
+    """A VOCdevkit with one 80x60 image ``a`` and the given annotation; returns the dataset."""
+    year = tmp_path / "VOCdevkit" / "VOC2007"
+    (year / "Annotations").mkdir(parents=True)
+    (year / "ImageSets" / "Main").mkdir(parents=True)
+    write_jpeg(year / "JPEGImages" / "a.jpg", h, w)
+    (year / "Annotations" / "a.xml").write_text(xml_text)
+    (year / "ImageSets" / "Main" / "train.txt").write_text("a\n")
+    return VOCDataset(tmp_path / "VOCdevkit", ["VOC2007/train"], VOC_NAMES)
+
+
+def test_voc_name_whitespace_and_numeric_difficult(tmp_path):
+    xml = tmp_path / "a.xml"
+    xml.write_text(voc_xml(80, 60, [(" cat\n", 1, 1, 10, 10, 0), ("dog", 1, 1, 20, 20, "0.0"),
+                                    ("person", 1, 1, 30, 30, "1.0"), ("dog", 1, 1, 40, 40, " 0 ")]))
+    log = R.ProblemLog()
+    _, _, _, labels, difficult = parse_voc_xml(xml, VOC_NAMES, log)
+    assert labels.tolist() == [0, 1, 2, 1] and difficult.tolist() == [False, False, True, False]
+    assert len(log) == 0, log.problems
+
+
+@pytest.mark.parametrize("bad", ["inf", "nan", "-60", "sixty"])
+def test_voc_unusable_size_is_read_from_the_image(tmp_path, bad):
+    xml = voc_xml(80, 60, [("cat", 1, 1, 10, 10, 0)]).replace("<height>60</height>", f"<height>{bad}</height>")
+    ds = mini_voc(tmp_path, xml)
+    assert (ds.records[0].height, ds.records[0].width) == (60, 80)
+    assert kinds(ds) == {R.MISSING_SIZE: 1}
 
 
 def test_voc_missing_image_set_is_a_clear_error(voc_root):
@@ -94,6 +127,42 @@ def test_coco_names_from_json_and_reordered(coco_root):
     assert by_id(ds)[10].labels.tolist() == [0, 2, 1]
 
 
+@pytest.mark.parametrize("height", [float("inf"), float("nan"), "sixty", -60, None, [60]])
+def test_coco_unusable_size_is_read_from_the_image(coco_root, height):
+    ann_file = coco_root / "annotations" / "instances_val2017.json"
+    data = json.loads(ann_file.read_text())
+    data["images"][0]["height"] = height  # a.jpg, 80x60
+    ann_file.write_text(json.dumps(data))
+    ds = COCODataset(coco_root, ["val2017"])
+    a = by_id(ds)[10]
+    assert (a.height, a.width) == (60, 80)
+    assert any(p.kind == R.MISSING_SIZE and "a.jpg" in p.path for p in ds.problems.problems)
+
+
+# ---------------------------------------------------------------------------------------------- boxes
+def test_non_finite_boxes_are_dropped_with_their_own_message():
+    nan, inf = float("nan"), float("inf")
+    boxes = [[nan, 0, 10, 10], [0, 0, inf, 5], [-inf, 0, 10, 10], [1, 1, 5, 5]]
+    log = R.ProblemLog()
+    out, labels, _ = R.clean_boxes(boxes, [0, 1, 0, 1], np.zeros(4, bool), 60, 80, "x.xml", log, ["a", "b"])
+    np.testing.assert_array_equal(out, [[1, 1, 5, 5]])
+    assert labels.tolist() == [1]
+    assert log.counts() == {R.BAD_BOX: 3}  # not "clipped", not "zero area"
+    assert all("non-finite" in p.message and p.path == "x.xml" for p in log.problems)
+
+
+def test_non_finite_coordinates_in_voc_and_coco(tmp_path, coco_root):
+    ds = mini_voc(tmp_path, voc_xml(80, 60, [("cat", "nan", 1, 10, 10, 0), ("dog", 1, 1, 10, 10, 0)]))
+    assert ds.records[0].labels.tolist() == [1] and kinds(ds) == {R.BAD_BOX: 1}
+    ann_file = coco_root / "annotations" / "instances_val2017.json"
+    data = json.loads(ann_file.read_text())
+    data["annotations"][0]["bbox"] = [float("nan"), 5, 20, 30]  # json writes NaN, as Python exports do
+    ann_file.write_text(json.dumps(data))
+    ds = COCODataset(coco_root, ["val2017"])
+    assert np.isfinite(by_id(ds)[10].boxes).all()
+    assert any(p.kind == R.BAD_BOX and "non-finite" in p.message for p in ds.problems.problems)
+
+
 # ---------------------------------------------------------------------------------------------- YOLO
 def test_yolo_lines_background_and_headers(yolo_root):
     ds = YOLOTxtDataset(yolo_root, ["images/train"], ["a", "b"])
@@ -111,6 +180,28 @@ def test_yolo_lines_background_and_headers(yolo_root):
     assert bad_line.path.endswith("a.txt") and "line 2" in bad_line.message
     e = ds.load_record(ds.records.index(recs["e.jpg"]))
     assert e.image.shape == (60, 30, 3)
+
+
+def one_yolo_image(tmp_path, label_bytes: bytes):
+    root = tmp_path / "yolo"
+    write_jpeg(root / "images" / "train" / "a.jpg", 100, 200)
+    (root / "labels" / "train").mkdir(parents=True)
+    (root / "labels" / "train" / "a.txt").write_bytes(label_bytes)
+    return YOLOTxtDataset(root, ["images/train"], ["a", "b"])
+
+
+@pytest.mark.parametrize("cls", ["nan", "inf", "-inf"])
+def test_yolo_non_finite_class_is_a_counted_problem(tmp_path, cls):
+    ds = one_yolo_image(tmp_path, f"0 0.5 0.5 0.2 0.4\n{cls} 0.5 0.5 0.2 0.2\n".encode())
+    assert ds.records[0].labels.tolist() == [0]
+    assert kinds(ds) == {R.UNKNOWN_CLASS: 1}
+    problem = ds.problems.problems[0]
+    assert problem.path.endswith("a.txt") and "line 2" in problem.message
+
+
+def test_yolo_label_with_byte_order_mark_keeps_its_first_box(tmp_path):
+    ds = one_yolo_image(tmp_path, "0 0.5 0.5 0.2 0.4\r\n1 0.25 0.5 0.1 0.2\r\n".encode("utf-8-sig"))
+    assert ds.records[0].labels.tolist() == [0, 1] and len(ds.problems) == 0
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -177,3 +268,93 @@ def test_config_build_and_validation(tmp_path, voc_root, coco_root):
         load_data_config(tmp_path / "missing.yaml")
     with pytest.raises(KeyError, match="test"):
         build_dataset(load_data_config(cfg_path), "test")
+
+
+def _with_trailer(data: bytes) -> bytes:
+    return data + b"phone trailer, no end marker in here " * 8 + bytes(200)
+
+
+def test_read_image_accepts_bytes_after_the_end_marker(tmp_path):
+    jpg, png = tmp_path / "a.jpg", tmp_path / "a.png"
+    jpg.write_bytes(_with_trailer(write_jpeg(tmp_path / "tmp.jpg", 60, 80)))
+    png.write_bytes(_with_trailer(_png_bytes(np.zeros((60, 80, 3), np.uint8))))
+    for path in (jpg, png):
+        assert read_image(path).shape == (60, 80, 3), path.name
+
+
+def test_truncated_files_are_still_reported(tmp_path):
+    data = write_jpeg(tmp_path / "tmp.jpg", 60, 80)
+    # an APP1 segment carrying a thumbnail's own end marker, as EXIF thumbnails do: it must not count
+    app1 = b"thumbnail\0\xff\xd8\xff\xd9"
+    with_thumb = data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:]
+    (tmp_path / "thumb.jpg").write_bytes(with_thumb)
+    assert read_image(tmp_path / "thumb.jpg").shape == (60, 80, 3)
+    png = _png_bytes(np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    cases = {"cut.jpg": with_thumb[: len(with_thumb) * 2 // 3], "header.jpg": with_thumb[:30],
+             "cut.png": png[: len(png) * 2 // 3] + b"IEND" + bytes(8)}  # an IEND-like tail is no IEND chunk
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(BadImageError, match="truncated") as err:
+            read_image(tmp_path / name)
+        assert err.value.kind == R.TRUNCATED and name in str(err.value)
+
+
+def _png_header_only(width: int, height: int, idat: bytes) -> bytes:
+    """A 1-bit grayscale PNG of the given size with the given (zlib) pixel data."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_image_header_of_a_huge_image(tmp_path):
+    # 20000 x 20000 (400 MP, past Pillow's decompression-bomb limit), 50 KB on disk; only headers are read
+    big = tmp_path / "yolo" / "images" / "train" / "big.png"
+    big.parent.mkdir(parents=True)
+    big.write_bytes(_png_header_only(20000, 20000, zlib.compress(bytes(20000 * 2501), 1)))
+    assert R.image_header(big) == (20000, 20000, "1")
+    ds = YOLOTxtDataset(tmp_path / "yolo", ["images/train"], ["a"])
+    assert (ds.records[0].height, ds.records[0].width) == (20000, 20000) and len(ds.problems) == 0
+    # past OpenCV's own limit (2**30 pixels) decoding fails with a message naming the file, not cv2.error
+    (tmp_path / "giant.png").write_bytes(_png_header_only(40000, 40000, zlib.compress(bytes(10))))
+    with pytest.raises(BadImageError, match="giant.png"):
+        read_image(tmp_path / "giant.png")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_image_header_size_matches_the_decoded_image(tmp_path, fmt, orientation):
+    from PIL import features
+
+    if fmt == "WEBP" and not features.check("webp"):
+        pytest.skip("Pillow without WebP")
+    path = tmp_path / f"a.{fmt.lower()}"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.zeros((40, 80, 3), np.uint8)).save(path, fmt, exif=exif.tobytes())
+    h, w, _ = R.image_header(path)
+    assert (h, w) == read_image(path).shape[:2]
+    assert (h, w) == ((80, 40) if orientation in (6, 8) else (40, 80))
+
+
+def test_image_header_orientation_is_the_one_opencv_applies(tmp_path):
+    img = Image.fromarray(np.zeros((40, 80, 3), np.uint8))
+    # an eXIf chunk after the pixel data (allowed by the first PNG EXIF spec; OpenCV honours it)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    img.save(buf, "PNG", exif=exif.tobytes())
+    data, pos, chunks = buf.getvalue(), 8, []
+    while pos < len(data):
+        end = pos + 12 + struct.unpack(">I", data[pos:pos + 4])[0]
+        chunks.append(data[pos:end])
+        pos = end
+    exif_chunk = next(c for c in chunks if c[4:8] == b"eXIf")
+    rest = [c for c in chunks if c is not exif_chunk]
+    (tmp_path / "late.png").write_bytes(data[:8] + b"".join(rest[:-1]) + exif_chunk + rest[-1])
+    # an orientation only in XMP, which Pillow's getexif() reports and OpenCV ignores
+    img.save(tmp_path / "xmp.jpg", xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/'
+             b'1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/"'
+             b' tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    for name in ("late.png", "xmp.jpg"):
+        assert R.image_header(tmp_path / name)[:2] == read_image(tmp_path / name).shape[:2], name

@@ -102,6 +102,21 @@ def test_ram_cache_matches_decoding(tmp_path):
         np.testing.assert_allclose(ta, tb)
 
 
+def test_ram_cache_clips_to_the_decoded_size_like_decoding(tmp_path):
+    # the annotation says 100x100 but the image is 100 wide and 50 high: one box lies wholly below the image,
+    # one crosses its bottom edge; both paths must drop the first and clip the second to the drawn pixels
+    path = tmp_path / "short.jpg"
+    write_jpeg(path, 50, 100, boxes=[(10, 30, 40, 50)])
+    record = Record(None, np.array([[10, 30, 40, 70], [50, 60, 80, 90]], np.float32), np.array([0, 1]),
+                    np.zeros(2, bool), "short", str(path), 100, 100)
+    ds = DetectionDataset([record], ["a", "b"])
+    (image, ram, _), (_, none, _) = (TrainDataset(ds, 100, NO_JITTER, cache=c)[0] for c in ("ram", "none"))
+    np.testing.assert_array_equal(ram, none)
+    assert ram[:, 0].tolist() == [0]
+    x1, y1, x2, y2 = ram[0, 1:].round().astype(int)
+    assert image[y1:y2, x1:x2].mean() > 240  # the target covers the white box, not the padding
+
+
 def test_epoch_sampler_splits_ranks():
     class Fake:
         epoch = 0

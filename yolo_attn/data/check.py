@@ -18,7 +18,7 @@ from .config import build_dataset
 from .dataset import DetectionDataset
 from .records import (
     IMAGE_SUFFIXES, MISSING_ANNOTATION, MISSING_IMAGE, MISSING_SIZE, ORPHAN_LABEL, BadImageError, DataProblem,
-    ProblemLog, read_image,
+    ProblemLog, exif_orientation, open_image_header, read_image,
 )
 from .voc import voc_year_dir
 from .yolo_txt import label_path_for, list_images
@@ -115,14 +115,13 @@ def _scan_yolo(cfg: Mapping[str, Any], entries: Sequence[str], log: ProblemLog) 
         wanted = {label_path_for(p) for p in images}
         for folder in sorted(label_dirs):
             for label in sorted(folder.glob("*.txt")):
-                if label not in wanted:
+                # LabelImg's YOLO export writes its class list there as classes.txt
+                if label not in wanted and label.name != "classes.txt":
                     log.add(ORPHAN_LABEL, label, "no image with this name in the matching images folder")
 
 
 def _inspect(record) -> Tuple[Optional[DataProblem], Optional[str]]:
     """Decode one image: (problem or None, note or None)."""
-    from PIL import Image
-
     path = record.path
     try:
         image = read_image(path)
@@ -130,9 +129,9 @@ def _inspect(record) -> Tuple[Optional[DataProblem], Optional[str]]:
         return DataProblem(e.kind, path, e.reason), None
     note = None
     try:
-        with Image.open(path) as im:
+        with open_image_header(path) as im:  # the orientation read_image applied, without a second decode
             what = _MODE_NOTES.get(im.mode)
-            rotated = im.getexif().get(0x0112, 1) not in (1, None)
+            rotated = exif_orientation(im, path) != 1
         parts = ([f"{what} converted to RGB"] if what else []) + (["EXIF orientation applied"] if rotated else [])
         note = f"{path}: " + "; ".join(parts) if parts else None
     except Exception:  # noqa: BLE001 - the decode above worked; the note is a nicety

@@ -21,7 +21,7 @@ import numpy as np
 from .dataset import DetectionDataset
 from .records import (
     BAD_BOX, COCO_MISSING_CATEGORY, COCO_MISSING_IMAGE, MISSING_IMAGE, MISSING_SIZE, UNKNOWN_CLASS, BadImageError,
-    ProblemLog, Record, clean_boxes, closest_name, image_header,
+    ProblemLog, Record, clean_boxes, closest_name, image_header, size_or_zero,
 )
 
 __all__ = ["COCODataset", "coco_split_paths"]
@@ -135,14 +135,15 @@ class COCODataset(DetectionDataset):
             if os.path.basename(file_name) not in files and not path.is_file():
                 log.add(MISSING_IMAGE, path, f"image id {image_id} in {ann_file.name} has no file; skipped")
                 continue
-            h, w = int(img.get("height") or 0), int(img.get("width") or 0)
-            if h <= 0 or w <= 0:
+            h, w = size_or_zero(img.get("height")), size_or_zero(img.get("width"))
+            if h == 0 or w == 0:
                 try:
                     h, w, _ = image_header(path)
                 except BadImageError as e:
                     log.add(e.kind, path, f"{e.reason}; skipped")
                     continue
-                log.add(MISSING_SIZE, path, f"image id {image_id} has no height/width; read {w}x{h} from the image")
+                log.add(MISSING_SIZE, path, f"image id {image_id} has no usable height/width; read {w}x{h}"
+                        " from the image")
             boxes, labels = [], []
             for ann in per_image.get(image_id, []):
                 bbox = ann.get("bbox")

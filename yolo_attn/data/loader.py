@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .dataset import DetectionDataset
 from .letterbox import PAD_VALUE, letterbox
-from .records import BadImageError
+from .records import BadImageError, Record
 from .transforms import Sample, TrainTransform
 
 __all__ = [
@@ -91,11 +91,9 @@ class TrainDataset(Dataset):
             include_difficult = bool(getattr(dataset, "include_difficult", False))
         self.include_difficult = include_difficult
         self.names = list(dataset.names)
-        self._targets = []  # (boxes, labels) per image in original pixels, difficult boxes left out
-        for i in range(len(dataset)):
-            ann = dataset.get_annotation(i)
-            keep = np.ones(len(ann.labels), bool) if include_difficult else ~ann.difficult
-            self._targets.append((ann.boxes[keep], ann.labels[keep]))
+        # (boxes, labels) per image in original pixels; the cache replaces an entry with the boxes clipped to
+        # the decoded image when its size differs from the annotation's, as the uncached path does
+        self._targets = [self._train_targets(dataset.get_annotation(i)) for i in range(len(dataset))]
         # Shared with workers (inherited at fork, or passed at spawn), so flips here reach running workers.
         self._epoch = mp.RawValue("i", 0)
         self._mosaic = mp.RawValue("b", 1)
@@ -146,7 +144,9 @@ class TrainDataset(Dataset):
 
         def decode(i: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
             try:
-                return _resize_to(self.dataset.load_record(i).image, self.img_size)
+                record = self.dataset.load_record(i)
+                self._targets[i] = self._train_targets(record)
+                return _resize_to(record.image, self.img_size)
             except Exception as e:  # noqa: BLE001 - any bad file: report, skip, keep going
                 self._report_bad(i, e)
                 return None
@@ -166,19 +166,22 @@ class TrainDataset(Dataset):
                            if isinstance(error, BadImageError) else f"{self.dataset.records[index].path}: "
                            f"{type(error).__name__}: {error}")
 
+    def _train_targets(self, record: Record) -> Tuple[np.ndarray, np.ndarray]:
+        """(boxes, labels) of a record that are training targets (difficult boxes only when asked)."""
+        keep = np.ones(len(record.labels), bool) if self.include_difficult else ~record.difficult
+        return record.boxes[keep], record.labels[keep]
+
     def _load_raw(self, index: int) -> Sample:
         """Image at letterbox scale (longest side S) with its boxes; raises for a bad image."""
-        boxes, labels = self._targets[index]
         cached = self._cache[index] if self._cache is not None else None
         if cached is not None:
             image, r = cached
+            boxes, labels = self._targets[index]
         else:
+            # load_record clips the boxes to the decoded image when its size differs from the annotation's
             record = self.dataset.load_record(index)
             image, r = _resize_to(record.image, self.img_size)
-            if (record.height, record.width) != (self.dataset.records[index].height,
-                                                 self.dataset.records[index].width):
-                keep = np.ones(len(record.labels), bool) if self.include_difficult else ~record.difficult
-                boxes, labels = record.boxes[keep], record.labels[keep]
+            boxes, labels = self._train_targets(record)
         return image, boxes * r, labels
 
     def _load(self, index: int, rng: np.random.Generator) -> Tuple[Sample, int]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -26,6 +28,7 @@ __all__ = [
     "closest_name",
     "image_header",
     "read_image",
+    "size_or_zero",
 ]
 
 LOGGER = logging.getLogger("yolo_attn.data")
@@ -132,16 +135,43 @@ class BadImageError(RuntimeError):
         self.path, self.reason, self.kind = str(path), reason, kind
 
 
+def _jpeg_truncated(data: bytes) -> bool:
+    """Whether a JPEG lacks its end-of-image marker (FF D9) after the start of its first scan.
+
+    The segments before the scan are skipped by their lengths, so the end marker of an EXIF thumbnail does
+    not count. In entropy-coded data 0xFF is always followed by 0x00 or a restart marker, so FF D9 after the
+    scan starts can only end the image. Bytes after it (phone trailers, padding) are ignored by decoders."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF and data[pos + 1] != 0xDA:
+        marker = data[pos + 1]
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # fill byte or a marker without length
+            pos += 1 if marker == 0xFF else 2
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return data.find(b"\xff\xd9", pos) == -1
+
+
+def _png_truncated(data: bytes) -> bool:
+    """Whether walking a PNG's chunks (length, type, data, CRC) runs out of bytes before IEND; bytes after
+    IEND (trailers) are ignored by decoders."""
+    pos = 8
+    while pos + 8 <= len(data):
+        if data[pos + 4:pos + 8] == b"IEND":
+            return False
+        pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
+    return True
+
+
 def _image_bytes_problem(data: bytes) -> Optional[Tuple[str, str]]:
-    """Cheap checks before decoding: (kind, reason) for an empty or visibly truncated file, else None."""
+    """Cheap checks before decoding: (kind, reason) for an empty or visibly truncated file, else None.
+
+    Checked before decoding because OpenCV 4 decodes a truncated JPEG with only a warning (the missing rows
+    come out grey), and so that a truncated file is named as such rather than as undecodable."""
     if len(data) == 0:
         return ZERO_BYTE, "zero-byte file"
-    if data[:2] == b"\xff\xd8":
-        # In entropy-coded JPEG data 0xFF is always followed by 0x00 or a restart marker, so FF D9 near the
-        # end can only be the end-of-image marker. Some writers pad after it, hence the small window.
-        if b"\xff\xd9" not in data[-64:]:
-            return TRUNCATED, "truncated JPEG (no end-of-image marker); re-export or remove it"
-    elif data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-32:]:
+    if data[:2] == b"\xff\xd8" and _jpeg_truncated(data):
+        return TRUNCATED, "truncated JPEG (no end-of-image marker); re-export or remove it"
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and _png_truncated(data):
         return TRUNCATED, "truncated PNG (no IEND chunk); re-export or remove it"
     return None
 
@@ -163,24 +193,83 @@ def read_image(path: Union[str, os.PathLike]) -> np.ndarray:
     if problem is not None:
         raise BadImageError(path, problem[1], problem[0])
     # IMREAD_COLOR applies EXIF orientation and converts gray / palette / alpha / 16-bit to 8-bit BGR.
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as e:  # e.g. more pixels than OpenCV's limit (CV_IO_MAX_IMAGE_PIXELS, 2**30)
+        raise BadImageError(path, f"cannot be decoded ({str(e).strip().splitlines()[-1]})") from None
     if image is None or image.size == 0:
         raise BadImageError(path, "cannot be decoded (not an image, or corrupt)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def open_image_header(path: Union[str, os.PathLike]):
+    """``PIL.Image.open`` without Pillow's decompression-bomb limit, which guards pixel decodes: a header
+    read allocates nothing however large the image (and OpenCV, which decodes, has its own limit)."""
+    from PIL import Image
+
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError:
+        pass
+    with open(path, "rb") as f:
+        prefix = f.read(16)
+    for fmt in Image.ID:  # Image.open's own search, minus the size check
+        factory, accept = Image.OPEN[fmt]
+        result = accept(prefix) if accept else True
+        if result and not isinstance(result, str):  # a str is Pillow's "almost, but no" warning
+            try:
+                return factory(os.fspath(path))
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue
+    raise SyntaxError("no image plugin reads this header")
+
+
+def _png_chunk(path: Union[str, os.PathLike], kind: bytes) -> Optional[bytes]:
+    """The payload of the first ``kind`` chunk of a PNG file, seeking from chunk header to chunk header."""
+    with open(path, "rb") as f:
+        f.seek(8)
+        while len(head := f.read(8)) == 8 and head[4:] != b"IEND":
+            length = int.from_bytes(head[:4], "big")
+            if head[4:] == kind:
+                return f.read(length)
+            f.seek(length + 4, os.SEEK_CUR)  # payload and CRC
+    return None
+
+
+def exif_orientation(im, path: Union[str, os.PathLike]) -> int:
+    """The EXIF orientation OpenCV applies when decoding: a TIFF's own tag, else the EXIF block only.
+
+    Not ``im.getexif()``: that also reads an XMP orientation, which OpenCV ignores, and for a PNG it decodes
+    every pixel to find an eXIf chunk after the image data (which OpenCV honours; here it is found by seeking)."""
+    from PIL import Image
+
+    if im.format == "TIFF":
+        return int(im.tag_v2.get(0x0112, 1))
+    data = im.info.get("exif")
+    if data is None and im.format == "PNG":
+        data = _png_chunk(path, b"eXIf")
+    if not data:
+        return 1
+    exif = Image.Exif()
+    exif.load(data)
+    return int(exif.get(0x0112, 1))
+
+
 def image_header(path: Union[str, os.PathLike]) -> Tuple[int, int, str]:
     """(height, width, mode) from the file header only, after EXIF orientation; no pixel decode.
 
-    Raises :class:`BadImageError` when the header cannot be read."""
-    from PIL import Image, UnidentifiedImageError
+    The size is the one :func:`read_image` produces. Raises :class:`BadImageError` when the header cannot
+    be read."""
+    from PIL import UnidentifiedImageError
 
     try:
         if os.path.getsize(path) == 0:
             raise BadImageError(path, "zero-byte file", ZERO_BYTE)
-        with Image.open(path) as im:
+        with open_image_header(path) as im:
             w, h = im.size
-            orientation = im.getexif().get(0x0112, 1)
+            if im.format == "TIFF":  # recent Pillow reports TIFF sizes already rotated; start from the stored one
+                w, h = im.tag_v2.get(256, w), im.tag_v2.get(257, h)
+            orientation = exif_orientation(im, path)
             mode = im.mode
     except FileNotFoundError:
         raise BadImageError(path, "file not found", MISSING_IMAGE) from None
@@ -189,6 +278,16 @@ def image_header(path: Union[str, os.PathLike]) -> Tuple[int, int, str]:
     if orientation in (5, 6, 7, 8):  # these EXIF orientations rotate by 90 degrees
         h, w = w, h
     return h, w, mode
+
+
+def size_or_zero(value: object) -> int:
+    """An image side read from an annotation as a positive int, or 0 when it is missing, not a number,
+    not finite or not positive (the caller then reads the size from the image header)."""
+    try:
+        side = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0
+    return int(side) if math.isfinite(side) and side >= 1 else 0
 
 
 def closest_name(name: str, names: Sequence[str]) -> str:
@@ -210,7 +309,8 @@ def clean_boxes(
     log: ProblemLog,
     names: Sequence[str] = (),
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Clip boxes to the image (reported), drop zero / negative area boxes and exact duplicates (reported).
+    """Drop boxes with non-finite coordinates, clip boxes to the image, drop zero / negative area boxes and
+    exact duplicates (each reported).
 
     Duplicates are boxes of the same class whose coordinates agree within half a pixel."""
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
@@ -218,15 +318,21 @@ def clean_boxes(
     difficult = np.asarray(difficult, dtype=bool).reshape(-1)
     if len(boxes) == 0:
         return boxes, labels, difficult
-    keep = np.ones(len(boxes), dtype=bool)
-    out = boxes.copy()
-    out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
-    out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
 
     def name(i: int) -> str:
         return names[labels[i]] if 0 <= labels[i] < len(names) else f"class {labels[i]}"
 
-    for i in range(len(boxes)):
+    # Before clipping: clip() would turn an infinite coordinate into the image edge, and NaN passes every
+    # comparison below as a box that merely "extends outside".
+    keep = np.isfinite(boxes).all(1)
+    for i in np.flatnonzero(~keep):
+        log.add(BAD_BOX, path, f"{name(i)} box [" + ", ".join(f"{v:g}" for v in boxes[i])
+                + "] has non-finite coordinates; dropped")
+    out = boxes.copy()
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
+
+    for i in np.flatnonzero(keep):
         box_text = "[" + ", ".join(f"{v:g}" for v in boxes[i]) + "]"
         if out[i, 2] <= out[i, 0] or out[i, 3] <= out[i, 1]:
             log.add(DEGENERATE, path, f"{name(i)} box {box_text} has zero or negative area"

@@ -23,7 +23,7 @@ import numpy as np
 from .dataset import DetectionDataset
 from .records import (
     BAD_BOX, IMAGE_SUFFIXES, MISSING_ANNOTATION, MISSING_DIFFICULT, MISSING_IMAGE, MISSING_SIZE, UNKNOWN_CLASS,
-    XML_ERROR, BadImageError, ProblemLog, Record, clean_boxes, closest_name, image_header,
+    XML_ERROR, BadImageError, ProblemLog, Record, clean_boxes, closest_name, image_header, size_or_zero,
 )
 
 __all__ = ["VOC_CLASSES", "VOCDataset", "parse_voc_xml", "voc_year_dir"]
@@ -56,7 +56,8 @@ def parse_voc_xml(
 ) -> Optional[Tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
     """Parse one annotation into ``(height, width, boxes, labels, difficult)`` (boxes unclipped, 0-based
     continuous), reporting every problem into ``log``; None when the file cannot be parsed at all.
-    A missing or zero ``<size>`` gives (0, 0): the caller reads the size from the image header."""
+    A missing, zero or unusable (not finite, negative) ``<size>`` gives 0: the caller reads the size from the
+    image header."""
     try:
         root = ET.parse(xml_path).getroot()
     except (ET.ParseError, OSError) as e:
@@ -68,7 +69,7 @@ def parse_voc_xml(
     height = _number(size.find("height")) if size is not None else None
     boxes, labels, difficult = [], [], []
     for obj in root.iter("object"):
-        name = (obj.findtext("name") or "")
+        name = (obj.findtext("name") or "").strip()  # editors leave newlines and indentation around it
         if name not in index:
             log.add(UNKNOWN_CLASS, xml_path, f"unknown class {name!r}{closest_name(name, names)}; box dropped"
                     " (the class list is the config's `names`)")
@@ -83,13 +84,13 @@ def parse_voc_xml(
         if flag is None or flag.text is None or not flag.text.strip():
             log.add(MISSING_DIFFICULT, xml_path, f"{name} object has no <difficult> tag; taken as 0")
             is_difficult = False
-        else:
-            is_difficult = flag.text.strip() not in ("0", "false", "False")
+        else:  # numerically, so that 0.0 (written by some converters) is not difficult
+            value = _number(flag)
+            is_difficult = value != 0 if value is not None else flag.text.strip().lower() != "false"
         boxes.append((xmin - 1.0, ymin - 1.0, xmax, ymax))  # 1-based inclusive -> 0-based continuous
         labels.append(index[name])
         difficult.append(is_difficult)
-    h = int(height) if height and height > 0 else 0
-    w = int(width) if width and width > 0 else 0
+    h, w = size_or_zero(height), size_or_zero(width)
     return h, w, np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64), np.array(difficult, bool)
 
 
@@ -159,6 +160,6 @@ class VOCDataset(DetectionDataset):
             except BadImageError as e:
                 log.add(e.kind, image_path, f"{e.reason}; skipped")
                 return []
-            log.add(MISSING_SIZE, xml_path, f"missing or zero <size>; read {w}x{h} from the image")
+            log.add(MISSING_SIZE, xml_path, f"missing, zero or invalid <size>; read {w}x{h} from the image")
         boxes, labels, difficult = clean_boxes(boxes, labels, difficult, h, w, str(xml_path), log, names)
         return [Record(None, boxes, labels, difficult, image_id, str(image_path), h, w)]

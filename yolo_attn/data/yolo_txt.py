@@ -9,6 +9,7 @@ label file, or with an empty one, is a background image. Labels are ``class``; `
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import List, Sequence, Union
@@ -40,7 +41,7 @@ def list_images(root: Union[str, os.PathLike], entry: str) -> List[Path]:
     if path.is_dir():
         return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if path.is_file() and path.suffix == ".txt":
-        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
         return [Path(ln) if os.path.isabs(ln) else (Path(root) / ln) for ln in lines]
     raise FileNotFoundError(f"{path}: no such image folder or list file (data config entry {entry!r})")
 
@@ -49,7 +50,9 @@ def parse_label_file(label_path: Path, names: Sequence[str], height: int, width:
                      log: ProblemLog) -> tuple:
     """Boxes (absolute xyxy, unclipped) and labels of one label file; bad lines are reported and skipped."""
     boxes, labels = [], []
-    for n, line in enumerate(label_path.read_text(errors="replace").splitlines(), start=1):
+    # utf-8-sig: a byte-order mark (Windows editors write one) would otherwise spoil the first line
+    text = label_path.read_text(encoding="utf-8-sig", errors="replace")
+    for n, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -63,7 +66,7 @@ def parse_label_file(label_path: Path, names: Sequence[str], height: int, width:
         except ValueError:
             log.add(BAD_LINE, label_path, f"{where}: not numbers; skipped")
             continue
-        if cls_f != int(cls_f) or not 0 <= int(cls_f) < len(names):
+        if not math.isfinite(cls_f) or cls_f != int(cls_f) or not 0 <= int(cls_f) < len(names):
             log.add(UNKNOWN_CLASS, label_path, f"{where}: class {fields[0]} is not an index of the {len(names)}"
                     " names; skipped")
             continue
