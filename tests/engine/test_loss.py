@@ -80,3 +80,73 @@ def test_ciou_is_one_for_identical_boxes_and_penalises_distance():
     assert torch.allclose(bbox_ciou(box, box), torch.ones(1), atol=1e-6)
     far = torch.tensor([[30.0, 10.0, 4.0, 6.0]])
     assert bbox_ciou(box, far) < 0
+
+
+def _objectness_targets(loss, outputs, targets, monkeypatch):
+    """The (B, A, H, W) objectness targets the loss builds per head, caught on their way into the BCE."""
+    import torch.nn.functional as F
+
+    caught, bce = [], F.binary_cross_entropy_with_logits
+
+    def spy(logits, target, **kw):
+        if target.dim() == 4:
+            caught.append(target.clone())
+        return bce(logits, target, **kw)
+
+    monkeypatch.setattr(F, "binary_cross_entropy_with_logits", spy)
+    loss(outputs, targets)
+    return caught
+
+
+def _expected_objectness(loss, outputs, targets):
+    """Each assigned cell's target: the largest IoU (CIoU >= 0) of the boxes that claim it with the prediction
+    there, from the assignment itself; zero-logit outputs predict (0.5, 0.5, anchor) in every cell."""
+    import numpy as np
+
+    preds = [o.view(o.shape[0], 3, -1, o.shape[2], o.shape[3]).permute(0, 1, 3, 4, 2) for o in outputs]
+    t_xywh = torch.cat([(targets[:, 2:4] + targets[:, 4:6]) / 2, targets[:, 4:6] - targets[:, 2:4]], 1)
+    expected = []
+    for level, (p, (b, a, gj, gi, tbox, *_)) in enumerate(zip(preds, loss._assign_multi(preds, targets, t_xywh))):
+        pbox = torch.cat([torch.full((len(a), 2), 0.5), loss.anchors[level][a] / loss.strides[level]], 1)
+        score = bbox_ciou(pbox, tbox).clamp(0).numpy()
+        flat = np.ravel_multi_index((b.numpy(), a.numpy(), gj.numpy(), gi.numpy()), p.shape[:4])
+        cells = np.zeros(int(np.prod(p.shape[:4])), np.float32)
+        np.maximum.at(cells, flat, score)
+        expected.append(torch.from_numpy(cells).view(p.shape[:4]))
+    return expected
+
+
+@pytest.mark.parametrize("first", [0, 1])
+def test_two_boxes_in_one_cell_the_better_fitting_sets_objectness(first, monkeypatch):
+    model = build_model(0, 2)
+    loss = YoloLoss(model.level_anchors(), 2, "multi")
+    outputs = [torch.zeros(1, 21, 4, 4), torch.zeros(1, 21, 8, 8)]
+    # both centred in stride-16 cell (2, 2); the first fits the zero-logit prediction there better
+    boxes = torch.tensor([[0, 0, 20.0, 20.0, 60.0, 60.0], [0, 1, 26.0, 22.0, 42.0, 62.0]])
+    alone = [_expected_objectness(loss, outputs, boxes[i:i + 1])[1][0, :, 2, 2] for i in (0, 1)]
+    assert ((alone[0] > alone[1]) & (alone[1] > 0)).any()  # an anchor both claim, the first fitting better
+    tobj = _objectness_targets(loss, outputs, boxes[[first, 1 - first]], monkeypatch)
+    assert torch.allclose(tobj[1][0, :, 2, 2], torch.maximum(*alone))  # whichever box comes first
+    for got, want in zip(tobj, _expected_objectness(loss, outputs, boxes)):
+        assert torch.allclose(got, want)
+
+
+def test_objectness_of_crowded_cells_is_the_best_box_whatever_the_threads(monkeypatch):
+    """Tens of thousands of positives on a few hundred cells: big enough for PyTorch to split an indexed write
+    across threads, where which of several writes to one cell lands last is not defined."""
+    model = build_model(0, 2)
+    loss = YoloLoss(model.level_anchors(), 2, "multi")
+    g = torch.Generator().manual_seed(0)
+    n, size = 12000, 256
+    xy = torch.rand(n, 2, generator=g) * (size - 70)
+    wh = 25 + torch.rand(n, 2, generator=g) * 40
+    targets = torch.cat([torch.zeros(n, 1), torch.randint(0, 2, (n, 1), generator=g).float(), xy, xy + wh], 1)
+    outputs = [torch.zeros(1, 21, size // 32, size // 32), torch.zeros(1, 21, size // 16, size // 16)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))
+    try:
+        tobj = _objectness_targets(loss, outputs, targets, monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+    for got, want in zip(tobj, _expected_objectness(loss, outputs, targets)):
+        assert torch.equal(got, want)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from yolo_attn.engine.config import load_train_config
 from yolo_attn.engine.ema import ModelEMA
 from yolo_attn.engine.schedule import WarmupCosine
 from yolo_attn.engine.trainer import (_amp_dtype, _fit_epochs_to_time, auto_workers, build_loss, build_optimizer,
-                                      init_head_biases, train, train_one_epoch)
+                                      init_head_biases, select_device, train, train_one_epoch)
 from yolo_attn.eval.evaluator import evaluate
 from yolo_attn.models import build_model
 from yolo_attn.models.darknet import save_darknet_weights
@@ -84,7 +85,9 @@ def test_every_phi_trains(phi, tiny_data):
     torch.manual_seed(0)
     model, _, loader, loss, opt = _parts(phi, tiny_data, aug={})
     before = [p.detach().clone() for p in model.parameters()]
-    sched = WarmupCosine(opt, len(loader), 1)
+    # no warm-up: the first step moves GC's zero-initialized last conv (GCNet), so the second reaches the
+    # layers behind it
+    sched = WarmupCosine(opt, len(loader), 0)
     stats = train_one_epoch(model, loader, loss, opt, sched, None, torch.device("cpu"), 0, 1, verbose=False)
     assert all(math.isfinite(v) for v in stats.values())
     changed = sum(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
@@ -198,12 +201,12 @@ def test_resume_after_sigkill_continues_the_schedule(tiny_data, tmp_path):
     assert _run_train(common + ["--name", "full"]).wait(timeout=300) == 0
     proc = _run_train(common + ["--name", "killed"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = tmp_path / "runs/killed/results.csv"
+    last = tmp_path / "runs/killed/weights/last.pt"
     deadline = time.time() + 240
-    while time.time() < deadline and not (results.exists() and len(results.read_text().splitlines()) >= 2):
+    while time.time() < deadline and not last.exists():
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)  # mid-run, after at least one epoch was saved
     proc.wait()
-    last = tmp_path / "runs/killed/weights/last.pt"
     done = load_checkpoint(last)["epoch"]  # loads: never a torn file
     assert done < 3, "the run finished before it could be killed"
     assert _run_train(["--resume", str(last)]).wait(timeout=300) == 0
@@ -228,3 +231,144 @@ def test_two_process_ddp_trains(tiny_data, tmp_path):
     assert [r.name for r in runs] == ["ddp"]  # only rank 0 writes
     ckpt = load_checkpoint(runs[0] / "weights/last.pt")
     assert ckpt["epoch"] == 0 and not any(k.startswith("module.") for k in ckpt["model"])
+    # each rank's own random stream, for a resume to continue (not rank 0's on every rank)
+    assert len(ckpt["rng_ranks"]) == 2
+    assert not torch.equal(ckpt["rng_ranks"][0]["torch"], ckpt["rng_ranks"][1]["torch"])
+
+
+class _Stop(Exception):
+    """Stands for a kill at a chosen point of a run."""
+
+
+def _tiny_cfg(tiny_data, tmp_path, **kw):
+    """A run of two iterations an epoch at 64 px, evaluated only at its last epoch."""
+    return _cfg(tiny_data, tmp_path, img_size=64, eval_interval=100, amp=False, **kw)
+
+
+def _clocked(monkeypatch, seconds):
+    """Give the trainer a wall clock that advances only as epochs run, ``seconds(epoch)`` each, so that time
+    budgets fit the same epoch counts on any machine; returns the list of (epoch, mosaic on) trained."""
+    import yolo_attn.engine.trainer as trainer
+
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(trainer, "time", SimpleNamespace(time=lambda: clock["now"], perf_counter=time.perf_counter))
+    log, real = [], trainer.train_one_epoch
+
+    def one_epoch(model, loader, *args, **kw):
+        epoch = args[5]
+        log.append((epoch, loader.dataset.mosaic_enabled))
+        out = real(model, loader, *args, **kw)
+        clock["now"] += seconds(epoch)
+        return out
+
+    monkeypatch.setattr(trainer, "train_one_epoch", one_epoch)
+    return log
+
+
+def _stop_after_checkpoint(monkeypatch, epoch_index):
+    """Stop the run right after weights/last.pt of epoch ``epoch_index`` is written."""
+    import yolo_attn.engine.trainer as trainer
+
+    real = trainer.save_checkpoint
+
+    def save(state, path):
+        real(state, path)
+        if Path(path).name == "last.pt" and state["epoch"] == epoch_index:
+            raise _Stop
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save)
+    return real
+
+
+def _epochs_in_csv(run):
+    return [int(r["epoch"]) for r in csv.DictReader(open(run / "results.csv"))]
+
+
+def test_a_budgeted_run_stopped_in_its_first_epochs_resumes_within_the_budget(tiny_data, tmp_path, monkeypatch):
+    import yolo_attn.engine.trainer as trainer
+
+    speed = {"s": 60.0}
+    _clocked(monkeypatch, lambda epoch: speed["s"])
+    real_save = _stop_after_checkpoint(monkeypatch, 0)
+    with pytest.raises(_Stop):  # 5 min at 60 s an epoch: fitted to 5 epochs after the first, far below 8
+        train(_tiny_cfg(tiny_data, tmp_path, epochs=8, time=5, name="budget"))
+    last = tmp_path / "runs/budget/weights/last.pt"
+    ckpt = load_checkpoint(last)
+    assert ckpt["epoch"] == 0 and ckpt["epochs"] == 5  # the checkpoint holds the fitted count
+    assert ckpt["scheduler"]["total_iters"] == 5 * 2  # and the schedule stretched to it
+
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    speed["s"] = 90.0  # the resumed run is slower: its fits, from the 60 s restored, cut the run to 4 epochs
+    train(dict(load_train_config(None, {}), resume=str(last), workers=0))
+    ckpt = load_checkpoint(last)
+    assert ckpt["epoch"] == 3 and ckpt["epochs"] == 4
+    assert ckpt["elapsed_s"] == pytest.approx(60 + 3 * 90)
+    assert _epochs_in_csv(tmp_path / "runs/budget") == [1, 2, 3, 4]
+
+
+def test_mosaic_follows_the_epoch_count_a_budget_fits(tiny_data, tmp_path, monkeypatch):
+    """--epochs 3 --close-mosaic 3 with a budget that fits 5 epochs: mosaic is off for the last 3 of the 5,
+    not for all of them (3 of 3 before the first fit)."""
+    log = _clocked(monkeypatch, lambda epoch: 60.0)
+    train(_tiny_cfg(tiny_data, tmp_path, epochs=3, time=5, close_mosaic=3, ema=False))
+    assert log == [(0, True), (1, True), (2, False), (3, False), (4, False)]
+
+
+def test_a_kill_right_after_a_checkpoint_keeps_that_epochs_row(tiny_data, tmp_path, monkeypatch):
+    import yolo_attn.engine.trainer as trainer
+
+    real_save = _stop_after_checkpoint(monkeypatch, 1)
+    with pytest.raises(_Stop):
+        train(_tiny_cfg(tiny_data, tmp_path, epochs=3, time=None, ema=False, name="kill"))
+    run = tmp_path / "runs/kill"
+    assert load_checkpoint(run / "weights/last.pt")["epoch"] == 1
+    assert _epochs_in_csv(run) == [1, 2]  # the resumed run starts at epoch 3: a missing row 2 would stay missing
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    train(dict(load_train_config(None, {}), resume=str(run / "weights/last.pt"), workers=0))
+    assert _epochs_in_csv(run) == [1, 2, 3]
+
+
+def test_numeric_looking_names_and_paths_stay_text(tiny_data, tmp_path):
+    from yolo_attn.engine.config import parse_train_args
+
+    cfg = parse_train_args(["--data", str(tiny_data), "--project", str(tmp_path / "123"), "--name", "2024",
+                            "--weights", "null", "--classes", "yes", "--img-size", "64", "--batch-size", "4",
+                            "--workers", "0", "--epochs", "1", "--eval-batch-size", "4", "--phi", "0",
+                            "--amp", "false", "--ema", "false", "--lr", "1e-3"])
+    assert cfg["name"] == "2024" and cfg["classes"] == "yes" and cfg["weights"] is None
+    assert cfg["lr"] == 1e-3 and cfg["epochs"] == 1 and cfg["amp"] is False  # the others are still typed
+    assert parse_train_args(["--name", "on", "--device", "0"])["name"] == "on"
+    assert load_train_config(None, {"name": 2024, "project": 1.5})["name"] == "2024"  # YAML files, Python
+    assert train(dict(cfg, classes=None)) == tmp_path / "123" / "2024"
+    if not torch.cuda.is_available():  # --device 0 still names the first GPU
+        with pytest.raises(RuntimeError, match="cuda:0: CUDA is not available"):
+            select_device(parse_train_args(["--device", "0"])["device"])
+    else:
+        assert select_device("0") == torch.device("cuda", 0)
+
+
+def test_warmup_epochs_0_turns_warm_up_off(tiny_data, tmp_path):
+    run = train(_tiny_cfg(tiny_data, tmp_path, epochs=1, warmup_epochs=0, ema=False, time=None))
+    assert load_checkpoint(run / "weights/last.pt")["scheduler"]["warmup_iters"] == 0
+    from yolo_attn.engine.trainer import _warmup_iters
+
+    assert _warmup_iters(0, 500) == 0
+    assert _warmup_iters(0.5, 8) == 8 and _warmup_iters(0.1, 500) == 100  # at least 100 iterations or an epoch
+    assert _warmup_iters(3, 500) == 1500
+
+
+def test_the_fitted_epoch_count_is_broadcast_from_the_training_device(monkeypatch):
+    """NCCL broadcasts only GPU tensors: the count goes out on the device the run trains on."""
+    import torch.distributed as dist
+
+    sent = []
+
+    def broadcast(tensor, src):
+        sent.append(tensor.device)
+        tensor.fill_(7)  # what rank 0 sends
+
+    monkeypatch.setattr(dist, "broadcast", broadcast)
+    devices = [torch.device("cpu")] + ([torch.device("cuda", 0)] if torch.cuda.is_available() else [])
+    for device in devices:
+        assert _fit_epochs_to_time(28, 400, [400], 2, device) == 7
+    assert sent == devices

@@ -10,18 +10,25 @@ import yaml
 
 from ..utils.yamlfile import read_yaml_mapping
 
-__all__ = ["DEFAULT_TRAIN_CONFIG", "load_train_config", "parse_train_args"]
+__all__ = ["DEFAULT_TRAIN_CONFIG", "STRING_KEYS", "load_train_config", "parse_train_args"]
 
 DEFAULT_TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train.yaml"
+# Names, paths and choices: their values stay text, so a run called 2024, a folder named "123" or a file
+# named "yes" is not read as a number or a boolean. Those that default to null still take null (~, empty).
+STRING_KEYS = ("name", "project", "device", "optimizer", "assigner", "data", "weights", "classes", "resume")
+NULLABLE_STRING_KEYS = ("data", "weights", "classes", "resume")
+_NULL_WORDS = ("null", "Null", "NULL", "~", "")
 
 
 def _read_yaml(path: Path) -> Dict[str, Any]:
     return read_yaml_mapping(path, "training config")
 
 
-def _parse_value(text: str) -> Any:
-    """Command-line values: numbers first (YAML 1.1 would read 1e-3 as a string), then YAML for null, true,
-    [1, 2], {a: 1}; anything else stays a string."""
+def _parse_value(text: str, key: str = "") -> Any:
+    """Command-line values: the text itself for STRING_KEYS (None for null); else numbers first (YAML 1.1
+    would read 1e-3 as a string), then YAML for null, true, [1, 2], {a: 1}; anything else stays a string."""
+    if key in STRING_KEYS:
+        return None if key in NULLABLE_STRING_KEYS and text in _NULL_WORDS else text
     for cast in (int, float):
         try:
             return cast(text)
@@ -58,6 +65,9 @@ def load_train_config(
             _set(cfg, k, v, defaults or cfg)
     for k, v in (overrides or {}).items():
         _set(cfg, k, v, defaults or cfg)
+    for k in STRING_KEYS:  # `name: 2024` in a YAML file, or name=2024 from Python
+        if isinstance(cfg.get(k), (int, float)):
+            cfg[k] = str(cfg[k])
     return cfg
 
 
@@ -85,7 +95,8 @@ def parse_train_args(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         else:
             value = "true"  # a bare flag: --compile
             i += 1
-        overrides[key.replace("-", "_")] = _parse_value(value)
+        key = key.replace("-", "_")
+        overrides[key] = _parse_value(value, key)
     try:
         return load_train_config(args.config, overrides)
     except (ValueError, FileNotFoundError) as e:

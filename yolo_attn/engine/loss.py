@@ -136,9 +136,11 @@ class YoloLoss(nn.Module):
                     score = torch.ones_like(score)
                 else:
                     score = (1.0 - self.iou_ratio) + self.iou_ratio * score
-                # several boxes may claim one anchor cell: let the best-fitting one set the target
-                order = score.argsort()
-                tobj[b[order], a[order], gj[order], gi[order]] = score[order]
+                # Several boxes may claim one anchor cell: the best-fitting one sets the target. A max-reduce,
+                # not an indexed write in score order: which of several writes to one element lands is
+                # undefined on CUDA and in CPU kernels split across threads.
+                cell = ((b * tobj.shape[1] + a) * tobj.shape[2] + gj) * tobj.shape[3] + gi
+                tobj.view(-1).scatter_reduce_(0, cell, score, "amax", include_self=False)
                 if self.num_classes > 1:
                     t = torch.full_like(ps[:, 5:], self.cls_neg)
                     t[torch.arange(len(tcls), device=device), tcls] = self.cls_pos

@@ -50,9 +50,12 @@ RESULT_COLUMNS = ["epoch", "train/box", "train/obj", "train/cls", "lr", "map50",
 
 
 def select_device(name: str = "auto", local_rank: int = -1) -> torch.device:
-    """``auto`` picks CUDA when present (the local rank's GPU under DDP), else the CPU."""
+    """``auto`` picks CUDA when present (the local rank's GPU under DDP), else the CPU; a bare index (``0``)
+    names a GPU."""
     if name in (None, "", "auto"):
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    elif isinstance(name, int) or str(name).isdigit():
+        name = f"cuda:{name}"
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -225,17 +228,40 @@ def _rescale_batch(images: torch.Tensor, targets: torch.Tensor, img_size: int) -
     return images, targets
 
 
-def _rng_state() -> Dict[str, Any]:
+def _rng_state(device: torch.device) -> Dict[str, Any]:
     np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": random.getstate(),
-            "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def _set_rng_state(state: Dict[str, Any]) -> None:
+def _set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(_tuplify(state["python"]))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _rng_states(device: torch.device, world: int) -> List[Dict[str, Any]]:
+    """Every rank's RNG state, by rank (a collective under DDP: every rank calls it)."""
+    state = _rng_state(device)
+    if world == 1:
+        return [state]
+    states: List[Any] = [None] * world
+    dist.all_gather_object(states, state)
+    return states
+
+
+def _warmup_iters(warmup_epochs: float, iters: int) -> int:
+    """Warm-up length: ``warmup_epochs`` of ``iters`` iterations, at least 100 (or one epoch where an epoch is
+    shorter) as YOLOv5, so a small dataset still warms up; 0 turns warm-up off."""
+    if warmup_epochs <= 0:
+        return 0
+    return max(round(warmup_epochs * iters), min(100, iters))
 
 
 def _tuplify(x):
@@ -301,6 +327,10 @@ def train(cfg: Dict[str, Any]) -> Path:
     device = select_device(cfg["device"], local_rank if world > 1 else -1)
     if cfg.get("workers") in (None, "auto"):
         cfg["workers"] = auto_workers(device, world)
+    if world > 1 and device.type == "cuda" and device.index is not None:
+        # before the process group: NCCL's object broadcasts and barriers use the current GPU, cuda:0 on
+        # every rank otherwise
+        torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     main = rank == 0
@@ -313,7 +343,7 @@ def train(cfg: Dict[str, Any]) -> Path:
     if ckpt is not None:
         run_dir = Path(resume_path).resolve().parent.parent
     else:
-        run_dir = increment_path(Path(cfg["project"]) / cfg["name"], mkdir=True) if main else None
+        run_dir = increment_path(Path(str(cfg["project"])) / str(cfg["name"]), mkdir=True) if main else None
         if world > 1:
             holder = [str(run_dir) if main else None]
             dist.broadcast_object_list(holder, src=0)
@@ -375,7 +405,7 @@ def train(cfg: Dict[str, Any]) -> Path:
     optimizer = build_optimizer(model, cfg["optimizer"], lr, cfg["momentum"], cfg["weight_decay"])
     epochs = int(cfg["epochs"])
     iters = len(loader)
-    scheduler = WarmupCosine(optimizer, epochs * iters, max(round(cfg["warmup_epochs"] * iters), min(100, iters)),
+    scheduler = WarmupCosine(optimizer, epochs * iters, _warmup_iters(cfg["warmup_epochs"], iters),
                              cfg["min_lr_ratio"], cfg["warmup_bias_lr"], 0.8 if cfg["optimizer"] == "sgd" else 0.9)
     ema = ModelEMA(model, cfg["ema_decay"], cfg["ema_tau"]) if cfg["ema"] and main else None
     amp_dtype = _amp_dtype(cfg["amp"], device)
@@ -383,6 +413,7 @@ def train(cfg: Dict[str, Any]) -> Path:
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
     start_epoch, best, elapsed_before = 0, -1.0, 0.0
+    epoch_times: List[float] = []  # of epochs done, each with its evaluation and the previous one's saving
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -395,7 +426,16 @@ def train(cfg: Dict[str, Any]) -> Path:
         epochs = int(ckpt.get("epochs", epochs))
         best = float(ckpt.get("best_fitness", -1.0))
         elapsed_before = float(ckpt.get("elapsed_s", 0.0))
-        _set_rng_state(ckpt["rng"])
+        epoch_times = [float(t) for t in ckpt.get("epoch_times", [])]
+        if len(epoch_times) != start_epoch:  # a checkpoint from before epoch_times were saved
+            epoch_times = [elapsed_before / start_epoch] * start_epoch
+        ranks = ckpt.get("rng_ranks") or []
+        # each rank continues its own random stream; under another world size, rank 0 continues its own and
+        # the others keep their fresh seeds (seed + rank), never rank 0's stream
+        if len(ranks) == world:
+            _set_rng_state(ranks[rank], device)
+        elif main:
+            _set_rng_state(ckpt["rng"], device)
         log.info("resuming %s at epoch %d of %d", resume_path, start_epoch + 1, epochs)
         if start_epoch >= epochs:
             log.info("%s: this run already finished all %d epochs", resume_path, epochs)
@@ -415,7 +455,7 @@ def train(cfg: Dict[str, Any]) -> Path:
                  epochs, cfg["batch_size"], cfg["img_size"], device, f" x{world}" if world > 1 else "",
                  _precision(amp_dtype, cfg["amp"], device), run_dir)
     t0 = time.time() - elapsed_before
-    epoch_times: List[float] = []
+    lap = time.time()
     epoch = start_epoch - 1
     while epoch + 1 < epochs:  # not a for-range: a time budget may change `epochs` in the first epochs
         epoch += 1
@@ -423,8 +463,15 @@ def train(cfg: Dict[str, Any]) -> Path:
             loader.sampler.set_epoch(epoch)
         if hasattr(loader.dataset, "set_epoch"):
             loader.dataset.set_epoch(epoch)
-        if epoch >= epochs - cfg["close_mosaic"] and hasattr(loader.dataset, "close_mosaic"):
-            loader.dataset.close_mosaic()
+        if hasattr(loader.dataset, "close_mosaic"):
+            # Decided every epoch against the current count, which a time budget re-fits in the first epochs
+            # (a short --epochs may grow): reopened when a fit moved the last epochs away. Before the first
+            # fit the count is not the budget's yet, so that epoch keeps mosaic.
+            unfitted = cfg.get("time") and epoch == 0 and epochs > 1
+            if epoch >= epochs - cfg["close_mosaic"] and not unfitted:
+                loader.dataset.close_mosaic()
+            else:
+                loader.dataset.open_mosaic()
         frozen = epoch < cfg["freeze_epochs"]
         for p in model.backbone.parameters():
             p.requires_grad_(not frozen)
@@ -433,20 +480,33 @@ def train(cfg: Dict[str, Any]) -> Path:
                                 amp_dtype, scaler, cfg["grad_clip"], cfg["channels_last"], cfg["multi_scale"],
                                 cfg["img_size"], verbose=main)
         last = epoch == epochs - 1
-        if main:
-            metrics = {}
+        metrics = {}
+        if main and (last or (epoch + 1) % cfg["eval_interval"] == 0):
             eval_model = ema.module if ema is not None else model
-            if last or (epoch + 1) % cfg["eval_interval"] == 0:
-                result = evaluate(eval_model, val_set, img_size=eval_size, batch_size=cfg["eval_batch_size"],
-                                  conf_threshold=cfg["eval_conf"], iou_threshold=cfg["eval_iou"],
-                                  metrics=("voc07", "voc12", "coco"), device=device, amp_dtype=amp_dtype,
-                                  scale_x_y=loss_fn.scale_x_y, max_candidates=3000, output_dir=run_dir / "val",
-                                  save_json=False, verbose=True)
-                print_report(result)
-                metrics = {"map50": result["voc12_map50"], "map50_95": result["coco_map"],
-                           "voc07_map50": result["voc07_map50"]}
+            result = evaluate(eval_model, val_set, img_size=eval_size, batch_size=cfg["eval_batch_size"],
+                              conf_threshold=cfg["eval_conf"], iou_threshold=cfg["eval_iou"],
+                              metrics=("voc07", "voc12", "coco"), device=device, amp_dtype=amp_dtype,
+                              scale_x_y=loss_fn.scale_x_y, max_candidates=3000, output_dir=run_dir / "val",
+                              save_json=False, verbose=True)
+            print_report(result)
+            metrics = {"map50": result["voc12_map50"], "map50_95": result["coco_map"],
+                       "voc07_map50": result["voc07_map50"]}
+        now = time.time()
+        epoch_times.append(now - lap)
+        lap = now
+        if cfg.get("time") and epoch < FIT_EPOCHS and not last:
+            # before the checkpoint, so that a run resumed from it keeps the fitted count and schedule (and
+            # goes on fitting from the elapsed time it restores)
+            epochs = _fit_epochs_to_time(cfg["time"], now - t0, epoch_times, world, device)
+            scheduler.set_total(epochs * iters)
+        rng_states = _rng_states(device, world)
+        if main:
             row = {"epoch": epoch + 1, **stats, **metrics, "epoch_time_s": time.time() - epoch_start,
                    "elapsed_s": time.time() - t0}
+            # the row before the checkpoint: a run killed in between resumes from the previous checkpoint,
+            # which drops this row (_trim_csv) and trains the epoch again; in the other order the row of an
+            # epoch whose checkpoint was written would be lost
+            _append_csv(run_dir / "results.csv", row)
             score = fitness(metrics) if metrics else -1.0
             is_best = score > best
             best = max(best, score)
@@ -458,22 +518,15 @@ def train(cfg: Dict[str, Any]) -> Path:
                 "ema_updates": ema.updates if ema is not None else 0,
                 "config": cfg, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None,
-                "epoch": epoch, "epochs": epochs, "best_fitness": best, "metrics": metrics,
-                "elapsed_s": time.time() - t0, "rng": _rng_state(),
+                "epoch": epoch, "epochs": epochs, "epoch_times": list(epoch_times), "best_fitness": best,
+                "metrics": metrics, "elapsed_s": time.time() - t0, "rng": rng_states[0], "rng_ranks": rng_states,
             }
             save_checkpoint(state, weights_dir / "last.pt")
             if is_best and metrics:
                 save_checkpoint(state, weights_dir / "best.pt")
                 for png in (run_dir / "val").glob("*.png"):  # the PR curve of the best epoch so far
                     shutil.copyfile(png, run_dir / f"best_{png.name}")
-            # after the checkpoint: a run killed in between resumes from it and writes this row again,
-            # and rows past the checkpoint are dropped on resume (_trim_csv)
-            _append_csv(run_dir / "results.csv", row)
             plot_results(run_dir / "results.csv", run_dir / "results.png")
-        epoch_times.append(time.time() - epoch_start)
-        if cfg.get("time") and ckpt is None and epoch < FIT_EPOCHS and not last:
-            epochs = _fit_epochs_to_time(cfg["time"], time.time() - t0, epoch_times, world)
-            scheduler.set_total(epochs * iters)
         if world > 1:
             dist.barrier()
     if main:
@@ -484,18 +537,20 @@ def train(cfg: Dict[str, Any]) -> Path:
     return run_dir
 
 
-def _fit_epochs_to_time(minutes: float, elapsed: float, epoch_times: Sequence[float], world: int) -> int:
+def _fit_epochs_to_time(minutes: float, elapsed: float, epoch_times: Sequence[float], world: int,
+                        device: torch.device = torch.device("cpu")) -> int:
     """Epoch count that fills a wall-clock budget: the epochs done, plus as many more as the rest of the budget
     holds at the mean time of those done (with their evaluations). Re-fitted after each of the first
     ``FIT_EPOCHS`` epochs, while the cosine schedule has barely moved: the first epoch alone misjudges the
-    rest by 5-15 % either way (kernel set-up and a slow first evaluation; a machine that slows down)."""
+    rest by 5-15 % either way (kernel set-up and a slow first evaluation; a machine that slows down).
+    Under DDP every rank takes rank 0's count, broadcast from ``device`` (NCCL takes only GPU tensors)."""
     # Whole epochs (the schedule's end, close_mosaic and evaluation are per epoch); a last epoch that would end
     # within a tenth of an epoch past the budget still counts, so a budget a hair short of N epochs keeps N.
     done = len(epoch_times)
     per_epoch = max(sum(epoch_times) / done, 1e-6)
     fitted = max(done + 1, done + int((minutes * 60 - elapsed) / per_epoch + 0.1))
     if world > 1:
-        t = torch.tensor([fitted])
+        t = torch.tensor([fitted], device=device)
         dist.broadcast(t, 0)
         fitted = int(t)
     log.info("time budget %.1f min: %.1f min used, %.1f s per epoch -> %d epochs", minutes, elapsed / 60,
@@ -504,8 +559,8 @@ def _fit_epochs_to_time(minutes: float, elapsed: float, epoch_times: Sequence[fl
 
 
 def _trim_csv(path: Path, epochs_done: int) -> None:
-    """Drop results rows of epochs a resumed run will train again (killed after the row, before the checkpoint
-    of a later epoch)."""
+    """Drop results rows of epochs a resumed run will train again (killed after an epoch's row, before its
+    checkpoint)."""
     if not path.exists():
         return
     with open(path, newline="") as f:
