@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", help="our .pt, or Darknet .weights / port .pth with --classes-file")
     p.add_argument("--format", choices=FORMATS, default="onnx")
-    p.add_argument("--output", help="file (.onnx / .xml) or folder (OpenVINO); default: beside the weights")
+    p.add_argument("--output", help="file (.onnx / .xml), or a folder to write it into; default: beside the "
+                   "weights")
     p.add_argument("--img-size", type=int, help="input size, a multiple of 32 (default: the checkpoint's)")
     p.add_argument("--dynamic", action="store_true", help="free batch size and input size")
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",

@@ -6,8 +6,9 @@
     python tools/predict.py --weights best.pt --source 0 --attention       # webcam 0, attention overlay
     python tools/predict.py --weights yolov4-tiny.weights --classes-file coco.names --source "imgs/*.jpg"
 
-Results go to runs/predict/<name> (exp, exp2, ...): annotated images keep their names, videos become .mp4
-at the source's fps and size; --save-txt writes labels/<stem>.txt (class score x1 y1 x2 y2, pixels).
+Results go to runs/predict/<name> (exp, exp2, ...): annotated images keep their names (a name repeated in one
+run gets _2, _3, ...), videos become .mp4 at the source's fps and size; --save-txt writes labels/<stem>.txt
+(class score x1 y1 x2 y2, pixels).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes-file", help="class names, one per line, for weights without names")
     p.add_argument("--num-classes", type=int, help="class count, for weights without names")
     p.add_argument("--max-det", type=int, default=300, help="most boxes per image")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (checked before anything runs)")
     p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"],
                    help="default: the file's own; for .pt chosen for this machine (a calibrated int8 OpenVINO "
                    "export beside it is used when there is one)")

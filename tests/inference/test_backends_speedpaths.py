@@ -20,7 +20,7 @@ import torch
 
 from yolo_attn.data.letterbox import letterbox
 from yolo_attn.inference import Detector
-from yolo_attn.inference.backends import OpenVinoBackend, create_backend
+from yolo_attn.inference.backends import OpenVinoBackend, _matching_precision, create_backend
 from yolo_attn.inference.fastproc import decode_nms, letterbox_batch
 from yolo_attn.inference.hardware import (BF16_MIN_SPEEDUP, CpuFeatures, auto_choice, bf16_speedup, cpu_features,
                                           keep_freed_memory, torch_threads)
@@ -256,6 +256,51 @@ def test_onnxruntime_in_memory_agrees_and_restores_torch_threads(ckpt, batch):
     assert torch.get_num_threads() == threads
 
 
+def _onnx_data(ckpt) -> bytes:
+    from yolo_attn.inference.export import export_meta, onnx_bytes
+
+    model, meta = load_model(ckpt)
+    return onnx_bytes(model, export_meta(meta, IMG_SIZE, True, "fp32", "cbam.pt"), IMG_SIZE, dynamic=True)
+
+
+@pytest.mark.skipif(not has_onnxruntime, reason="onnxruntime not installed")
+def test_onnxruntime_says_where_it_really_runs(ckpt, monkeypatch, caplog):
+    """Without a CUDA execution provider ONNX Runtime runs on the CPU; describe() must not say cuda."""
+    import onnxruntime as ort
+
+    data = _onnx_data(ckpt)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with caplog.at_level("WARNING", logger="yolo_attn.inference"):
+        backend = create_backend("onnxruntime", data, device="cuda")
+    assert backend.device == "cpu" and backend.providers == ["CPUExecutionProvider"]
+    assert "on cpu (CPUExecutionProvider; asked for cuda" in backend.describe()
+    assert "running on the CPU" in caplog.text
+    assert create_backend("onnxruntime", data).describe() == "onnxruntime fp32 on cpu (CPUExecutionProvider)"
+    with pytest.raises(ValueError, match="unknown device 'foo'"):
+        create_backend("onnxruntime", data, device="foo")
+
+
+@pytest.mark.skipif(not has_onnxruntime, reason="onnxruntime not installed")
+def test_onnxruntime_precision_advice_names_what_works(ckpt):
+    """ONNX export refuses bf16 (tools/export.py), so the advice must not be to export with it."""
+    fp32 = create_backend("onnxruntime", _onnx_data(ckpt))
+    with pytest.raises(ValueError) as bf16:
+        _matching_precision(fp32, "bf16")
+    assert "--precision bf16" not in str(bf16.value) and "--backend openvino" in str(bf16.value)
+    with pytest.raises(ValueError, match=r"--format onnx --precision int8 --data CONFIG"):
+        _matching_precision(fp32, "int8")
+
+
+@needs_openvino
+def test_openvino_on_a_device_it_lacks_is_one_clear_error(ckpt):
+    from yolo_attn.inference.export import openvino_model
+
+    model = openvino_model(_onnx_data(ckpt), {"precision": "fp32"})
+    with pytest.raises(ValueError, match=r"OpenVINO has no FOO device here \(from --device foo; this machine "
+                                         r"offers .*CPU.*\); use --device cpu"):
+        create_backend("openvino", model, device="foo")
+
+
 @needs_openvino
 def test_openvino_uint8_input_and_throughput_streams_agree(ckpt, batch):
     det = Detector.load(ckpt, backend="openvino")
@@ -427,6 +472,35 @@ def test_pipelined_stops_its_reader_when_left_early():
     count = len(produced)
     time.sleep(0.1)
     assert count == len(produced) < 20  # nothing read after the consumer left
+
+
+def test_pipelined_left_early_near_the_end_returns_at_once():
+    """The reader had read everything and waited to hand over its end marker into a full buffer: leaving
+    early must not wait out the reader's join timeout (it took 10 s)."""
+    def slow(i):
+        time.sleep(0.2)
+        return i
+
+    start = time.perf_counter()
+    for item, _ in pipelined(range(7), slow, workers=2):
+        if item == 1:
+            break
+    assert time.perf_counter() - start < 3.0
+
+
+def test_pipelined_raises_a_failed_call_in_frame_order():
+    def fails_first(i):
+        time.sleep(0.05)
+        if i == 0:
+            raise RuntimeError("boom")
+        return i
+
+    seen = []
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="boom"):
+        for item, _ in pipelined(range(7), fails_first, workers=2):
+            seen.append(item)
+    assert seen == [] and time.perf_counter() - start < 3.0  # no later frame yielded before the error
 
 
 def test_background_writer_writes_in_order_and_reports_errors():

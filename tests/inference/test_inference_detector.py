@@ -202,3 +202,58 @@ def test_test_time_augmentation(ckpt, image_paths):
     det.backend.fixed_shape = (None, 128, 128)  # as a static export reports itself
     with pytest.raises(ValueError, match="exported for a fixed one"):
         det.augment = True
+
+
+def test_16_bit_pil_images_are_scaled_like_the_same_file_read_by_path(tmp_path):
+    """Pillow's convert("RGB") clips 16-bit values at 255 (a white image); a path goes through OpenCV's
+    IMREAD_COLOR, which keeps the top 8 bits. A PIL image of the same file must give the same pixels."""
+    import cv2
+
+    from yolo_attn.inference.detector import load_image
+
+    gray16 = np.random.default_rng(0).integers(0, 256, (48, 64), dtype=np.uint16) * 257
+    path = tmp_path / "g16.png"
+    cv2.imwrite(str(path), gray16)
+    expected, _ = load_image(path)
+    assert expected.mean() < 200  # mid-grey noise, not saturated
+    with Image.open(path) as im:
+        assert im.mode.startswith("I")  # I;16 (or I in older Pillow)
+        for image in (im, im.convert("I"), im.convert("F")):
+            np.testing.assert_array_equal(load_image(image)[0], expected, err_msg=image.mode)
+    as_floats = Image.fromarray(gray16.astype(np.float32) / 65535.0, mode="F")  # floats in [0, 1]
+    assert np.abs(load_image(as_floats)[0].astype(int) - expected).max() <= 1
+
+
+def test_pil_images_are_turned_upright_by_their_exif_orientation(tmp_path):
+    from yolo_attn.inference.detector import load_image
+
+    rgb = np.zeros((40, 80, 3), np.uint8)
+    rgb[:, :20] = (255, 0, 0)  # a red band on the left, which orientation 6 puts on top
+    image = Image.fromarray(rgb)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif.tobytes(), quality=95)
+    from_path, _ = load_image(path)
+    with Image.open(path) as im:
+        from_pil, _ = load_image(im)
+    assert from_path.shape == from_pil.shape == (80, 40, 3)
+    assert np.abs(from_pil.astype(int) - from_path).mean() < 3  # two JPEG decoders, the same picture
+    assert from_pil[:10, :, 0].mean() > 200 and from_pil[-10:, :, 0].mean() < 50
+
+
+def test_an_empty_image_is_a_clear_error(ckpt):
+    det = Detector.load(ckpt)
+    for bgr in (False, True):  # BGR frames take the lean path, straight to letterbox
+        with pytest.raises(ValueError, match=r"empty image \(shape \(0, 0, 3\)\)"):
+            det(np.zeros((0, 0, 3), np.uint8), bgr=bgr)
+    with pytest.raises(ValueError, match=r"shape \(7, 0, 3\)"):
+        letterbox(np.zeros((7, 0, 3), np.uint8), 64)
+
+
+def test_an_unusable_device_is_one_clear_error(ckpt, monkeypatch):
+    with pytest.raises(ValueError, match="unknown device 'foo'; use cpu, cuda or cuda:N"):
+        Detector.load(ckpt, device="foo")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device 'cuda': CUDA is not available here.*use --device cpu"):
+        Detector.load(ckpt, device="cuda")

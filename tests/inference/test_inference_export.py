@@ -10,8 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from yolo_attn.inference.detector import Detector
-from yolo_attn.inference.export import calibration_images, check_parity, export_model, run_export, synthetic_images
+from yolo_attn.data.letterbox import LetterboxInfo
+from yolo_attn.inference.detector import Detections, Detector
+from yolo_attn.inference.export import (ParityReport, calibration_images, check_parity, export_model, run_export,
+                                        synthetic_images)
 
 from .helpers import IMG_SIZE, NAMES, make_checkpoint, write_images
 
@@ -188,3 +190,96 @@ def test_openvino_backends_share_one_core(ckpt, tmp_path):
     out = export_model(ckpt, "openvino", tmp_path / "ov", log=lambda s: None)
     first, second = create_backend("openvino", out), create_backend("openvino", out, precision="bf16")
     assert first._core is second._core
+
+
+@needs_openvino
+def test_reading_an_exports_input_size_uses_the_shared_core(ckpt, tmp_path, monkeypatch):
+    import openvino as ov
+
+    from yolo_attn.inference.backends import _openvino_core
+    from yolo_attn.inference.hardware import fixed_input_size
+
+    out = export_model(ckpt, "openvino", tmp_path / "ov", log=lambda s: None)
+    _openvino_core()
+
+    def second_core(*args, **kwargs):
+        raise AssertionError("a second ov.Core() was created")
+
+    monkeypatch.setattr(ov, "Core", second_core)
+    assert fixed_input_size(out) == (IMG_SIZE, IMG_SIZE)
+
+
+def _dets(boxes, scores, labels, scale=1.0):
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return Detections(boxes, np.asarray(scores, np.float32), np.asarray(labels, np.int64),
+                      [NAMES[i] for i in labels], (640, 480), letterbox=LetterboxInfo(scale, 0.0, 0.0, (640, 480)))
+
+
+def test_parity_pairs_boxes_in_any_order_within_input_pixels():
+    from yolo_attn.inference.export import _compare_detections
+
+    def compare(ref, out, ref_all=None, out_all=None):
+        return _compare_detections(ref, out, box_tol=0.05, score_tol=1e-4, conf=0.25, where="image 0",
+                                   ref_all=ref_all and (lambda: ref_all), out_all=out_all and (lambda: out_all))
+
+    a, b = [265.19, 20.34, 454.12, 95.37], [76.94, 0.0, 480.0, 640.0]
+    # two scores tied to 1e-6 come out of NMS in the other order: the same detections
+    ref = _dets([b, a], [0.30596215, 0.3059613], [2, 0], scale=0.2)
+    assert compare(ref, _dets([a, b], [0.30596158, 0.30596092], [0, 2], scale=0.2)) == ""
+    # 0.1 px of a 640-pixel photo letterboxed into 128 (scale 0.2) is 0.02 px of the network input
+    assert compare(ref, _dets([np.add(b, 0.1), a], [0.30596215, 0.3059613], [2, 0], scale=0.2)) == ""
+    # 1 px of the network input is a real difference, and the message says where
+    moved = compare(ref, _dets([np.add(b, 5.0), a], [0.30596215, 0.3059613], [2, 0], scale=0.2))
+    assert "image 0: PyTorch has a bird box" in moved and "1 input px away" in moved
+    # a class that differs is a difference
+    assert "PyTorch has a bird box" in compare(ref, _dets([b, a], [0.30596215, 0.3059613], [1, 0], scale=0.2))
+    # a box only one side kept: rounding at the threshold, or a real extra box
+    assert compare(_dets([a, b], [0.9, 0.25003], [0, 1]), _dets([a], [0.9], [0])) == ""
+    assert "PyTorch has a dog box" in compare(_dets([a, b], [0.9, 0.4], [0, 1]), _dets([a], [0.9], [0]))
+    # NMS between two overlapping boxes whose scores tie: each side kept the one the other suppressed
+    rival = np.add(a, [4, 0, 4, 0])
+    both = _dets([a, rival], [0.5000001, 0.5], [0, 0])
+    assert compare(_dets([a], [0.5000001], [0]), _dets([rival], [0.5], [0]), both, both) == ""
+    # ... but a box that moved is no rival: the other side never computed it
+    assert compare(_dets([a], [0.5], [0]), _dets([rival], [0.5], [0]), _dets([a], [0.5], [0]),
+                   _dets([rival], [0.5], [0])) != ""
+    # ... nor one the other side scored differently
+    assert compare(_dets([a], [0.6], [0]), _dets([rival], [0.5], [0]), _dets([a, rival], [0.6, 0.5], [0, 0]),
+                   _dets([rival, a], [0.5, 0.3], [0, 0])) != ""
+
+
+def test_parity_passes_a_correct_export_that_used_to_fail(tmp_path):
+    """This checkpoint's export has two detections with scores tied to 1e-6 that swap places after NMS on
+    synthetic image 1, which the positional check called 'classes differ'."""
+    weights = make_checkpoint(tmp_path / "tied.pt", phi=2, objectness_bias=0.0)
+    out = export_model(weights, "onnx", log=lambda s: None)
+    report = check_parity(weights, out)
+    assert report.ok(), report.summary()
+    assert "boxes identical" in report.summary()
+
+
+def test_export_failure_says_which_check_failed(ckpt, tmp_path, monkeypatch, capsys):
+    import yolo_attn.inference.export as export
+
+    boxes_only = ParityReport([2e-6, 3e-6], 4, False, 0.05, "image 1: PyTorch has a cat box ...")
+    monkeypatch.setattr(export, "check_parity", lambda *a, **k: boxes_only)
+    assert run_export(str(ckpt), output=str(tmp_path / "m.onnx"), log=lambda s: None) == 1
+    err = capsys.readouterr().err
+    assert "boxes after NMS differ (image 1: PyTorch has a cat box" in err and "relative" not in err
+    maps_only = ParityReport([2e-3, 3e-6], 4, True, 0.05, "")
+    monkeypatch.setattr(export, "check_parity", lambda *a, **k: maps_only)
+    assert run_export(str(ckpt), output=str(tmp_path / "m.onnx"), log=lambda s: None) == 1
+    err = capsys.readouterr().err
+    assert "raw maps differ by up to 2.00e-03 relative (tolerance 1e-04)" in err and "boxes" not in err
+
+
+def test_export_into_a_folder_or_onto_a_file_gives_a_file_or_one_line(ckpt, tmp_path, capsys):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    assert run_export(str(ckpt), output=str(folder), no_check=True, log=lambda s: None) == 0
+    assert (folder / "ca.onnx").is_file()
+    (tmp_path / "afile").write_text("keep me")
+    assert run_export(str(ckpt), output=str(tmp_path / "afile" / "m.onnx"), no_check=True) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file, not a folder" in err
+    assert (tmp_path / "afile").read_text() == "keep me"

@@ -222,3 +222,91 @@ def test_darknet_weights_take_a_class_names_file(tmp_path, capsys):
     for flag in ("--classes-file", "--classes"):  # issue 8 spells it --classes FILE
         assert _run(weights, image, tmp_path / "runs", flag, str(tmp_path / "two.names"), "--img-size", "64") == 0
     assert "2 classes" in capsys.readouterr().out
+
+
+def test_sources_sharing_a_name_get_their_own_outputs(ckpt, tmp_path):
+    """a/img.png and b/img.png (a glob), x.png and x.jpg, clip.mp4 and clip.avi: each keeps its own annotated
+    file, labels and JSON image id; names seen once are unchanged; one warning."""
+    for sub, seed in (("a", 0), ("b", 1)):
+        src = write_images(tmp_path / "in" / sub, 1, seed=seed)[0]
+        src.rename(src.with_name("img.png"))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    cv2.imwrite(str(mixed / "x.png"), cv2.imread(str(tmp_path / "in" / "a" / "img.png")))
+    cv2.imwrite(str(mixed / "x.jpg"), cv2.imread(str(tmp_path / "in" / "b" / "img.png")))
+    write_video(mixed / "clip.mp4", frames=3, seed=0)
+    write_video(mixed / "clip.avi", frames=2, seed=1)
+    logs = []
+    assert _run(ckpt, tmp_path / "in" / "*" / "img.png", tmp_path / "runs", "--save-txt", "--save-json",
+                log=logs.append) == 0
+    assert sum("same name as an earlier source" in line for line in logs) == 1
+    out = tmp_path / "runs" / "exp"
+    assert sorted(p.name for p in out.glob("*.png")) == ["img.png", "img_2.png"]
+    det = Detector.load(ckpt)
+    records = json.loads((out / "predictions.json").read_text())
+    for source, stem in ((tmp_path / "in" / "a" / "img.png", "img"), (tmp_path / "in" / "b" / "img.png", "img_2")):
+        expected = det(source)
+        labels, _, boxes = _read_txt(out / "labels" / f"{stem}.txt")
+        np.testing.assert_array_equal(labels, expected.labels)
+        np.testing.assert_allclose(boxes, expected.boxes, atol=0.01)
+        assert sum(r["image_id"] == stem for r in records) == len(expected) > 0
+
+    assert _run(ckpt, mixed, tmp_path / "runs", "--save-txt") == 0
+    out = tmp_path / "runs" / "exp2"
+    assert {"x.jpg", "x_2.png", "clip.mp4", "clip_2.mp4"} <= {p.name for p in out.iterdir()}
+    assert {p.name for p in (out / "labels").glob("x*.txt")} == {"x.txt", "x_2.txt"}
+    assert sorted(count_frames(out / n) for n in ("clip.mp4", "clip_2.mp4")) == [2, 3]
+    assert len(list((out / "labels").glob("clip_2_*.txt"))) == 3  # clip.mp4 comes second: clip_2, 3 frames
+
+
+def test_an_existing_file_with_glob_characters_in_its_name(tmp_path):
+    """'shot[1].png' names a file; read as a pattern it would match 'shot1.png' instead."""
+    image = write_images(tmp_path, 1)[0]
+    literal = image.rename(tmp_path / "shot[1].png")
+    decoy = write_images(tmp_path / "other", 1, seed=5)[0].rename(tmp_path / "shot1.png")
+    (source,) = open_sources(literal)
+    assert source.files == [literal]
+    (question,) = open_sources(literal.rename(tmp_path / "what?.png"))
+    assert question.files == [tmp_path / "what?.png"]
+    (pattern,) = open_sources(tmp_path / "shot?.png")  # no such file: a pattern, as before
+    assert pattern.files == [decoy]
+
+
+def test_runs_started_together_get_separate_folders(ckpt, tmp_path):
+    """Both runs pick their folder before opening the source (a camera can take seconds): the name must be
+    claimed, by creating the folder, when it is picked."""
+    import threading
+
+    both_opening = threading.Barrier(2, timeout=30)
+
+    def camera(spec):
+        both_opening.wait()  # each run has picked its folder by now
+        return FakeCapture(frames=3)(spec)
+
+    codes = {}
+
+    def run(key):
+        codes[key] = _run(ckpt, "0", tmp_path / "runs", capture_factory=camera, log=lambda s: None)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert codes == {0: 0, 1: 0}
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["exp", "exp2"]
+    assert [count_frames(tmp_path / "runs" / d / "webcam0.mp4") for d in ("exp", "exp2")] == [3, 3]
+
+
+def test_a_bad_device_is_one_line(ckpt, tmp_path, capsys, monkeypatch):
+    import torch
+
+    image = write_images(tmp_path / "in", 1)[0]
+    assert _run(ckpt, image, tmp_path / "runs", "--device", "foo") == 1
+    err = capsys.readouterr().err
+    assert err == "error: unknown device 'foo'; use cpu, cuda or cuda:N\n"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _run(ckpt, image, tmp_path / "runs", "--device", "cuda") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "CUDA is not available" in err and "--device cpu" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -37,6 +37,9 @@ def letterbox(
     ``pad_value`` canvas. Returns the new image and the :class:`LetterboxInfo` that maps boxes back."""
     out_h, out_w = as_hw(size)
     h, w = image.shape[:2]
+    if h <= 0 or w <= 0:  # the scale below would divide by zero
+        raise ValueError(f"cannot letterbox an empty image (shape {tuple(image.shape)}); give an image of at "
+                         f"least 1x1 pixels")
     scale = min(out_h / h, out_w / w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     pad_x, pad_y = (out_w - new_w) // 2, (out_h - new_h) // 2

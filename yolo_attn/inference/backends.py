@@ -18,7 +18,9 @@ import copy
 import functools
 import importlib.util
 import json
+import logging
 import os
+import re
 import threading
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type, Union
@@ -41,6 +43,7 @@ __all__ = [
     "register_backend",
 ]
 
+LOGGER = logging.getLogger("yolo_attn.inference")
 META_KEY = "yolo_attn"  # ONNX metadata_props key / OpenVINO rt_info key holding the checkpoint meta as JSON
 PathLike = Union[str, os.PathLike]
 BACKENDS: Dict[str, Type["Backend"]] = {}
@@ -123,7 +126,7 @@ class TorchBackend(Backend):
     def __init__(self, model: nn.Module, precision: str = "fp32", device: str = "cpu", fuse: bool = True,
                  channels_last: bool = True, compile: bool = False):
         self.precision = self._check_precision(precision)
-        self.device = device
+        self.device = str(_torch_device(device))
         self.dtype = self._DTYPES[precision]
         self.fused = fuse and hasattr(model, "fuse")
         self.channels_last = channels_last
@@ -186,9 +189,10 @@ class OnnxRuntimeBackend(Backend):
                  threads: Optional[int] = None):
         import onnxruntime as ort
 
-        providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
+        cuda_index = _cuda_index(device)
+        providers: List[Any] = ["CPUExecutionProvider"]
+        if cuda_index is not None and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": cuda_index}))
         source = model if isinstance(model, bytes) else str(model)
         options = ort.SessionOptions()
         if threads:
@@ -197,12 +201,23 @@ class OnnxRuntimeBackend(Backend):
             self.session = ort.InferenceSession(source, options, providers=providers)
         except Exception as e:  # ONNX Runtime's own exception types: corrupt file, unsupported op, ...
             raise ValueError(f"{_label(model)}: not a loadable ONNX model ({_first_line(e)})") from None
-        self.device = device
+        # what the session really runs on: ONNX Runtime falls back to the CPU, silently, where CUDA is missing
+        self.providers: List[str] = list(self.session.get_providers())
+        self.device = device if "CUDAExecutionProvider" in self.providers else "cpu"
+        self.fallback = ""
+        if cuda_index is not None and self.device == "cpu":
+            self.fallback = f"asked for {device}: no usable CUDAExecutionProvider in this ONNX Runtime"
+            LOGGER.warning("onnxruntime: asked for %s, but this ONNX Runtime has no usable CUDAExecutionProvider; "
+                           "running on the CPU (onnxruntime-gpu with a matching CUDA runs on the GPU)", device)
         self.meta = _parse_meta(self.session.get_modelmeta().custom_metadata_map.get(META_KEY), model)
         self.precision = _matching_precision(self, precision)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.fixed_shape = _fixed_shape(inp.shape)
+
+    def describe(self) -> str:
+        fallback = f"; {self.fallback}" if self.fallback else ""
+        return f"onnxruntime {self.precision} on {self.device} ({self.providers[0]}{fallback})"
 
     def __call__(self, batch: torch.Tensor) -> List[torch.Tensor]:
         array = np.ascontiguousarray(batch.detach().cpu().float().numpy())
@@ -278,7 +293,16 @@ class OpenVinoBackend(Backend):
         config = {"INFERENCE_PRECISION_HINT": self._HINTS[self.precision], "PERFORMANCE_HINT": self.hint}
         if self.hint == "THROUGHPUT" and self.streams:
             config["NUM_STREAMS"] = str(int(self.streams))
-        return self._core.compile_model(model, self._ov_device, config)
+        try:
+            return self._core.compile_model(model, self._ov_device, config)
+        except RuntimeError as e:  # a page of OpenVINO's C++ context; an absent device is the usual cause
+            available = list(self._core.available_devices)
+            if self._ov_device.split(".")[0] not in {d.split(".")[0] for d in available}:
+                raise ValueError(f"OpenVINO has no {self._ov_device} device here (from --device {self.device}; "
+                                 f"this machine offers {', '.join(available) or 'none'}); use --device cpu") from None
+            lines = [line for line in str(e).splitlines() if line.strip()]
+            raise ValueError(f"OpenVINO cannot compile this model for {self._ov_device}: "
+                             f"{(lines[-1] if lines else type(e).__name__)[:200]}") from None
 
     def describe(self) -> str:
         streams = f", {self.compiled.get_property('NUM_STREAMS')} streams" if self.hint == "THROUGHPUT" else ""
@@ -385,9 +409,50 @@ def _ov_rt_info(model: Any) -> Optional[str]:
 def _matching_precision(backend: Backend, precision: Optional[str]) -> str:
     file_precision = (backend.meta or {}).get("precision", "fp32")
     if precision is not None and precision != file_precision:
-        raise ValueError(f"this ONNX model holds {file_precision} weights and ONNX Runtime runs it as such; "
-                         f"export it with --precision {precision}, or use --backend openvino for bf16")
+        if precision in ("bf16", "fp16"):  # ONNX export writes fp32 and int8 only (tools/export.py refuses bf16)
+            todo = ("run bf16 with --backend openvino (same weights, a bf16 inference hint) or --backend torch"
+                    if precision == "bf16" else "fp16 runs with --backend torch on CUDA")
+        elif precision == "int8":
+            todo = ("export a quantized model: `python tools/export.py --weights CKPT --format onnx "
+                    "--precision int8 --data CONFIG`")
+        else:
+            todo = "export it without --precision int8 (fp32 is the default), or leave --precision out"
+        raise ValueError(f"this ONNX model holds {file_precision} weights and ONNX Runtime runs them as they "
+                         f"are, not as {precision}; {todo}")
     return backend._check_precision(file_precision)
+
+
+def _cuda_index(device: str) -> Optional[int]:
+    """The CUDA device index that "cuda" / "cuda:N" names; None for "cpu". A clear error for anything else."""
+    text = str(device).strip().lower()
+    if text == "cpu":
+        return None
+    match = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if match is None:
+        raise ValueError(f"unknown device '{device}'; use cpu, cuda or cuda:N")
+    return int(match.group(1) or 0)
+
+
+def _torch_device(device: str) -> torch.device:
+    """``device`` checked against this machine before a model is moved there (torch's own errors are
+    tracebacks from deep inside ``Module.to``)."""
+    try:
+        parsed = torch.device(str(device).strip().lower())
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device '{device}'; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device '{device}': CUDA is not available here (no NVIDIA GPU visible, or this "
+                             f"PyTorch {torch.__version__} is built without CUDA); use --device cpu")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"device '{device}': this machine has {count} CUDA device(s), cuda:0 to "
+                             f"cuda:{count - 1}")
+    elif parsed.type != "cpu":
+        module = getattr(torch, parsed.type, None)  # mps, xpu, ... where this PyTorch has them
+        if module is None or not hasattr(module, "is_available") or not module.is_available():
+            raise ValueError(f"device '{device}': not available to PyTorch here; use cpu, cuda or cuda:N")
+    return parsed
 
 
 def _fixed_shape(shape: List[Any]) -> Tuple[Optional[int], Optional[int], Optional[int]]:

@@ -95,10 +95,29 @@ def load_image(image: ImageLike, bgr: bool = False) -> Tuple[np.ndarray, Optiona
         except BadImageError as e:
             raise ValueError(f"{e}") from None
     if type(image).__module__.startswith("PIL."):
-        return np.asarray(image.convert("RGB")), getattr(image, "filename", None) or None
+        return _pil_to_rgb(image), getattr(image, "filename", None) or None
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image, bgr), None
     raise TypeError(f"cannot read an image from a {type(image).__name__}; give a path, a numpy array or a PIL image")
+
+
+def _pil_to_rgb(image: Any) -> np.ndarray:
+    """A PIL image -> (H, W, 3) uint8 RGB, as :func:`read_image` decodes the same file: turned upright by its
+    EXIF orientation, and high bit depths scaled down as OpenCV's IMREAD_COLOR does (16-bit >> 8) instead of
+    clipped at 255 as Pillow's ``convert("RGB")`` would (which turns almost every pixel white)."""
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I") or image.mode == "F":  # I;16 (L/B), I (32-bit int), F (32-bit float)
+        gray = np.asarray(image).astype(np.float64)
+        if image.mode == "F" and gray.size and gray.max() <= 1.0:
+            gray = gray * 255.0  # floats in [0, 1], as numpy arrays are taken
+        elif image.mode != "F" or (gray.size and gray.max() > 255.0):
+            gray = np.floor(gray / 256.0)  # the 16-bit range (Pillow opens 16-bit PNGs as I;16 or I)
+        # else: F in 0..255, which is what Pillow's own convert("F") of an 8-bit image gives
+        gray = gray.clip(0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    return np.asarray(image.convert("RGB"))
 
 
 def _array_to_rgb(array: np.ndarray, bgr: bool) -> np.ndarray:

@@ -178,11 +178,10 @@ def export_for(weights: Path, precision: str) -> Optional[Path]:
 def fixed_input_size(xml: Path) -> Optional[Tuple[int, int]]:
     """(height, width) an OpenVINO IR's image input is fixed to, or None where it takes any size (an
     export made with --dynamic). Reads the graph only; nothing is compiled."""
-    import openvino as ov
+    from .backends import _fixed_shape, _openvino_core  # here: backends.py imports this module
 
-    from .backends import _fixed_shape  # here: backends.py imports this module
-
-    _, h, w = _fixed_shape(list(ov.Core().read_model(str(xml)).inputs[0].get_partial_shape()))
+    # the process's one Core: a second one is what crashed the process (see backends._openvino_core)
+    _, h, w = _fixed_shape(list(_openvino_core().read_model(str(xml)).inputs[0].get_partial_shape()))
     return (h, w) if h is not None and w is not None else None
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import re
 import sys
 import time
 from contextlib import closing
@@ -80,6 +82,45 @@ def _json_records(det: Detections, image_id: Union[int, str], file_name: str, fr
     return records
 
 
+class _OutputNames:
+    """Unique output stems within one run: ``a/img.png`` and ``b/img.png``, or ``x.png`` and ``x.jpg``, or
+    ``clip.mp4`` and ``clip.avi`` would otherwise write the same annotated file, ``labels/<stem>.txt`` and JSON
+    image id, the later silently replacing the earlier. A repeated stem gets the first free ``_2``, ``_3``, ...
+    suffix; stems seen once keep their names. Compared case-insensitively (``X.png`` and ``x.jpg`` are one
+    file on macOS and Windows)."""
+
+    def __init__(self, log: Log):
+        self.log = log
+        self.images: set = set()
+        self.videos: set = set()
+        self.warned = False
+
+    def image(self, stem: str, source: str) -> str:
+        return self._claim(stem, source, video=False)
+
+    def video(self, stem: str, source: str) -> str:
+        return self._claim(stem, source, video=True)
+
+    def _claim(self, stem: str, source: str, video: bool) -> str:
+        name, n = stem, 1
+        while self._taken(name.casefold(), video):
+            n += 1
+            name = f"{stem}_{n}"
+        (self.videos if video else self.images).add(name.casefold())
+        if name != stem and not self.warned:
+            self.warned = True
+            self.log(f"warning: {source} has the same name as an earlier source; its results are saved as "
+                     f"'{name}' (and later repeats with the next free _N suffix) so that nothing is overwritten")
+        return name
+
+    def _taken(self, key: str, video: bool) -> bool:
+        # an image and a video may share a stem (x.png and x.mp4 write different files), except where the
+        # video's frame labels <stem>_<frame>.txt would land on an image's labels/<stem>.txt
+        if video:
+            return key in self.videos or any(re.fullmatch(rf"{re.escape(key)}_\d+", s) for s in self.images)
+        return key in self.images or any(re.fullmatch(rf"{re.escape(v)}_\d+", key) for v in self.videos)
+
+
 class _Renderer:
     """Draws the chosen view: boxes, over the objectness heat map or the attention map when asked."""
 
@@ -125,7 +166,8 @@ def predict(
 
     Annotated images keep their file names; videos become ``<stem>.mp4`` at the source's fps and size,
     every frame included; ``--save-txt`` writes ``labels/<stem>.txt`` (``labels/<stem>_<frame>.txt`` for
-    video), ``--save-json`` one ``predictions.json``. Ctrl-C stops cleanly: what was done is kept.
+    video), ``--save-json`` one ``predictions.json``. A stem that repeats within the run (``a/img.png`` and
+    ``b/img.png``) is saved as ``img_2``, ... (with a warning). Ctrl-C stops cleanly: what was done is kept.
     """
     from ..utils.paths import write_atomic
 
@@ -137,7 +179,7 @@ def predict(
     records: List[Dict[str, Any]] = []
     viewer = Viewer(view, warn=log)
     options = dict(save=save and summary.save_dir is not None, save_txt=save_txt and summary.save_dir is not None,
-                   keep_maps=heatmap, keep_gates=attention)
+                   keep_maps=heatmap, keep_gates=attention, names=_OutputNames(log))
     try:
         for src in sources:
             try:
@@ -172,18 +214,21 @@ def _predict_images(detector, src: ImageFiles, renderer, viewer, summary, record
         ms = (time.perf_counter() - start) * 1000
         summary.images += 1
         summary.boxes += len(det)
-        log(f"{frame.path}: {_describe(det)} ({ms:.1f} ms)")
+        source = Path(frame.name)
+        stem = options["names"].image(source.stem, frame.path)
+        renamed = f" (saved as {stem})" if stem != source.stem else ""
+        log(f"{frame.path}: {_describe(det)} ({ms:.1f} ms){renamed}")
         if options["keep_gates"]:
             for line in format_channel_weights(det):
                 log(f"  {line}")
-        stem = Path(frame.name).stem
         annotated = renderer(frame.image, det)
+        file_name = f"{stem}{source.suffix}"
         if options["save"]:
-            out = _save_image(summary.save_dir / frame.name, annotated)
+            out = _save_image(summary.save_dir / file_name, annotated)
             summary.outputs.append(out)
         if options["save_txt"]:
             write_atomic(summary.save_dir / "labels" / f"{stem}.txt", _txt_lines(det))
-        records.extend(_json_records(det, int(stem) if stem.isdigit() else stem, frame.name, None))
+        records.extend(_json_records(det, int(stem) if stem.isdigit() else stem, file_name, None))
         if not viewer.show(annotated):
             summary.stopped = True
             return
@@ -211,10 +256,12 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
     from ..utils.paths import write_atomic
     from .video import BackgroundWriter, pipelined, throughput_backend
 
-    sink = VideoSink(summary.save_dir / f"{src.name}.mp4", src.fps, src.size) if options["save"] else None
+    name = options["names"].video(src.name, str(src.spec))
+    sink = VideoSink(summary.save_dir / f"{name}.mp4", src.fps, src.size) if options["save"] else None
     writer = BackgroundWriter(sink) if sink is not None else None
     where = f"{src.spec}" if src.kind == "video" else f"{src.kind} {src.spec}"
-    log(f"{where}: {src.size[0]}x{src.size[1]} at {src.fps:.1f} fps" + (f" -> {sink.path}" if sink else ""))
+    renamed = f" (saved as {name})" if name != src.name and sink is None else ""
+    log(f"{where}: {src.size[0]}x{src.size[1]} at {src.fps:.1f} fps" + (f" -> {sink.path}" if sink else renamed))
     # attention gates live on the modules: one frame at a time; otherwise two frames in flight
     workers = 1 if options["keep_gates"] or detector.backend.device != "cpu" else 2
     runner = copy.copy(detector)
@@ -237,8 +284,8 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
                 if writer is not None:
                     writer.write(annotated)
                 if options["save_txt"]:
-                    write_atomic(summary.save_dir / "labels" / f"{src.name}_{frame.index}.txt", _txt_lines(det))
-                records.extend(_json_records(det, frame.index, f"{src.name}", frame.index))
+                    write_atomic(summary.save_dir / "labels" / f"{name}_{frame.index}.txt", _txt_lines(det))
+                records.extend(_json_records(det, frame.index, name, frame.index))
                 frames += 1
                 summary.frames += 1
                 summary.boxes += len(det)
@@ -258,6 +305,15 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
             summary.outputs.append(sink.path)
         elapsed = time.perf_counter() - start
         log(f"{where}: {frames} frames, {frames / max(elapsed, 1e-9):.1f} FPS end to end")
+
+
+def _remove_if_empty(folder: Optional[Path]) -> None:
+    """Take back a results folder this run claimed but wrote nothing into (rmdir never removes content)."""
+    if folder is not None:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
 
 
 def _views(views: Sequence[Tuple[float, bool]]) -> str:
@@ -303,22 +359,26 @@ def run_predict(
     # Issue 8's spelling `--classes FILE` (a class-names file) is accepted alongside --classes-file.
     if classes and len(classes) == 1 and Path(classes[0]).is_file() and classes_file is None:
         classes_file, classes = classes[0], None
+    save_dir: Optional[Path] = None
     try:
         if attention and backend is None:  # the attention view reads gates off the PyTorch module
             backend = "torch"
         detector = Detector.load(weights, classes_file, num_classes, device, backend, precision, img_size,
                                  conf, iou, max_det, classes, use_exports=True, augment=augment)
         log(detector.describe() + (f", test-time augmentation {_views(detector.augment)}" if augment else ""))
-        wants_dir = not no_save or save_txt or save_json
-        save_dir = increment_path(Path(project) / name) if wants_dir else None
+        if not no_save or save_txt or save_json:
+            # created as it is named: a run started at the same moment must get another folder, not share this one
+            save_dir = increment_path(Path(project) / name, mkdir=True)
         summary = predict(detector, source, save_dir, not no_save, save_txt, save_json, view, heatmap, attention,
                           capture_factory, log)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except (FileNotFoundError, SourceError, ValueError, TypeError) as e:
+        _remove_if_empty(save_dir)
         return fail(str(e))
     if summary.processed == 0 and not summary.interrupted:
+        _remove_if_empty(save_dir)
         return fail(f"{source}: nothing could be read, so nothing was predicted")
     skipped = f", {len(summary.skipped)} unreadable skipped" if summary.skipped else ""
     counted = f"{summary.images} images" + (f", {summary.frames} frames" if summary.frames else "")

@@ -176,18 +176,20 @@ def open_sources(
     if text.lower().startswith(STREAM_PREFIXES):
         return [VideoStream(text, "stream", capture_factory)]
     path = Path(text).expanduser()
+    # What exists is taken literally before anything is read as a pattern: "shot[1].jpg" is a file name, and
+    # as a glob it would match "shot1.jpg" instead (or nothing).
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file())
         where = f"{path}: no images or videos in this folder"
-    elif any(c in text for c in "*?["):
-        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-        where = f"{text}: no images or videos match this pattern"
     elif path.is_file():
         if path.suffix.lower() in VIDEO_SUFFIXES:
             return [VideoStream(str(path), "video", capture_factory)]
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise SourceError(f"{path}: not an image or video file (unknown extension '{path.suffix}')")
         return [ImageFiles([path], warn)]
+    elif any(c in text for c in "*?["):
+        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        where = f"{text}: no images or videos match this pattern"
     else:
         raise SourceError(f"{text}: no such file or folder (expected an image, a folder, a glob, a video, "
                           f"a webcam index or a stream URL)")

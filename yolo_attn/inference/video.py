@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
@@ -25,26 +26,32 @@ __all__ = ["BackgroundWriter", "pipelined", "throughput_backend"]
 T = TypeVar("T")
 R = TypeVar("R")
 _DONE = object()
+_READ_WAIT_S = 10.0  # the longest a stopping pipeline waits for a read in progress (a stalled stream)
 
 
 def _read_ahead(items: Iterable[T], depth: int, stop: threading.Event) -> Iterator[T]:
     """Iterate ``items`` in a background thread, ``depth`` items ahead; exceptions re-raise here."""
     buffer: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
 
+    def put(item: Any) -> bool:
+        """Queue ``item`` unless the consumer has left (True when queued). Every put must watch ``stop``: a
+        consumer that leaves early no longer takes items, and a plain put would block this thread for good."""
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            buffer.put(_DONE)
+            put(_DONE)
         except BaseException as e:  # handed to the consumer, which raises it in the main thread
-            buffer.put(e)
+            put(e)
 
     thread = threading.Thread(target=produce, name="yolo_attn-reader", daemon=True)
     thread.start()
@@ -59,7 +66,18 @@ def _read_ahead(items: Iterable[T], depth: int, stop: threading.Event) -> Iterat
     finally:
         # the caller releases the capture next: let the read in progress finish first
         stop.set()
-        thread.join(timeout=10.0)
+        deadline = time.monotonic() + _READ_WAIT_S
+        while thread.is_alive() and time.monotonic() < deadline:
+            _drain(buffer)  # frees a put already waiting, so the reader sees `stop` within one timeout
+            thread.join(timeout=0.1)
+
+
+def _drain(buffer: "queue.Queue[Any]") -> None:
+    try:
+        while True:
+            buffer.get_nowait()
+    except queue.Empty:
+        pass
 
 
 def pipelined(
@@ -86,14 +104,18 @@ def pipelined(
         stack.callback(stop.set)
         stack.callback(source.close)
         error: Optional[BaseException] = None
-        try:
-            for item in source:
-                pending.append((item, pool.submit(process, item)))
-                if len(pending) >= workers:
-                    done, future = pending.popleft()
-                    yield done, future.result()
-        except (Exception, KeyboardInterrupt) as e:  # a failed read: first finish the frames already read
-            error = e
+        while True:
+            try:
+                item = next(source)
+            except StopIteration:
+                break
+            except (Exception, KeyboardInterrupt) as e:  # a failed read: first finish the frames already read
+                error = e
+                break
+            pending.append((item, pool.submit(process, item)))
+            if len(pending) >= workers:
+                done, future = pending.popleft()
+                yield done, future.result()  # a failed process() raises here, in frame order
         while pending:
             done, future = pending.popleft()
             yield done, future.result()
