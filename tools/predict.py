@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="image, folder, glob, video, webcam index (0) or stream URL")
     p.add_argument("--conf", type=float, default=0.25, help="minimum score (objectness x class probability)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (per class)")
+    p.add_argument("--nms", choices=["iou", "darknet"], default="iou", help="iou: torchvision's NMS on each box's "
+                   "best class; darknet: Darknet's greedy DIoU NMS over every class above --conf, as Darknet reports")
     p.add_argument("--img-size", type=int, help="network input size, a multiple of 32 (default: the checkpoint's)")
     p.add_argument("--classes", nargs="+", help="report only these classes (indices or names)")
     p.add_argument("--classes-file", help="class names, one per line, for weights without names")

@@ -186,8 +186,9 @@ def test_torch_threads_are_restored():
 _FAULTS = """
 import resource, torch
 from yolo_attn.inference.hardware import keep_freed_memory
+torch.set_num_threads(1)  # no pool threads contending for malloc's main arena (which moves the caller elsewhere)
 applied = keep_freed_memory()
-for i in range(7):
+for i in range(12):
     if i == 2:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.ones(16 * 2**20)
@@ -212,8 +213,9 @@ def test_keep_freed_memory_stops_large_buffers_faulting_in_again():
     applied, kept = _faults_freeing_64mib(keep=True)
     not_applied, default = _faults_freeing_64mib(keep=False)
     assert applied and not not_applied
-    assert default > 5 * 2**14 / 2  # glibc unmaps 64 MiB on free: its 4 KiB pages fault in every time
-    assert kept < default / 10
+    assert default > 10 * 2**14 / 2  # glibc unmaps 64 MiB on free: its 4 KiB pages fault in every time
+    # kept: none after the first; a margin for a rare fresh mapping (a busy machine, another arena)
+    assert kept < default / 4
 
 
 @pytest.mark.parametrize("env", [{"YOLO_ATTN_MALLOC": "0"}, {"MALLOC_MMAP_THRESHOLD_": "65536"},

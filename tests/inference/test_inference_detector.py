@@ -91,6 +91,27 @@ def test_pipeline_matches_letterbox_decode_nms_by_hand(ckpt, rng):
     np.testing.assert_array_equal(result.labels, expected[:, 5].long().numpy())
 
 
+def test_darknet_nms_matches_postprocess_by_hand(ckpt, rng):
+    """nms="darknet": every class above conf per box, Darknet's greedy DIoU NMS; it keeps at least what IoU
+    NMS over the same (box, class) pairs keeps."""
+    det = Detector.load(ckpt, conf=0.05, precision="fp32", nms="darknet")
+    assert "Darknet's DIoU NMS" in det.describe()
+    image = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
+    result = det(image)
+    model, meta = load_model(ckpt)
+    boxed, _ = letterbox(image, IMG_SIZE)
+    x = torch.from_numpy(boxed).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        decoded = decode_outputs(model(x), model.level_anchors(), scale_x_y=meta["scale_x_y"])
+    expected = postprocess(decoded, 0.05, 0.45, 300, multi_label=True, nms="darknet")[0]
+    plain = postprocess(decoded, 0.05, 0.45, 300, multi_label=True)[0]
+    assert len(expected) == len(result) > len(plain) > 0
+    np.testing.assert_array_equal(result.labels, expected[:, 5].long().numpy())
+    np.testing.assert_allclose(result.scores, expected[:, 4].numpy(), atol=1e-5)  # fused, channels-last kernels
+    with pytest.raises(ValueError, match="nms must be 'iou' or 'darknet'"):
+        det.nms = "diou"
+
+
 def test_class_filter_by_index_and_name(ckpt, image_paths):
     det = Detector.load(ckpt, conf=0.1)
     every = det(image_paths[0])

@@ -98,6 +98,12 @@ def test_folder_with_txt_and_json_agreeing_with_the_api(ckpt, tmp_path, capsys):
     # a second run gets a new folder; --no-save writes no images; a glob works as a source
     assert _run(ckpt, tmp_path / "in" / "img*.png", tmp_path / "runs", "--no-save", "--save-txt") == 0
     assert sorted(p.name for p in (tmp_path / "runs" / "exp2").iterdir()) == ["labels"]
+    # --nms darknet reaches the detector: its labels are the API's with nms="darknet"
+    assert _run(ckpt, images[0], tmp_path / "runs", "--no-save", "--save-txt", "--nms", "darknet") == 0
+    labels, scores, _ = _read_txt(tmp_path / "runs" / "exp3" / "labels" / f"{images[0].stem}.txt")
+    expected = Detector.load(ckpt, nms="darknet")(images[0])
+    np.testing.assert_array_equal(labels, expected.labels)
+    np.testing.assert_allclose(scores, expected.scores, atol=1e-5)
 
 
 def test_video_keeps_every_frame_fps_and_size(ckpt, tmp_path):

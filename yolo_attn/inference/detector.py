@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from ..data.letterbox import PAD_VALUE, LetterboxInfo, as_hw, letterbox, unletterbox_boxes
 from ..data.records import BadImageError, read_image
+from ..models.decode import decode_outputs
 from ..models.decode import postprocess as nms_postprocess
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, augmented_decode, check_views
 from ..models.yolo import STRIDES
@@ -148,6 +149,10 @@ class Detector:
 
     ``augment = True`` (or a list of (scale, flip) views) turns on test-time augmentation
     (:mod:`yolo_attn.models.tta`): several views per image, boxes pooled before NMS; slower, finds more.
+
+    ``nms = "darknet"`` runs Darknet's greedy DIoU NMS (:func:`~yolo_attn.models.darknet_nms`) the way Darknet
+    reports detections: every class above ``conf`` for a box, each kept or dropped on its own. The default,
+    ``"iou"``, keeps each box's best class and runs torchvision's NMS.
     """
 
     def __init__(
@@ -180,6 +185,7 @@ class Detector:
         self.choice: Optional[AutoChoice] = None  # set by load() when it chose the backend itself
         self.rect = False
         self._augment: Optional[List[Tuple[float, bool]]] = None
+        self._nms = "iou"
 
     @classmethod
     def load(
@@ -197,6 +203,7 @@ class Detector:
         keep_classes: Optional[Sequence[Union[int, str]]] = None,
         use_exports: bool = False,
         augment: Union[bool, Sequence[Tuple[float, bool]]] = False,
+        nms: str = "iou",
     ) -> "Detector":
         """Load a detector from any supported weights file.
 
@@ -220,6 +227,7 @@ class Detector:
                 default so that loading a checkpoint means its own weights).
             augment: test-time augmentation (see the ``augment`` attribute); the automatic choice then passes
                 over exports fixed to one input size.
+            nms: "iou" or "darknet" (see the ``nms`` attribute).
         """
         path = _resolve_weights_path(path)
         suffix = path.suffix.lower()
@@ -233,12 +241,12 @@ class Detector:
                 raise ValueError(f"{path}: carries no yolo_attn metadata (class names, anchors); "
                                  f"export it with `python tools/export.py`")
             detector = cls(runner, runner.meta, img_size, conf, iou, max_det, keep_classes)
-            detector.augment = augment
+            detector.augment, detector.nms = augment, nms
             return detector
         choice = _choose(path, backend, precision, device, use_exports, img_size, bool(augment))
         if choice is not None and choice.weights is not None:  # a faster export of this checkpoint
             detector = cls.load(choice.weights, classes, num_classes, device, choice.backend, choice.precision,
-                                img_size, conf, iou, max_det, keep_classes, augment=augment)
+                                img_size, conf, iou, max_det, keep_classes, augment=augment, nms=nms)
             detector.choice = choice
             return detector
         from ..utils.checkpoint import load_model
@@ -249,12 +257,22 @@ class Detector:
         runner = _torch_weights_backend(model, meta, backend or "torch", precision, device, path)
         detector = cls(runner, meta, img_size, conf, iou, max_det, keep_classes)
         detector.choice = choice
-        detector.augment = augment
+        detector.augment, detector.nms = augment, nms
         return detector
 
     @property
     def num_classes(self) -> int:
         return len(self.names)
+
+    @property
+    def nms(self) -> str:
+        return self._nms
+
+    @nms.setter
+    def nms(self, kind: str) -> None:
+        if kind not in ("iou", "darknet"):
+            raise ValueError(f"nms must be 'iou' or 'darknet', got {kind!r}")
+        self._nms = kind
 
     @property
     def keep_classes(self) -> Optional[List[int]]:
@@ -359,8 +377,13 @@ class Detector:
 
     def postprocess(self, maps: Sequence[torch.Tensor], infos: Sequence[LetterboxInfo]) -> List[Detections]:
         """Decode raw maps, threshold, NMS, and map boxes back to each original image."""
-        kept = decode_nms(maps, self.level_anchors, STRIDES, self.scale_x_y, self.conf, self.iou, self.max_det,
-                          classes=self.keep_classes)
+        if self.nms == "darknet":
+            decoded = decode_outputs([m.float() for m in maps], self.level_anchors, STRIDES, self.scale_x_y)
+            kept = nms_postprocess(decoded, self.conf, self.iou, self.max_det, classes=self.keep_classes,
+                                   multi_label=True, nms="darknet")
+        else:
+            kept = decode_nms(maps, self.level_anchors, STRIDES, self.scale_x_y, self.conf, self.iou, self.max_det,
+                              classes=self.keep_classes)
         return self._detections(kept, infos, (maps[0].shape[2] * STRIDES[0], maps[0].shape[3] * STRIDES[0]))
 
     def _predict_augmented(self, boxed: np.ndarray, infos: Sequence[LetterboxInfo],
@@ -370,7 +393,8 @@ class Detector:
         scales, flips = zip(*self._augment)
         decoded = augmented_decode(lambda x: self._forward(x, False, self.backend)[0], batch, self.level_anchors,
                                    STRIDES, self.scale_x_y, scales, flips)
-        kept = nms_postprocess(decoded, self.conf, self.iou, self.max_det, classes=self.keep_classes)
+        kept = nms_postprocess(decoded, self.conf, self.iou, self.max_det, classes=self.keep_classes,
+                               multi_label=self.nms == "darknet", nms=self.nms)
         dets = self._detections(kept, infos, tuple(batch.shape[2:]))
         for det, source in zip(dets, sources):
             det.source = source
@@ -405,7 +429,8 @@ class Detector:
         attention = self.meta["model"].get("attention") or "none"
         chosen = f" [{self.choice.describe()}]" if self.choice is not None else ""
         return (f"{self.backend.describe()}{chosen}, input {w}x{h}, {self.num_classes} classes, "
-                f"attention {attention}, conf {self.conf}, iou {self.iou}")
+                f"attention {attention}, conf {self.conf}, iou {self.iou}"
+                + (", Darknet's DIoU NMS" if self.nms == "darknet" else ""))
 
     def _canvas(self, shapes: Sequence[Tuple[int, int]]) -> Tuple[int, int]:
         """The network input for images of these (h, w): the full input size, or with ``rect`` the smallest
