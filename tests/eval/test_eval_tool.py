@@ -230,3 +230,16 @@ def test_eval_tool_on_a_split_of_two_coco_exports(tmp_path):
     assert load_tool().main(args) == 0
     results = json.loads((tmp_path / "runs" / "exp" / "predictions.json").read_text())
     assert results and {r["image_id"] for r in results} <= {"0:1", "1:1"}
+
+
+def test_eval_tool_errors_are_one_line(tmp_path, capsys):
+    config = write_yolo_dataset(tmp_path / "ds", num_images=1)
+    model = build_model(0, 2)
+    weights = tmp_path / "m.pt"
+    save_checkpoint({"meta": make_meta(model, NAMES, img_size=64), "model": model.state_dict()}, weights)
+    args = ["--weights", str(weights), "--data", str(config), "--workers", "0", "--project", str(tmp_path / "runs")]
+    assert load_tool().main(args + ["--split", "test"]) == 1
+    assert "error: the data config has no split 'test' (it has: train, val)" in capsys.readouterr().err
+    assert load_tool().main(args + ["--device", "tpu9"]) == 1
+    assert "error: unknown device 'tpu9'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -39,6 +39,7 @@ __all__ = [
     "OpenVinoBackend",
     "TorchBackend",
     "available_backends",
+    "check_torch_device",
     "create_backend",
     "register_backend",
 ]
@@ -126,7 +127,7 @@ class TorchBackend(Backend):
     def __init__(self, model: nn.Module, precision: str = "fp32", device: str = "cpu", fuse: bool = True,
                  channels_last: bool = True, compile: bool = False):
         self.precision = self._check_precision(precision)
-        self.device = str(_torch_device(device))
+        self.device = str(check_torch_device(device))
         self.dtype = self._DTYPES[precision]
         self.fused = fuse and hasattr(model, "fuse")
         self.channels_last = channels_last
@@ -433,7 +434,7 @@ def _cuda_index(device: str) -> Optional[int]:
     return int(match.group(1) or 0)
 
 
-def _torch_device(device: str) -> torch.device:
+def check_torch_device(device: str) -> torch.device:
     """``device`` checked against this machine before a model is moved there (torch's own errors are
     tracebacks from deep inside ``Module.to``)."""
     try:
