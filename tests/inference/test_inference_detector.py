@@ -195,6 +195,17 @@ def test_attention_views(tmp_path, image_paths, phi, spatial, channel):
     assert det.predict([image_paths[0]])[0].gates == {}
 
 
+def test_a_constant_channel_gate_is_named_not_ranked():
+    """An SE / CBAM MLP whose hidden units are all off gives sigmoid(0) on every channel: no ranking."""
+    flat = np.full((1, 8, 1, 1), 0.5, np.float32)
+    varied = np.linspace(0.1, 0.9, 8, dtype=np.float32).reshape(1, 8, 1, 1)
+    det = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), [], (8, 8),
+                     gates={"attn_p4": {"channel": flat}, "attn_p5": {"channel": varied}})
+    lines = format_channel_weights(det, top=2)
+    assert lines == ["attn_p4: every channel weighted 0.500 (the channel gate does not vary here)",
+                     "attn_p5: top channels 7 (0.900), 6 (0.786)"]
+
+
 def test_test_time_augmentation(ckpt, image_paths):
     det = Detector.load(ckpt)
     plain = det(image_paths)

@@ -94,8 +94,15 @@ def channel_weights(det: Detections, top: int = 5) -> Dict[str, List[Tuple[int, 
 
 
 def format_channel_weights(det: Detections, top: int = 5) -> List[str]:
-    """One line per block: ``attn_p5: top channels 17 (0.98), 301 (0.97), ...``."""
-    return [
-        f"{name}: top channels " + ", ".join(f"{c} ({w:.3f})" for c, w in pairs)
-        for name, pairs in channel_weights(det, top).items()
-    ]
+    """One line per block: ``attn_p5: top channels 17 (0.98), 301 (0.97), ...``; a block whose channel gate
+    is the same for every channel says so instead (a ranking of equal weights would mean nothing)."""
+    lines = []
+    for name, pairs in channel_weights(det, top).items():
+        gates = det.gates[name]
+        weights = gates["channel" if "channel" in gates else "context"].reshape(-1)
+        if weights.size and np.ptp(weights) < 1e-6:
+            # e.g. an SE / CBAM MLP whose hidden ReLUs are all off for this image: sigmoid(0) = 0.5 everywhere
+            lines.append(f"{name}: every channel weighted {weights[0]:.3f} (the channel gate does not vary here)")
+        else:
+            lines.append(f"{name}: top channels " + ", ".join(f"{c} ({w:.3f})" for c, w in pairs))
+    return lines
