@@ -17,6 +17,7 @@ import sys
 from typing import Optional, Sequence
 
 from yolo_attn.inference.predict import run_predict
+from yolo_attn.models.decode import NMS_KINDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="image, folder, glob, video, webcam index (0) or stream URL")
     p.add_argument("--conf", type=float, default=0.25, help="minimum score (objectness x class probability)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (per class)")
-    p.add_argument("--nms", choices=["iou", "darknet"], default="iou", help="iou: torchvision's NMS on each box's "
+    p.add_argument("--nms", choices=NMS_KINDS, default="iou", help="iou: torchvision's NMS on each box's "
                    "best class; darknet: Darknet's greedy DIoU NMS over every class above --conf, as Darknet reports")
     p.add_argument("--img-size", type=int, help="network input size, a multiple of 32 (default: the checkpoint's)")
     p.add_argument("--classes", nargs="+", help="report only these classes (indices or names)")

@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from ..data.letterbox import PAD_VALUE, LetterboxInfo, as_hw, letterbox, unletterbox_boxes
 from ..data.records import BadImageError, read_image
-from ..models.decode import decode_outputs
+from ..models.decode import check_nms, decode_outputs
 from ..models.decode import postprocess as nms_postprocess
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, augmented_decode, check_views
 from ..models.yolo import STRIDES
@@ -270,9 +270,7 @@ class Detector:
 
     @nms.setter
     def nms(self, kind: str) -> None:
-        if kind not in ("iou", "darknet"):
-            raise ValueError(f"nms must be 'iou' or 'darknet', got {kind!r}")
-        self._nms = kind
+        self._nms = check_nms(kind)
 
     @property
     def keep_classes(self) -> Optional[List[int]]:

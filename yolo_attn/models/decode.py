@@ -7,7 +7,9 @@ import torch
 import torch.nn as nn
 from torchvision.ops import batched_nms
 
-__all__ = ["darknet_nms", "decode_outputs", "Decoder", "postprocess"]
+__all__ = ["NMS_KINDS", "check_nms", "darknet_nms", "decode_outputs", "Decoder", "postprocess"]
+
+NMS_KINDS = ("iou", "darknet")  # torchvision's NMS, Darknet's greedy DIoU NMS (postprocess's ``nms``)
 
 
 def decode_outputs(
@@ -88,14 +90,16 @@ def darknet_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
 def _greedy_diou(boxes: torch.Tensor, scores: torch.Tensor, members: torch.Tensor, iou_threshold: float,
                  max_det: Optional[int], beta: float) -> torch.Tensor:
     """Greedy DIoU NMS over one class's ``members`` (indices into ``boxes``); the kept indices."""
-    remaining = members[torch.argsort(scores[members], descending=True, stable=True)]
-    area = (boxes[:, 2:] - boxes[:, :2]).clamp_min(0).prod(dim=1)
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    members = members[torch.argsort(scores[members], descending=True, stable=True)]
+    own = boxes[members]  # this class's boxes, by decreasing score
+    area = (own[:, 2:] - own[:, :2]).clamp_min(0).prod(dim=1)
+    centres = (own[:, :2] + own[:, 2:]) / 2
+    remaining = torch.arange(len(members), device=boxes.device)
     keep = []
     while remaining.numel() and (max_det is None or len(keep) < max_det):
         i, rest = remaining[0], remaining[1:]
         keep.append(i)
-        a, b = boxes[i], boxes[rest]
+        a, b = own[i], own[rest]
         inter = (torch.minimum(a[2:], b[:, 2:]) - torch.maximum(a[:2], b[:, :2])).clamp_min(0).prod(dim=1)
         union = area[i] + area[rest] - inter
         iou = torch.where((inter > 0) & (union > 0), inter / union.clamp_min(1e-12), torch.zeros_like(inter))
@@ -103,7 +107,14 @@ def _greedy_diou(boxes: torch.Tensor, scores: torch.Tensor, members: torch.Tenso
         distance = ((centres[i] - centres[rest]) ** 2).sum(dim=1)
         penalty = torch.where(diagonal > 0, (distance / diagonal.clamp_min(1e-12)) ** beta, torch.zeros_like(iou))
         remaining = rest[(iou - penalty) <= iou_threshold]
-    return torch.stack(keep) if keep else members[:0]
+    return members[torch.stack(keep)] if keep else members[:0]
+
+
+def check_nms(kind: str) -> str:
+    """``kind`` if it names an NMS :func:`postprocess` runs ("iou" or "darknet"), else a ValueError."""
+    if kind not in NMS_KINDS:
+        raise ValueError(f"nms must be 'iou' or 'darknet', got {kind!r}")
+    return kind
 
 
 def postprocess(
@@ -130,8 +141,7 @@ def postprocess(
     Returns:
         per image a (K, 6) float tensor: x1, y1, x2, y2, score, class; sorted by score, K <= max_det.
     """
-    if nms not in ("iou", "darknet"):
-        raise ValueError(f"nms must be 'iou' or 'darknet', got {nms!r}")
+    check_nms(nms)
     results = []
     for pred in decoded:
         pred = pred[pred[:, 4] > conf_threshold]  # obj * cls <= obj: a cheap first cut
