@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="iou: torchvision's NMS; darknet: Darknet's greedy DIoU NMS (yolov4-tiny.cfg's greedynms)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="image loading processes (0: in this process)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto",
+                   help="auto (the first GPU if CUDA is present, else the CPU), cpu, cuda, cuda:N or N")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: autocast (fast on CPUs with AMX, and on some with AVX512-BF16)")
     p.add_argument("--save-json", action=argparse.BooleanOptionalAction, default=True,

@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes-file", help="class names, one per line, for weights without names")
     p.add_argument("--num-classes", type=int, help="class count, for weights without names")
     p.add_argument("--max-det", type=int, default=300, help="most boxes per image")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (checked before anything runs)")
+    p.add_argument("--device", default="auto",
+                   help="auto (the first GPU if CUDA is present, else the CPU), cpu, cuda, cuda:N or N")
     p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"],
                    help="default: the file's own; for .pt chosen for this machine (a calibrated int8 OpenVINO "
                    "export beside it is used when there is one)")

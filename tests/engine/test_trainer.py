@@ -18,11 +18,12 @@ from yolo_attn.engine.config import load_train_config
 from yolo_attn.engine.ema import ModelEMA
 from yolo_attn.engine.schedule import WarmupCosine
 from yolo_attn.engine.trainer import (_amp_dtype, _fit_epochs_to_time, auto_workers, build_loss, build_optimizer,
-                                      init_head_biases, select_device, train, train_one_epoch)
+                                      init_head_biases, train, train_one_epoch)
 from yolo_attn.eval.evaluator import evaluate
 from yolo_attn.models import build_model
 from yolo_attn.models.darknet import save_darknet_weights
 from yolo_attn.utils.checkpoint import load_checkpoint, load_model
+from yolo_attn.utils.device import resolve_device
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_AUG = {"mosaic": 0.0, "mixup": 0.0, "scale": 0.0, "translate": 0.0, "hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0,
@@ -341,10 +342,10 @@ def test_numeric_looking_names_and_paths_stay_text(tiny_data, tmp_path):
     assert load_train_config(None, {"name": 2024, "project": 1.5})["name"] == "2024"  # YAML files, Python
     assert train(dict(cfg, classes=None)) == tmp_path / "123" / "2024"
     if not torch.cuda.is_available():  # --device 0 still names the first GPU
-        with pytest.raises(RuntimeError, match="cuda:0: CUDA is not available"):
-            select_device(parse_train_args(["--device", "0"])["device"])
+        with pytest.raises(ValueError, match="device '0': CUDA is not available"):
+            resolve_device(parse_train_args(["--device", "0"])["device"])
     else:
-        assert select_device("0") == torch.device("cuda", 0)
+        assert resolve_device("0") == torch.device("cuda", 0)
 
 
 def test_warmup_epochs_0_turns_warm_up_off(tiny_data, tmp_path):
@@ -372,3 +373,4 @@ def test_the_fitted_epoch_count_is_broadcast_from_the_training_device(monkeypatc
     for device in devices:
         assert _fit_epochs_to_time(28, 400, [400], 2, device) == 7
     assert sent == devices
+

@@ -29,6 +29,7 @@ from ..inference.hardware import bf16_reason, cpu_features, keep_freed_memory
 from ..models import YoloV4Tiny, build_model
 from ..models.darknet import load_darknet_weights
 from ..utils.checkpoint import is_our_checkpoint, load_checkpoint, load_model, make_meta, save_checkpoint
+from ..utils.device import resolve_device
 from ..utils.paths import increment_path, write_atomic
 from .anchors import anchors_from_config, box_sizes, check_anchors
 from .ema import ModelEMA
@@ -36,7 +37,7 @@ from .loss import YoloLoss
 from .plots import plot_results
 from .schedule import WarmupCosine
 
-__all__ = ["auto_workers", "train", "train_one_epoch", "build_loss", "build_optimizer", "select_device", "fitness"]
+__all__ = ["auto_workers", "train", "train_one_epoch", "build_loss", "build_optimizer", "fitness"]
 
 log = logging.getLogger("yolo_attn.train")
 
@@ -47,22 +48,6 @@ EMBEDDED_EVAL_SIZE = 416
 FIT_EPOCHS = 3  # a time budget is re-fitted after each of the first epochs (see _fit_epochs_to_time)
 RESULT_COLUMNS = ["epoch", "train/box", "train/obj", "train/cls", "lr", "map50", "map50_95", "voc07_map50",
                   "images_per_s", "epoch_time_s", "elapsed_s"]
-
-
-def select_device(name: str = "auto", local_rank: int = -1) -> torch.device:
-    """``auto`` picks CUDA when present (the local rank's GPU under DDP), else the CPU; a bare index (``0``)
-    names a GPU."""
-    if name in (None, "", "auto"):
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    elif isinstance(name, int) or str(name).isdigit():
-        name = f"cuda:{name}"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-        if local_rank >= 0:
-            device = torch.device("cuda", local_rank)
-    return device
 
 
 def auto_workers(device: torch.device, world: int = 1, cpus: Optional[int] = None) -> int:
@@ -324,7 +309,7 @@ def train(cfg: Dict[str, Any]) -> Path:
     eval_size = int(cfg.get("eval_img_size") or cfg["img_size"])
     if eval_size % 32:
         raise ValueError(f"eval_img_size must be a multiple of 32, not {eval_size}")
-    device = select_device(cfg["device"], local_rank if world > 1 else -1)
+    device = resolve_device(cfg["device"], local_rank if world > 1 else -1)
     if cfg.get("workers") in (None, "auto"):
         cfg["workers"] = auto_workers(device, world)
     if world > 1 and device.type == "cuda" and device.index is not None:

@@ -9,10 +9,10 @@ from typing import Any, Dict, Optional, Sequence, Union
 import torch
 
 from ..data.config import build_dataset, load_data_config
-from ..inference.backends import check_torch_device
 from ..inference.hardware import keep_freed_memory
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES
 from ..utils.checkpoint import load_model
+from ..utils.device import resolve_device
 from ..utils.paths import increment_path
 from .coco import load_coco_ground_truth
 from .evaluator import METRICS, evaluate
@@ -32,7 +32,7 @@ def run_eval(
     conf: float = 0.001,
     iou: float = 0.5,
     batch_size: int = 16,
-    device: str = "cpu",
+    device: str = "auto",
     workers: int = 2,
     precision: str = "fp32",
     max_det: int = 300,
@@ -53,7 +53,7 @@ def run_eval(
     views (:mod:`yolo_attn.models.tta`). Returns :func:`~yolo_attn.eval.evaluate`'s dict,
     with ``save_dir``."""
     keep_freed_memory()
-    check_torch_device(device)  # a clear error now, not a traceback after the dataset has loaded
+    device = str(resolve_device(device))  # a clear error now, not a traceback after the dataset has loaded
     cfg = load_data_config(data)
     dataset = build_dataset(cfg, split)
     # Weights without class names (Darknet, the port) take the dataset's unless told otherwise.

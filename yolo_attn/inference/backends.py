@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..utils.device import resolve_device
 from .hardware import torch_threads
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
     "OpenVinoBackend",
     "TorchBackend",
     "available_backends",
-    "check_torch_device",
     "create_backend",
     "register_backend",
 ]
@@ -127,12 +127,12 @@ class TorchBackend(Backend):
     def __init__(self, model: nn.Module, precision: str = "fp32", device: str = "cpu", fuse: bool = True,
                  channels_last: bool = True, compile: bool = False):
         self.precision = self._check_precision(precision)
-        self.device = str(check_torch_device(device))
+        self.device = str(resolve_device(device))
         self.dtype = self._DTYPES[precision]
         self.fused = fuse and hasattr(model, "fuse")
         self.channels_last = channels_last
         self.compiled = compile
-        self.model = model.to(device).eval()
+        self.model = model.to(self.device).eval()
         if self.fused:
             self.model.fuse()
         self.model.to(self.dtype)
@@ -428,32 +428,12 @@ def _cuda_index(device: str) -> Optional[int]:
     text = str(device).strip().lower()
     if text == "cpu":
         return None
+    if text.isdigit():  # a bare index names a GPU, as for torch
+        return int(text)
     match = re.fullmatch(r"cuda(?::(\d+))?", text)
     if match is None:
         raise ValueError(f"unknown device '{device}'; use cpu, cuda or cuda:N")
     return int(match.group(1) or 0)
-
-
-def check_torch_device(device: str) -> torch.device:
-    """``device`` checked against this machine before a model is moved there (torch's own errors are
-    tracebacks from deep inside ``Module.to``)."""
-    try:
-        parsed = torch.device(str(device).strip().lower())
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device '{device}'; use cpu, cuda or cuda:N") from None
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device '{device}': CUDA is not available here (no NVIDIA GPU visible, or this "
-                             f"PyTorch {torch.__version__} is built without CUDA); use --device cpu")
-        count = torch.cuda.device_count()
-        if parsed.index is not None and parsed.index >= count:
-            raise ValueError(f"device '{device}': this machine has {count} CUDA device(s), cuda:0 to "
-                             f"cuda:{count - 1}")
-    elif parsed.type != "cpu":
-        module = getattr(torch, parsed.type, None)  # mps, xpu, ... where this PyTorch has them
-        if module is None or not hasattr(module, "is_available") or not module.is_available():
-            raise ValueError(f"device '{device}': not available to PyTorch here; use cpu, cuda or cuda:N")
-    return parsed
 
 
 def _fixed_shape(shape: List[Any]) -> Tuple[Optional[int], Optional[int], Optional[int]]:

@@ -29,6 +29,7 @@ from ..models.decode import check_nms, decode_outputs
 from ..models.decode import postprocess as nms_postprocess
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, augmented_decode, check_views
 from ..models.yolo import STRIDES
+from ..utils.device import resolve_device
 from .backends import Backend, create_backend
 from .fastproc import decode_nms, letterbox_batch
 from .hardware import AutoChoice, auto_choice, export_for, keep_freed_memory
@@ -193,7 +194,7 @@ class Detector:
         path: PathLike,
         classes: Union[None, PathLike, Sequence[str]] = None,
         num_classes: Optional[int] = None,
-        device: str = "cpu",
+        device: str = "auto",
         backend: Optional[str] = None,
         precision: Optional[str] = None,
         img_size: Union[int, Tuple[int, int], None] = None,
@@ -211,6 +212,7 @@ class Detector:
             path: our checkpoint (.pt), Darknet .weights or a port state dict (these two need ``classes``
                 or ``num_classes``), an exported .onnx, or an OpenVINO IR (.xml, or a folder holding one).
             classes: class names (a list, or a file with one per line) for weights that carry none.
+            device: "auto" (the first GPU when CUDA is present, else the CPU), "cpu", "cuda", "cuda:N".
             backend: "torch", "onnxruntime" or "openvino"; by default the one the file is made for, and for
                 PyTorch weights the fastest for this machine (:func:`~yolo_attn.inference.hardware.auto_choice`:
                 torch in bf16 where bf16 is fast (AMX, or AVX512-BF16 measured faster), fp32 otherwise, fp16 on
@@ -229,6 +231,8 @@ class Detector:
                 over exports fixed to one input size.
             nms: "iou" or "darknet" (see the ``nms`` attribute).
         """
+        if str(device).strip().lower() in ("", "auto"):  # others are checked by the backend that runs them
+            device = str(resolve_device(device))  # (ONNX Runtime's CUDA needs no CUDA in torch)
         path = _resolve_weights_path(path)
         suffix = path.suffix.lower()
         if suffix in (".onnx", ".xml"):

@@ -330,7 +330,7 @@ def run_predict(
     classes_file: Optional[str] = None,
     num_classes: Optional[int] = None,
     max_det: int = 300,
-    device: str = "cpu",
+    device: str = "auto",
     backend: Optional[str] = None,
     precision: Optional[str] = None,
     save_txt: bool = False,
