@@ -265,6 +265,26 @@ def test_sources_sharing_a_name_get_their_own_outputs(ckpt, tmp_path):
     assert len(list((out / "labels").glob("clip_2_*.txt"))) == 3  # clip.mp4 comes second: clip_2, 3 frames
 
 
+def test_json_image_ids_name_one_image_or_frame_each(ckpt, tmp_path):
+    """0001.png and 1.png were both image 1, and the frames of two videos shared ids 0, 1, ..."""
+    folder = tmp_path / "in"
+    for path, name in zip(write_images(folder, 3), ("0001.png", "1.png", "000000397133.png")):
+        path.rename(folder / name)
+    write_video(folder / "clip.mp4", frames=2, seed=0)
+    write_video(folder / "clip.avi", frames=2, seed=1)
+    assert _run(ckpt, folder, tmp_path / "runs", "--save-json", "--no-save", "--conf", "0.001") == 0
+    records = json.loads((tmp_path / "runs" / "exp" / "predictions.json").read_text())
+    sources = {}
+    for r in records:
+        sources.setdefault(r["image_id"], set()).add((r["file_name"], r.get("frame")))
+    assert all(len(named) == 1 for named in sources.values()), sources
+    by_file = {next(iter(named)): image_id for image_id, named in sources.items()}
+    assert by_file[("0001.png", None)] == 1 and by_file[("1.png", None)] == "1"  # listed in this order
+    assert by_file[("000000397133.png", None)] == 397133  # COCO's file names give COCO's ids
+    assert {by_file[(name, frame)] for name in ("clip", "clip_2") for frame in (0, 1)} == {
+        "clip_0", "clip_1", "clip_2_0", "clip_2_1"}
+
+
 def test_an_existing_file_with_glob_characters_in_its_name(tmp_path):
     """'shot[1].png' names a file; read as a pattern it would match 'shot1.png' instead."""
     image = write_images(tmp_path, 1)[0]

@@ -93,6 +93,7 @@ class _OutputNames:
         self.log = log
         self.images: set = set()
         self.videos: set = set()
+        self.numbers: set = set()  # image ids given as numbers
         self.warned = False
 
     def image(self, stem: str, source: str) -> str:
@@ -100,6 +101,15 @@ class _OutputNames:
 
     def video(self, stem: str, source: str) -> str:
         return self._claim(stem, source, video=True)
+
+    def image_id(self, stem: str) -> Union[int, str]:
+        """The JSON image id of an image saved as ``stem``: the number of an all-digit name (COCO's
+        000000397133.jpg is image 397133 to pycocotools), else the stem. Unique in the run: of 0001.png and
+        1.png, the later keeps its stem."""
+        if stem.isdigit() and int(stem) not in self.numbers:
+            self.numbers.add(int(stem))
+            return int(stem)
+        return stem
 
     def _claim(self, stem: str, source: str, video: bool) -> str:
         name, n = stem, 1
@@ -228,7 +238,7 @@ def _predict_images(detector, src: ImageFiles, renderer, viewer, summary, record
             summary.outputs.append(out)
         if options["save_txt"]:
             write_atomic(summary.save_dir / "labels" / f"{stem}.txt", _txt_lines(det))
-        records.extend(_json_records(det, int(stem) if stem.isdigit() else stem, file_name, None))
+        records.extend(_json_records(det, options["names"].image_id(stem), file_name, None))
         if not viewer.show(annotated):
             summary.stopped = True
             return
@@ -285,7 +295,8 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
                     writer.write(annotated)
                 if options["save_txt"]:
                     write_atomic(summary.save_dir / "labels" / f"{name}_{frame.index}.txt", _txt_lines(det))
-                records.extend(_json_records(det, frame.index, name, frame.index))
+                # the frame's labels file stem: unique across the videos and images of a run
+                records.extend(_json_records(det, f"{name}_{frame.index}", name, frame.index))
                 frames += 1
                 summary.frames += 1
                 summary.boxes += len(det)
