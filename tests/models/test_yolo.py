@@ -27,6 +27,18 @@ def test_output_shapes_for_every_size(phi):
         assert torch.isfinite(p5).all() and torch.isfinite(p4).all()
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")
+def test_a_size_that_is_not_a_multiple_of_32_is_named():
+    """A raw forward at 400 px failed in torch.cat deep in the neck ("Sizes of tensors must match")."""
+    model = build_model(2, num_classes=3).eval()
+    for h, w in [(400, 416), (416, 200), (16, 32)]:
+        with pytest.raises(ValueError, match=f"input {h}x{w}: YOLOv4-tiny needs .* multiples of 32"):
+            model(torch.rand(1, 3, h, w))
+    traced = torch.jit.trace(model, torch.rand(1, 3, 64, 96))  # the check stays out of traced graphs
+    p5, _ = traced(torch.rand(1, 3, 64, 96))
+    assert p5.shape == (1, 24, 2, 3)
+
+
 def test_output_channels_follow_classes_and_anchors():
     model = build_model("se", num_classes=3, anchor_masks=[[2, 3, 4, 5], [0, 1, 2, 3]]).eval()
     with torch.no_grad():

@@ -11,11 +11,29 @@ from .attention import build_attention, phi_of, resolve_attention
 from .backbone import CSPDarknet53Tiny
 from .common import ConvBNAct
 
-__all__ = ["DEFAULT_ANCHORS", "DEFAULT_ANCHOR_MASKS", "STRIDES", "YoloHead", "YoloV4Tiny", "build_model"]
+__all__ = ["DEFAULT_ANCHORS", "DEFAULT_ANCHOR_MASKS", "STRIDES", "YoloHead", "YoloV4Tiny", "build_model",
+           "check_input_size"]
 
 DEFAULT_ANCHORS = ((10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319))
 DEFAULT_ANCHOR_MASKS = ((3, 4, 5), (1, 2, 3))  # stride-32 head, stride-16 head (official cfg)
 STRIDES = (32, 16)
+
+
+def check_input_size(size: Sequence[int]) -> None:
+    """A ValueError unless both sides of an (H, W) input are positive multiples of 32 (the stride-32 map,
+    upsampled, is concatenated with the stride-16 one)."""
+    h, w = (int(v) for v in size)
+    if h <= 0 or w <= 0 or h % 32 or w % 32:
+        raise ValueError(f"input {h}x{w}: YOLOv4-tiny needs a height and width that are multiples of 32 "
+                         f"(e.g. {max(32, round(h / 32) * 32)}x{max(32, round(w / 32) * 32)}); letterbox or "
+                         f"resize the image to such a size")
+
+
+def _tracing() -> bool:
+    """True while ONNX export, jit tracing or torch.compile records the forward: a Python check of the shape
+    would be baked into the graph (or break it) there."""
+    compiling = getattr(torch.compiler, "is_compiling", None)
+    return torch.jit.is_tracing() or bool(compiling is not None and compiling())
 
 
 class YoloHead(nn.Module):
@@ -83,6 +101,8 @@ class YoloV4Tiny(nn.Module):
         return [[self.anchors[i] for i in mask] for mask in self.anchor_masks]
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        if not _tracing():  # else torch.cat's size mismatch deep in the neck is all a caller sees
+            check_input_size(x.shape[-2:])
         feat1, feat2 = self.backbone(x)
         feat1 = self.attn_p4(feat1)
         p5 = self.lateral_p5(self.attn_p5(feat2))
