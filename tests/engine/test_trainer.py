@@ -374,3 +374,27 @@ def test_the_fitted_epoch_count_is_broadcast_from_the_training_device(monkeypatc
         assert _fit_epochs_to_time(28, 400, [400], 2, device) == 7
     assert sent == devices
 
+
+def test_resuming_a_run_whose_network_has_changed_says_how_to_go_on(tiny_data, tmp_path):
+    """A phi 5 run started before the GC block's last conv had a bias: its optimizer state has one parameter
+    fewer per block. torch's bare "parameter group that doesn't match" became an error naming the file and
+    the way on (--weights), which then trains."""
+    run = train(_tiny_cfg(tiny_data, tmp_path, phi=5, epochs=1, ema=False, time=None))
+    ckpt = load_checkpoint(run / "weights/last.pt")
+    ckpt["epochs"] = 2  # one epoch left to resume
+    model = load_model(run / "weights/last.pt")[0]
+    names = {id(p): n for n, p in model.named_parameters()}
+    order = [names[id(p)] for g in build_optimizer(model, "adamw", 1e-3, 0.9, 5e-4).param_groups for p in g["params"]]
+    new = {i for i, n in enumerate(order) if n.endswith("transform.3.bias")}
+    assert len(new) == 3  # the GC blocks of attn_p4, attn_p5 and attn_up
+    for group in ckpt["optimizer"]["param_groups"]:  # as the optimizer of the older network saved it
+        group["params"] = [i for i in group["params"] if i not in new]
+    ckpt["optimizer"]["state"] = {i: s for i, s in ckpt["optimizer"]["state"].items() if i not in new}
+    ckpt["model"] = {k: v for k, v in ckpt["model"].items() if not k.endswith("transform.3.bias")}
+    old = tmp_path / "old_last.pt"
+    torch.save(ckpt, old)
+    with pytest.raises(ValueError, match=rf"{old}: its optimizer state does not fit.*--weights {old}$"):
+        train(load_train_config(None, {"resume": str(old)}))
+    fine_tuned = train(_tiny_cfg(tiny_data, tmp_path, phi=5, epochs=1, ema=False, time=None, weights=str(old),
+                                 name="on"))
+    assert load_checkpoint(fine_tuned / "weights/last.pt")["epoch"] == 0

@@ -400,7 +400,12 @@ def train(cfg: Dict[str, Any]) -> Path:
     start_epoch, best, elapsed_before = 0, -1.0, 0.0
     epoch_times: List[float] = []  # of epochs done, each with its evaluation and the previous one's saving
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except ValueError as e:  # torch's message names neither the file nor a way on
+            raise ValueError(f"{resume_path}: its optimizer state does not fit this version's model ({e}): the "
+                             f"network changed since the run started (e.g. phi 5's GC block gained a bias), so "
+                             f"it cannot resume; train on from its weights instead: --weights {resume_path}") from None
         scheduler.load_state_dict(ckpt["scheduler"])
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
