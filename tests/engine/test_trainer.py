@@ -398,3 +398,28 @@ def test_resuming_a_run_whose_network_has_changed_says_how_to_go_on(tiny_data, t
     fine_tuned = train(_tiny_cfg(tiny_data, tmp_path, phi=5, epochs=1, ema=False, time=None, weights=str(old),
                                  name="on"))
     assert load_checkpoint(fine_tuned / "weights/last.pt")["epoch"] == 0
+
+
+def test_a_channel_gate_that_does_not_vary_is_reported(tiny_data, tmp_path, monkeypatch, caplog):
+    """Every phi 2 run on the embedded dataset ended with CBAM's channel MLP off (gate 0.5 everywhere):
+    a user comparing attention blocks is told, not left to find it."""
+    from yolo_attn.engine import trainer
+
+    dataset = build_dataset(load_data_config(str(tiny_data)), "val")
+    model = build_model(2, 2)
+    with caplog.at_level("WARNING", logger="yolo_attn.train"):
+        trainer._warn_constant_gates(model, dataset, 64, torch.device("cpu"))
+        assert caplog.text == ""  # gates vary at init
+        with torch.no_grad():
+            for block in (model.attn_p4, model.attn_p5, model.attn_up):
+                block.channel.fc2.weight.zero_()
+        trainer._warn_constant_gates(model, dataset, 64, torch.device("cpu"))
+    assert ("cbam attention in attn_p4, attn_p5, attn_up: the channel gate is 0.500 on every channel of "
+            f"{len(dataset)} val images") in caplog.text
+    assert "CBAM's spatial gate still acts" in caplog.text
+    caplog.clear()
+    # train() runs the check on the model it saved as EMA
+    monkeypatch.setattr(trainer, "constant_channel_gates", lambda model, images: {"attn_p5": 0.5})
+    with caplog.at_level("WARNING", logger="yolo_attn.train"):
+        train(_tiny_cfg(tiny_data, tmp_path, phi=1, epochs=1, time=None))
+    assert "se attention in attn_p5: the channel gate is 0.500" in caplog.text

@@ -16,6 +16,7 @@ from yolo_attn.models.attention import (
     SqueezeExcite,
     build_attention,
     collect_gates,
+    constant_channel_gates,
     eca_kernel_size,
     resolve_attention,
 )
@@ -273,3 +274,23 @@ def test_gc_starts_as_identity_and_loads_checkpoints_without_the_last_bias():
         delta = block(x) - x
         torch.testing.assert_close(loaded(x), block(x))
     assert delta.abs().max() > 0
+
+
+
+@pytest.mark.parametrize("phi", [1, 2])
+def test_constant_channel_gates_finds_a_gate_that_does_not_vary(phi):
+    from yolo_attn.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(phi, num_classes=3).train()
+    images = torch.rand(2, 3, 64, 64)
+    assert constant_channel_gates(model, images) == {}  # at init every block's gate varies
+    block = model.attn_p5
+    last = block.channel.fc2 if phi == 2 else block.fc[2]
+    with torch.no_grad():  # the MLP's output is 0 whatever its input: what hidden units all off give
+        last.weight.zero_()
+    model.attn_p4.keep_gates = True  # a caller's own setting survives
+    assert constant_channel_gates(model, images) == {"attn_p5": pytest.approx(0.5)}
+    assert model.training  # the mode is restored, and the blocks' gate recording
+    assert model.attn_p4.keep_gates and not hasattr(model.attn_p4, "gates")
+    assert not block.keep_gates and not hasattr(block, "gates")

@@ -23,10 +23,13 @@ import yaml
 from tqdm import tqdm
 
 from ..data import build_dataset, build_train_loader, load_data_config
+from ..data.letterbox import letterbox
+from ..data.records import BadImageError
 from ..eval.evaluator import evaluate
 from ..eval.report import print_report
 from ..inference.hardware import bf16_reason, cpu_features, keep_freed_memory
 from ..models import YoloV4Tiny, build_model
+from ..models.attention import constant_channel_gates
 from ..models.darknet import load_darknet_weights
 from ..utils.checkpoint import is_our_checkpoint, load_checkpoint, load_model, make_meta, save_checkpoint
 from ..utils.device import resolve_device
@@ -522,9 +525,35 @@ def train(cfg: Dict[str, Any]) -> Path:
     if main:
         log.info("done: %d epochs in %.1f min; best fitness %.4f; weights in %s", epochs,
                  (time.time() - t0) / 60, best, weights_dir)
+        _warn_constant_gates(ema.module if ema is not None else model, val_set, eval_size, device)
     if world > 1:
         dist.destroy_process_group()
     return run_dir
+
+
+def _warn_constant_gates(model: YoloV4Tiny, dataset, img_size: int, device: torch.device, count: int = 8) -> None:
+    """Say so when attention blocks' channel gates ended up one value on every channel of a few val images
+    (an SE / CBAM MLP with every hidden unit off): their channel half then does nothing, which a user comparing
+    phi values should know. Every phi 2 run on the embedded dataset under the default AdamW recipe ends like
+    this (README, "The network")."""
+    if not model.attention:
+        return
+    images = []
+    for i in range(min(count, len(dataset))):
+        try:
+            images.append(letterbox(dataset.load_record(i).image, img_size)[0])
+        except BadImageError:  # reported when the dataset was read; any few images will do here
+            continue
+    if not images:
+        return
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255).to(device)
+    constant = constant_channel_gates(model, batch)
+    if constant:
+        rest = " (CBAM's spatial gate still acts)" if model.attention == "cbam" else ""
+        log.warning("%s attention in %s: the channel gate is %s on every channel of %d val images (every hidden "
+                    "unit of the channel MLP is off), a constant scale the next convolution absorbs; the channel "
+                    "gate does nothing in this model%s", model.attention, ", ".join(constant),
+                    "/".join(sorted({f"{v:.3f}" for v in constant.values()})), len(images), rest)
 
 
 def _fit_epochs_to_time(minutes: float, elapsed: float, epoch_times: Sequence[float], world: int,

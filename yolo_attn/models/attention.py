@@ -40,6 +40,8 @@ __all__ = [
     "CoordAtt",
     "GlobalContext",
     "build_attention",
+    "collect_gates",
+    "constant_channel_gates",
     "resolve_attention",
 ]
 
@@ -291,3 +293,33 @@ def build_attention(name: Union[int, str, None], channels: int, **kw) -> nn.Modu
 def collect_gates(model: nn.Module) -> Dict[str, Dict[str, torch.Tensor]]:
     """Gates recorded by every attention block of ``model`` with ``keep_gates`` set, keyed by module name."""
     return {name: m.gates for name, m in model.named_modules() if isinstance(m, _Attention) and hasattr(m, "gates")}
+
+
+def constant_channel_gates(model: nn.Module, images: torch.Tensor, atol: float = 1e-6) -> Dict[str, float]:
+    """The attention blocks of ``model`` (by module name) whose channel gate is one value on every channel of
+    every image in ``images``, with that value.
+
+    An SE or CBAM MLP whose hidden units are all off gives sigmoid(0) = 0.5 everywhere: the block then scales
+    its input by a constant, which the next convolution and BatchNorm absorb, so its channel half does nothing.
+    Runs ``model`` once in eval mode and restores its mode and the blocks' ``keep_gates``.
+    """
+    blocks = {name: m for name, m in model.named_modules() if isinstance(m, _Attention)}
+    saved = {name: {k: m.__dict__[k] for k in ("keep_gates", "gates") if k in m.__dict__} for name, m in blocks.items()}
+    training = model.training
+    try:
+        for m in blocks.values():
+            m.keep_gates = True
+        with torch.no_grad():
+            model.eval()(images)
+        constant = {}
+        for name, m in blocks.items():
+            gate = m.gates.get("channel")
+            if gate is not None and float(gate.max() - gate.min()) <= atol:
+                constant[name] = float(gate.reshape(-1)[0])
+        return constant
+    finally:
+        model.train(training)
+        for name, m in blocks.items():  # as they were: a caller's own keep_gates and gates stay
+            m.__dict__.pop("keep_gates", None)
+            m.__dict__.pop("gates", None)
+            m.__dict__.update(saved[name])
