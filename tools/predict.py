@@ -16,6 +16,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from yolo_attn.data.letterbox import RESIZE_MODES
 from yolo_attn.inference.predict import run_predict
 from yolo_attn.models.decode import NMS_KINDS
 
@@ -29,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (per class)")
     p.add_argument("--nms", choices=NMS_KINDS, default="iou", help="iou: torchvision's NMS on each box's "
                    "best class; darknet: Darknet's greedy DIoU NMS over every class above --conf, as Darknet reports")
+    p.add_argument("--resize", choices=RESIZE_MODES, default="letterbox", help="letterbox: keep the aspect ratio; "
+                   "stretch: to the input size, as Darknet's detector test (for Darknet's weights)")
     p.add_argument("--img-size", type=int, help="network input size, a multiple of 32 (default: the checkpoint's)")
     p.add_argument("--classes", nargs="+", help="report only these classes (indices or names)")
     p.add_argument("--classes-file", help="class names, one per line, for weights without names")

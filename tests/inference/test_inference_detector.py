@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from yolo_attn.data.letterbox import letterbox
+from yolo_attn.data.letterbox import letterbox, stretch
 from yolo_attn.inference.detector import Detections, Detector
 from yolo_attn.inference.views import (
     attention_maps,
@@ -110,6 +110,32 @@ def test_darknet_nms_matches_postprocess_by_hand(ckpt, rng):
     np.testing.assert_allclose(result.scores, expected[:, 4].numpy(), atol=1e-5)  # fused, channels-last kernels
     with pytest.raises(ValueError, match="nms must be 'iou' or 'darknet'"):
         det.nms = "diou"
+
+
+def test_stretch_resize_matches_the_stretched_image_by_hand(ckpt, rng):
+    """resize="stretch" (Darknet's detector test): a 48x256 image is stretched to the 128x128 input, x by 0.5
+    and y by 8/3, the network runs on exactly that, and boxes are scaled back per axis; the video path's rect canvas
+    does not apply."""
+    det = Detector.load(ckpt, conf=0.2, precision="fp32", resize="stretch")
+    assert "stretched to the input" in det.describe()
+    image = rng.integers(0, 255, (48, 256, 3), dtype=np.uint8)
+    det.rect = True
+    result = det(image)
+    model, meta = load_model(ckpt)
+    stretched, info = stretch(image, IMG_SIZE)
+    assert info.scales == (0.5, 128 / 48)
+    x = torch.from_numpy(stretched).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        decoded = decode_outputs(model(x), model.level_anchors(), scale_x_y=meta["scale_x_y"])
+    expected = postprocess(decoded, 0.2, 0.45, 300)[0]
+    assert len(expected) == len(result) > 0 and result.input_shape == (IMG_SIZE, IMG_SIZE)
+    boxes = expected[:, :4].numpy() / [0.5, 128 / 48, 0.5, 128 / 48]
+    np.testing.assert_allclose(result.boxes, boxes.clip(0, [256, 48, 256, 48]), atol=1e-3)
+    np.testing.assert_array_equal(result.labels, expected[:, 5].long().numpy())
+    letterboxed = Detector.load(ckpt, conf=0.2, precision="fp32")(image)
+    assert len(letterboxed) != len(result) or not np.allclose(letterboxed.boxes, result.boxes, atol=1)
+    with pytest.raises(ValueError, match="unknown resize 'squash'; use letterbox or stretch"):
+        det.resize = "squash"
 
 
 def test_class_filter_by_index_and_name(ckpt, image_paths):

@@ -104,6 +104,12 @@ def test_folder_with_txt_and_json_agreeing_with_the_api(ckpt, tmp_path, capsys):
     expected = Detector.load(ckpt, nms="darknet")(images[0])
     np.testing.assert_array_equal(labels, expected.labels)
     np.testing.assert_allclose(scores, expected.scores, atol=1e-5)
+    # and --resize stretch: its labels are the API's with resize="stretch"
+    assert _run(ckpt, images[0], tmp_path / "runs", "--no-save", "--save-txt", "--resize", "stretch") == 0
+    labels, _, boxes = _read_txt(tmp_path / "runs" / "exp4" / "labels" / f"{images[0].stem}.txt")
+    expected = Detector.load(ckpt, resize="stretch")(images[0])
+    np.testing.assert_array_equal(labels, expected.labels)
+    np.testing.assert_allclose(boxes, expected.boxes, atol=0.01)
 
 
 def test_video_keeps_every_frame_fps_and_size(ckpt, tmp_path):

@@ -1,25 +1,38 @@
-"""Letterbox resize (keep aspect ratio, pad), shared by training, evaluation and prediction."""
+"""Letterbox resize (keep aspect ratio, pad), shared by training, evaluation and prediction; and Darknet's
+plain stretch to the input size, for predictions that match Darknet's own."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-__all__ = ["PAD_VALUE", "LetterboxInfo", "as_hw", "letterbox", "letterbox_boxes", "unletterbox_boxes"]
+__all__ = ["PAD_VALUE", "RESIZE_MODES", "LetterboxInfo", "as_hw", "letterbox", "letterbox_boxes", "stretch",
+           "unletterbox_boxes"]
+
+RESIZE_MODES = ("letterbox", "stretch")
 
 PAD_VALUE = 128  # Darknet pads with 0.5 grey, as does the popular PyTorch port
 
 
 @dataclass(frozen=True)
 class LetterboxInfo:
-    """How an image was letterboxed: ``new = old * scale + (pad_x, pad_y)``."""
+    """How an image was letterboxed: ``new = old * scale + (pad_x, pad_y)``; stretched images have another
+    scale for y (``scale_y``) and no padding."""
 
     scale: float
     pad_x: float
     pad_y: float
     orig_shape: Tuple[int, int]  # (h, w) before resizing
+    scale_y: Optional[float] = None  # None: ``scale``, the same for both axes
+
+    @property
+    def scales(self) -> Tuple[float, float]:
+        """(x, y) scale."""
+        return self.scale, self.scale if self.scale_y is None else self.scale_y
 
 
 def as_hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
@@ -53,18 +66,40 @@ def letterbox(
     return canvas, LetterboxInfo(scale, float(pad_x), float(pad_y), (h, w))
 
 
+def stretch(image: np.ndarray, size: Union[int, Tuple[int, int]] = 416) -> Tuple[np.ndarray, LetterboxInfo]:
+    """Resize ``image`` (H, W, C) uint8 to ``size`` without keeping its aspect ratio, as Darknet's
+    ``detector test`` does unless given ``-letter_box``: its ``resize_image`` is bilinear with the corner
+    pixels aligned, which cv2.resize is not (it aligns pixel centres), hence torch's interpolate here.
+    Returns the new image and the :class:`LetterboxInfo` that maps boxes back."""
+    out_h, out_w = as_hw(size)
+    h, w = image.shape[:2]
+    if h <= 0 or w <= 0:
+        raise ValueError(f"cannot resize an empty image (shape {tuple(image.shape)}); give an image of at "
+                         f"least 1x1 pixels")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    info = LetterboxInfo(out_w / w, 0.0, 0.0, (h, w), scale_y=out_h / h)
+    if (h, w) == (out_h, out_w):
+        return image, info
+    chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    resized = F.interpolate(chw, size=(out_h, out_w), mode="bilinear", align_corners=True)
+    return resized[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy(), info
+
+
 def letterbox_boxes(boxes: np.ndarray, info: LetterboxInfo) -> np.ndarray:
     """Map (N, 4) xyxy boxes from the original image into the letterboxed one."""
+    sx, sy = info.scales
     out = np.asarray(boxes, dtype=np.float32).copy()
-    out[:, [0, 2]] = out[:, [0, 2]] * info.scale + info.pad_x
-    out[:, [1, 3]] = out[:, [1, 3]] * info.scale + info.pad_y
+    out[:, [0, 2]] = out[:, [0, 2]] * sx + info.pad_x
+    out[:, [1, 3]] = out[:, [1, 3]] * sy + info.pad_y
     return out
 
 
 def unletterbox_boxes(boxes, info: LetterboxInfo):
     """Map (N, 4) xyxy boxes (numpy or torch) from the letterboxed image back to the original, clipped."""
+    sx, sy = info.scales
     out = boxes.clone() if hasattr(boxes, "clone") else np.asarray(boxes, dtype=np.float32).copy()
     h, w = info.orig_shape
-    out[:, [0, 2]] = ((out[:, [0, 2]] - info.pad_x) / info.scale).clip(0, w)
-    out[:, [1, 3]] = ((out[:, [1, 3]] - info.pad_y) / info.scale).clip(0, h)
+    out[:, [0, 2]] = ((out[:, [0, 2]] - info.pad_x) / sx).clip(0, w)
+    out[:, [1, 3]] = ((out[:, [1, 3]] - info.pad_y) / sy).clip(0, h)
     return out

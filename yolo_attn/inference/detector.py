@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data.letterbox import PAD_VALUE, LetterboxInfo, as_hw, letterbox, unletterbox_boxes
+from ..data.letterbox import PAD_VALUE, RESIZE_MODES, LetterboxInfo, as_hw, letterbox, stretch, unletterbox_boxes
 from ..data.records import BadImageError, read_image
 from ..models.decode import check_nms, decode_outputs
 from ..models.decode import postprocess as nms_postprocess
@@ -151,6 +151,11 @@ class Detector:
     ``augment = True`` (or a list of (scale, flip) views) turns on test-time augmentation
     (:mod:`yolo_attn.models.tta`): several views per image, boxes pooled before NMS; slower, finds more.
 
+    ``resize = "stretch"`` resizes every image to the input size without keeping its aspect ratio, as
+    Darknet's ``detector test`` does (and OpenCV's ``blobFromImage``): with Darknet's weights, its detections
+    then match Darknet's own. The default, ``"letterbox"``, keeps the aspect ratio (what the models trained
+    here saw); ``rect`` has no effect on stretched images.
+
     ``nms = "darknet"`` runs Darknet's greedy DIoU NMS (:func:`~yolo_attn.models.darknet_nms`) the way Darknet
     reports detections: every class above ``conf`` for a box, each kept or dropped on its own. The default,
     ``"iou"``, keeps each box's best class and runs torchvision's NMS.
@@ -185,6 +190,7 @@ class Detector:
         self.batch_size = fixed_batch or max(1, int(batch_size))
         self.choice: Optional[AutoChoice] = None  # set by load() when it chose the backend itself
         self.rect = False
+        self._resize = "letterbox"
         self._augment: Optional[List[Tuple[float, bool]]] = None
         self._nms = "iou"
 
@@ -205,6 +211,7 @@ class Detector:
         use_exports: bool = False,
         augment: Union[bool, Sequence[Tuple[float, bool]]] = False,
         nms: str = "iou",
+        resize: str = "letterbox",
     ) -> "Detector":
         """Load a detector from any supported weights file.
 
@@ -230,6 +237,7 @@ class Detector:
             augment: test-time augmentation (see the ``augment`` attribute); the automatic choice then passes
                 over exports fixed to one input size.
             nms: "iou" or "darknet" (see the ``nms`` attribute).
+            resize: "letterbox" or "stretch" (see the ``resize`` attribute).
         """
         if str(device).strip().lower() in ("", "auto"):  # others are checked by the backend that runs them
             device = str(resolve_device(device))  # (ONNX Runtime's CUDA needs no CUDA in torch)
@@ -245,12 +253,13 @@ class Detector:
                 raise ValueError(f"{path}: carries no yolo_attn metadata (class names, anchors); "
                                  f"export it with `python tools/export.py`")
             detector = cls(runner, runner.meta, img_size, conf, iou, max_det, keep_classes)
-            detector.augment, detector.nms = augment, nms
+            detector.augment, detector.nms, detector.resize = augment, nms, resize
             return detector
         choice = _choose(path, backend, precision, device, use_exports, img_size, bool(augment))
         if choice is not None and choice.weights is not None:  # a faster export of this checkpoint
             detector = cls.load(choice.weights, classes, num_classes, device, choice.backend, choice.precision,
-                                img_size, conf, iou, max_det, keep_classes, augment=augment, nms=nms)
+                                img_size, conf, iou, max_det, keep_classes, augment=augment, nms=nms,
+                                resize=resize)
             detector.choice = choice
             return detector
         from ..utils.checkpoint import load_model
@@ -261,12 +270,22 @@ class Detector:
         runner = _torch_weights_backend(model, meta, backend or "torch", precision, device, path)
         detector = cls(runner, meta, img_size, conf, iou, max_det, keep_classes)
         detector.choice = choice
-        detector.augment, detector.nms = augment, nms
+        detector.augment, detector.nms, detector.resize = augment, nms, resize
         return detector
 
     @property
     def num_classes(self) -> int:
         return len(self.names)
+
+    @property
+    def resize(self) -> str:
+        return self._resize
+
+    @resize.setter
+    def resize(self, mode: str) -> None:
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"unknown resize '{mode}'; use {' or '.join(RESIZE_MODES)}")
+        self._resize = mode
 
     @property
     def nms(self) -> str:
@@ -327,7 +346,7 @@ class Detector:
             loaded = [_load_unflipped(im, bgr) for im in images[start : start + self.batch_size]]
             shape = self._canvas([im.shape[:2] for im, _, _ in loaded])
             boxed, infos = letterbox_batch([im for im, _, _ in loaded], shape, self.pad_value,
-                                           self.interpolation, [flip for _, _, flip in loaded])
+                                           self.interpolation, [flip for _, _, flip in loaded], self.resize)
             if self._augment is not None:
                 results.extend(self._predict_augmented(boxed, infos, [source for _, source, _ in loaded]))
                 continue
@@ -342,8 +361,12 @@ class Detector:
         return results
 
     def preprocess(self, images: Sequence[np.ndarray]) -> Tuple[torch.Tensor, List[LetterboxInfo]]:
-        """RGB uint8 images -> letterboxed float batch (B, 3, H, W) in [0, 1], and how each was letterboxed."""
-        boxed = [letterbox(im, self.input_shape, self.pad_value, self.interpolation) for im in images]
+        """RGB uint8 images -> letterboxed (or stretched) float batch (B, 3, H, W) in [0, 1], and how each was
+        letterboxed."""
+        if self.resize == "stretch":
+            boxed = [stretch(im, self.input_shape) for im in images]
+        else:
+            boxed = [letterbox(im, self.input_shape, self.pad_value, self.interpolation) for im in images]
         batch = torch.from_numpy(np.stack([b for b, _ in boxed])).permute(0, 3, 1, 2).float().div_(255.0)
         return batch.contiguous(), [info for _, info in boxed]
 
@@ -432,12 +455,13 @@ class Detector:
         chosen = f" [{self.choice.describe()}]" if self.choice is not None else ""
         return (f"{self.backend.describe()}{chosen}, input {w}x{h}, {self.num_classes} classes, "
                 f"attention {attention}, conf {self.conf}, iou {self.iou}"
+                + (", stretched to the input" if self.resize == "stretch" else "")
                 + (", Darknet's DIoU NMS" if self.nms == "darknet" else ""))
 
     def _canvas(self, shapes: Sequence[Tuple[int, int]]) -> Tuple[int, int]:
         """The network input for images of these (h, w): the full input size, or with ``rect`` the smallest
         multiple of 32 holding each letterboxed image at the full size's scale."""
-        if not self.rect or not self.backend.accepts_any_size:
+        if not self.rect or not self.backend.accepts_any_size or self.resize == "stretch":
             return self.input_shape
         top_h, top_w = self.input_shape
         stride = STRIDES[0]

@@ -361,12 +361,13 @@ def _compare_detections(ref, out, box_tol: float, score_tol: float, conf: float,
     left unpaired still agrees where rounding decided whether it was kept: its score is within ``score_tol``
     of ``conf``, or the other side computed the same box with the same score but dropped it (``ref_all`` /
     ``out_all`` give each side's boxes before NMS and max_det: a tie in NMS kept a rival instead)."""
-    scale = ref.letterbox.scale if ref.letterbox is not None else 1.0
+    sx, sy = ref.letterbox.scales if ref.letterbox is not None else (1.0, 1.0)
+    scale = np.array([sx, sy, sx, sy])
 
     def gaps(boxes, labels, y) -> np.ndarray:
         """Largest corner difference between each of these boxes and each of y's, in input pixels (inf across
         classes)."""
-        gap = np.abs(boxes[:, None, :].astype(np.float64) - y.boxes[None, :, :]).max(axis=2) * scale
+        gap = (np.abs(boxes[:, None, :].astype(np.float64) - y.boxes[None, :, :]) * scale).max(axis=2)
         gap[labels[:, None] != y.labels[None, :]] = np.inf
         return gap
 
@@ -403,7 +404,7 @@ def _compare_detections(ref, out, box_tol: float, score_tol: float, conf: float,
     same = other.labels == det.labels[k]
     nearest = ""
     if same.any():
-        gap = float(np.abs(other.boxes[same] - det.boxes[k]).max(axis=1).min() * scale)
+        gap = float((np.abs(other.boxes[same] - det.boxes[k]) * scale).max(axis=1).min())
         nearest = f"; the nearest {det.names[k]} box on the other side is {gap:.3g} input px away"
     box = ", ".join(f"{v:.1f}" for v in det.boxes[k])
     return (f"{where}: {side} has a {det.names[k]} box at [{box}] (score {float(det.scores[k]):.4f}) that the other "

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from ..data.letterbox import LetterboxInfo, letterbox
+from ..data.letterbox import LetterboxInfo, letterbox, stretch
 
 __all__ = ["decode_nms", "letterbox_batch"]
 
@@ -30,8 +30,10 @@ def letterbox_batch(
     pad_value: int,
     interpolation: int,
     bgr: Union[bool, Sequence[bool]] = False,
+    resize: str = "letterbox",
 ) -> Tuple[np.ndarray, List[LetterboxInfo]]:
-    """Letterbox (H, W, 3) uint8 images into one (B, h, w, 3) uint8 RGB array.
+    """Letterbox (H, W, 3) uint8 images into one (B, h, w, 3) uint8 RGB array (``resize="stretch"``:
+    stretch them to it, as Darknet does; see :func:`~yolo_attn.data.letterbox.stretch`).
 
     ``bgr``: the images are BGR (one flag, or one per image); they are letterboxed as they are and only the
     small canvas is converted (flipping a 720p frame first costs more than the whole letterbox).
@@ -40,7 +42,10 @@ def letterbox_batch(
     out = np.empty((len(images), size[0], size[1], 3), dtype=np.uint8)
     infos = []
     for i, (image, flip) in enumerate(zip(images, flags)):
-        boxed, info = letterbox(image, size, pad_value, interpolation)
+        if resize == "stretch":
+            boxed, info = stretch(image, size)
+        else:
+            boxed, info = letterbox(image, size, pad_value, interpolation)
         if flip:
             cv2.cvtColor(boxed, cv2.COLOR_BGR2RGB, dst=out[i])
         else:

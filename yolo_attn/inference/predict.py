@@ -352,6 +352,7 @@ def run_predict(
     attention: bool = False,
     augment: bool = False,
     nms: str = "iou",
+    resize: str = "letterbox",
     project: str = "runs/predict",
     name: str = "exp",
     capture_factory: Callable[..., Any] = cv2.VideoCapture,
@@ -376,7 +377,8 @@ def run_predict(
         if attention and backend is None:  # the attention view reads gates off the PyTorch module
             backend = "torch"
         detector = Detector.load(weights, classes_file, num_classes, device, backend, precision, img_size,
-                                 conf, iou, max_det, classes, use_exports=True, augment=augment, nms=nms)
+                                 conf, iou, max_det, classes, use_exports=True, augment=augment, nms=nms,
+                                 resize=resize)
         log(detector.describe() + (f", test-time augmentation {_views(detector.augment)}" if augment else ""))
         if not no_save or save_txt or save_json:
             # created as it is named: a run started at the same moment must get another folder, not share this one

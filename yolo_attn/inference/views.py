@@ -21,14 +21,15 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def to_image(grid: np.ndarray, det: Detections) -> np.ndarray:
-    """A map over the network input (any resolution) -> the original image: stretch to the letterboxed input,
-    cut the padding off, resize to the image."""
+    """A map over the network input (any resolution) -> the original image: stretch to the letterboxed (or
+    stretched) input, cut the padding off, resize to the image."""
     in_h, in_w = det.input_shape
     info = det.letterbox
     full = cv2.resize(grid.astype(np.float32), (in_w, in_h), interpolation=cv2.INTER_LINEAR)
     h, w = det.image_shape
     x0, y0 = int(round(info.pad_x)), int(round(info.pad_y))
-    x1, y1 = x0 + max(1, int(round(w * info.scale))), y0 + max(1, int(round(h * info.scale)))
+    sx, sy = info.scales
+    x1, y1 = x0 + max(1, int(round(w * sx))), y0 + max(1, int(round(h * sy)))
     return cv2.resize(full[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_LINEAR)
 
 
