@@ -15,6 +15,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from yolo_attn.data.letterbox import RESIZE_MODES
 from yolo_attn.eval.evaluator import METRICS
 from yolo_attn.eval.run import run_eval
 from yolo_attn.models.decode import NMS_KINDS
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", type=float, default=0.001, help="minimum score kept (low, as mAP is measured)")
     p.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold (per class)")
     p.add_argument("--max-det", type=int, default=300, help="most boxes per image")
+    p.add_argument("--resize", choices=RESIZE_MODES, default="letterbox", help="letterbox: keep the aspect ratio; "
+                   "stretch: to the input size, as Darknet's detector map (for Darknet's weights)")
     p.add_argument("--nms", choices=NMS_KINDS, default="iou",
                    help="iou: torchvision's NMS; darknet: Darknet's greedy DIoU NMS (yolov4-tiny.cfg's greedynms)")
     p.add_argument("--batch-size", type=int, default=16)

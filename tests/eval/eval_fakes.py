@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from yolo_attn.data.letterbox import letterbox, letterbox_boxes
+from yolo_attn.data.letterbox import letterbox, letterbox_boxes, stretch
 from yolo_attn.models import DEFAULT_ANCHOR_MASKS, DEFAULT_ANCHORS
 
 
@@ -72,11 +72,13 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 class OracleModel(nn.Module):
     """Outputs, for the images in dataset order, raw maps that decode to the given boxes (original image
-    pixels) with the given scores; everything else scores ~0. Every box goes to the stride-16 head."""
+    pixels) with the given scores; everything else scores ~0. Every box goes to the stride-16 head. ``resize``:
+    how the evaluator is expected to have fitted the images to the input ("letterbox" or "stretch")."""
 
     def __init__(self, dataset, img_size: int, boxes: List[Tuple[np.ndarray, np.ndarray, np.ndarray]],
-                 scale_x_y: float = 1.05):
+                 scale_x_y: float = 1.05, resize: str = "letterbox"):
         super().__init__()
+        self.resize = resize
         self.num_classes = len(dataset.names)
         self.anchors = [tuple(map(float, a)) for a in DEFAULT_ANCHORS]
         self.anchor_masks = DEFAULT_ANCHOR_MASKS
@@ -93,7 +95,8 @@ class OracleModel(nn.Module):
         na = len(self.anchor_masks[1])
         p5 = torch.full((na * (5 + c), img_size // 32, img_size // 32), -20.0)
         p4 = torch.full((na, 5 + c, img_size // 16, img_size // 16), -20.0)
-        _, info = letterbox(np.zeros((ann.height, ann.width, 3), np.uint8), img_size)
+        fit = stretch if self.resize == "stretch" else letterbox
+        _, info = fit(np.zeros((ann.height, ann.width, 3), np.uint8), img_size)
         boxed = letterbox_boxes(np.asarray(xyxy, np.float32).reshape(-1, 4), info).astype(np.float64)
         used = set()
         for box, label, score in zip(boxed, labels, scores):

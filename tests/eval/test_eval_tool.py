@@ -90,7 +90,9 @@ def test_eval_tool_end_to_end(tmp_path, capsys):
     assert [c["detections"] for c in augmented["classes"]] != [c["detections"] for c in plain["classes"]]
 
 
-def test_eval_tool_darknet_weights_take_the_dataset_names(tmp_path, capsys):
+def test_eval_tool_darknet_weights_take_the_dataset_names(tmp_path, capsys, monkeypatch):
+    import yolo_attn.eval.run as run_module
+
     config = write_yolo_dataset(tmp_path / "ds", num_images=2)
     model = build_model(0, len(NAMES))
     save_darknet_weights(model, tmp_path / "tiny.weights")
@@ -104,6 +106,12 @@ def test_eval_tool_darknet_weights_take_the_dataset_names(tmp_path, capsys):
     iou, darknet = (json.loads((tmp_path / "runs" / run / "metrics.json").read_text()) for run in ("exp", "exp2"))
     counts = [sum(c["detections"] for c in m["classes"]) for m in (iou, darknet)]
     assert counts[1] > counts[0] > 0
+    # --resize stretch reaches the evaluator: the same run scored on stretched images, as evaluate() does it
+    seen = {}
+    real = run_module.evaluate
+    monkeypatch.setattr(run_module, "evaluate", lambda *a, **kw: seen.update(kw) or real(*a, **kw))
+    assert load_tool().main(args + ["--resize", "stretch"]) == 0
+    assert seen["resize"] == "stretch"
 
 
 def write_coco_dataset(root: Path) -> Path:

@@ -42,6 +42,31 @@ def test_perfect_predictions_score_one_and_map_back_to_original_pixels():
         assert rows[f"class{c}"]["images"] == sum(int((a.labels == c).any()) for a in ds.annotations)
 
 
+def test_stretched_inputs_map_back_per_axis():
+    """resize="stretch" (Darknet's detector map): every image fills the input; boxes come back by each axis's
+    own scale. The same detections read as letterboxed land elsewhere."""
+    ds = make_dataset(num_images=6, num_classes=3)
+    shapes = []
+
+    class Recording(OracleModel):
+        def forward(self, x):
+            shapes.append(tuple(x.shape[2:]))
+            return super().forward(x)
+
+    out = evaluate(Recording(ds, IMG, perfect_predictions(ds), resize="stretch"), ds, img_size=IMG, batch_size=4,
+                   verbose=False, resize="stretch")
+    assert out["voc12_map50"] == pytest.approx(1.0) and out["coco_map"] == pytest.approx(1.0)
+    assert set(shapes) == {(IMG, IMG)}
+    for det, ann in zip(out["detections"], ds.annotations):
+        order, ref = np.lexsort((det[:, 0], det[:, 5])), np.lexsort((ann.boxes[:, 0], ann.labels))
+        np.testing.assert_allclose(det[order, :4], ann.boxes[ref], atol=0.02)
+    misread = evaluate(OracleModel(ds, IMG, perfect_predictions(ds), resize="stretch"), ds, img_size=IMG,
+                       batch_size=4, verbose=False)
+    assert misread["coco_map"] < 0.9
+    with pytest.raises(ValueError, match="unknown resize 'squash'; use letterbox or stretch"):
+        evaluate(OracleModel(ds, IMG, perfect_predictions(ds)), ds, img_size=IMG, verbose=False, resize="squash")
+
+
 def test_scores_equal_the_voc_function_on_devkit_coordinates():
     """Shifted, missed and extra boxes with varied scores: the evaluator's VOC numbers equal
     evaluate_detections on the same boxes converted to devkit coordinates (x1 + 1, y1 + 1, x2, y2)."""

@@ -19,7 +19,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..data.letterbox import PAD_VALUE, letterbox, unletterbox_boxes
+from ..data.letterbox import PAD_VALUE, RESIZE_MODES, letterbox, stretch, unletterbox_boxes
 from ..models import STRIDES, augmented_decode, decode_outputs, postprocess
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, check_views
 from ..utils.paths import write_atomic
@@ -64,11 +64,12 @@ class _LetterboxedImages(Dataset):
     """Loads records and letterboxes their images; a sample that fails to load comes back as an error
     item (reported and skipped by :func:`evaluate`) instead of killing the loader worker."""
 
-    def __init__(self, dataset: Any, img_size: int, interpolation: int, pad_value: int):
+    def __init__(self, dataset: Any, img_size: int, interpolation: int, pad_value: int, resize: str = "letterbox"):
         self.dataset = dataset
         self.img_size = img_size
         self.interpolation = interpolation
         self.pad_value = pad_value
+        self.resize = resize
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -89,7 +90,10 @@ class _LetterboxedImages(Dataset):
             image = np.asarray(image)
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
-            boxed, info = letterbox(image, self.img_size, self.pad_value, self.interpolation)
+            if self.resize == "stretch":
+                boxed, info = stretch(image, self.img_size)
+            else:
+                boxed, info = letterbox(image, self.img_size, self.pad_value, self.interpolation)
             boxes = np.asarray(rec.boxes, dtype=np.float64).reshape(-1, 4)
             labels = np.asarray(rec.labels, dtype=np.int64).reshape(-1)
             difficult = (np.zeros(len(labels), bool) if rec.difficult is None
@@ -181,6 +185,7 @@ def evaluate(
     augment_scales: Sequence[float] = DEFAULT_SCALES,
     augment_flips: Sequence[bool] = DEFAULT_FLIPS,
     nms: str = "iou",
+    resize: str = "letterbox",
 ) -> Dict[str, Any]:
     """Run ``model`` over every image of ``dataset`` and score its detections.
 
@@ -193,6 +198,8 @@ def evaluate(
         conf_threshold, iou_threshold, max_det: post-processing (score threshold, NMS IoU, boxes per image);
             multi-label NMS, as mAP is measured.
         nms: "iou" (torchvision's) or "darknet" (Darknet's greedy DIoU NMS, see ``models.darknet_nms``).
+        resize: "letterbox" (keep the aspect ratio, as the models trained here saw) or "stretch" (to the input
+            size, as Darknet's ``detector map`` without ``letter_box``; see ``data.letterbox.stretch``).
         metrics: any of "voc07" (11-point AP@0.5), "voc12" (area AP@0.5), "coco" (pycocotools AP@[.5:.95]...).
         device: where to run; None keeps the model where it is (otherwise the model is moved there).
         workers: DataLoader worker processes for image loading and letterboxing.
@@ -237,8 +244,10 @@ def evaluate(
     if device is not None:
         model.to(device)
     preprocess = dict(preprocess or {})
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"unknown resize '{resize}'; use {' or '.join(RESIZE_MODES)}")
     images = _LetterboxedImages(dataset, img_size, _cv2_interpolation(preprocess.get("interpolation", "linear")),
-                                int(preprocess.get("pad_value", PAD_VALUE)))
+                                int(preprocess.get("pad_value", PAD_VALUE)), resize)
     wall = time.perf_counter()
     was_training = model.training
     try:
