@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PAD_VALUE", "RESIZE_MODES", "LetterboxInfo", "as_hw", "letterbox", "letterbox_boxes", "stretch",
-           "unletterbox_boxes"]
+__all__ = ["PAD_VALUE", "RESIZE_MODES", "LetterboxInfo", "as_hw", "check_resize", "fit_to_input", "letterbox",
+           "letterbox_boxes", "stretch", "unletterbox_boxes"]
 
 RESIZE_MODES = ("letterbox", "stretch")
 
@@ -84,6 +84,27 @@ def stretch(image: np.ndarray, size: Union[int, Tuple[int, int]] = 416) -> Tuple
     chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     resized = F.interpolate(chw, size=(out_h, out_w), mode="bilinear", align_corners=True)
     return resized[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy(), info
+
+
+def check_resize(mode: str) -> str:
+    """``mode`` if it is one of RESIZE_MODES, else a ValueError."""
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"unknown resize '{mode}'; use {' or '.join(RESIZE_MODES)}")
+    return mode
+
+
+def fit_to_input(
+    image: np.ndarray,
+    size: Union[int, Tuple[int, int]],
+    resize: str = "letterbox",
+    pad_value: int = PAD_VALUE,
+    interpolation: int = cv2.INTER_LINEAR,
+) -> Tuple[np.ndarray, LetterboxInfo]:
+    """``image`` fitted to the network input the way ``resize`` says: :func:`letterbox` (with ``pad_value``
+    and ``interpolation``) or :func:`stretch`."""
+    if resize == "stretch":
+        return stretch(image, size)
+    return letterbox(image, size, pad_value, interpolation)
 
 
 def letterbox_boxes(boxes: np.ndarray, info: LetterboxInfo) -> np.ndarray:

@@ -19,7 +19,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..data.letterbox import PAD_VALUE, RESIZE_MODES, letterbox, stretch, unletterbox_boxes
+from ..data.letterbox import PAD_VALUE, check_resize, fit_to_input, unletterbox_boxes
 from ..models import STRIDES, augmented_decode, decode_outputs, postprocess
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, check_views
 from ..utils.paths import write_atomic
@@ -90,10 +90,7 @@ class _LetterboxedImages(Dataset):
             image = np.asarray(image)
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
-            if self.resize == "stretch":
-                boxed, info = stretch(image, self.img_size)
-            else:
-                boxed, info = letterbox(image, self.img_size, self.pad_value, self.interpolation)
+            boxed, info = fit_to_input(image, self.img_size, self.resize, self.pad_value, self.interpolation)
             boxes = np.asarray(rec.boxes, dtype=np.float64).reshape(-1, 4)
             labels = np.asarray(rec.labels, dtype=np.int64).reshape(-1)
             difficult = (np.zeros(len(labels), bool) if rec.difficult is None
@@ -244,10 +241,8 @@ def evaluate(
     if device is not None:
         model.to(device)
     preprocess = dict(preprocess or {})
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"unknown resize '{resize}'; use {' or '.join(RESIZE_MODES)}")
     images = _LetterboxedImages(dataset, img_size, _cv2_interpolation(preprocess.get("interpolation", "linear")),
-                                int(preprocess.get("pad_value", PAD_VALUE)), resize)
+                                int(preprocess.get("pad_value", PAD_VALUE)), check_resize(resize))
     wall = time.perf_counter()
     was_training = model.training
     try:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data.letterbox import PAD_VALUE, RESIZE_MODES, LetterboxInfo, as_hw, letterbox, stretch, unletterbox_boxes
+from ..data.letterbox import PAD_VALUE, LetterboxInfo, as_hw, check_resize, fit_to_input, unletterbox_boxes
 from ..data.records import BadImageError, read_image
 from ..models.decode import check_nms, decode_outputs
 from ..models.decode import postprocess as nms_postprocess
@@ -283,9 +283,7 @@ class Detector:
 
     @resize.setter
     def resize(self, mode: str) -> None:
-        if mode not in RESIZE_MODES:
-            raise ValueError(f"unknown resize '{mode}'; use {' or '.join(RESIZE_MODES)}")
-        self._resize = mode
+        self._resize = check_resize(mode)
 
     @property
     def nms(self) -> str:
@@ -363,10 +361,7 @@ class Detector:
     def preprocess(self, images: Sequence[np.ndarray]) -> Tuple[torch.Tensor, List[LetterboxInfo]]:
         """RGB uint8 images -> letterboxed (or stretched) float batch (B, 3, H, W) in [0, 1], and how each was
         letterboxed."""
-        if self.resize == "stretch":
-            boxed = [stretch(im, self.input_shape) for im in images]
-        else:
-            boxed = [letterbox(im, self.input_shape, self.pad_value, self.interpolation) for im in images]
+        boxed = [fit_to_input(im, self.input_shape, self.resize, self.pad_value, self.interpolation) for im in images]
         batch = torch.from_numpy(np.stack([b for b, _ in boxed])).permute(0, 3, 1, 2).float().div_(255.0)
         return batch.contiguous(), [info for _, info in boxed]
 
@@ -386,18 +381,11 @@ class Detector:
             return [torch.cat(level)[:n] for level in zip(*chunks)], {}
         if not keep_gates:
             return run(batch), {}
-        from ..models.attention import collect_gates
+        from ..models.attention import collect_gates, recording_gates
 
-        blocks = [m for m in model.modules() if hasattr(m, "keep_gates")]
-        for block in blocks:
-            block.keep_gates = True
-        try:
+        with recording_gates(model):
             maps = run(batch)
             gates = collect_gates(model)
-        finally:
-            for block in blocks:  # leave no stale gates behind for the next call
-                block.keep_gates = False
-                block.__dict__.pop("gates", None)
         return maps, gates
 
     def postprocess(self, maps: Sequence[torch.Tensor], infos: Sequence[LetterboxInfo]) -> List[Detections]:

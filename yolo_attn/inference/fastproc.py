@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from ..data.letterbox import LetterboxInfo, letterbox, stretch
+from ..data.letterbox import LetterboxInfo, fit_to_input
 
 __all__ = ["decode_nms", "letterbox_batch"]
 
@@ -42,10 +42,7 @@ def letterbox_batch(
     out = np.empty((len(images), size[0], size[1], 3), dtype=np.uint8)
     infos = []
     for i, (image, flip) in enumerate(zip(images, flags)):
-        if resize == "stretch":
-            boxed, info = stretch(image, size)
-        else:
-            boxed, info = letterbox(image, size, pad_value, interpolation)
+        boxed, info = fit_to_input(image, size, resize, pad_value, interpolation)
         if flip:
             cv2.cvtColor(boxed, cv2.COLOR_BGR2RGB, dst=out[i])
         else:

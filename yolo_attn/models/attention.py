@@ -26,7 +26,8 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from typing import Dict, Optional, Union
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -42,6 +43,7 @@ __all__ = [
     "build_attention",
     "collect_gates",
     "constant_channel_gates",
+    "recording_gates",
     "resolve_attention",
 ]
 
@@ -295,6 +297,24 @@ def collect_gates(model: nn.Module) -> Dict[str, Dict[str, torch.Tensor]]:
     return {name: m.gates for name, m in model.named_modules() if isinstance(m, _Attention) and hasattr(m, "gates")}
 
 
+@contextmanager
+def recording_gates(model: nn.Module) -> Iterator[None]:
+    """Within the block, every attention block of ``model`` keeps the gates of each forward (read them with
+    :func:`collect_gates`); after it, the blocks' ``keep_gates`` and ``gates`` are as they were (a caller's own
+    settings stay, no stale gates are left behind)."""
+    blocks = [m for m in model.modules() if isinstance(m, _Attention)]
+    saved = [{k: m.__dict__[k] for k in ("keep_gates", "gates") if k in m.__dict__} for m in blocks]
+    try:
+        for m in blocks:
+            m.keep_gates = True
+        yield
+    finally:
+        for m, state in zip(blocks, saved):
+            m.__dict__.pop("keep_gates", None)
+            m.__dict__.pop("gates", None)
+            m.__dict__.update(state)
+
+
 def constant_channel_gates(model: nn.Module, images: torch.Tensor, atol: float = 1e-6) -> Dict[str, float]:
     """The attention blocks of ``model`` (by module name) whose channel gate is one value on every channel of
     every image in ``images``, with that value.
@@ -303,23 +323,16 @@ def constant_channel_gates(model: nn.Module, images: torch.Tensor, atol: float =
     its input by a constant, which the next convolution and BatchNorm absorb, so its channel half does nothing.
     Runs ``model`` once in eval mode and restores its mode and the blocks' ``keep_gates``.
     """
-    blocks = {name: m for name, m in model.named_modules() if isinstance(m, _Attention)}
-    saved = {name: {k: m.__dict__[k] for k in ("keep_gates", "gates") if k in m.__dict__} for name, m in blocks.items()}
     training = model.training
     try:
-        for m in blocks.values():
-            m.keep_gates = True
-        with torch.no_grad():
+        with recording_gates(model), torch.no_grad():
             model.eval()(images)
-        constant = {}
-        for name, m in blocks.items():
-            gate = m.gates.get("channel")
-            if gate is not None and float(gate.max() - gate.min()) <= atol:
-                constant[name] = float(gate.reshape(-1)[0])
-        return constant
+            gates = collect_gates(model)
     finally:
         model.train(training)
-        for name, m in blocks.items():  # as they were: a caller's own keep_gates and gates stay
-            m.__dict__.pop("keep_gates", None)
-            m.__dict__.pop("gates", None)
-            m.__dict__.update(saved[name])
+    constant = {}
+    for name, kept in gates.items():
+        gate = kept.get("channel")
+        if gate is not None and float(gate.max() - gate.min()) <= atol:
+            constant[name] = float(gate.reshape(-1)[0])
+    return constant
