@@ -348,6 +348,15 @@ def test_numeric_looking_names_and_paths_stay_text(tiny_data, tmp_path):
         assert resolve_device("0") == torch.device("cuda", 0)
 
 
+def test_an_input_size_that_is_not_a_multiple_of_32_stops_training_before_it_starts(tiny_data, tmp_path):
+    """--img-size 400 used to cache the whole dataset and fail in the first forward, deep in the neck."""
+    with pytest.raises(ValueError, match=r"img_size 400: .* multiples of 32 \(e.g. 416\)"):
+        train(_cfg(tiny_data, tmp_path, img_size=400))
+    with pytest.raises(ValueError, match=r"eval_img_size 100: .* \(e.g. 128\)"):
+        train(_cfg(tiny_data, tmp_path, eval_img_size=100))
+    assert not (tmp_path / "runs").exists()
+
+
 def test_warmup_epochs_0_turns_warm_up_off(tiny_data, tmp_path):
     run = train(_tiny_cfg(tiny_data, tmp_path, epochs=1, warmup_epochs=0, ema=False, time=None))
     assert load_checkpoint(run / "weights/last.pt")["scheduler"]["warmup_iters"] == 0

@@ -65,6 +65,8 @@ def test_stretched_inputs_map_back_per_axis():
     assert misread["coco_map"] < 0.9
     with pytest.raises(ValueError, match="unknown resize 'squash'; use letterbox or stretch"):
         evaluate(OracleModel(ds, IMG, perfect_predictions(ds)), ds, img_size=IMG, verbose=False, resize="squash")
+    with pytest.raises(ValueError, match=r"img_size 100: .* multiples of 32 \(e.g. 128\)"):
+        evaluate(OracleModel(ds, IMG, perfect_predictions(ds)), ds, img_size=100, verbose=False)
 
 
 def test_scores_equal_the_voc_function_on_devkit_coordinates():

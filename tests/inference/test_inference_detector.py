@@ -161,8 +161,10 @@ def test_checkpoint_preprocess_settings_are_used(tmp_path, rng):
 
 
 def test_img_size_must_be_multiple_of_32(ckpt):
-    with pytest.raises(ValueError, match="multiple of 32"):
+    with pytest.raises(ValueError, match=r"image size 100: .* multiples of 32 \(e.g. 128\)"):
         Detector.load(ckpt, img_size=100)
+    with pytest.raises(ValueError, match=r"image size 320x100 \(width x height\): .* \(e.g. 320x128\)"):
+        Detector.load(ckpt, img_size=(100, 320))
     assert Detector.load(ckpt, img_size=160).input_shape == (160, 160)
 
 

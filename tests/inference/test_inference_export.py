@@ -97,6 +97,9 @@ def test_export_tool_checks_parity_and_rejects_bad_requests(ckpt, tmp_path, caps
     assert "already exported" in capsys.readouterr().err
     assert run_export(str(ckpt), opset=11) == 1
     assert "opset 11 is too old" in capsys.readouterr().err
+    assert tool.main(["--weights", str(ckpt), "--img-size", "100"]) == 1
+    assert "image size 100: YOLOv4-tiny needs a width and height that are positive multiples of 32 (e.g. 128)" \
+        in capsys.readouterr().err
 
 
 @needs_openvino

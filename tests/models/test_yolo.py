@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from yolo_attn.models import DEFAULT_ANCHORS, build_model, decode_outputs, postprocess
+from yolo_attn.models import DEFAULT_ANCHORS, build_model, check_input_size, decode_outputs, postprocess
 from yolo_attn.models.common import ConvBNAct
 from yolo_attn.models.decode import Decoder
 
@@ -31,9 +31,15 @@ def test_output_shapes_for_every_size(phi):
 def test_a_size_that_is_not_a_multiple_of_32_is_named():
     """A raw forward at 400 px failed in torch.cat deep in the neck ("Sizes of tensors must match")."""
     model = build_model(2, num_classes=3).eval()
-    for h, w in [(400, 416), (416, 200), (16, 32)]:
-        with pytest.raises(ValueError, match=f"input {h}x{w}: YOLOv4-tiny needs .* multiples of 32"):
+    for (h, w), hint in [((400, 416), "416x416"), ((416, 200), "224x416"), ((16, 32), "32x32")]:
+        message = rf"input {w}x{h} \(width x height\): .* multiples of 32 \(e.g. {hint}\)"
+        with pytest.raises(ValueError, match=message):
             model(torch.rand(1, 3, h, w))
+    with pytest.raises(ValueError, match=r"img_size 400: .* \(e.g. 416\)"):
+        check_input_size(400, "img_size")
+    with pytest.raises(ValueError, match="img_size 0: "):
+        check_input_size(0, "img_size")
+    assert check_input_size(416) == (416, 416) and check_input_size((320, 640)) == (320, 640)
     traced = torch.jit.trace(model, torch.rand(1, 3, 64, 96))  # the check stays out of traced graphs
     p5, _ = traced(torch.rand(1, 3, 64, 96))
     assert p5.shape == (1, 24, 2, 3)

@@ -28,7 +28,7 @@ from ..data.records import BadImageError
 from ..eval.evaluator import evaluate
 from ..eval.report import print_report
 from ..inference.hardware import bf16_reason, cpu_features, keep_freed_memory
-from ..models import YoloV4Tiny, build_model
+from ..models import YoloV4Tiny, build_model, check_input_size
 from ..models.attention import constant_channel_gates
 from ..models.darknet import load_darknet_weights
 from ..utils.checkpoint import is_our_checkpoint, load_checkpoint, load_model, make_meta, save_checkpoint
@@ -309,9 +309,9 @@ def train(cfg: Dict[str, Any]) -> Path:
         cfg["time"] = EMBEDDED_TIME_BUDGET if cfg.get("data") is None else None
     if cfg.get("eval_img_size") == "auto":
         cfg["eval_img_size"] = EMBEDDED_EVAL_SIZE if cfg.get("data") is None else None
+    check_input_size(cfg["img_size"], "img_size")
     eval_size = int(cfg.get("eval_img_size") or cfg["img_size"])
-    if eval_size % 32:
-        raise ValueError(f"eval_img_size must be a multiple of 32, not {eval_size}")
+    check_input_size(eval_size, "eval_img_size")
     device = resolve_device(cfg["device"], local_rank if world > 1 else -1)
     if cfg.get("workers") in (None, "auto"):
         cfg["workers"] = auto_workers(device, world)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data.letterbox import PAD_VALUE, check_resize, fit_to_input, unletterbox_boxes
-from ..models import STRIDES, augmented_decode, decode_outputs, postprocess
+from ..models import STRIDES, augmented_decode, check_input_size, decode_outputs, postprocess
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, check_views
 from ..utils.paths import write_atomic
 from .coco import coco_ground_truth, coco_results, evaluate_coco, load_coco_ground_truth
@@ -235,8 +235,7 @@ def evaluate(
         raise ValueError(f"the model predicts {model.num_classes} classes but the dataset has {len(names)} "
                          f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); evaluate with the data "
                          f"config the model was trained on")
-    if img_size % 32:
-        raise ValueError(f"img_size {img_size} must be a multiple of 32 (the network's largest stride)")
+    check_input_size(img_size, "img_size")
     views = check_views(augment_scales, augment_flips) if augment else None
     if device is not None:
         model.to(device)

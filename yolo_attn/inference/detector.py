@@ -28,7 +28,7 @@ from ..data.records import BadImageError, read_image
 from ..models.decode import check_nms, decode_outputs
 from ..models.decode import postprocess as nms_postprocess
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, augmented_decode, check_views
-from ..models.yolo import STRIDES
+from ..models.yolo import STRIDES, check_input_size
 from ..utils.device import resolve_device
 from .backends import Backend, create_backend
 from .fastproc import decode_nms, letterbox_batch
@@ -461,9 +461,7 @@ class Detector:
         return min(canvas_h, top_h), min(canvas_w, top_w)
 
     def _input_shape(self, size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-        h, w = as_hw(size)
-        if h <= 0 or w <= 0 or h % 32 or w % 32:
-            raise ValueError(f"image size must be a positive multiple of 32, got {w}x{h}")
+        h, w = check_input_size(size, "image size")
         _, fixed_h, fixed_w = self.backend.fixed_shape
         if (fixed_h and fixed_h != h) or (fixed_w and fixed_w != w):
             raise ValueError(f"this model was exported for a fixed {fixed_w}x{fixed_h} input, not {w}x{h}; "

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from ..data.letterbox import PAD_VALUE, letterbox
+from ..models.yolo import check_input_size
 from .backends import META_KEY
 
 __all__ = [
@@ -226,8 +227,7 @@ def export_model(
         raise ValueError(f"{weights}: is already exported; export from the PyTorch checkpoint (.pt)")
     model, meta = load_model(weights, classes, num_classes)
     size = int(img_size or meta.get("img_size", 416))
-    if size <= 0 or size % 32:
-        raise ValueError(f"image size must be a positive multiple of 32, got {size}")
+    check_input_size(size, "image size")
     out = Path(output) if output else default_output(weights, format, precision)
     if format == "onnx" and out.is_dir():  # a folder to export into: the file is named as beside the weights
         out = out / default_output(weights, format, precision).name

@@ -19,14 +19,18 @@ DEFAULT_ANCHOR_MASKS = ((3, 4, 5), (1, 2, 3))  # stride-32 head, stride-16 head 
 STRIDES = (32, 16)
 
 
-def check_input_size(size: Sequence[int]) -> None:
-    """A ValueError unless both sides of an (H, W) input are positive multiples of 32 (the stride-32 map,
-    upsampled, is concatenated with the stride-16 one)."""
-    h, w = (int(v) for v in size)
+def check_input_size(size: Union[int, Sequence[int]], what: str = "input") -> Tuple[int, int]:
+    """(height, width) of an input size given as one int or as (h, w); a ValueError naming ``what`` unless both
+    are positive multiples of 32 (the stride-32 map, upsampled, is concatenated with the stride-16 one)."""
+    square = not isinstance(size, (tuple, list))  # an int, or a numpy / 0-d tensor integer
+    h, w = (int(size), int(size)) if square else (int(size[0]), int(size[1]))
     if h <= 0 or w <= 0 or h % 32 or w % 32:
-        raise ValueError(f"input {h}x{w}: YOLOv4-tiny needs a height and width that are multiples of 32 "
-                         f"(e.g. {max(32, round(h / 32) * 32)}x{max(32, round(w / 32) * 32)}); letterbox or "
-                         f"resize the image to such a size")
+        def up(v: int) -> int:
+            return max(32, -(-v // 32) * 32)
+        shown, hint = (f"{h}", f"{up(h)}") if square else (f"{w}x{h} (width x height)", f"{up(w)}x{up(h)}")
+        raise ValueError(f"{what} {shown}: YOLOv4-tiny needs a width and height that are positive multiples "
+                         f"of 32 (e.g. {hint})")
+    return h, w
 
 
 def _tracing() -> bool:
