@@ -197,7 +197,7 @@ def predict(
                     break
                 if isinstance(src, ImageFiles):
                     _predict_images(detector, src, renderer, viewer, summary, records, options, log)
-                else:
+                elif _opened(src, summary, log):
                     _predict_video(detector, src, renderer, viewer, summary, records, options, log)
             finally:
                 src.close()
@@ -212,6 +212,17 @@ def predict(
         if save_json and summary.save_dir is not None:
             write_atomic(summary.save_dir / "predictions.json", json.dumps(records, indent=1))
     return summary
+
+
+def _opened(src: VideoStream, summary: PredictSummary, log: Log) -> bool:
+    """Open a folder's video when its turn comes; one that cannot be read is reported and skipped."""
+    try:
+        src.open()
+    except SourceError as e:
+        log(f"warning: skipping {e}")
+        summary.skipped.append(str(src.spec))
+        return False
+    return True
 
 
 def _predict_images(detector, src: ImageFiles, renderer, viewer, summary, records, options, log) -> None:

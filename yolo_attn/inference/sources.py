@@ -110,26 +110,45 @@ class ImageFiles:
 class VideoStream:
     """A video file, a webcam or a network stream, read through a ``cv2.VideoCapture``-like object.
 
-    The first frame is read on opening (so a source that opens but yields nothing fails here, with a clear
-    message) and is kept: iteration starts with it.
+    The first frame is read on opening (so a source that opens but yields nothing fails there, with a clear
+    message) and is kept: iteration starts with it. ``defer=True`` leaves the opening to :meth:`open`, for
+    the videos of a folder: each holds a decoder (threads and frame buffers) while open, so they are opened
+    one at a time, when their turn comes, not all at once when the folder is listed.
     """
 
-    def __init__(self, spec: Union[str, int], kind: str, capture_factory: CaptureFactory = cv2.VideoCapture):
+    def __init__(self, spec: Union[str, int], kind: str, capture_factory: CaptureFactory = cv2.VideoCapture,
+                 defer: bool = False):
         self.spec, self.kind = spec, kind
         self.name = {"webcam": f"webcam{spec}", "stream": "stream"}.get(kind) or Path(str(spec)).stem
+        self._capture_factory = capture_factory
+        self.capture: Optional[cv2.VideoCapture] = None
+        self._first: Optional[np.ndarray] = None
+        self.fps, self.frame_count, self.size = DEFAULT_FPS, None, (0, 0)
+        if not defer:
+            self.open()
+
+    @property
+    def opened(self) -> bool:
+        return self.capture is not None
+
+    def open(self) -> "VideoStream":
+        """Open the capture and read the first frame; a :class:`SourceError` when either fails."""
+        if self.capture is not None:
+            return self
         with quiet_opencv():
-            self.capture = capture_factory(spec)
-            opened = self.capture.isOpened()
-            ok, first = self.capture.read() if opened else (False, None)
+            capture = self._capture_factory(self.spec)
+            opened = capture.isOpened()
+            ok, first = capture.read() if opened else (False, None)
         if not opened or not ok or first is None:
-            self.capture.release()
+            capture.release()
             raise SourceError(self._open_error(opened))
-        self._first: Optional[np.ndarray] = first
-        fps = float(self.capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.capture, self._first = capture, first
+        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if math.isfinite(fps) and 0.0 < fps <= 240.0 else DEFAULT_FPS
-        count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        self.frame_count: Optional[int] = count if kind == "video" and count > 0 else None
-        self.size: Tuple[int, int] = (first.shape[1], first.shape[0])  # (w, h), from the frame itself
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.frame_count = count if self.kind == "video" and count > 0 else None
+        self.size = (first.shape[1], first.shape[0])  # (w, h), from the frame itself
+        return self
 
     def _open_error(self, opened: bool) -> str:
         if self.kind == "webcam":
@@ -141,20 +160,23 @@ class VideoStream:
         return f"{self.spec}: no frame could be read from this video (empty or corrupt)"
 
     def __iter__(self) -> Iterator[Frame]:
+        capture = self.open().capture  # kept: close() from another thread ends the reads, as release() does
         index = 0
         if self._first is not None:
             yield Frame(self._first, self.name, 0, str(self.spec))
             self._first, index = None, 1
         while True:
             with quiet_opencv():
-                ok, image = self.capture.read()
+                ok, image = capture.read()
             if not ok or image is None:
                 return
             yield Frame(image, self.name, index, str(self.spec))
             index += 1
 
     def close(self) -> None:
-        self.capture.release()
+        if self.capture is not None:
+            self.capture.release()
+            self.capture = None
 
 
 Source = Union[ImageFiles, VideoStream]
@@ -168,7 +190,8 @@ def open_sources(
     """Open what ``spec`` names: an image, a folder, a glob, a video file, a webcam index or a stream URL.
 
     A folder or glob may hold images and videos: the images come as one :class:`ImageFiles`, each video as
-    a :class:`VideoStream`. Raises :class:`SourceError` when nothing usable is there.
+    a :class:`VideoStream` that is not opened yet (see its ``defer``). Raises :class:`SourceError` when
+    nothing usable is there.
     """
     text = str(spec).strip()
     if isinstance(spec, int) or text.isdigit():
@@ -198,11 +221,7 @@ def open_sources(
     if not images and not videos:
         raise SourceError(where)
     sources: List[Source] = [ImageFiles(images, warn)] if images else []
-    for video in videos:
-        try:
-            sources.append(VideoStream(str(video), "video", capture_factory))
-        except SourceError as e:
-            warn(f"warning: skipping {e}")
+    sources += [VideoStream(str(video), "video", capture_factory, defer=True) for video in videos]
     return sources
 
 
