@@ -2,6 +2,7 @@
 import io
 import json
 import struct
+import warnings
 import zlib
 
 import cv2
@@ -315,6 +316,11 @@ def test_image_header_of_a_huge_image(tmp_path):
     assert R.image_header(big) == (20000, 20000, "1")
     ds = YOLOTxtDataset(tmp_path / "yolo", ["images/train"], ["a"])
     assert (ds.records[0].height, ds.records[0].width) == (20000, 20000) and len(ds.problems) == 0
+    # between Pillow's warning and its error (89-179 MP): read as quietly, not with a DecompressionBombWarning
+    (tmp_path / "large.png").write_bytes(_png_header_only(12000, 10000, zlib.compress(bytes(12000 * 1251), 1)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert R.image_header(tmp_path / "large.png") == (10000, 12000, "1")
     # past OpenCV's own limit (2**30 pixels) decoding fails with a message naming the file, not cv2.error
     (tmp_path / "giant.png").write_bytes(_png_header_only(40000, 40000, zlib.compress(bytes(10))))
     with pytest.raises(BadImageError, match="giant.png"):

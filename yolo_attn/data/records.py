@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import struct
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -208,7 +209,9 @@ def open_image_header(path: Union[str, os.PathLike]):
     from PIL import Image
 
     try:
-        return Image.open(path)
+        with warnings.catch_warnings():  # its warning (89-179 megapixels) would be printed once per run
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
     except Image.DecompressionBombError:
         pass
     with open(path, "rb") as f:
