@@ -4,6 +4,7 @@ import json
 import struct
 import warnings
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,6 +16,8 @@ from yolo_attn.data import (
 )
 from yolo_attn.data import records as R
 from yolo_attn.data.voc import parse_voc_xml
+from yolo_attn.eval.coco import load_coco_ground_truth
+from yolo_attn.utils.checkpoint import read_class_names
 
 from .conftest import COCO_CATEGORIES, VOC_NAMES, voc_xml, write_jpeg
 
@@ -126,6 +129,49 @@ def test_coco_names_from_json_and_reordered(coco_root):
     ds = COCODataset(coco_root, ["val2017"], ["dog", "person", "car"])
     assert ds.category_ids == [7, 1, 3]
     assert by_id(ds)[10].labels.tolist() == [0, 2, 1]
+
+
+def test_coco_file_names_with_folders_are_looked_up_where_they_point(coco_root):
+    """`train2017/a.jpg` under image folder train2017 is train2017/train2017/a.jpg: it was found by its bare name
+    and recorded at a path that does not exist, failing only when loaded."""
+    ann_file = coco_root / "annotations" / "instances_val2017.json"
+    data = json.loads(ann_file.read_text())
+    data["images"][0]["file_name"] = "val2017/a.jpg"
+    write_jpeg(coco_root / "val2017" / "sub" / "b.jpg", 40, 50)
+    data["images"][1]["file_name"] = "sub/b.jpg"  # a real subfolder is fine
+    ann_file.write_text(json.dumps(data))
+    ds = COCODataset(coco_root, ["val2017"], ["person", "car", "dog"])
+    assert set(by_id(ds)) == {11} and Path(by_id(ds)[11].path).is_file()
+    missing = [p for p in ds.problems.problems if p.kind == R.MISSING_IMAGE]
+    assert sorted(Path(p.path).name for p in missing) == ["a.jpg", "missing.jpg"]
+    assert any(str(coco_root / "val2017" / "val2017" / "a.jpg") == str(p.path) for p in missing)
+
+
+def test_coco_categories_sharing_a_name_are_an_error(coco_root):
+    """With two categories named 'car', the config's names took one id and dropped the other's boxes unreported;
+    names read from the JSON made 'car' two classes."""
+    ann_file = coco_root / "annotations" / "instances_val2017.json"
+    data = json.loads(ann_file.read_text())
+    data["categories"].append({"id": 9, "name": "car"})
+    ann_file.write_text(json.dumps(data))
+    for names in (["person", "car", "dog"], None):
+        with pytest.raises(ValueError, match=r"instances_val2017.json: categories 3, 9 are all named 'car'"):
+            COCODataset(coco_root, ["val2017"], names)
+
+
+def test_voc_and_coco_files_with_a_byte_order_mark(voc_root, coco_root):
+    """Windows editors write a BOM: it became part of the first image id of a VOC set file (that image was
+    reported missing) and COCO JSONs failed to parse."""
+    set_file = voc_root / "VOC2007" / "ImageSets" / "Main" / "clean.txt"
+    set_file.write_bytes("000001\r\n".encode("utf-8-sig"))
+    assert [r.image_id for r in VOCDataset(voc_root, ["VOC2007/clean"], VOC_NAMES).records] == ["000001"]
+    ann_file = coco_root / "annotations" / "instances_val2017.json"
+    ann_file.write_bytes(ann_file.read_text().encode("utf-8-sig"))
+    assert set(by_id(COCODataset(coco_root, ["val2017"], ["person", "car", "dog"]))) == {10, 11}
+    assert len(load_coco_ground_truth(ann_file).getImgIds()) == 3
+    names = voc_root / "voc.names"
+    names.write_bytes("aeroplane\r\nbicycle\r\n".encode("utf-8-sig"))
+    assert read_class_names(names) == ["aeroplane", "bicycle"]
 
 
 @pytest.mark.parametrize("height", [float("inf"), float("nan"), "sixty", -60, None, [60]])

@@ -84,7 +84,7 @@ class COCODataset(DetectionDataset):
         if not ann_file.is_file():
             raise FileNotFoundError(f"{ann_file}: no such COCO annotation file")
         try:
-            data = json.loads(ann_file.read_text(encoding="utf-8"))
+            data = json.loads(ann_file.read_text(encoding="utf-8-sig"))  # -sig: Windows tools write a BOM
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{ann_file}: not valid JSON ({e})") from None
         if not isinstance(data, dict) or "images" not in data or "categories" not in data:
@@ -96,6 +96,13 @@ class COCODataset(DetectionDataset):
                     log: ProblemLog) -> Tuple[List[str], List[int]]:
         """Contiguous names and the category id of each; categories the names lack are reported."""
         cats = sorted(data["categories"], key=lambda c: c["id"])
+        ids_of: Dict[str, List[int]] = defaultdict(list)
+        for c in cats:
+            ids_of[c["name"]].append(int(c["id"]))
+        for name, shared in ids_of.items():
+            if len(shared) > 1:  # one would silently take the other's boxes, or the class would appear twice
+                raise ValueError(f"{ann_file}: categories {', '.join(map(str, shared))} are all named {name!r}; "
+                                 f"give each category its own name, or merge them into one id")
         if names is None:
             return [c["name"] for c in cats], [int(c["id"]) for c in cats]
         by_name = {c["name"]: int(c["id"]) for c in cats}
@@ -132,7 +139,8 @@ class COCODataset(DetectionDataset):
         for image_id, img in images.items():
             file_name = img.get("file_name", "")
             path = image_dir / file_name
-            if os.path.basename(file_name) not in files and not path.is_file():
+            # the listing answers for bare names; a name with folders ("train2017/a.jpg") needs its own look
+            if not (file_name in files if not os.path.dirname(file_name) else path.is_file()):
                 log.add(MISSING_IMAGE, path, f"image id {image_id} in {ann_file.name} has no file; skipped")
                 continue
             h, w = size_or_zero(img.get("height")), size_or_zero(img.get("width"))

@@ -115,19 +115,21 @@ def load_coco_ground_truth(path: Union[str, os.PathLike, Sequence[Union[str, os.
         if not p.is_file():
             raise FileNotFoundError(f"{p}: no such COCO annotation file")
     prefixes = list(id_prefixes) if id_prefixes is not None else [""] * len(paths)
+    gt = COCO()  # filled here, not by COCO(path): its json.load fails on a byte-order mark
     if len(paths) == 1 and not prefixes[0]:
+        gt.dataset = json.loads(paths[0].read_text(encoding="utf-8-sig"))
         with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(str(paths[0]))
+            gt.createIndex()
+        return gt
     merged: Dict[str, List[Any]] = {"images": [], "annotations": [], "categories": []}
     for p, prefix in zip(paths, prefixes):
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(p.read_text(encoding="utf-8-sig"))
         rename = (lambda i, prefix=prefix: f"{prefix}{i}") if prefix else (lambda i: i)
         merged["images"] += [{**img, "id": rename(img["id"])} for img in data["images"]]
         merged["annotations"] += [{**ann, "image_id": rename(ann.get("image_id")),
                                    "id": len(merged["annotations"]) + k + 1}  # 0 reads as "unmatched" in COCOeval
                                   for k, ann in enumerate(data.get("annotations", []))]
         merged["categories"] = merged["categories"] or data["categories"]
-    gt = COCO()
     gt.dataset = merged
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()

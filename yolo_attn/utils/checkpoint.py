@@ -105,7 +105,7 @@ def read_class_names(path: PathLike) -> List[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such class-names file")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if not names:
         raise ValueError(f"{path}: no class names in it (expected one per line)")
     return names
