@@ -187,6 +187,36 @@ def test_coco_unusable_size_is_read_from_the_image(coco_root, height):
 
 
 # ---------------------------------------------------------------------------------------------- boxes
+def test_duplicates_are_the_boxes_near_an_earlier_box_still_kept():
+    """Checked against the pair loop it replaced, on dense images with chains of near boxes: b is within half a
+    pixel of a (dropped), c within half a pixel of b but not of a (kept: b no longer counts)."""
+    log = R.ProblemLog()
+    chain = [[10, 10, 20, 20], [10.4, 10, 20, 20], [10.8, 10, 20, 20], [10.8, 10, 20, 20]]
+    out, labels, _ = R.clean_boxes(chain, [0, 0, 0, 1], np.zeros(4, bool), 60, 80, "x.txt", log)
+    np.testing.assert_allclose(out, [[10, 10, 20, 20], [10.8, 10, 20, 20], [10.8, 10, 20, 20]])
+    assert labels.tolist() == [0, 0, 1] and log.counts() == {R.DUPLICATE: 1}
+
+    def pair_loop(boxes, labels):
+        keep = np.ones(len(boxes), bool)
+        for i in range(len(boxes)):
+            for j in range(i):
+                if keep[j] and labels[j] == labels[i] and np.all(np.abs(boxes[j] - boxes[i]) <= 0.5):
+                    keep[i] = False
+                    break
+        return keep
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        corners = rng.integers(0, 60, (300, 2)).astype(np.float32)
+        boxes = np.concatenate([corners, corners + 8], 1) + rng.choice([0, 0.3, 0.6], (300, 4))
+        labels = rng.integers(0, 2, 300)
+        out, kept_labels, _ = R.clean_boxes(boxes, labels, np.zeros(300, bool), 100, 100, "x.txt", R.ProblemLog())
+        keep = pair_loop(boxes.astype(np.float32), labels)
+        assert 0 < keep.sum() < 300
+        np.testing.assert_array_equal(out, boxes.astype(np.float32)[keep])
+        np.testing.assert_array_equal(kept_labels, labels[keep])
+
+
 def test_non_finite_boxes_are_dropped_with_their_own_message():
     nan, inf = float("nan"), float("inf")
     boxes = [[nan, 0, 10, 10], [0, 0, inf, 5], [-inf, 0, 10, 10], [1, 1, 5, 5]]
