@@ -2,7 +2,9 @@
 import pytest
 import torch
 
+from yolo_attn.engine.config import load_train_config
 from yolo_attn.engine.loss import YoloLoss, bbox_ciou
+from yolo_attn.engine.trainer import build_loss
 from yolo_attn.models import build_model
 
 
@@ -73,6 +75,21 @@ def test_darknet_assignment_uses_the_single_best_anchor():
     (b5, *_), (b4, a4, gj4, gi4, *_) = loss._assign_darknet(preds, targets, t_xywh)
     assert b5.numel() == 0
     assert a4.tolist() == [1] and gi4.tolist() == [7] and gj4.tolist() == [8]
+
+
+def test_darknet_assignment_gives_no_positive_when_the_best_anchor_is_in_no_mask():
+    """Darknet picks a box's best of all six anchors; with the official masks anchor 0 (10x14) is in neither
+    head, so a box shaped like it has no positive (was: the best of the five used anchors, 23x27)."""
+    model = build_model(0, num_classes=1)
+    targets = torch.tensor([[0, 0, 100.0, 100.0, 109.0, 113.0]])  # 9 x 13
+    preds = [torch.zeros(1, 3, 8, 8, 6), torch.zeros(1, 3, 16, 16, 6)]
+    t_xywh = torch.tensor([[104.5, 106.5, 9.0, 13.0]])
+    darknet = YoloLoss(model.level_anchors(), 1, "darknet", all_anchors=model.anchors)
+    assert [level[0].numel() for level in darknet._assign_darknet(preds, targets, t_xywh)] == [0, 0]
+    heads_only = YoloLoss(model.level_anchors(), 1, "darknet")
+    assert [level[0].numel() for level in heads_only._assign_darknet(preds, targets, t_xywh)] == [0, 1]
+    assert torch.equal(build_loss(load_train_config(None, {"assigner": "darknet"}), model).all_anchors,
+                       darknet.all_anchors)
 
 
 def test_ciou_is_one_for_identical_boxes_and_penalises_distance():

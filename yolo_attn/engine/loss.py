@@ -18,7 +18,7 @@ Targets: (M, 6) float = [batch index, class, x1, y1, x2, y2] in input pixels.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -63,6 +63,9 @@ class YoloLoss(nn.Module):
         balance: objectness weight per head (stride 32, stride 16).
         label_smoothing: class targets become (1 - eps / 2, eps / 2).
         iou_ratio: objectness target of a positive = (1 - r) + r * IoU (multi assigner; YOLOv5 uses 1).
+        all_anchors: every anchor of the model, those no head uses included (the darknet assigner picks a
+            box's best among all of them and gives no positive when it is an unused one, as Darknet does;
+            with the official masks anchor 0, 10x14, is unused); default: the heads' anchors.
     Call: ``loss(outputs, targets, img_size)`` -> (total loss scaled by batch size, dict of detached terms).
     """
 
@@ -81,6 +84,7 @@ class YoloLoss(nn.Module):
         balance: Sequence[float] = (1.0, 1.0),
         label_smoothing: float = 0.0,
         iou_ratio: float = 1.0,
+        all_anchors: Optional[Sequence[Tuple[float, float]]] = None,
     ):
         super().__init__()
         if assigner not in ASSIGNERS:
@@ -98,8 +102,10 @@ class YoloLoss(nn.Module):
         self.cls_pos, self.cls_neg = 1.0 - label_smoothing / 2, label_smoothing / 2
         self.iou_ratio = iou_ratio
         self.register_buffer("anchors", torch.tensor(level_anchors, dtype=torch.float32), persistent=False)
-        all_anchors = sorted({tuple(a) for level in level_anchors for a in level})
-        self.register_buffer("all_anchors", torch.tensor(all_anchors, dtype=torch.float32), persistent=False)
+        if all_anchors is None:
+            all_anchors = [a for level in level_anchors for a in level]
+        unique = sorted({tuple(float(v) for v in a) for a in all_anchors})
+        self.register_buffer("all_anchors", torch.tensor(unique, dtype=torch.float32), persistent=False)
 
     def forward(
         self, outputs: Sequence[torch.Tensor], targets: torch.Tensor, img_size: Tuple[int, int] = None

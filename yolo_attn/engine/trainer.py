@@ -122,7 +122,7 @@ def build_loss(cfg: Dict[str, Any], model: YoloV4Tiny) -> YoloLoss:
         model.level_anchors(), nc, cfg["assigner"], anchor_t=cfg["anchor_t"], ignore_thresh=cfg["ignore_thresh"],
         box=cfg["box"] * 3 / nl, obj=cfg["obj"] * (cfg["img_size"] / 640) ** 2 * 3 / nl,
         cls=cfg["cls"] * nc / 80 * 3 / nl, balance=cfg["balance"], label_smoothing=cfg["label_smoothing"],
-        iou_ratio=cfg.get("iou_ratio", 1.0),
+        iou_ratio=cfg.get("iou_ratio", 1.0), all_anchors=model.anchors,
     )
 
 
