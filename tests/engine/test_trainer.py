@@ -348,6 +348,21 @@ def test_numeric_looking_names_and_paths_stay_text(tiny_data, tmp_path):
         assert resolve_device("0") == torch.device("cuda", 0)
 
 
+def test_a_config_file_is_read_as_a_user_writes_it(tmp_path):
+    """YAML 1.1 reads 1e-3 as text (training then failed multiplying it) and `resume: false` as a boolean
+    (which became the file name "False")."""
+    config = tmp_path / "mine.yaml"
+    config.write_text("lr: 1e-3\nweight_decay: 5e-4\naug:\n  mixup: 5e-2\nanchors: [[1e1, 14], [23, 27]]\n"
+                      "weights: no\nresume: false\nname: 2024\n")
+    cfg = load_train_config(str(config))
+    assert (cfg["lr"], cfg["weight_decay"], cfg["aug"]["mixup"]) == (1e-3, 5e-4, 5e-2)
+    assert cfg["anchors"] == [[10.0, 14], [23, 27]]
+    assert cfg["weights"] is None and cfg["resume"] is None and cfg["name"] == "2024"
+    config.write_text("name: yes\n")
+    with pytest.raises(ValueError, match=r'name: YAML reads .* as booleans, not as text; quote it \(name: "yes"\)'):
+        load_train_config(str(config))
+
+
 def test_an_input_size_that_is_not_a_multiple_of_32_stops_training_before_it_starts(tiny_data, tmp_path):
     """--img-size 400 used to cache the whole dataset and fail in the first forward, deep in the neck."""
     with pytest.raises(ValueError, match=r"img_size 400: .* multiples of 32 \(e.g. 416\)"):

@@ -29,15 +29,33 @@ def _parse_value(text: str, key: str = "") -> Any:
     would read 1e-3 as a string), then YAML for null, true, [1, 2], {a: 1}; anything else stays a string."""
     if key in STRING_KEYS:
         return None if key in NULLABLE_STRING_KEYS and text in _NULL_WORDS else text
+    number = _as_number(text)
+    if number is not text:
+        return number
+    try:
+        return _yaml_numbers(yaml.safe_load(text))
+    except yaml.YAMLError:
+        return text
+
+
+def _as_number(text: str) -> Any:
+    """The int or float ``text`` spells, else ``text`` itself."""
     for cast in (int, float):
         try:
             return cast(text)
         except ValueError:
             pass
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    return text
+
+
+def _yaml_numbers(value: Any) -> Any:
+    """``value`` from YAML with numbers it left as text made numbers: YAML 1.1 reads 1e-3 and 5e-4 (no dot in
+    the mantissa) as strings, which then break the arithmetic."""
+    if isinstance(value, dict):
+        return {k: _yaml_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_yaml_numbers(v) for v in value]
+    return _as_number(value) if isinstance(value, str) else value
 
 
 def _set(cfg: Dict[str, Any], dotted: str, value: Any, known: Dict[str, Any]) -> None:
@@ -62,12 +80,18 @@ def load_train_config(
     cfg = copy.deepcopy(defaults)
     if path:
         for k, v in _read_yaml(Path(path)).items():
-            _set(cfg, k, v, defaults or cfg)
+            _set(cfg, k, v if k.split(".")[0] in STRING_KEYS else _yaml_numbers(v), defaults or cfg)
     for k, v in (overrides or {}).items():
         _set(cfg, k, v, defaults or cfg)
     for k in STRING_KEYS:  # `name: 2024` in a YAML file, or name=2024 from Python
-        if isinstance(cfg.get(k), (int, float)):
-            cfg[k] = str(cfg[k])
+        v = cfg.get(k)
+        if isinstance(v, bool):  # YAML reads no, off, false (and yes, on, true) as booleans
+            if v or k not in NULLABLE_STRING_KEYS:
+                raise ValueError(f"{k}: YAML reads yes/no, on/off and true/false as booleans, not as text; "
+                                 f"quote it ({k}: \"{'yes' if v else 'no'}\")")
+            cfg[k] = None  # `weights: false`: none
+        elif isinstance(v, (int, float)):
+            cfg[k] = str(v)
     return cfg
 
 
