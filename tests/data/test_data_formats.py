@@ -343,6 +343,10 @@ def test_config_build_and_validation(tmp_path, voc_root, coco_root):
         load_data_config({"format": "voc", "root": str(voc_root), "train": "a", "val": "b"})
     with pytest.raises(FileNotFoundError, match="no such data config"):
         load_data_config(tmp_path / "missing.yaml")
+    digits = {"format": "voc", "root": str(voc_root), "train": "a", "val": "b"}
+    assert load_data_config(dict(digits, names=[0, 1, 2]))["names"] == ["0", "1", "2"]  # unquoted digits
+    with pytest.raises(ValueError, match=r'class 1 of `names` is the boolean False: .* quote the name \("no"\)'):
+        load_data_config(dict(digits, names=["stop", False]))  # `names: [stop, no]` in YAML
     with pytest.raises(KeyError, match="test"):
         build_dataset(load_data_config(cfg_path), "test")
 

@@ -57,8 +57,15 @@ def _names(names: Any, where: str) -> Optional[list]:
         if keys != list(range(len(keys))):
             raise ValueError(f"{where}: `names` indices must be 0..{len(keys) - 1}")
         names = [names[k] if k in names else names[str(k)] for k in keys]
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+    if not isinstance(names, (list, tuple)):
         raise ValueError(f"{where}: `names` must be a list of class names")
+    for i, n in enumerate(names):
+        if isinstance(n, bool):
+            raise ValueError(f"{where}: class {i} of `names` is the boolean {n}: YAML reads yes/no, on/off and "
+                             f"true/false so; quote the name (\"{'yes' if n else 'no'}\")")
+        if not isinstance(n, (str, int, float)):
+            raise ValueError(f"{where}: class {i} of `names` is {n!r}, not a class name")
+    names = [str(n) for n in names]  # digits written unquoted ([0, 1, ..., 9]) are names too
     if len(set(names)) != len(names):
         raise ValueError(f"{where}: `names` has duplicates")
     return list(names)
