@@ -403,6 +403,23 @@ def test_an_export_fixed_to_another_size_is_passed_over(tmp_path):
         Detector.load(out, augment=True)
 
 
+@needs_openvino
+def test_an_export_made_at_another_size_runs_at_the_checkpoints(tmp_path):
+    """An export made with --dynamic --img-size 96 beside a checkpoint trained at IMG_SIZE set the input size
+    of every later run that gave none; a fixed one made at 96 is passed over, as at any other size."""
+    from yolo_attn.inference.export import export_model
+
+    ckpt = make_checkpoint(tmp_path / "m.pt", phi=0)
+    out = export_model(ckpt, "openvino", img_size=96, dynamic=True, log=lambda s: None)
+    chosen = Detector.load(ckpt, use_exports=True)
+    assert chosen.backend.name == "openvino" and chosen.input_shape == (IMG_SIZE, IMG_SIZE) != (96, 96)
+    assert Detector.load(out).input_shape == (96, 96)  # the export itself, named: its own size
+    export_model(ckpt, "openvino", img_size=96, log=lambda s: None)  # replaced by a static one
+    fixed = Detector.load(ckpt, use_exports=True)
+    assert fixed.backend.name == "torch" and fixed.input_shape == (IMG_SIZE, IMG_SIZE)
+    assert f"is fixed to 96x96, not {IMG_SIZE}x{IMG_SIZE}" in fixed.describe()
+
+
 # --- lean pre- and post-processing -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("batch_size", [1, 3])

@@ -256,6 +256,11 @@ class Detector:
             detector.augment, detector.nms, detector.resize = augment, nms, resize
             return detector
         choice = _choose(path, backend, precision, device, use_exports, img_size, bool(augment))
+        if choice is not None and choice.weights is not None and img_size is None:
+            # the checkpoint's size, not the one the export was made at (a --dynamic 320 export would set it)
+            img_size = _checkpoint_img_size(path)
+            if img_size is not None:
+                choice = _choose(path, backend, precision, device, use_exports, img_size, bool(augment))
         if choice is not None and choice.weights is not None:  # a faster export of this checkpoint
             detector = cls.load(choice.weights, classes, num_classes, device, choice.backend, choice.precision,
                                 img_size, conf, iou, max_det, keep_classes, augment=augment, nms=nms,
@@ -531,6 +536,17 @@ def _choose(path: Path, backend: Optional[str], precision: Optional[str], device
     if backend is None:
         return AutoChoice("torch", precision, f"--precision {precision} given")
     return None
+
+
+def _checkpoint_img_size(path: Path) -> Optional[int]:
+    """The input size our checkpoint at ``path`` was trained for (its meta; tensors stay unread), or None."""
+    from ..utils.checkpoint import is_our_checkpoint, load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(path, mmap=True)
+    except ValueError:  # not a zip checkpoint (a port .pth of the legacy format): no meta anyway
+        return None
+    return int(ckpt["meta"].get("img_size", 416)) if is_our_checkpoint(ckpt) else None
 
 
 def _interpolation(value: Union[str, int]) -> int:

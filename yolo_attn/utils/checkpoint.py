@@ -51,13 +51,14 @@ def save_checkpoint(obj: Dict[str, Any], path: PathLike) -> None:
     write_atomic(path, buf.getvalue())
 
 
-def load_checkpoint(path: PathLike) -> Any:
-    """Load a torch file as data only (``weights_only=True``: nothing in it is executed)."""
+def load_checkpoint(path: PathLike, mmap: bool = False) -> Any:
+    """Load a torch file as data only (``weights_only=True``: nothing in it is executed); ``mmap``: tensors
+    are mapped from the file, read only when touched (for a look at the meta)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # pickle errors, zip errors, disallowed globals: all mean "not our kind of file"
         text = str(e)
         if text.startswith("Weights only load failed"):  # torch's text would suggest running the file's code
