@@ -280,8 +280,16 @@ def test_16_bit_pil_images_are_scaled_like_the_same_file_read_by_path(tmp_path):
         assert im.mode.startswith("I")  # I;16 (or I in older Pillow)
         for image in (im, im.convert("I"), im.convert("F")):
             np.testing.assert_array_equal(load_image(image)[0], expected, err_msg=image.mode)
+    unchanged = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # the uint16 array itself
+    assert unchanged.dtype == np.uint16
+    np.testing.assert_array_equal(load_image(unchanged)[0], expected)
     as_floats = Image.fromarray(gray16.astype(np.float32) / 65535.0, mode="F")  # floats in [0, 1]
     assert np.abs(load_image(as_floats)[0].astype(int) - expected).max() <= 1
+    # 8-bit values in a 32-bit mode (convert("I") of an L image, fromarray of int32) are not 16-bit: kept as
+    # they are, not divided by 256 into a black image
+    gray8 = Image.fromarray((gray16 >> 8).astype(np.uint8))
+    for image in (gray8.convert("I"), gray8.convert("F"), Image.fromarray(np.asarray(gray8).astype(np.int32))):
+        np.testing.assert_array_equal(load_image(image)[0], load_image(gray8)[0], err_msg=image.mode)
 
 
 def test_pil_images_are_turned_upright_by_their_exif_orientation(tmp_path):

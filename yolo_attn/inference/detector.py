@@ -114,9 +114,9 @@ def _pil_to_rgb(image: Any) -> np.ndarray:
         gray = np.asarray(image).astype(np.float64)
         if image.mode == "F" and gray.size and gray.max() <= 1.0:
             gray = gray * 255.0  # floats in [0, 1], as numpy arrays are taken
-        elif image.mode != "F" or (gray.size and gray.max() > 255.0):
-            gray = np.floor(gray / 256.0)  # the 16-bit range (Pillow opens 16-bit PNGs as I;16 or I)
-        # else: F in 0..255, which is what Pillow's own convert("F") of an 8-bit image gives
+        elif image.mode.startswith("I;16") or (gray.size and gray.max() > 255.0):
+            gray = np.floor(gray / 256.0)  # the 16-bit range (Pillow opens 16-bit PNGs and TIFFs as I;16)
+        # else: I or F in 0..255, which is what Pillow's own convert("I") / convert("F") of an 8-bit image gives
         gray = gray.clip(0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
     return np.asarray(image.convert("RGB"))
@@ -127,11 +127,13 @@ def _array_to_rgb(array: np.ndarray, bgr: bool) -> np.ndarray:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
         raise ValueError(f"expected an (H, W, 3) image array, got shape {array.shape}")
-    if array.dtype != np.uint8:
+    if array.dtype == np.uint16:  # cv2.imread(..., IMREAD_UNCHANGED) of a 16-bit file: its top 8 bits, as a path
+        array = (array >> 8).astype(np.uint8)
+    elif array.dtype != np.uint8:
         if np.issubdtype(array.dtype, np.floating) and array.size and 0.0 <= array.min() and array.max() <= 1.0:
             array = (array * 255.0).round().astype(np.uint8)
         else:
-            raise ValueError(f"expected a uint8 image (or floats in [0, 1]), got {array.dtype}")
+            raise ValueError(f"expected a uint8 or uint16 image (or floats in [0, 1]), got {array.dtype}")
     if array.shape[2] == 1:
         return np.ascontiguousarray(np.repeat(array, 3, axis=2))
     array = array[:, :, :3]  # drop alpha
