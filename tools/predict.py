@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", help="our .pt, Darknet .weights / port .pth (with --classes-file), .onnx, "
                    "or an OpenVINO .xml (or its folder)")
-    p.add_argument("--source", help="image, folder, glob, video, webcam index (0) or stream URL")
+    p.add_argument("--source", help="image, folder, glob, video, webcam index (0; a file or folder of that "
+                                    "name is taken first) or stream URL")
     p.add_argument("--conf", type=float, default=0.25, help="minimum score (objectness x class probability)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (per class)")
     p.add_argument("--nms", choices=NMS_KINDS, default="iou", help="iou: torchvision's NMS on each box's "

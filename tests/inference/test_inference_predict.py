@@ -222,7 +222,7 @@ def test_absent_webcam(ckpt, tmp_path, capsys):
     assert "no weights given" in capsys.readouterr().err
 
 
-def test_source_kinds(tmp_path):
+def test_source_kinds(tmp_path, monkeypatch):
     write_images(tmp_path, 2)
     write_video(tmp_path / "clip.avi", frames=3)
     assert [s.kind for s in open_sources(tmp_path)] == ["images", "video"]  # a folder may mix both
@@ -232,6 +232,10 @@ def test_source_kinds(tmp_path):
     assert [f.index for f in stream] == [0, 1]
     (webcam,) = open_sources("0", capture_factory=FakeCapture(frames=1))
     assert (webcam.kind, webcam.spec, webcam.fps) == ("webcam", 0, 30.0)  # fps 0 reported -> 30
+    write_images(tmp_path / "2024", 1)  # a folder named with digits, given as a relative path, is the folder
+    monkeypatch.chdir(tmp_path)
+    assert [s.kind for s in open_sources("2024", capture_factory=FakeCapture(opened=False))] == ["images"]
+    assert open_sources(2024, capture_factory=FakeCapture(frames=1))[0].kind == "webcam"  # an int: a webcam
 
 
 def test_command_line_without_weights_says_how_to_get_them(tmp_path):

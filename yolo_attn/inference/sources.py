@@ -194,7 +194,8 @@ def open_sources(
     nothing usable is there.
     """
     text = str(spec).strip()
-    if isinstance(spec, int) or text.isdigit():
+    # digits name a webcam, unless a file or folder of that name is here ("2024", a folder of images)
+    if isinstance(spec, int) or (text.isdigit() and not Path(text).exists()):
         return [VideoStream(int(text), "webcam", capture_factory)]
     if text.lower().startswith(STREAM_PREFIXES):
         return [VideoStream(text, "stream", capture_factory)]
