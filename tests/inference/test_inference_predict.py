@@ -126,24 +126,28 @@ def test_video_keeps_every_frame_fps_and_size(ckpt, tmp_path):
 
 
 def test_a_folders_videos_are_opened_one_at_a_time(ckpt, tmp_path, capsys):
-    """Listing a folder opened every video in it at once: 300 clips held 900 decoder threads and 1.8 GB."""
+    """Listing a folder opened every video in it at once: 300 clips held 900 decoder threads and 1.8 GB. One
+    that cannot be read, or written (a size the encoder refuses), is skipped; the others are predicted."""
     folder = tmp_path / "clips"
     folder.mkdir()
-    for name in ("a.mp4", "b.mp4", "c.mp4"):
+    for name in ("a.mp4", "b.mp4", "c.mp4", "d.mp4"):
         (folder / name).write_bytes(b"")  # the stand-in captures below read nothing from the files
     captures = []
 
     def factory(spec):
         assert all(c.released for c in captures), "a video was opened while another one was still open"
-        captures.append(FakeCapture(frames=3, opened=not spec.endswith("b.mp4"))(spec))
+        size = (1, 1) if spec.endswith("d.mp4") else (96, 64)  # 1x1: the mp4v encoder refuses it
+        captures.append(FakeCapture(frames=3, size=size, opened=not spec.endswith("b.mp4"))(spec))
         return captures[-1]
 
     assert all(not s.opened for s in open_sources(folder, capture_factory=factory)) and not captures
     assert _run(ckpt, folder, tmp_path / "runs", capture_factory=factory) == 0
-    assert [Path(c.spec).name for c in captures] == ["a.mp4", "b.mp4", "c.mp4"] and all(c.released for c in captures)
+    assert [Path(c.spec).name for c in captures] == ["a.mp4", "b.mp4", "c.mp4", "d.mp4"]
+    assert all(c.released for c in captures)
     out = capsys.readouterr().out
     assert f"warning: skipping {folder / 'b.mp4'}: cannot open this video" in out
-    assert "6 frames" in out and "1 unreadable skipped" in out
+    assert f"warning: skipping {folder / 'd.mp4'}: " in out and "cannot write a 1x1 video here" in out
+    assert "6 frames" in out and "2 skipped (see the warnings)" in out
     assert [count_frames(tmp_path / "runs" / "exp" / name) for name in ("a.mp4", "c.mp4")] == [3, 3]
 
 

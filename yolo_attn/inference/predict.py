@@ -189,7 +189,7 @@ def predict(
     records: List[Dict[str, Any]] = []
     viewer = Viewer(view, warn=log)
     options = dict(save=save and summary.save_dir is not None, save_txt=save_txt and summary.save_dir is not None,
-                   keep_maps=heatmap, keep_gates=attention, names=_OutputNames(log))
+                   keep_maps=heatmap, keep_gates=attention, names=_OutputNames(log), several=len(sources) > 1)
     try:
         for src in sources:
             try:
@@ -278,7 +278,14 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
     from .video import BackgroundWriter, pipelined, throughput_backend
 
     name = options["names"].video(src.name, str(src.spec))
-    sink = VideoSink(summary.save_dir / f"{name}.mp4", src.fps, src.size) if options["save"] else None
+    try:
+        sink = VideoSink(summary.save_dir / f"{name}.mp4", src.fps, src.size) if options["save"] else None
+    except SourceError as e:  # of a folder's videos (a 1-pixel-wide one, say), this one only: the run goes on
+        if not options["several"]:
+            raise
+        log(f"warning: skipping {src.spec}: {e}")
+        summary.skipped.append(str(src.spec))
+        return
     writer = BackgroundWriter(sink) if sink is not None else None
     where = f"{src.spec}" if src.kind == "video" else f"{src.kind} {src.spec}"
     renamed = f" (saved as {name})" if name != src.name and sink is None else ""
@@ -405,7 +412,7 @@ def run_predict(
     if summary.processed == 0 and not summary.interrupted:
         _remove_if_empty(save_dir)
         return fail(f"{source}: nothing could be read, so nothing was predicted")
-    skipped = f", {len(summary.skipped)} unreadable skipped" if summary.skipped else ""
+    skipped = f", {len(summary.skipped)} skipped (see the warnings)" if summary.skipped else ""
     counted = f"{summary.images} images" + (f", {summary.frames} frames" if summary.frames else "")
     log(f"done: {counted}, {summary.boxes} boxes{skipped}"
         + (f"; results in {summary.save_dir}" if summary.save_dir is not None else ""))

@@ -239,7 +239,8 @@ class VideoSink:
         with quiet_opencv():
             self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
         if not self._writer.isOpened():
-            raise SourceError(f"{self.path}: cannot write a video here (no mp4v encoder, or the folder is read-only)")
+            raise SourceError(f"{self.path}: cannot write a {size[0]}x{size[1]} video here (no mp4v encoder, a "
+                              f"size it refuses, or a read-only folder)")
 
     def write(self, frame: np.ndarray) -> None:
         if (frame.shape[1], frame.shape[0]) != self.size:  # streams may change resolution mid-way
