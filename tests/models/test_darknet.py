@@ -160,6 +160,23 @@ def test_fewer_classes_in_the_file_than_in_the_model(tmp_path):
     assert report.num_classes_in_file == 3 and len(report.skipped) == 2
 
 
+def test_a_model_to_run_needs_the_files_heads(source, weights_80, tmp_path):
+    """load_model (predict, eval, export, convert) returned a model with random heads, with only a log line,
+    for another class count (eval with a 20-class data config) or a backbone-only .conv.29 file."""
+    from yolo_attn.utils.checkpoint import load_model
+
+    model, meta = load_model(weights_80, num_classes=80)
+    _assert_state_equal(_conv_state(model, DARKNET_ORDER), _conv_state(source, DARKNET_ORDER))
+    with pytest.raises(ValueError, match=r"holds a 80-class model, but 20 classes were given: .* --num-classes 80"):
+        load_model(weights_80, classes=[f"c{i}" for i in range(20)])
+    partial = tmp_path / "yolov4-tiny.conv.29"
+    partial.write_bytes(_header(0, 2, 5, 0) + _darknet_layer_bytes(source, DARKNET_ORDER[:PARTIAL_LAYERS]))
+    with pytest.raises(ValueError, match=r"conv.29: holds only the backbone .* tools/train.py --weights"):
+        load_model(partial, num_classes=80)
+    attention, _ = load_model(weights_80, num_classes=80, phi=2)  # asked for: the blocks start untrained
+    assert attention.attention == "cbam"
+
+
 @pytest.mark.parametrize("phi", [1, 2, 3, 4, 5])
 def test_attention_model_loads_the_matching_convs(source, weights_80, phi):
     target = build_model(phi, num_classes=80)

@@ -143,7 +143,16 @@ def load_model(
 
         names = _names_for(classes, num_classes, path)
         model = build_model(phi or 0, len(names))
-        load_darknet_weights(model, path)
+        report = load_darknet_weights(model, path)
+        # Training initializes from what fits (load_darknet_weights); a model to run needs its heads from the
+        # file. Attention blocks (phi given) are asked for by the caller: they start untrained, as logged.
+        if report.num_classes_in_file is None:
+            raise ValueError(f"{path}: holds only the backbone (the first 29 layers), which initializes training "
+                             f"(python tools/train.py --weights {path}); it has no heads to detect with")
+        if report.num_classes_in_file != len(names):
+            n = report.num_classes_in_file
+            raise ValueError(f"{path}: the file holds a {n}-class model, but {len(names)} classes were given: "
+                             f"pass its own class list ({n} names, e.g. coco.names) or --num-classes {n}")
         meta = make_meta(model, names, scale_x_y=1.05, source="darknet")
         return model.eval(), meta
     ckpt = load_checkpoint(path)
