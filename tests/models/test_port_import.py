@@ -565,10 +565,26 @@ def test_unknown_attention_layout_is_refused():
         convert_port_state_dict(sd, 20)
 
 
-def test_data_parallel_prefix_is_accepted(imported):
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_wrapper_prefixes_are_accepted(imported, tmp_path, prefix):
+    """DataParallel / DDP save keys as module.*, torch.compile as _orig_mod.*; training's class count from a
+    port file's head (--weights without a class list) missed them and asked for the class list."""
+    from yolo_attn.engine.trainer import _num_classes_in
+
     sd = imported(3, 20)[0]
-    phi, ours = convert_port_state_dict({f"module.{k}": v for k, v in sd.items()}, 20)
+    phi, ours = convert_port_state_dict({f"{prefix}{k}": v for k, v in sd.items()}, 20)
     assert phi == 3 and torch.equal(ours["attn_up.conv.weight"], sd["upsample_att.conv.weight"])
+    path = tmp_path / "wrapped.pth"
+    torch.save({f"{prefix}{k}": v for k, v in sd.items()}, path)
+    assert _num_classes_in(str(path)) == 20
+
+
+def test_a_bare_state_dict_of_our_model_says_to_use_the_checkpoint(tmp_path):
+    """It was read as a port file and refused for a missing port key."""
+    path = tmp_path / "mine.pt"
+    torch.save({f"module.{k}": v for k, v in build_model(1, 4).state_dict().items()}, path)
+    with pytest.raises(ValueError, match="mine.pt: the bare state dict of a yolo_attn model, .* weights/best.pt"):
+        load_model(path, num_classes=4)
 
 
 class _RunsCode:

@@ -31,6 +31,7 @@ from ..inference.hardware import bf16_reason, cpu_features, keep_freed_memory
 from ..models import YoloV4Tiny, build_model, check_input_size
 from ..models.attention import constant_channel_gates
 from ..models.darknet import load_darknet_weights
+from ..models.port import strip_wrapper_prefixes
 from ..utils.checkpoint import is_our_checkpoint, load_checkpoint, load_model, make_meta, save_checkpoint
 from ..utils.device import resolve_device
 from ..utils.paths import increment_path, write_atomic
@@ -282,12 +283,12 @@ def _init_weights(model: YoloV4Tiny, path: str, source: Optional[YoloV4Tiny]) ->
 
 
 def _num_classes_in(path: str) -> Optional[int]:
-    """Class count of a state dict from its head (for port files, which carry no names)."""
+    """Class count of a port state dict from its head (port files carry no names)."""
     ckpt = load_checkpoint(path)
     if isinstance(ckpt, dict) and "meta" not in ckpt:
-        for key in ("yolo_headP5.1.bias", "head_p5.pred.bias"):
-            if key in ckpt:
-                return int(ckpt[key].shape[0]) // 3 - 5
+        head = strip_wrapper_prefixes(ckpt).get("yolo_headP5.1.bias")  # saved from DataParallel: module.yolo_...
+        if isinstance(head, torch.Tensor):
+            return int(head.shape[0]) // 3 - 5
     return None
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "convert_port_state_dict",
     "detect_port_phi",
     "port_state_dict_spec",
+    "strip_wrapper_prefixes",
 ]
 
 PORT_PHIS = (0, 1, 2, 3, 4)  # the port has no GC block
@@ -120,16 +121,21 @@ def port_state_dict_spec(phi: int, num_classes: int) -> Dict[str, Tuple[int, ...
     return {_ours_to_port(k, model.attention): tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def _strip_data_parallel(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    # Fine-tunes saved from a DataParallel/DDP wrapper carry a "module." prefix on every key.
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        return {k[len("module."):]: v for k, v in state_dict.items()}
-    return dict(state_dict)
+def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``state_dict`` without the prefix a wrapper put on every key: "module." (DataParallel / DDP) and
+    "_orig_mod." (torch.compile), in any nesting."""
+    state = dict(state_dict)
+    while state:
+        prefix = next((p for p in ("module.", "_orig_mod.") if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
 
 
 def detect_port_phi(state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> int:
     """The phi (0-4) of a port state dict, read off the names of its ``feat1_att`` tensors."""
-    state_dict = _strip_data_parallel(state_dict)
+    state_dict = strip_wrapper_prefixes(state_dict)
     attention_keys = [k for k in state_dict if k.startswith(_ATTENTION_PORT_PREFIXES)]
     if not attention_keys:
         return 0
@@ -178,7 +184,7 @@ def convert_port_state_dict(
     """
     if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise ValueError(f"{source}: expected a state dict (names -> tensors), got {type(state_dict).__name__}")
-    state_dict = _strip_data_parallel(state_dict)
+    state_dict = strip_wrapper_prefixes(state_dict)
     phi = detect_port_phi(state_dict, source)
     spec = port_state_dict_spec(phi, num_classes)
     differing, first = _first_difference(state_dict, spec)

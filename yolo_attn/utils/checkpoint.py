@@ -160,8 +160,12 @@ def load_model(
         model, meta = model_from_checkpoint(ckpt, use_ema)
         return model.eval(), meta
     if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        from ..models.port import PORT_PREPROCESS, PORT_SCALE_X_Y, build_port_model
+        from ..models.port import PORT_PREPROCESS, PORT_SCALE_X_Y, build_port_model, strip_wrapper_prefixes
 
+        if any(k.startswith("head_p5.") for k in strip_wrapper_prefixes(ckpt)):  # torch.save(model.state_dict())
+            raise ValueError(f"{path}: the bare state dict of a yolo_attn model, without the class names, anchors "
+                             f"and decoding its checkpoint carries; use the checkpoint itself (the run's "
+                             f"weights/best.pt or last.pt)")
         names = _names_for(classes, num_classes, path)
         model = build_port_model(ckpt, len(names), source=str(path))
         meta = make_meta(model, names, scale_x_y=PORT_SCALE_X_Y, source="port")
