@@ -579,6 +579,13 @@ def test_wrapper_prefixes_are_accepted(imported, tmp_path, prefix):
     assert _num_classes_in(str(path)) == 20
 
 
+def test_a_file_without_batchnorm_step_counters_converts(imported):
+    """PyTorch before 0.4.1 (and some converters) wrote no num_batches_tracked; it was refused as missing."""
+    sd = imported(2, 20)[0]
+    phi, ours = convert_port_state_dict({k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}, 20)
+    assert phi == 2 and set(ours) == set(convert_port_state_dict(sd, 20)[1])
+
+
 def test_a_bare_state_dict_of_our_model_says_to_use_the_checkpoint(tmp_path):
     """It was read as a port file and refused for a missing port key."""
     path = tmp_path / "mine.pt"

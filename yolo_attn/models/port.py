@@ -187,6 +187,8 @@ def convert_port_state_dict(
     state_dict = strip_wrapper_prefixes(state_dict)
     phi = detect_port_phi(state_dict, source)
     spec = port_state_dict_spec(phi, num_classes)
+    # BatchNorm's step counter: absent from files of PyTorch before 0.4.1 and of some converters; unused in eval
+    state_dict.update({k: torch.tensor(0) for k in spec if k.endswith(".num_batches_tracked") and k not in state_dict})
     differing, first = _first_difference(state_dict, spec)
     if differing:
         head = state_dict.get(_HEAD_KEYS[0])
