@@ -219,6 +219,41 @@ def test_resume_after_sigkill_continues_the_schedule(tiny_data, tmp_path):
         assert float(by_epoch[row["epoch"]]["lr"]) == pytest.approx(float(row["lr"]), rel=1e-6)
 
 
+def test_resume_writes_only_into_the_run_it_continues(tiny_data, tmp_path):
+    """--resume of a copied best.pt wrote config.yaml and weights/ two folders up (~/config.yaml for
+    ~/models/best.pt) and cut any results.csv there; one older than the run's last.pt cut the run's own rows."""
+    import shutil
+
+    from yolo_attn.utils.checkpoint import save_checkpoint
+
+    run = train(_cfg(tiny_data, tmp_path, epochs=2, eval_interval=5))
+    rows = (run / "results.csv").read_text()
+    elsewhere = tmp_path / "models" / "last.pt"
+    elsewhere.parent.mkdir()
+    shutil.copyfile(run / "weights" / "last.pt", elsewhere)
+    with pytest.raises(ValueError, match=rf"not in a run folder .* --weights {elsewhere}$"):
+        train(load_train_config(None, {"resume": str(elsewhere)}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "runs"]  # nothing written beside them
+    older = load_checkpoint(run / "weights" / "last.pt")
+    older["epoch"] = 0
+    save_checkpoint(older, run / "weights" / "epoch1.pt")
+    with pytest.raises(ValueError, match=r"epoch1.pt: epoch 1, but the run went on to epoch 2 .* resume from"):
+        train(load_train_config(None, {"resume": str(run / "weights" / "epoch1.pt")}))
+    config = (run / "config.yaml").stat().st_mtime_ns
+    assert train(load_train_config(None, {"resume": str(run / "weights" / "last.pt")})) == run  # finished
+    assert (run / "results.csv").read_text() == rows and (run / "config.yaml").stat().st_mtime_ns == config
+
+
+def test_a_setup_mistake_leaves_no_run_folder(tiny_data, tmp_path):
+    """A missing data config or weights file, or an unknown attention, failed after the run folder was made
+    (and the next run took the name exp2)."""
+    for mistake in ({"data": str(tmp_path / "missing.yaml")}, {"weights": str(tmp_path / "missing.pt")},
+                    {"attention": "transformer"}):
+        with pytest.raises((ValueError, FileNotFoundError)):
+            train(_cfg(tiny_data, tmp_path, **mistake))
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_two_process_ddp_trains(tiny_data, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -363,6 +398,23 @@ def test_a_config_file_is_read_as_a_user_writes_it(tmp_path):
         load_train_config(str(config))
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "fast"], "lr: 'fast' is not a number"),  # was a TypeError traceback in the optimizer
+    (["--epochs", "abc"], "epochs: 'abc' is not a whole number"),
+    (["--epochs"], "--epochs needs a value"),  # was True: one epoch
+    (["--data"], "--data needs a value"),  # was a data config named "true"
+    (["--epochs", "0"], "epochs: 0 must be at least 1"),  # was an empty run, exit 0
+    (["--ema", "maybe"], "ema: 'maybe' is not true or false"),
+])
+def test_a_flag_of_the_wrong_kind_is_one_line_naming_it(argv, message, capsys):
+    from yolo_attn.engine.config import parse_train_args
+
+    with pytest.raises(SystemExit):
+        parse_train_args(argv)
+    assert message in capsys.readouterr().err
+    assert parse_train_args(["--compile", "--phi", "cbam"])["compile"] is True  # a bare switch; phi by name
+
+
 def test_an_input_size_that_is_not_a_multiple_of_32_stops_training_before_it_starts(tiny_data, tmp_path):
     """--img-size 400 used to cache the whole dataset and fail in the first forward, deep in the neck."""
     with pytest.raises(ValueError, match=r"img_size 400: .* multiples of 32 \(e.g. 416\)"):
@@ -415,7 +467,7 @@ def test_resuming_a_run_whose_network_has_changed_says_how_to_go_on(tiny_data, t
         group["params"] = [i for i in group["params"] if i not in new]
     ckpt["optimizer"]["state"] = {i: s for i, s in ckpt["optimizer"]["state"].items() if i not in new}
     ckpt["model"] = {k: v for k, v in ckpt["model"].items() if not k.endswith("transform.3.bias")}
-    old = tmp_path / "old_last.pt"
+    old = run / "weights/last.pt"  # the old run's own last.pt
     torch.save(ckpt, old)
     with pytest.raises(ValueError, match=rf"{old}: its optimizer state does not fit.*--weights {old}$"):
         train(load_train_config(None, {"resume": str(old)}))

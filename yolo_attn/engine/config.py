@@ -71,18 +71,23 @@ def _set(cfg: Dict[str, Any], dotted: str, value: Any, known: Dict[str, Any]) ->
     node[keys[-1]] = value
 
 
+def _defaults() -> Dict[str, Any]:
+    return _read_yaml(DEFAULT_TRAIN_CONFIG) if DEFAULT_TRAIN_CONFIG.is_file() else {}
+
+
 def load_train_config(
     path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None
 ) -> Dict[str, Any]:
     """Defaults from configs/train.yaml, then the keys of ``path`` (a user YAML), then ``overrides``
     (``{"lr": 0.01, "aug.mosaic": 0.5}``)."""
-    defaults = _read_yaml(DEFAULT_TRAIN_CONFIG) if DEFAULT_TRAIN_CONFIG.is_file() else {}
+    defaults = _defaults()
     cfg = copy.deepcopy(defaults)
     if path:
         for k, v in _read_yaml(Path(path)).items():
             _set(cfg, k, v if k.split(".")[0] in STRING_KEYS else _yaml_numbers(v), defaults or cfg)
     for k, v in (overrides or {}).items():
         _set(cfg, k, v, defaults or cfg)
+    _check_types(cfg, defaults)
     for k in STRING_KEYS:  # `name: 2024` in a YAML file, or name=2024 from Python
         v = cfg.get(k)
         if isinstance(v, bool):  # YAML reads no, off, false (and yes, on, true) as booleans
@@ -93,6 +98,36 @@ def load_train_config(
         elif isinstance(v, (int, float)):
             cfg[k] = str(v)
     return cfg
+
+
+# Keys whose default is a number but which also take a name (phi: cbam) are left to the code that reads them.
+_NAMED_NUMBER_KEYS = ("phi",)
+_AT_LEAST_ONE = ("epochs", "batch_size", "eval_batch_size", "eval_interval")
+
+
+def _check_types(cfg: Dict[str, Any], defaults: Dict[str, Any]) -> None:
+    """A ValueError naming the key for a value of another kind than its default's (a word where a number
+    goes), so that a typo fails here, in one line, not as a TypeError deep in training."""
+    for key, default in defaults.items():
+        value = cfg.get(key)
+        if key in _NAMED_NUMBER_KEYS and isinstance(value, str):
+            continue
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+        elif isinstance(default, float):
+            ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        elif isinstance(default, list) and all(isinstance(v, (int, float)) for v in default):
+            ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                 for v in value)
+            kind = "a list of numbers"
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"{key}: {value!r} is not {kind} (default {default!r})")
+        if key in _AT_LEAST_ONE and value < 1:
+            raise ValueError(f"{key}: {value} must be at least 1")
 
 
 def parse_train_args(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
@@ -117,9 +152,13 @@ def parse_train_args(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             value = rest[i + 1]
             i += 2
         else:
-            value = "true"  # a bare flag: --compile
+            value = None  # a bare flag: --compile
             i += 1
         key = key.replace("-", "_")
+        if value is None:
+            if "." not in key and not isinstance(_defaults().get(key, True), bool):
+                parser.error(f"--{key.replace('_', '-')} needs a value")
+            value = "true"
         overrides[key] = _parse_value(value, key)
     try:
         return load_train_config(args.config, overrides)

@@ -282,6 +282,26 @@ def _init_weights(model: YoloV4Tiny, path: str, source: Optional[YoloV4Tiny]) ->
              f"; skipped (shape differs): {', '.join(skipped)}" if skipped else "")
 
 
+def _resumable_run(path: Path, ckpt: Dict[str, Any]) -> Path:
+    """The run folder a resumed checkpoint continues (``<run>/weights/last.pt``). Resuming writes there and
+    cuts its results.csv back to the checkpoint's epoch, so a file elsewhere, or one older than the run's
+    last.pt (its best.pt), is refused: either would overwrite what is not its own."""
+    weights = path.resolve().parent
+    run_dir = weights.parent
+    new_run = f"; to train on from these weights in a new run: --weights {path}"
+    if weights.name != "weights" or not (run_dir / "config.yaml").is_file():
+        raise ValueError(f"{path}: not in a run folder (<run>/weights/last.pt beside <run>/config.yaml), "
+                         f"which resuming writes to{new_run}")
+    last = weights / "last.pt"
+    if last.is_file() and not last.samefile(path):
+        last_epoch = int(load_checkpoint(last, mmap=True).get("epoch", -1))
+        if last_epoch > int(ckpt["epoch"]):
+            raise ValueError(f"{path}: epoch {int(ckpt['epoch']) + 1}, but the run went on to epoch "
+                             f"{last_epoch + 1} ({last}); resuming from it would discard the epochs after it: "
+                             f"resume from {last}{new_run}")
+    return run_dir
+
+
 def _num_classes_in(path: str) -> Optional[int]:
     """Class count of a port state dict from its head (port files carry no names)."""
     ckpt = load_checkpoint(path)
@@ -330,19 +350,11 @@ def train(cfg: Dict[str, Any]) -> Path:
     torch.manual_seed(seed)
 
     if ckpt is not None:
-        run_dir = Path(resume_path).resolve().parent.parent
-    else:
-        run_dir = increment_path(Path(str(cfg["project"])) / str(cfg["name"]), mkdir=True) if main else None
-        if world > 1:
-            holder = [str(run_dir) if main else None]
-            dist.broadcast_object_list(holder, src=0)
-            run_dir = Path(holder[0])
-    weights_dir = run_dir / "weights"
-    if main:
-        weights_dir.mkdir(parents=True, exist_ok=True)
-        if ckpt is not None:
-            _trim_csv(run_dir / "results.csv", ckpt["epoch"] + 1)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        run_dir = _resumable_run(Path(resume_path), ckpt)
+        finished = int(ckpt.get("epochs", cfg["epochs"]))
+        if int(ckpt["epoch"]) + 1 >= finished:  # before anything is written there
+            log.info("%s: this run already finished all %d epochs", resume_path, finished)
+            return run_dir
 
     data_cfg = load_data_config(cfg.get("data"))
     train_set = build_dataset(data_cfg, "train")
@@ -375,6 +387,20 @@ def train(cfg: Dict[str, Any]) -> Path:
         init_head_biases(model, cfg["img_size"])
         if cfg.get("weights"):
             _init_weights(model, str(cfg["weights"]), source)
+    # The run folder once the data and the model are set up: a mistake there leaves no empty run behind
+    if ckpt is None:
+        run_dir = increment_path(Path(str(cfg["project"])) / str(cfg["name"]), mkdir=True) if main else None
+        if world > 1:
+            holder = [str(run_dir) if main else None]
+            dist.broadcast_object_list(holder, src=0)
+            run_dir = Path(holder[0])
+    weights_dir = run_dir / "weights"
+    if main:
+        weights_dir.mkdir(parents=True, exist_ok=True)
+        if ckpt is not None:
+            _trim_csv(run_dir / "results.csv", ckpt["epoch"] + 1)
+        write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False).encode())
+
     model.to(device)
     if cfg["channels_last"]:
         model.to(memory_format=torch.channels_last)
@@ -431,9 +457,6 @@ def train(cfg: Dict[str, Any]) -> Path:
         elif main:
             _set_rng_state(ckpt["rng"], device)
         log.info("resuming %s at epoch %d of %d", resume_path, start_epoch + 1, epochs)
-        if start_epoch >= epochs:
-            log.info("%s: this run already finished all %d epochs", resume_path, epochs)
-            return run_dir
 
     train_model = model
     if world > 1:
