@@ -251,3 +251,7 @@ def test_eval_tool_errors_are_one_line(tmp_path, capsys):
     assert load_tool().main(args + ["--device", "tpu9"]) == 1
     assert "error: unknown device 'tpu9'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+    # found by the evaluator, after the results folder was claimed: it is taken back, not left empty
+    assert load_tool().main(args + ["--img-size", "100"]) == 1
+    assert "error: img_size 100: " in capsys.readouterr().err
+    assert not any((tmp_path / "runs").iterdir())

@@ -13,7 +13,7 @@ from ..inference.hardware import keep_freed_memory
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES
 from ..utils.checkpoint import load_model
 from ..utils.device import resolve_device
-from ..utils.paths import increment_path
+from ..utils.paths import increment_path, remove_if_empty
 from .coco import load_coco_ground_truth
 from .evaluator import METRICS, evaluate
 from .report import print_report
@@ -70,16 +70,20 @@ def run_eval(
         # areas give the official numbers.
         coco_gt = load_coco_ground_truth(dataset.annotation_files, dataset.id_prefixes)
     save_dir = increment_path(Path(project) / name, mkdir=True)
-    result = evaluate(
-        model, dataset,
-        img_size=img_size or int(meta.get("img_size", 416)),
-        batch_size=batch_size, conf_threshold=conf, iou_threshold=iou, metrics=metrics, device=device,
-        workers=workers, amp_dtype=torch.bfloat16 if precision == "bf16" else None, max_det=max_det, nms=nms,
-        resize=resize,
-        scale_x_y=float(meta.get("scale_x_y", 1.05)), preprocess=meta.get("preprocess"),
-        coco_gt=coco_gt, output_dir=save_dir, save_json=save_json, verbose=True,
-        augment=augment, augment_scales=augment_scales, augment_flips=augment_flips,
-    )
+    try:
+        result = evaluate(
+            model, dataset,
+            img_size=img_size or int(meta.get("img_size", 416)),
+            batch_size=batch_size, conf_threshold=conf, iou_threshold=iou, metrics=metrics, device=device,
+            workers=workers, amp_dtype=torch.bfloat16 if precision == "bf16" else None, max_det=max_det, nms=nms,
+            resize=resize,
+            scale_x_y=float(meta.get("scale_x_y", 1.05)), preprocess=meta.get("preprocess"),
+            coco_gt=coco_gt, output_dir=save_dir, save_json=save_json, verbose=True,
+            augment=augment, augment_scales=augment_scales, augment_flips=augment_flips,
+        )
+    except BaseException:  # a bad argument (or Ctrl-C) before any output: the folder is not left behind empty
+        remove_if_empty(save_dir)
+        raise
     views = (f", test-time augmentation: scales {' '.join(f'{s:g}' for s in augment_scales)}, flips "
              f"{' '.join(str(int(bool(f))) for f in augment_flips)}" if augment else "")
     print(f"{weights} on {cfg.get('path', cfg['root'])} [{split}], {len(dataset)} images{views}")

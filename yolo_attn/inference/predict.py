@@ -336,15 +336,6 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
         log(f"{where}: {frames} frames, {frames / max(elapsed, 1e-9):.1f} FPS end to end")
 
 
-def _remove_if_empty(folder: Optional[Path]) -> None:
-    """Take back a results folder this run claimed but wrote nothing into (rmdir never removes content)."""
-    if folder is not None:
-        try:
-            os.rmdir(folder)
-        except OSError:
-            pass
-
-
 def _views(views: Sequence[Tuple[float, bool]]) -> str:
     return " ".join(f"{scale:g}{' flipped' if flip else ''}" for scale, flip in views)
 
@@ -377,7 +368,7 @@ def run_predict(
     log: Log = print,
 ) -> int:
     """The command line: load, predict, report. Returns the exit status (0 done, 1 failed, 130 Ctrl-C)."""
-    from ..utils.paths import increment_path
+    from ..utils.paths import increment_path, remove_if_empty
 
     def fail(message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
@@ -407,10 +398,10 @@ def run_predict(
         print("interrupted", file=sys.stderr)
         return 130
     except (FileNotFoundError, SourceError, ValueError, TypeError) as e:
-        _remove_if_empty(save_dir)
+        remove_if_empty(save_dir)
         return fail(str(e))
     if summary.processed == 0 and not summary.interrupted:
-        _remove_if_empty(save_dir)
+        remove_if_empty(save_dir)
         return fail(f"{source}: nothing could be read, so nothing was predicted")
     skipped = f", {len(summary.skipped)} skipped (see the warnings)" if summary.skipped else ""
     counted = f"{summary.images} images" + (f", {summary.frames} frames" if summary.frames else "")

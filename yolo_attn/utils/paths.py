@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Union
 
-__all__ = ["increment_path", "write_atomic"]
+__all__ = ["increment_path", "remove_if_empty", "write_atomic"]
 
 
 def increment_path(base: Union[str, os.PathLike], mkdir: bool = False) -> Path:
@@ -31,6 +31,15 @@ def increment_path(base: Union[str, os.PathLike], mkdir: bool = False) -> Path:
         elif not path.exists():
             return path
         n += 1
+
+
+def remove_if_empty(folder: Union[str, os.PathLike, None]) -> None:
+    """Take back a results folder a run claimed but wrote nothing into (rmdir never removes content)."""
+    if folder is not None:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
 
 
 def write_atomic(path: Union[str, os.PathLike], data: Union[bytes, str]) -> None:
