@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's benchmarks/ package
 
 from yolo_attn.inference.benchmark import BACKEND_GROUPS, run_benchmark  # noqa: E402
+from yolo_attn.models import check_input_size  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,14 +42,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.train:
-        from benchmarks.train_step import run_train_benchmark
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag, values in (("--rounds", [args.rounds]), ("--batch", args.batch), ("--calib-count", [args.calib_count]),
+                         ("--train-batch", [args.train_batch])):
+        if min(values) < 1:
+            parser.error(f"{flag} must be at least 1")
+    if args.video and not args.weights:
+        parser.error("--video predicts with trained weights: give --weights")
+    try:
+        check_input_size(args.img_size, "--img-size")
+        if args.train:
+            from benchmarks.train_step import run_train_benchmark
 
-        return run_train_benchmark(args.img_size, args.train_batch, args.rounds, args.weights,
-                                   compile_step=args.compile_train, csv_path=args.csv.replace(".csv", "_train.csv"))
-    return run_benchmark(args.weights, args.img_size, args.batch, args.backends, args.data, args.rounds,
-                         args.calib_count, args.csv or None, args.video)
+            return run_train_benchmark(args.img_size, args.train_batch, args.rounds, args.weights,
+                                       compile_step=args.compile_train,
+                                       csv_path=args.csv.replace(".csv", "_train.csv"))
+        return run_benchmark(args.weights, args.img_size, args.batch, args.backends, args.data, args.rounds,
+                             args.calib_count, args.csv or None, args.video)
+    except (FileNotFoundError, KeyError, ValueError) as e:  # they name the file or option and the problem
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -612,27 +612,39 @@ def test_benchmark_tool_runs_end_to_end(tmp_path, capsys):
     assert tool["main"](argv) == 0
     out = capsys.readouterr().out
     assert "load average" in out and "GFLOP" in out and csv.is_file()
+    # mistakes are one line each (they were tracebacks, and --video without weights was ignored)
+    assert tool["main"](argv[:2] + ["--img-size", "100"]) == 1
+    assert capsys.readouterr().err.startswith("error: --img-size 100: ")
+    assert tool["main"](["--weights", str(tmp_path / "missing.pt")]) == 1
+    assert "missing.pt: no such weights file" in capsys.readouterr().err
+    for bad, message in ((["--rounds", "0"], "--rounds must be at least 1"),
+                         (["--batch", "1", "0"], "--batch must be at least 1"),
+                         (["--video"], "--video predicts with trained weights: give --weights")):
+        with pytest.raises(SystemExit):
+            tool["main"](bad)
+        assert message in capsys.readouterr().err
 
 
 # --- the reference-style training loss -----------------------------------------------------------------------
 
 def test_reference_loss_assigns_like_darknet():
     """The loop-built targets put each box where our vectorized Darknet assigner does (same best anchor,
-    same cell), so the --train comparison times the same work done two ways. Boxes are 20 px or more: a
-    smaller one whose best anchor is Darknet's unused (10, 14) is dropped by the reference, as by Darknet."""
+    same cell), so the --train comparison times the same work done two ways; a small box whose best anchor
+    is Darknet's unused (10, 14) gets no positive in either, as in Darknet."""
     from benchmarks.reference_loss import ReferenceYoloLoss
     from yolo_attn.engine.loss import YoloLoss
 
     model = build_model(0, 5)
     images = torch.rand(2, 3, 128, 128)
     targets = torch.tensor([[0, 1, 10, 12, 40, 60], [0, 3, 50, 50, 120, 110], [0, 0, 64, 20, 90, 44],
-                            [1, 4, 5, 5, 125, 125], [1, 2, 70, 80, 92, 100], [1, 1, 30, 90, 60, 110]],
+                            [1, 4, 5, 5, 125, 125], [1, 2, 70, 80, 92, 100], [1, 1, 30, 90, 60, 110],
+                            [1, 0, 100, 8, 109, 21]],  # 9 x 13: best anchor 10 x 14, in no head
                            dtype=torch.float32)
     with torch.no_grad():
         outputs = model(images)
     config = model.config()
     reference = ReferenceYoloLoss(config["anchors"], config["anchor_masks"], 5)
-    ours = YoloLoss(model.level_anchors(), 5, "darknet")
+    ours = YoloLoss(model.level_anchors(), 5, "darknet", all_anchors=model.anchors)
     t_xywh = torch.cat([(targets[:, 2:4] + targets[:, 4:6]) / 2, targets[:, 4:6] - targets[:, 2:4]], 1)
     preds = [o.reshape(2, 3, -1, o.shape[2], o.shape[3]).permute(0, 1, 3, 4, 2) for o in outputs]
     ours_cells = set()
