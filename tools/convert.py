@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from yolo_attn.models import check_input_size
 from yolo_attn.models.attention import phi_of, resolve_attention
 from yolo_attn.utils.checkpoint import load_model, save_checkpoint
 
@@ -31,6 +32,12 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=416, help="input size the weights were trained at")
     parser.add_argument("--out", type=Path, required=True, help="our checkpoint to write (.pt)")
     args = parser.parse_args()
+    if args.out.is_dir():
+        parser.error(f"--out {args.out}: is a folder; give the checkpoint's file name (e.g. {args.out / 'model.pt'})")
+    try:
+        check_input_size(args.img_size, "--img-size")
+    except ValueError as e:
+        parser.error(str(e))
 
     if args.source == "darknet" and args.weights.suffix != ".weights" and not args.weights.name.endswith(".conv.29"):
         parser.error(f"{args.weights}: Darknet weights files end in .weights (or .conv.29)")

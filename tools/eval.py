@@ -24,7 +24,8 @@ from yolo_attn.models.tta import DEFAULT_FLIPS, DEFAULT_SCALES
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", required=True, help="our .pt, Darknet .weights or a port state dict (.pth)")
+    p.add_argument("--weights", required=True, help="our .pt, Darknet .weights, a port state dict (.pth), or an "
+                   "export (.onnx, OpenVINO .xml or its folder)")
     p.add_argument("--data", help="data config YAML (default: the embedded shapes dataset)")
     p.add_argument("--split", default="val", help="split of the data config to evaluate (val, test, train)")
     p.add_argument("--metric", nargs="+", default=["all"], choices=[*METRICS, "all"],

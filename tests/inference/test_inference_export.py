@@ -97,6 +97,12 @@ def test_export_tool_checks_parity_and_rejects_bad_requests(ckpt, tmp_path, caps
     assert "already exported" in capsys.readouterr().err
     assert run_export(str(ckpt), opset=11) == 1
     assert "opset 11 is too old" in capsys.readouterr().err
+    assert tool.main(["--weights", str(ckpt), "--output", str(tmp_path / "model.xml")]) == 1  # wrote ONNX as .xml
+    assert "an ONNX export is a .onnx file" in capsys.readouterr().err and not (tmp_path / "model.xml").exists()
+    assert tool.main(["--weights", str(ckpt), "--output", str(tmp_path / "new"), "--no-check"]) == 0  # a folder
+    assert (tmp_path / "new" / f"{ckpt.stem}.onnx").is_file()
+    assert tool.main(["--weights", str(ckpt), "--precision", "int8", "--calib-count", "0"]) == 1
+    assert "--calib-count 0: int8 calibration needs at least 1 image" in capsys.readouterr().err
     assert tool.main(["--weights", str(ckpt), "--img-size", "100"]) == 1
     assert "image size 100: YOLOv4-tiny needs a width and height that are positive multiples of 32 (e.g. 128)" \
         in capsys.readouterr().err
@@ -182,6 +188,10 @@ def test_an_exported_model_evaluates_like_the_checkpoint(ckpt, tmp_path):
         result = evaluate(module, dataset, img_size=IMG_SIZE, batch_size=2, metrics=["voc07"], verbose=False)
         scores.append(result["voc07_map50"])
     assert 0 < scores[0] < 1 and scores[0] == pytest.approx(scores[1], abs=1e-6)
+    from yolo_attn.eval.run import run_eval  # tools/eval.py takes the export too
+
+    tool = run_eval(out, config, metric=["voc07"], batch_size=2, workers=0, device="cpu", project=tmp_path / "runs")
+    assert tool["voc07_map50"] == pytest.approx(scores[1], abs=1e-6)
 
 
 @needs_openvino

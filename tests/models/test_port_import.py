@@ -516,6 +516,11 @@ def test_converter_refuses_a_file_of_the_other_kind(imported, tmp_path, monkeypa
         run_convert(monkeypatch, "--from", "port", "--weights", port_path, "--num-classes", 20, "--phi", "cbam",
                     "--out", tmp_path / "x.pt")
     assert "phi 0" in capsys.readouterr().err
+    for extra, message in ((["--out", tmp_path], "is a folder; give the checkpoint's file name"),  # a traceback
+                           (["--out", tmp_path / "x.pt", "--img-size", 100], "--img-size 100: ")):  # unusable file
+        with pytest.raises(SystemExit):
+            run_convert(monkeypatch, "--from", "port", "--weights", port_path, "--num-classes", 20, *extra)
+        assert message in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
 
 
@@ -584,6 +589,14 @@ def test_a_file_without_batchnorm_step_counters_converts(imported):
     sd = imported(2, 20)[0]
     phi, ours = convert_port_state_dict({k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}, 20)
     assert phi == 2 and set(ours) == set(convert_port_state_dict(sd, 20)[1])
+
+
+def test_an_export_given_as_pytorch_weights_is_named(tmp_path):
+    """train.py --weights best.onnx said the file 'holds pickled data ... refused to unpickle it'."""
+    path = tmp_path / "best.onnx"
+    path.write_bytes(b"\x08\x07onnx")
+    with pytest.raises(ValueError, match="best.onnx: an exported model .* use the checkpoint it was exported"):
+        load_model(path)
 
 
 def test_a_bare_state_dict_of_our_model_says_to_use_the_checkpoint(tmp_path):

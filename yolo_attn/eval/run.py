@@ -48,18 +48,26 @@ def run_eval(
     augment_scales: Sequence[float] = DEFAULT_SCALES,
     augment_flips: Sequence[bool] = DEFAULT_FLIPS,
 ) -> Dict[str, Any]:
-    """Load ``weights`` (our .pt, Darknet .weights, port state dict), evaluate on ``split`` of the data config
-    ``data`` (None: the embedded shapes dataset), print the per-class table and summary, and write the results
-    into ``project/name`` (made unique: exp, exp2, ...). ``augment``: test-time augmentation with the given
+    """Load ``weights`` (our .pt, Darknet .weights, port state dict, or an ONNX / OpenVINO export), evaluate
+    on ``split`` of the data config ``data`` (None: the embedded shapes dataset), print the per-class table and
+    summary, and write the results into ``project/name`` (made unique: exp, exp2, ...). ``augment``: test-time augmentation with the given
     views (:mod:`yolo_attn.models.tta`). Returns :func:`~yolo_attn.eval.evaluate`'s dict,
     with ``save_dir``."""
     keep_freed_memory()
     device = str(resolve_device(device))  # a clear error now, not a traceback after the dataset has loaded
     cfg = load_data_config(data)
     dataset = build_dataset(cfg, split)
-    # Weights without class names (Darknet, the port) take the dataset's unless told otherwise.
-    classes = classes_file if classes_file is not None else (None if num_classes is not None else dataset.names)
-    model, meta = load_model(weights, classes=classes, num_classes=num_classes, phi=phi)
+    if Path(weights).suffix.lower() in (".onnx", ".xml") or Path(weights).is_dir():
+        # an export (ONNX, OpenVINO IR or its folder) runs through its own backend, as tools/predict.py runs it
+        from ..inference.detector import Detector
+
+        detector = Detector.load(weights, device=device, precision="bf16" if precision == "bf16" else None,
+                                 img_size=img_size)
+        model, meta = detector.as_module(), detector.meta
+    else:
+        # Weights without class names (Darknet, the port) take the dataset's unless told otherwise.
+        classes = classes_file if classes_file is not None else (None if num_classes is not None else dataset.names)
+        model, meta = load_model(weights, classes=classes, num_classes=num_classes, phi=phi)
     if list(meta["names"]) != list(dataset.names):
         print(f"warning: the model's classes {meta['names'][:5]}... differ from the dataset's "
               f"{dataset.names[:5]}...; AP is reported under the dataset's names", file=sys.stderr)

@@ -222,6 +222,8 @@ def export_model(
     if precision not in PRECISIONS[format]:
         hint = "; bf16 is an OpenVINO runtime setting: use --format openvino" if precision == "bf16" else ""
         raise ValueError(f"{format} export supports {', '.join(PRECISIONS[format])}, not '{precision}'{hint}")
+    if precision == "int8" and calib_count < 1:
+        raise ValueError(f"--calib-count {calib_count}: int8 calibration needs at least 1 image (300 by default)")
     weights = _resolve_weights_path(weights)
     if weights.suffix.lower() in (".onnx", ".xml"):
         raise ValueError(f"{weights}: is already exported; export from the PyTorch checkpoint (.pt)")
@@ -229,8 +231,10 @@ def export_model(
     size = int(img_size or meta.get("img_size", 416))
     check_input_size(size, "image size")
     out = Path(output) if output else default_output(weights, format, precision)
-    if format == "onnx" and out.is_dir():  # a folder to export into: the file is named as beside the weights
+    if format == "onnx" and (out.is_dir() or not out.suffix):  # a folder to export into: named as beside the weights
         out = out / default_output(weights, format, precision).name
+    elif format == "onnx" and out.suffix.lower() != ".onnx":
+        raise ValueError(f"--output {output}: an ONNX export is a .onnx file (or give a folder to write it into)")
     if format == "openvino" and out.suffix.lower() != ".xml":
         out = out / f"{weights.stem}.xml"
     if out.parent.exists() and not out.parent.is_dir():

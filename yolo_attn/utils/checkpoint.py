@@ -138,6 +138,9 @@ def load_model(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file. Train one (python tools/train.py) or convert "
                                 f"Darknet/port weights (see weights/README.md)")
+    if path.suffix.lower() in (".onnx", ".xml", ".bin"):  # else torch.load's "pickled data" reads as a threat
+        raise ValueError(f"{path}: an exported model (ONNX / OpenVINO), which runs in tools/predict.py and "
+                         f"tools/eval.py but holds no PyTorch weights; use the checkpoint it was exported from")
     if path.suffix == ".weights" or path.name.endswith(".conv.29"):
         from ..models.darknet import load_darknet_weights
 
