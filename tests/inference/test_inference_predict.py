@@ -371,4 +371,6 @@ def test_a_bad_device_is_one_line(ckpt, tmp_path, capsys, monkeypatch):
     assert _run(ckpt, image, tmp_path / "runs", "--device", "cuda") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "CUDA is not available" in err and "--device cpu" in err
+    assert _run(ckpt, image, tmp_path / "runs", "--device", "cpu", "--precision", "fp16") == 1  # ran, emulated
+    assert capsys.readouterr().err == "error: fp16 runs on CUDA; on a CPU use --precision fp32 or bf16\n"
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -128,6 +128,8 @@ class TorchBackend(Backend):
                  channels_last: bool = True, compile: bool = False):
         self.precision = self._check_precision(precision)
         self.device = str(resolve_device(device))
+        if precision == "fp16" and not self.device.startswith("cuda"):  # CPUs emulate it: 20-50x slower
+            raise ValueError("fp16 runs on CUDA; on a CPU use --precision fp32 or bf16")
         self.dtype = self._DTYPES[precision]
         self.fused = fuse and hasattr(model, "fuse")
         self.channels_last = channels_last
