@@ -248,7 +248,8 @@ def test_a_setup_mistake_leaves_no_run_folder(tiny_data, tmp_path):
     """A missing data config or weights file, or an unknown attention, failed after the run folder was made
     (and the next run took the name exp2)."""
     for mistake in ({"data": str(tmp_path / "missing.yaml")}, {"weights": str(tmp_path / "missing.pt")},
-                    {"attention": "transformer"}):
+                    {"attention": "transformer"}, {"aug": {"colour": 0.5}}, {"optimizer": "adam"},
+                    {"assigner": "atss"}):
         with pytest.raises((ValueError, FileNotFoundError)):
             train(_cfg(tiny_data, tmp_path, **mistake))
     assert not (tmp_path / "runs").exists()

@@ -387,20 +387,6 @@ def train(cfg: Dict[str, Any]) -> Path:
         init_head_biases(model, cfg["img_size"])
         if cfg.get("weights"):
             _init_weights(model, str(cfg["weights"]), source)
-    # The run folder once the data and the model are set up: a mistake there leaves no empty run behind
-    if ckpt is None:
-        run_dir = increment_path(Path(str(cfg["project"])) / str(cfg["name"]), mkdir=True) if main else None
-        if world > 1:
-            holder = [str(run_dir) if main else None]
-            dist.broadcast_object_list(holder, src=0)
-            run_dir = Path(holder[0])
-    weights_dir = run_dir / "weights"
-    if main:
-        weights_dir.mkdir(parents=True, exist_ok=True)
-        if ckpt is not None:
-            _trim_csv(run_dir / "results.csv", ckpt["epoch"] + 1)
-        write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False).encode())
-
     model.to(device)
     if cfg["channels_last"]:
         model.to(memory_format=torch.channels_last)
@@ -426,6 +412,21 @@ def train(cfg: Dict[str, Any]) -> Path:
     amp_dtype = _amp_dtype(cfg["amp"], device)
     keep_freed_memory()  # large activations are not faulted in again at every step (12-16 % on a CPU)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+
+    # The run folder once data, model, loss, loader and optimizer are set up: a mistake in any of them
+    # leaves no empty run behind
+    if ckpt is None:
+        run_dir = increment_path(Path(str(cfg["project"])) / str(cfg["name"]), mkdir=True) if main else None
+        if world > 1:
+            holder = [str(run_dir) if main else None]
+            dist.broadcast_object_list(holder, src=0)
+            run_dir = Path(holder[0])
+    weights_dir = run_dir / "weights"
+    if main:
+        weights_dir.mkdir(parents=True, exist_ok=True)
+        if ckpt is not None:
+            _trim_csv(run_dir / "results.csv", ckpt["epoch"] + 1)
+        write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False).encode())
 
     start_epoch, best, elapsed_before = 0, -1.0, 0.0
     epoch_times: List[float] = []  # of epochs done, each with its evaluation and the previous one's saving
