@@ -365,6 +365,51 @@ def test_a_kill_right_after_a_checkpoint_keeps_that_epochs_row(tiny_data, tmp_pa
     assert _epochs_in_csv(run) == [1, 2, 3]
 
 
+def test_a_kill_between_the_two_checkpoints_of_a_best_epoch_keeps_best_pt_the_best(tiny_data, tmp_path, monkeypatch):
+    """last.pt was written first and already held the new best fitness: killed before best.pt, the run went
+    on with best.pt an older, worse epoch for good. Scores are scripted: 0.1, 0.2 (the kill), then the epoch
+    trained again scores 0.15 and the last 0.12."""
+    import yolo_attn.engine.trainer as trainer
+
+    scores = iter([0.1, 0.2, 0.15, 0.12])
+    monkeypatch.setattr(trainer, "fitness", lambda metrics: next(scores))
+    real = trainer.save_checkpoint
+    killed = []
+
+    def save(state, path):  # killed after the first of the epoch's two checkpoint writes
+        real(state, path)
+        if state["epoch"] == 1 and not killed:
+            killed.append(Path(path).name)
+            raise _Stop
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save)
+    with pytest.raises(_Stop):
+        train(_cfg(tiny_data, tmp_path, img_size=64, amp=False, epochs=3, time=None, ema=False, name="kill"))
+    run = tmp_path / "runs/kill"
+    train(dict(load_train_config(None, {}), resume=str(run / "weights/last.pt"), workers=0))
+    assert killed == ["best.pt"]
+    best, last = load_checkpoint(run / "weights/best.pt"), load_checkpoint(run / "weights/last.pt")
+    assert best["best_fitness"] == last["best_fitness"] == 0.2 and best["epoch"] == 1 and last["epoch"] == 2
+
+
+def test_a_val_split_without_boxes_still_gives_a_best_pt(tmp_path):
+    """mAP is NaN there, and NaN > best is never true: no best.pt was written."""
+    from .conftest import write_tiny_dataset
+
+    config = write_tiny_dataset(tmp_path / "bg")
+    for label in (tmp_path / "bg" / "labels" / "val").glob("*.txt"):
+        label.write_text("")
+    run = train(_cfg(config, tmp_path, img_size=64, amp=False, epochs=2, time=None, ema=False))
+    assert load_checkpoint(run / "weights/best.pt")["epoch"] == 1  # follows the latest
+
+
+def test_a_time_budget_fits_a_run_asked_for_one_epoch(tiny_data, tmp_path, monkeypatch):
+    """--epochs 1 --time 5 trained one epoch: the count was fitted only when the epoch was not the last."""
+    _clocked(monkeypatch, lambda epoch: 60.0)
+    run = train(_tiny_cfg(tiny_data, tmp_path, epochs=1, time=5, ema=False))
+    assert _epochs_in_csv(run) == [1, 2, 3, 4, 5]
+
+
 def test_numeric_looking_names_and_paths_stay_text(tiny_data, tmp_path):
     from yolo_attn.engine.config import parse_train_args
 

@@ -8,7 +8,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -208,7 +207,8 @@ def train_one_epoch(
 
 def _rescale_batch(images: torch.Tensor, targets: torch.Tensor, img_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Multi-scale training: resize the batch to a random multiple of 32 in [0.5, 1.5] x img_size."""
-    size = random.randrange(int(img_size * 0.5) // 32, int(img_size * 1.5) // 32 + 1) * 32
+    # at least 64: at 32 the stride-32 map is 1x1, and a batch of one image has a single value per BatchNorm channel
+    size = random.randrange(max(2, int(img_size * 0.5) // 32), max(2, int(img_size * 1.5) // 32) + 1) * 32
     scale = size / images.shape[2]
     if scale != 1:
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
@@ -331,6 +331,8 @@ def train(cfg: Dict[str, Any]) -> Path:
     if cfg.get("eval_img_size") == "auto":
         cfg["eval_img_size"] = EMBEDDED_EVAL_SIZE if cfg.get("data") is None else None
     check_input_size(cfg["img_size"], "img_size")
+    if int(cfg["img_size"]) < 64:  # a 1x1 stride-32 map: BatchNorm fails on a batch of one image
+        raise ValueError(f"img_size {cfg['img_size']}: training needs at least 64")
     eval_size = int(cfg.get("eval_img_size") or cfg["img_size"])
     check_input_size(eval_size, "eval_img_size")
     device = resolve_device(cfg["device"], local_rank if world > 1 else -1)
@@ -446,6 +448,8 @@ def train(cfg: Dict[str, Any]) -> Path:
         start_epoch = int(ckpt["epoch"]) + 1
         epochs = int(ckpt.get("epochs", epochs))
         best = float(ckpt.get("best_fitness", -1.0))
+        if (weights_dir / "best.pt").is_file():  # written before last.pt: it may hold a better epoch
+            best = max(best, float(load_checkpoint(weights_dir / "best.pt", mmap=True).get("best_fitness", -1.0)))
         elapsed_before = float(ckpt.get("elapsed_s", 0.0))
         epoch_times = [float(t) for t in ckpt.get("epoch_times", [])]
         if len(epoch_times) != start_epoch:  # a checkpoint from before epoch_times were saved
@@ -485,7 +489,7 @@ def train(cfg: Dict[str, Any]) -> Path:
             # Decided every epoch against the current count, which a time budget re-fits in the first epochs
             # (a short --epochs may grow): reopened when a fit moved the last epochs away. Before the first
             # fit the count is not the budget's yet, so that epoch keeps mosaic.
-            unfitted = cfg.get("time") and epoch == 0 and epochs > 1
+            unfitted = cfg.get("time") and epoch == 0
             if epoch >= epochs - cfg["close_mosaic"] and not unfitted:
                 loader.dataset.close_mosaic()
             else:
@@ -512,7 +516,7 @@ def train(cfg: Dict[str, Any]) -> Path:
         now = time.time()
         epoch_times.append(now - lap)
         lap = now
-        if cfg.get("time") and epoch < FIT_EPOCHS and not last:
+        if cfg.get("time") and epoch < FIT_EPOCHS and (not last or epoch == 0):  # epoch 0: never fitted yet
             # before the checkpoint, so that a run resumed from it keeps the fitted count and schedule (and
             # goes on fitting from the elapsed time it restores)
             epochs = _fit_epochs_to_time(cfg["time"], now - t0, epoch_times, world, device)
@@ -526,8 +530,11 @@ def train(cfg: Dict[str, Any]) -> Path:
             # epoch whose checkpoint was written would be lost
             _append_csv(run_dir / "results.csv", row)
             score = fitness(metrics) if metrics else -1.0
-            is_best = score > best
-            best = max(best, score)
+            if math.isnan(score):  # a val split without boxes: nothing to choose by, best.pt follows the latest
+                is_best = True
+            else:
+                is_best = score > best
+                best = max(best, score)
             state = {
                 "meta": make_meta(model, names, eval_size, loss_fn.scale_x_y),  # what predict and eval use
                 "model": {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
@@ -539,11 +546,13 @@ def train(cfg: Dict[str, Any]) -> Path:
                 "epoch": epoch, "epochs": epochs, "epoch_times": list(epoch_times), "best_fitness": best,
                 "metrics": metrics, "elapsed_s": time.time() - t0, "rng": rng_states[0], "rng_ranks": rng_states,
             }
-            save_checkpoint(state, weights_dir / "last.pt")
+            # best.pt before last.pt: a kill in between resumes from the previous last.pt and trains the epoch
+            # again, whereas in the other order last.pt would hold a best fitness that best.pt never got
             if is_best and metrics:
                 save_checkpoint(state, weights_dir / "best.pt")
                 for png in (run_dir / "val").glob("*.png"):  # the PR curve of the best epoch so far
-                    shutil.copyfile(png, run_dir / f"best_{png.name}")
+                    write_atomic(run_dir / f"best_{png.name}", png.read_bytes())
+            save_checkpoint(state, weights_dir / "last.pt")
             plot_results(run_dir / "results.csv", run_dir / "results.png")
         if world > 1:
             dist.barrier()

@@ -46,8 +46,9 @@ def plot_pr_curves(
     ax.set_ylabel("Precision")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    ax.set_title(title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small", frameon=False)
+    ax.set_title(title if valid else f"{title} (no ground truth)")
+    if valid:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small", frameon=False)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=150)
     write_atomic(path, buf.getvalue())
