@@ -467,6 +467,8 @@ def test_an_input_size_that_is_not_a_multiple_of_32_stops_training_before_it_sta
         train(_cfg(tiny_data, tmp_path, img_size=400))
     with pytest.raises(ValueError, match=r"eval_img_size 100: .* \(e.g. 128\)"):
         train(_cfg(tiny_data, tmp_path, eval_img_size=100))
+    with pytest.raises(ValueError, match=r"img_size 32: training needs at least 64"):
+        train(_cfg(tiny_data, tmp_path, img_size=32))
     assert not (tmp_path / "runs").exists()
 
 
