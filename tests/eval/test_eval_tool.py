@@ -158,6 +158,38 @@ def test_coco_data_is_scored_against_its_own_json(tmp_path):
                                ev.stats[[0, 1, 3, 8]], atol=1e-12)
 
 
+def test_annotation_ids_from_zero_are_scored_like_any_other(tmp_path):
+    """COCOeval reads a matched ground-truth id 0 as "unmatched": the box with id 0 (exports often count from
+    0) could never be found, scoring perfect predictions below 1."""
+    config = write_coco_dataset(tmp_path / "coco")
+    ann_file = tmp_path / "coco" / "annotations" / "instances_val.json"
+    data = json.loads(ann_file.read_text())
+    for k, ann in enumerate(data["annotations"]):
+        ann["id"] = k
+    ann_file.write_text(json.dumps(data))
+    ds = build_dataset(load_data_config(config), "val")
+    official = evaluate(OracleModel(ds, 96, perfect_predictions(ds)), ds, img_size=96, metrics=("coco",),
+                        coco_gt=ann_file, verbose=False)
+    assert official["coco_map"] == pytest.approx(1.0) and official["coco_ar100"] == pytest.approx(1.0)
+
+
+def test_training_scores_coco_data_against_its_own_json(tmp_path, monkeypatch):
+    """The trainer's per-epoch COCO mAP (and so best.pt) was scored against the records, where a detection on
+    a crowd region is a false positive; tools/eval.py against the JSON."""
+    import yolo_attn.engine.trainer as trainer
+    from yolo_attn.engine.config import load_train_config
+
+    config = write_coco_dataset(tmp_path / "coco")
+    seen = []
+    real = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda *a, **kw: seen.append(kw.get("coco_gt")) or real(*a, **kw))
+    cfg = dict(data=str(config), img_size=64, batch_size=2, workers=0, epochs=1, time=None, eval_batch_size=2,
+               phi=0, amp=False, ema=False, project=str(tmp_path / "runs"))
+    trainer.train(load_train_config(None, cfg))
+    assert len(seen) == 1 and seen[0] is not None
+    assert len(seen[0].getAnnIds(iscrowd=True)) == 1  # the JSON's crowd region is there to be ignored
+
+
 def test_eval_tool_on_coco_data(tmp_path, capsys):
     config = write_coco_dataset(tmp_path / "coco")
     model = build_model(0, 2)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from ..data import build_dataset, build_train_loader, load_data_config
 from ..data.letterbox import letterbox
 from ..data.records import BadImageError
+from ..eval.coco import load_coco_ground_truth
 from ..eval.evaluator import evaluate
 from ..eval.report import print_report
 from ..inference.hardware import bf16_reason, cpu_features, keep_freed_memory
@@ -361,7 +362,7 @@ def train(cfg: Dict[str, Any]) -> Path:
     data_cfg = load_data_config(cfg.get("data"))
     train_set = build_dataset(data_cfg, "train")
     val_set = build_dataset(data_cfg, "val") if main else None
-    names = list(data_cfg["names"])
+    names = list(data_cfg["names"] or train_set.names)  # COCO configs may leave them to the JSON
 
     # The architecture comes from the checkpoint being resumed, else from --weights when they carry one
     # (our checkpoints, port files), else from the config; the head is always built for this dataset.
@@ -476,6 +477,9 @@ def train(cfg: Dict[str, Any]) -> Path:
                  "-> %s", type(model).__name__, model.phi, model.attention or "no attention", len(train_set), nc,
                  epochs, cfg["batch_size"], cfg["img_size"], device, f" x{world}" if world > 1 else "",
                  _precision(amp_dtype, cfg["amp"], device), run_dir)
+    # COCO data is scored against its own JSONs, crowd regions and mask areas included, as tools/eval.py does
+    coco_gt = (load_coco_ground_truth(val_set.annotation_files, val_set.id_prefixes)
+               if main and getattr(val_set, "format", None) == "coco" else None)
     t0 = time.time() - elapsed_before
     lap = time.time()
     epoch = start_epoch - 1
@@ -509,7 +513,7 @@ def train(cfg: Dict[str, Any]) -> Path:
                               conf_threshold=cfg["eval_conf"], iou_threshold=cfg["eval_iou"],
                               metrics=("voc07", "voc12", "coco"), device=device, amp_dtype=amp_dtype,
                               scale_x_y=loss_fn.scale_x_y, max_candidates=3000, output_dir=run_dir / "val",
-                              save_json=False, verbose=True)
+                              save_json=False, verbose=True, coco_gt=coco_gt)
             print_report(result)
             metrics = {"map50": result["voc12_map50"], "map50_95": result["coco_map"],
                        "voc07_map50": result["voc07_map50"]}

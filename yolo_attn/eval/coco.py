@@ -108,19 +108,15 @@ def load_coco_ground_truth(path: Union[str, os.PathLike, Sequence[Union[str, os.
     areas, which records leave out, so scoring against them gives the official numbers.
 
     Several JSONs (a split with several entries) are merged in memory: image ids get the entry's prefix from
-    ``id_prefixes`` (as :class:`~yolo_attn.data.coco.COCODataset` names its records when ids collide),
-    annotation ids are renumbered; the categories are the first file's (the dataset checked they agree)."""
+    ``id_prefixes`` (as :class:`~yolo_attn.data.coco.COCODataset` names its records when ids collide); the
+    categories are the first file's (the dataset checked they agree). Annotation ids are renumbered from 1,
+    in one file too: COCOeval reads a matched id 0 as "unmatched", and exports often count from 0."""
     paths = [Path(path)] if isinstance(path, (str, os.PathLike)) else [Path(p) for p in path]
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"{p}: no such COCO annotation file")
     prefixes = list(id_prefixes) if id_prefixes is not None else [""] * len(paths)
     gt = COCO()  # filled here, not by COCO(path): its json.load fails on a byte-order mark
-    if len(paths) == 1 and not prefixes[0]:
-        gt.dataset = json.loads(paths[0].read_text(encoding="utf-8-sig"))
-        with contextlib.redirect_stdout(io.StringIO()):
-            gt.createIndex()
-        return gt
     merged: Dict[str, List[Any]] = {"images": [], "annotations": [], "categories": []}
     for p, prefix in zip(paths, prefixes):
         data = json.loads(p.read_text(encoding="utf-8-sig"))
