@@ -550,6 +550,54 @@ def test_background_writer_writes_in_order_and_reports_errors():
     assert failing.closed
 
 
+def test_a_ctrl_c_while_the_writer_drains_still_closes_the_video():
+    """The KeyboardInterrupt landed in close()'s join: the sink, whose close puts the video in place, was
+    never closed (only .name.part.mp4 was left). Now the rest of the queue is dropped and the sink closed."""
+    import signal
+    import threading
+
+    class SlowSink:
+        def __init__(self):
+            self.frames, self.closed = [], False
+
+        def write(self, frame):
+            time.sleep(0.05)
+            self.frames.append(frame)
+
+        def close(self):
+            self.closed = True
+
+    sink = SlowSink()
+    writer = BackgroundWriter(sink)
+    for i in range(8):
+        writer.write(i)
+    main = threading.main_thread().ident  # Ctrl-C, to the main thread, while close() waits for the queue
+    timer = threading.Timer(0.08, signal.pthread_kill, (main, signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        writer.close()
+    timer.join()
+    assert sink.closed and len(sink.frames) < 8 and sink.frames == list(range(len(sink.frames)))
+    assert not writer._thread.is_alive()  # closed after the thread stopped, not while it writes
+
+
+def test_the_video_sink_writes_gray_and_bgra_frames_and_no_empty_file(tmp_path):
+    """mp4v skipped gray and BGRA frames with only a log line; a sink closed before any frame left a
+    header-only .mp4 that nothing plays."""
+    from yolo_attn.inference.sources import VideoSink
+
+    from .helpers import count_frames
+
+    sink = VideoSink(tmp_path / "mixed.mp4", 10.0, (64, 48))
+    for frame in (np.zeros((48, 64, 3), np.uint8), np.zeros((48, 64), np.uint8), np.zeros((48, 64, 4), np.uint8)):
+        sink.write(frame)
+    sink.close()
+    assert count_frames(tmp_path / "mixed.mp4") == 3
+    empty = VideoSink(tmp_path / "empty.mp4", 10.0, (64, 48))
+    empty.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed.mp4"]
+
+
 # --- benchmark tool ------------------------------------------------------------------------------------------
 
 def test_benchmark_times_variants_and_writes_csv(tmp_path):

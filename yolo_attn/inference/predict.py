@@ -330,8 +330,11 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
     finally:
         progress.close()
         if writer is not None:
-            writer.close()  # always: a half-written mp4 without its index is unplayable
-            summary.outputs.append(sink.path)
+            try:
+                writer.close()  # always: a half-written mp4 without its index is unplayable
+            finally:
+                if sink.path.exists():  # none when no frame was written
+                    summary.outputs.append(sink.path)
         elapsed = time.perf_counter() - start
         log(f"{where}: {frames} frames, {frames / max(elapsed, 1e-9):.1f} FPS end to end")
 

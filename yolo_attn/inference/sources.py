@@ -243,6 +243,9 @@ class VideoSink:
                               f"size it refuses, or a read-only folder)")
 
     def write(self, frame: np.ndarray) -> None:
+        if frame.ndim == 2 or frame.shape[2] != 3:  # mp4v skips (with a log line) what is not 3-channel BGR
+            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR if frame.ndim == 2 or frame.shape[2] == 1
+                                 else cv2.COLOR_BGRA2BGR)
         if (frame.shape[1], frame.shape[0]) != self.size:  # streams may change resolution mid-way
             frame = cv2.resize(frame, self.size)
         self._writer.write(frame)
@@ -253,7 +256,9 @@ class VideoSink:
             return
         self._writer.release()
         self._writer = None
-        if self._tmp.exists():
+        if self.frames == 0:  # a header without frames plays nowhere: no video rather than a broken one
+            self._tmp.unlink(missing_ok=True)
+        elif self._tmp.exists():
             os.replace(self._tmp, self.path)
 
     def __enter__(self) -> "VideoSink":

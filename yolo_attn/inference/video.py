@@ -131,6 +131,7 @@ class BackgroundWriter:
         self.sink = sink
         self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
         self._error: Optional[BaseException] = None
+        self._drop = False  # set by a Ctrl-C in close(): what is still queued is not written
         self._thread = threading.Thread(target=self._run, name="yolo_attn-writer", daemon=True)
         self._thread.start()
 
@@ -139,7 +140,7 @@ class BackgroundWriter:
             frame = self._queue.get()
             if frame is _DONE:
                 return
-            if self._error is None:
+            if self._error is None and not self._drop:
                 try:
                     self.sink.write(frame)
                 except BaseException as e:  # reported by write() or close() in the caller's thread
@@ -151,11 +152,21 @@ class BackgroundWriter:
         self._queue.put(frame)
 
     def close(self) -> None:
-        """Idempotent: call it from ``finally``."""
-        if self._thread.is_alive():
-            self._queue.put(_DONE)
-            self._thread.join()
+        """Idempotent: call it from ``finally``. A Ctrl-C while the queue drains drops what is left and still
+        closes the sink (a video is only put in place by its close), then re-raises."""
+        interrupted: Optional[BaseException] = None
+        done_sent = False
+        while self._thread.is_alive():
+            try:
+                if not done_sent:
+                    self._queue.put(_DONE)
+                    done_sent = True
+                self._thread.join()
+            except KeyboardInterrupt as e:
+                interrupted, self._drop = e, True
         self.sink.close()
+        if interrupted is not None:
+            raise interrupted
         if self._error is not None:
             error, self._error = self._error, None
             raise error
