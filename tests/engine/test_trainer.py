@@ -1,5 +1,6 @@
 """The trainer: learning, files written, resume after SIGKILL, freeze, init from weights, DDP."""
 import csv
+import logging
 import math
 import os
 import signal
@@ -219,7 +220,7 @@ def test_resume_after_sigkill_continues_the_schedule(tiny_data, tmp_path):
         assert float(by_epoch[row["epoch"]]["lr"]) == pytest.approx(float(row["lr"]), rel=1e-6)
 
 
-def test_resume_writes_only_into_the_run_it_continues(tiny_data, tmp_path):
+def test_resume_writes_only_into_the_run_it_continues(tiny_data, tmp_path, caplog):
     """--resume of a copied best.pt wrote config.yaml and weights/ two folders up (~/config.yaml for
     ~/models/best.pt) and cut any results.csv there; one older than the run's last.pt cut the run's own rows."""
     import shutil
@@ -242,6 +243,9 @@ def test_resume_writes_only_into_the_run_it_continues(tiny_data, tmp_path):
     config = (run / "config.yaml").stat().st_mtime_ns
     assert train(load_train_config(None, {"resume": str(run / "weights" / "last.pt")})) == run  # finished
     assert (run / "results.csv").read_text() == rows and (run / "config.yaml").stat().st_mtime_ns == config
+    with caplog.at_level(logging.WARNING):  # options given along with --resume were dropped without a word
+        train(load_train_config(None, {"resume": str(run / "weights" / "last.pt"), "lr": 0.1, "workers": 0}))
+    assert "goes on with the run's own config; ignored: lr=0.1 (only --device and --workers apply" in caplog.text
 
 
 def test_a_setup_mistake_leaves_no_run_folder(tiny_data, tmp_path):

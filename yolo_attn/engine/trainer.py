@@ -36,6 +36,7 @@ from ..utils.checkpoint import is_our_checkpoint, load_checkpoint, load_model, m
 from ..utils.device import resolve_device
 from ..utils.paths import increment_path, write_atomic
 from .anchors import anchors_from_config, box_sizes, check_anchors
+from .config import load_train_config
 from .ema import ModelEMA
 from .loss import YoloLoss
 from .plots import plot_results
@@ -320,11 +321,16 @@ def train(cfg: Dict[str, Any]) -> Path:
     local_rank = int(os.environ.get("LOCAL_RANK", -1))
     resume_path = cfg.get("resume")
     ckpt = None
+    ignored: List[str] = []
     if resume_path:
         ckpt = load_checkpoint(resume_path)
         if not (is_our_checkpoint(ckpt) and "optimizer" in ckpt):
             raise ValueError(f"{resume_path}: not a training checkpoint of ours (last.pt of a run) to resume")
         keep = {k: cfg[k] for k in ("device", "workers") if cfg.get(k) is not None}
+        # options set along with --resume, other than the defaults and the run's own, do not apply: said below
+        defaults = load_train_config()
+        ignored = [f"{k}={cfg[k]}" for k in sorted(cfg) if k not in ("device", "workers", "resume")
+                   and cfg[k] != defaults.get(k) and cfg[k] != ckpt["config"].get(k)]
         cfg = dict(ckpt["config"], **keep, resume=resume_path)
 
     if cfg.get("time") == "auto":
@@ -347,6 +353,10 @@ def train(cfg: Dict[str, Any]) -> Path:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     main = rank == 0
     logging.basicConfig(level=logging.INFO if main else logging.WARNING, format="%(message)s")
+    if ignored and main:
+        log.warning("resuming %s goes on with the run's own config; ignored: %s (only --device and --workers "
+                    "apply; to train with other options, start a new run from it: --weights)", resume_path,
+                    ", ".join(ignored))
     seed = int(cfg["seed"]) + rank
     random.seed(seed)
     np.random.seed(seed)
