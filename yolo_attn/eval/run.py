@@ -50,9 +50,9 @@ def run_eval(
 ) -> Dict[str, Any]:
     """Load ``weights`` (our .pt, Darknet .weights, port state dict, or an ONNX / OpenVINO export), evaluate
     on ``split`` of the data config ``data`` (None: the embedded shapes dataset), print the per-class table and
-    summary, and write the results into ``project/name`` (made unique: exp, exp2, ...). ``augment``: test-time augmentation with the given
-    views (:mod:`yolo_attn.models.tta`). Returns :func:`~yolo_attn.eval.evaluate`'s dict,
-    with ``save_dir``."""
+    summary, and write the results into ``project/name`` (made unique: exp, exp2, ...). ``augment``: test-time
+    augmentation with the given views (:mod:`yolo_attn.models.tta`). Returns :func:`~yolo_attn.eval.evaluate`'s
+    dict, with ``save_dir``."""
     keep_freed_memory()
     device = str(resolve_device(device))  # a clear error now, not a traceback after the dataset has loaded
     cfg = load_data_config(data)
