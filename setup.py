@@ -22,7 +22,7 @@ setup(
         "numpy>=1.22",
         "opencv-python>=4.6",
         "pycocotools>=2.0.6",
-        "albumentations>=1.4",
+        "albumentations>=2.0",  # Compose(seed=), set_random_state, GaussNoise(std_range=)
         "tqdm>=4.64",
         "pyyaml>=5.4",
         "scipy>=1.7",

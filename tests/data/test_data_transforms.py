@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from yolo_attn.data import DetectionDataset, Record, TrainDataset, letterbox, letterbox_boxes
-from yolo_attn.data.transforms import check_aug, random_affine
+from yolo_attn.data.transforms import TrainTransform, check_aug, random_affine
 
 SIZE = 128
 GEOMETRY_ONLY = dict(mosaic=1.0, mixup=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, blur=0.0, noise=0.0, flip=0.5,
@@ -97,3 +97,23 @@ def test_random_affine_without_jitter_is_the_letterbox():
 def test_unknown_aug_option_is_an_error():
     with pytest.raises(ValueError, match="mosiac"):
         check_aug({"mosiac": 1.0})
+
+
+def test_flips_and_colour_are_drawn_independently():
+    """albumentations' set_random_seed gave every transform a generator of the same seed: horizontal and
+    vertical flips always came together, and flipped images were always darker. Over 400 samples all four
+    flip combinations now appear, and brightness does not follow the flip."""
+    transform = TrainTransform(32, dict(flip=0.5, flipud=0.5, hsv_h=0.0, hsv_s=0.0, hsv_v=0.4, blur=0.0,
+                                        noise=0.0, mosaic=0.0, mixup=0.0, scale=0.0, translate=0.0))
+    image = np.full((32, 32, 3), 100, np.uint8)
+    image[:4, :4] = 200  # a marker in the top-left corner
+    marker = np.array([[0, 0, 4, 4]], np.float32)
+    combos, flipped_gain, kept_gain = {}, [], []
+    for seed in range(400):
+        out, boxes, _ = transform(0, lambda i: (image, marker, np.array([0])), lambda rng: 0,
+                                  np.random.default_rng(seed), mosaic=False)
+        key = (bool(boxes[0, 0] > 16), bool(boxes[0, 1] > 16))
+        combos[key] = combos.get(key, 0) + 1
+        (flipped_gain if key[0] else kept_gain).append(out[16, 16, 0] / 100.0)
+    assert len(combos) == 4 and min(combos.values()) > 60
+    assert abs(np.mean(flipped_gain) - np.mean(kept_gain)) < 0.05

@@ -22,6 +22,7 @@ Boxes are absolute xyxy in the S x S output's pixels throughout. Every random dr
 from __future__ import annotations
 
 import os
+import random
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check from inside workers
@@ -184,7 +185,10 @@ class TrainTransform:
             r = rng.beta(32.0, 32.0)
             image = cv2.addWeighted(image, r, image2, 1.0 - r, 0.0)
             boxes, labels = np.concatenate([boxes, boxes2]), np.concatenate([labels, labels2])
-        self.albu.set_random_seed(int(rng.integers(2**31)))
+        # One stream for all of them: set_random_seed gives every transform a generator of the same seed, so
+        # their first draws were equal and horizontal and vertical flips, blur and brightness went together
+        seed = int(rng.integers(2**31))
+        self.albu.set_random_state(np.random.default_rng(seed), random.Random(seed))
         out = self.albu(image=image, bboxes=boxes, labels=labels)
         boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
         labels = np.asarray(out["labels"], np.int64).reshape(-1)
