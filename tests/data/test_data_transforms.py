@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from yolo_attn.data import DetectionDataset, Record, TrainDataset, letterbox, letterbox_boxes
-from yolo_attn.data.transforms import TrainTransform, check_aug, random_affine
+from yolo_attn.data.transforms import TrainTransform, check_aug, mosaic_canvas, random_affine
 
 SIZE = 128
 GEOMETRY_ONLY = dict(mosaic=1.0, mixup=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, blur=0.0, noise=0.0, flip=0.5,
@@ -117,3 +117,27 @@ def test_flips_and_colour_are_drawn_independently():
         (flipped_gain if key[0] else kept_gain).append(out[16, 16, 0] / 100.0)
     assert len(combos) == 4 and min(combos.values()) > 60
     assert abs(np.mean(flipped_gain) - np.mean(kept_gain)) < 0.05
+
+
+def test_visibility_counts_the_mosaic_cut_and_the_crop_together():
+    """A 100x100 object cut to a quarter by its mosaic tile, then to a quarter of that by the crop, kept
+    6 % of its area with min_visibility 0.2: each step compared with its own input only."""
+
+    class Fixed:  # the mosaic centre, then the affine's scale and shift
+        def __init__(self, values):
+            self.values = list(values)
+
+        def uniform(self, low, high, n=None):
+            return self.values.pop(0)
+
+    image = np.full((100, 100, 3), 200, np.uint8)
+    empty = (image[:1, :1], np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    tiles = [(image, np.array([[0, 0, 100, 100]], np.float32), np.array([1]))] + [empty] * 3
+    canvas, boxes, labels, areas = mosaic_canvas(tiles, 100, Fixed([np.array([50.0, 50.0])]), 0.2)
+    assert (boxes[0, 2:] - boxes[0, :2]).prod() == 2500 and areas.tolist() == [10000]  # 25 % left: kept
+    crop = Fixed([1.0, np.array([0.25, 0.25])])
+    _, kept, _ = random_affine(canvas, boxes, labels, 100, 0.5, 0.5, crop, 2.0, 0.2, full_areas=areas)
+    assert len(kept) == 0  # 625 of 10000 px left
+    _, kept, _ = random_affine(canvas, boxes, labels, 100, 0.5, 0.5, Fixed([1.0, np.array([0.25, 0.25])]),
+                               2.0, 0.05, full_areas=areas)
+    assert (kept[0, 2:] - kept[0, :2]).prod() == 625  # kept where 6 % is enough

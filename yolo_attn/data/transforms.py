@@ -69,22 +69,28 @@ def check_aug(aug: Optional[Mapping[str, Any]]) -> Dict[str, float]:
     return out
 
 
-def filter_boxes(boxes: np.ndarray, clipped: np.ndarray, min_size: float, min_visibility: float) -> np.ndarray:
+def box_areas(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def filter_boxes(clipped: np.ndarray, full_areas: np.ndarray, min_size: float, min_visibility: float) -> np.ndarray:
     """Mask of boxes to keep: clipped box at least ``min_size`` px wide and high and keeping at least
-    ``min_visibility`` of the unclipped area."""
+    ``min_visibility`` of the object's whole area (``full_areas``, in the same pixels)."""
     w, h = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return (w >= max(min_size, 1e-3)) & (h >= max(min_size, 1e-3)) & (w * h >= min_visibility * area)
+    return (w >= max(min_size, 1e-3)) & (h >= max(min_size, 1e-3)) & (w * h >= min_visibility * full_areas)
 
 
 def random_affine(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, size: int, scale: float,
                   translate: float, rng: np.random.Generator, min_size: float = 2.0,
-                  min_visibility: float = 0.2, gain: float = 1.0) -> Sample:
+                  min_visibility: float = 0.2, gain: float = 1.0, full_areas: Optional[np.ndarray] = None
+                  ) -> Sample:
     """Scale ``image`` by ``gain * u`` (u ~ U[1 - scale, 1 + scale]) about its centre, put that centre at
     the output's centre shifted by up to ``translate * size``, and crop / pad to ``size`` x ``size``.
 
     ``gain`` is the letterbox scale for a single image, 1 for a mosaic canvas (whose centre crop is the
-    output). Returns the image, the boxes mapped, clipped and filtered, and their labels."""
+    output). ``full_areas``: the objects' whole areas in ``image``'s pixels when ``boxes`` were already
+    clipped (a mosaic's tiles), so that visibility counts both cuts, not each on its own. Returns the
+    image, the boxes mapped, clipped and filtered, and their labels."""
     h, w = image.shape[:2]
     s = gain * rng.uniform(1 - scale, 1 + scale)
     tx, ty = rng.uniform(-translate, translate, 2) * size
@@ -97,20 +103,23 @@ def random_affine(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, size
     if len(boxes):
         mapped = boxes * s + np.array([ox, oy, ox, oy], np.float32)
         clipped = mapped.clip(0, size)
-        keep = filter_boxes(mapped, clipped, min_size, min_visibility)
+        areas = box_areas(mapped) if full_areas is None else full_areas * s * s
+        keep = filter_boxes(clipped, areas, min_size, min_visibility)
         boxes, labels = clipped[keep], labels[keep]
     return out, boxes.astype(np.float32).reshape(-1, 4), labels
 
 
 def mosaic_canvas(tiles: Sequence[Sample], size: int, rng: np.random.Generator, min_visibility: float = 0.2,
-                  ) -> Sample:
+                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Four (image, boxes, labels) tiles, each at most ``size`` on its longest side, around a random
     centre of a 2*size canvas (top-left, top-right, bottom-left, bottom-right; as in YOLOv4/v5).
-    Boxes are clipped to their tile; those keeping less than ``min_visibility`` of their area are dropped."""
+    Boxes are clipped to their tile; those keeping less than ``min_visibility`` of their area are dropped.
+    Returns the canvas, boxes, labels and each kept box's whole area before clipping (for
+    :func:`random_affine`'s ``full_areas``)."""
     s = size
     canvas = np.full((2 * s, 2 * s, 3), PAD_VALUE, np.uint8)
     xc, yc = (int(v) for v in rng.uniform(0.5 * s, 1.5 * s, 2))
-    all_boxes, all_labels = [], []
+    all_boxes, all_labels, all_areas = [], [], []
     for k, (img, boxes, labels) in enumerate(tiles):
         h, w = img.shape[:2]
         if k == 0:    # canvas region (x1a..x2a, y1a..y2a) <- image region (x1b..x2b, y1b..y2b)
@@ -131,12 +140,15 @@ def mosaic_canvas(tiles: Sequence[Sample], size: int, rng: np.random.Generator, 
             # a tile shows only part of its image: clip to the tile, keep what stays visible enough
             clipped = np.stack([shifted[:, 0].clip(x1a, x2a), shifted[:, 1].clip(y1a, y2a),
                                 shifted[:, 2].clip(x1a, x2a), shifted[:, 3].clip(y1a, y2a)], 1)
-            keep = filter_boxes(shifted, clipped, 1.0, min_visibility)
+            areas = box_areas(shifted)
+            keep = filter_boxes(clipped, areas, 1.0, min_visibility)
             all_boxes.append(clipped[keep])
             all_labels.append(labels[keep])
+            all_areas.append(areas[keep])
     boxes = np.concatenate(all_boxes) if all_boxes else np.zeros((0, 4), np.float32)
     labels = np.concatenate(all_labels) if all_labels else np.zeros(0, np.int64)
-    return canvas, boxes.astype(np.float32), labels.astype(np.int64)
+    areas = np.concatenate(all_areas) if all_areas else np.zeros(0, np.float32)
+    return canvas, boxes.astype(np.float32), labels.astype(np.int64), areas.astype(np.float32)
 
 
 class TrainTransform:
@@ -169,9 +181,9 @@ class TrainTransform:
         a = self.aug
         if mosaic and rng.random() < a["mosaic"]:
             tiles = [load(index)] + [load(pick(rng)) for _ in range(3)]
-            canvas, boxes, labels = mosaic_canvas(tiles, self.size, rng, a["min_visibility"])
+            canvas, boxes, labels, areas = mosaic_canvas(tiles, self.size, rng, a["min_visibility"])
             return random_affine(canvas, boxes, labels, self.size, a["scale"], a["translate"], rng,
-                                 a["min_size"], a["min_visibility"])
+                                 a["min_size"], a["min_visibility"], full_areas=areas)
         image, boxes, labels = load(index)
         gain = self.size / max(image.shape[:2])  # 1 for images already at letterbox scale
         return random_affine(image, boxes, labels, self.size, a["scale"], a["translate"], rng,
