@@ -80,7 +80,16 @@ def test_auto_choice_follows_the_cpu(features, precision):
     assert auto_choice("cuda:0", features=features).precision == "fp16"
 
 
-def test_auto_choice_uses_a_fresh_int8_export_beside_the_weights(tmp_path):
+@pytest.fixture
+def unread_exports(monkeypatch):
+    """The fake IRs below are not OpenVINO files: read as exports that carry no weights fingerprint (made before
+    one was recorded), which are judged by file time."""
+    import yolo_attn.inference.hardware as hardware
+
+    monkeypatch.setattr(hardware, "_export_meta", lambda xml: {})
+
+
+def test_auto_choice_uses_a_fresh_int8_export_beside_the_weights(tmp_path, unread_exports):
     weights = tmp_path / "best.pt"
     weights.write_bytes(b"x")
     export = tmp_path / "best_openvino_int8" / "best.xml"
@@ -108,7 +117,7 @@ def _fake_export(weights: Path, folder: str) -> Path:
 
 @pytest.mark.parametrize("features, precision", [(AMX, "bf16"), (BF16_NO_AMX, "fp32"), (BF16_FAST_NO_AMX, "bf16"),
                                                  (PLAIN, "fp32")])
-def test_auto_choice_prefers_int8_then_a_float_export_then_torch(tmp_path, features, precision):
+def test_auto_choice_prefers_int8_then_a_float_export_then_torch(tmp_path, features, precision, unread_exports):
     weights = tmp_path / "best.pt"
     weights.write_bytes(b"x")
     float_export = _fake_export(weights, "best_openvino")
@@ -401,6 +410,31 @@ def test_an_export_fixed_to_another_size_is_passed_over(tmp_path):
     assert f"{out} is fixed to {IMG_SIZE}x{IMG_SIZE}, test-time augmentation runs several sizes" in augmented.describe()
     with pytest.raises(ValueError, match="exported for a fixed one"):
         Detector.load(out, augment=True)
+
+
+@needs_openvino
+def test_an_export_is_used_only_for_the_weights_it_was_made_from(tmp_path):
+    """Only file times were compared: another checkpoint copied over best.pt keeping its own (older) time, or
+    one rewritten while the export ran, kept running the export of the old weights. A torn IR (a new .bin
+    under an old .xml) was picked and crashed the load."""
+    import shutil
+
+    from yolo_attn.inference.export import export_model
+    from yolo_attn.inference.hardware import export_for
+
+    ckpt = make_checkpoint(tmp_path / "run" / "best.pt", phi=0)
+    other = make_checkpoint(tmp_path / "other" / "best.pt", phi=0, seed=1)
+    os.utime(other, (1, 1))  # older than anything
+    out = export_model(ckpt, "openvino", dynamic=True, log=lambda s: None)
+    assert export_for(ckpt, "fp32") == out
+    shutil.copy2(other, ckpt)  # another checkpoint, its own old time kept (cp -p, rsync -a, an archive)
+    assert export_for(ckpt, "fp32") is None
+    assert Detector.load(ckpt, use_exports=True).backend.name == "torch"
+    out = export_model(ckpt, "openvino", dynamic=True, log=lambda s: None)  # again, into the same folder
+    assert export_for(ckpt, "fp32") == out
+    assert sorted(p.name for p in out.parent.parent.iterdir()) == ["best.pt", "best_openvino"]  # swapped whole
+    out.with_suffix(".bin").write_bytes(b"\0" * 1000)  # torn: this .xml over another .bin
+    assert export_for(ckpt, "fp32") is None
 
 
 @needs_openvino

@@ -31,6 +31,7 @@ import torch.nn as nn
 from ..data.letterbox import PAD_VALUE, letterbox
 from ..models.yolo import check_input_size
 from .backends import META_KEY
+from .hardware import weights_fingerprint
 
 __all__ = [
     "FORMATS",
@@ -227,6 +228,7 @@ def export_model(
     weights = _resolve_weights_path(weights)
     if weights.suffix.lower() in (".onnx", ".xml"):
         raise ValueError(f"{weights}: is already exported; export from the PyTorch checkpoint (.pt)")
+    fingerprint = weights_fingerprint(weights)  # of the file as loaded: one rewritten meanwhile is not this one
     model, meta = load_model(weights, classes, num_classes)
     size = int(img_size or meta.get("img_size", 416))
     check_input_size(size, "image size")
@@ -240,7 +242,7 @@ def export_model(
     if out.parent.exists() and not out.parent.is_dir():
         raise ValueError(f"--output {output}: {out.parent} is a file, not a folder; give a folder or an "
                          f"{'.xml' if format == 'openvino' else '.onnx'} file name")
-    exported_meta = export_meta(meta, size, dynamic, precision, weights.name)
+    exported_meta = dict(export_meta(meta, size, dynamic, precision, weights.name), weights_stat=fingerprint)
 
     onnx_model = onnx_bytes(model, exported_meta, size, dynamic, opset)
     calib = calibration_images(data, calib_images, calib_count, log) if precision == "int8" else None
@@ -261,16 +263,29 @@ def export_model(
 
 
 def _save_openvino_atomic(model: Any, out: Path) -> None:
-    """save_model into a temp folder beside ``out``, then move .bin and .xml into place (the .xml last)."""
+    """save_model into a temp folder, then into place. A folder that holds only this IR (the export folder
+    beside a checkpoint, which predict picks up by itself) is swapped whole: a kill leaves the old IR or none,
+    never an old .xml over a new .bin. In a folder with other files the .bin and then the .xml are moved."""
     import openvino as ov
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.stem}."))
+    folder = out.parent
+    own = not folder.exists() or {p.name for p in folder.iterdir()} <= {out.name, out.with_suffix(".bin").name}
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent if own else folder, prefix=f".{folder.name if own else out.stem}."))
     try:
         # compress_to_fp16=False: fp16 weights would cost fp32 parity (bf16 runs convert them anyway)
         ov.save_model(model, str(tmp / out.name), compress_to_fp16=False)
-        os.replace(tmp / out.with_suffix(".bin").name, out.with_suffix(".bin"))
-        os.replace(tmp / out.name, out)
+        if own:
+            old = folder.with_name(f".{folder.name}.old") if folder.exists() else None
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(folder, old)
+            os.replace(tmp, folder)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp / out.with_suffix(".bin").name, out.with_suffix(".bin"))
+            os.replace(tmp / out.name, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

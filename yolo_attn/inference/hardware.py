@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import importlib.util
+import json
 import os
 import platform
 import time
@@ -36,12 +37,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
 __all__ = ["AutoChoice", "BF16_MIN_SPEEDUP", "CpuFeatures", "auto_choice", "bf16_reason", "bf16_speedup",
-           "cpu_features", "export_for", "fixed_input_size", "keep_freed_memory", "torch_threads"]
+           "cpu_features", "export_for", "fixed_input_size", "keep_freed_memory", "torch_threads",
+           "weights_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -163,16 +165,39 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def weights_fingerprint(weights: Path) -> List[int]:
+    """Size and modification time (ns) of a weights file, recorded in its exports (``weights_stat``): the file
+    an export was made from, unchanged since, has both; another one (copied over it keeping its own time, or
+    rewritten while the export ran) has not."""
+    stat = Path(weights).stat()
+    return [int(stat.st_size), int(stat.st_mtime_ns)]
+
+
 def export_for(weights: Path, precision: str) -> Optional[Path]:
     """The OpenVINO export of ``weights`` in ``precision`` that ``tools/export.py`` writes beside it
-    (``best_openvino/best.xml``, ``best_openvino_int8/best.xml``, ...), when it exists and is not older than
-    the checkpoint (a model retrained since its export must not run stale weights)."""
+    (``best_openvino/best.xml``, ``best_openvino_int8/best.xml``, ...), when it exists and was made from
+    this very file (its recorded ``weights_stat``; exports made before that was recorded: not older than the
+    checkpoint), so that stale weights never run. An IR OpenVINO cannot read is passed over too."""
     from .export import default_output  # here: export.py imports backends.py, which imports this module
 
     candidate = default_output(weights, "openvino", precision)
     if not (candidate.is_file() and candidate.with_suffix(".bin").is_file()):
         return None
+    try:
+        recorded = _export_meta(candidate).get("weights_stat")
+    except Exception:  # OpenVINO's own errors: a torn or foreign IR is not one to pick
+        return None
+    if recorded is not None:
+        return candidate if list(recorded) == weights_fingerprint(weights) else None
     return candidate if candidate.stat().st_mtime >= weights.stat().st_mtime else None
+
+
+def _export_meta(xml: Path) -> Dict[str, Any]:
+    """The yolo_attn meta an OpenVINO IR carries (graph only; nothing is compiled)."""
+    from .backends import _openvino_core, _ov_rt_info  # here: backends.py imports this module
+
+    text = _ov_rt_info(_openvino_core().read_model(str(xml)))
+    return json.loads(text) if text else {}
 
 
 def fixed_input_size(xml: Path) -> Optional[Tuple[int, int]]:
