@@ -415,8 +415,9 @@ def test_an_export_fixed_to_another_size_is_passed_over(tmp_path):
 @needs_openvino
 def test_an_export_is_used_only_for_the_weights_it_was_made_from(tmp_path):
     """Only file times were compared: another checkpoint copied over best.pt keeping its own (older) time, or
-    one rewritten while the export ran, kept running the export of the old weights. A torn IR (a new .bin
-    under an old .xml) was picked and crashed the load."""
+    one rewritten while the export ran, kept running the export of the old weights. The export records what
+    it was made from; a new time on the same weights (a run folder copied elsewhere) keeps it. A torn IR (a
+    new .bin under an old .xml) was picked and crashed the load."""
     import shutil
 
     from yolo_attn.inference.export import export_model
@@ -426,6 +427,9 @@ def test_an_export_is_used_only_for_the_weights_it_was_made_from(tmp_path):
     other = make_checkpoint(tmp_path / "other" / "best.pt", phi=0, seed=1)
     os.utime(other, (1, 1))  # older than anything
     out = export_model(ckpt, "openvino", dynamic=True, log=lambda s: None)
+    assert export_for(ckpt, "fp32") == out
+    later = time.time() + 100
+    os.utime(ckpt, (later, later))  # the same weights, newer than their export (cp without -p)
     assert export_for(ckpt, "fp32") == out
     shutil.copy2(other, ckpt)  # another checkpoint, its own old time kept (cp -p, rsync -a, an archive)
     assert export_for(ckpt, "fp32") is None

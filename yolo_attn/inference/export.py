@@ -228,7 +228,7 @@ def export_model(
     weights = _resolve_weights_path(weights)
     if weights.suffix.lower() in (".onnx", ".xml"):
         raise ValueError(f"{weights}: is already exported; export from the PyTorch checkpoint (.pt)")
-    fingerprint = weights_fingerprint(weights)  # of the file as loaded: one rewritten meanwhile is not this one
+    fingerprint = weights_fingerprint(weights)  # of the file as loaded: one rewritten meanwhile is another
     model, meta = load_model(weights, classes, num_classes)
     size = int(img_size or meta.get("img_size", 416))
     check_input_size(size, "image size")
@@ -242,7 +242,7 @@ def export_model(
     if out.parent.exists() and not out.parent.is_dir():
         raise ValueError(f"--output {output}: {out.parent} is a file, not a folder; give a folder or an "
                          f"{'.xml' if format == 'openvino' else '.onnx'} file name")
-    exported_meta = dict(export_meta(meta, size, dynamic, precision, weights.name), weights_stat=fingerprint)
+    exported_meta = dict(export_meta(meta, size, dynamic, precision, weights.name), weights_source=fingerprint)
 
     onnx_model = onnx_bytes(model, exported_meta, size, dynamic, opset)
     calib = calibration_images(data, calib_images, calib_count, log) if precision == "int8" else None

@@ -28,16 +28,18 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
 import importlib.util
 import json
 import os
 import platform
 import time
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 
@@ -165,18 +167,27 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def weights_fingerprint(weights: Path) -> List[int]:
-    """Size and modification time (ns) of a weights file, recorded in its exports (``weights_stat``): the file
-    an export was made from, unchanged since, has both; another one (copied over it keeping its own time, or
-    rewritten while the export ran) has not."""
-    stat = Path(weights).stat()
-    return [int(stat.st_size), int(stat.st_mtime_ns)]
+def weights_fingerprint(weights: Path) -> str:
+    """A digest of a weights file's content, recorded in its exports (``weights_source``). For a zip checkpoint
+    (``torch.save``) it hashes the CRC-32 of every member from the archive's index, which takes milliseconds
+    at any size; other files (Darknet .weights, legacy .pth) are hashed whole. Content, not file times: a run
+    folder copied elsewhere keeps its export, another checkpoint copied over one does not."""
+    digest = hashlib.sha256()
+    try:
+        with zipfile.ZipFile(weights) as archive:
+            for info in archive.infolist():
+                digest.update(f"{info.filename}:{info.CRC}:{info.file_size};".encode())
+    except zipfile.BadZipFile:
+        with open(weights, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def export_for(weights: Path, precision: str) -> Optional[Path]:
     """The OpenVINO export of ``weights`` in ``precision`` that ``tools/export.py`` writes beside it
     (``best_openvino/best.xml``, ``best_openvino_int8/best.xml``, ...), when it exists and was made from
-    this very file (its recorded ``weights_stat``; exports made before that was recorded: not older than the
+    these weights (its recorded ``weights_source``; exports made before that was recorded: not older than the
     checkpoint), so that stale weights never run. An IR OpenVINO cannot read is passed over too."""
     from .export import default_output  # here: export.py imports backends.py, which imports this module
 
@@ -184,11 +195,11 @@ def export_for(weights: Path, precision: str) -> Optional[Path]:
     if not (candidate.is_file() and candidate.with_suffix(".bin").is_file()):
         return None
     try:
-        recorded = _export_meta(candidate).get("weights_stat")
+        recorded = _export_meta(candidate).get("weights_source")
     except Exception:  # OpenVINO's own errors: a torn or foreign IR is not one to pick
         return None
     if recorded is not None:
-        return candidate if list(recorded) == weights_fingerprint(weights) else None
+        return candidate if recorded == weights_fingerprint(weights) else None
     return candidate if candidate.stat().st_mtime >= weights.stat().st_mtime else None
 
 
