@@ -28,7 +28,7 @@ from yolo_attn.utils.device import resolve_device
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_AUG = {"mosaic": 0.0, "mixup": 0.0, "scale": 0.0, "translate": 0.0, "hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0,
-          "blur": 0.0, "noise": 0.0}
+          "blur": 0.0, "noise": 0.0, "flip": 0.0}
 
 
 def _cfg(tiny_data, tmp_path, **kw):
