@@ -20,8 +20,6 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
-import yaml
-
 from ..utils.yamlfile import read_yaml_mapping
 from .coco import COCODataset
 from .dataset import DetectionDataset

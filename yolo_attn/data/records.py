@@ -121,7 +121,7 @@ class ProblemLog:
         lines = [f"{what}: {len(self.problems)} data problems ({self.summary()})"]
         lines += [f"  {p}" for p in self.problems[:examples]]
         if len(self.problems) > examples:
-            lines.append(f"  ... run `python tools/check_data.py --data <config>` for all of them")
+            lines.append("  ... run `python tools/check_data.py --data <config>` for all of them")
         LOGGER.warning("\n".join(lines))
 
     def __len__(self) -> int:

@@ -18,7 +18,7 @@ Targets: (M, 6) float = [batch index, class, x1, y1, x2, y2] in input pixels.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -166,7 +166,6 @@ class YoloLoss(nn.Module):
     def _assign_multi(self, preds, targets, t_xywh):
         """YOLOv5-style: anchors within the shape-ratio bound at every head, centre cell plus 2 neighbours."""
         device = targets.device
-        na = self.anchors.shape[1]
         m = targets.shape[0]
         # neighbour offsets: centre, left, up, right, down (in cells)
         offsets = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], device=device, dtype=torch.float32) * 0.5
