@@ -3,6 +3,8 @@
     python tools/convert.py --from port --weights yolov4_tiny_weights_voc_SE.pth \
         --classes voc_classes.txt --out voc_se.pt
     python tools/convert.py --from darknet --weights yolov4-tiny.weights --classes coco.names --out coco.pt
+    python tools/convert.py --from darknet --weights backup/obj_best.weights --cfg obj.cfg --classes obj.names \
+        --out obj.pt
 
 The checkpoint carries everything needed to use it (class names, phi and attention options, anchors,
 decode and pre-processing settings): ``--weights voc_se.pt`` then needs no other flag.
@@ -29,28 +31,35 @@ def main() -> None:
     names.add_argument("--num-classes", type=int, help="class count, when no names file is at hand")
     parser.add_argument("--phi", help="Darknet: attention of the model (0-5 or a name such as cbam, default 0; "
                         "attention blocks start untrained). Port: detected from the keys; given, it must agree")
-    parser.add_argument("--img-size", type=int, default=416, help="input size the weights were trained at")
+    parser.add_argument("--cfg", type=Path, help="Darknet: the .cfg of the weights, for custom anchors, masks, "
+                        "scale_x_y and input size (default: the .cfg of their name beside them)")
+    parser.add_argument("--img-size", type=int, help="input size the weights were trained at (default: the "
+                        "Darknet .cfg's, else 416)")
     parser.add_argument("--out", type=Path, required=True, help="our checkpoint to write (.pt)")
     args = parser.parse_args()
     if args.out.is_dir():
         parser.error(f"--out {args.out}: is a folder; give the checkpoint's file name (e.g. {args.out / 'model.pt'})")
     try:
-        check_input_size(args.img_size, "--img-size")
+        if args.img_size is not None:
+            check_input_size(args.img_size, "--img-size")
     except ValueError as e:
         parser.error(str(e))
+    if args.cfg is not None and args.source != "darknet":
+        parser.error("--cfg is the .cfg of Darknet weights (--from darknet)")
 
     if args.source == "darknet" and args.weights.suffix != ".weights" and not args.weights.name.endswith(".conv.29"):
         parser.error(f"{args.weights}: Darknet weights files end in .weights (or .conv.29)")
     try:
         phi = None if args.phi is None else phi_of(resolve_attention(args.phi))
-        model, meta = load_model(args.weights, args.classes, args.num_classes, phi)
+        model, meta = load_model(args.weights, args.classes, args.num_classes, phi, cfg=args.cfg)
     except (FileNotFoundError, ValueError) as e:  # they name the file and the problem: no traceback
         parser.error(str(e))
     if meta["source"] != args.source:
         parser.error(f"{args.weights}: this is not {SOURCE_NAMES[args.source]} (it reads as '{meta['source']}')")
     if args.source == "port" and phi is not None and phi != model.phi:
         parser.error(f"{args.weights}: --phi {args.phi}, but the file's keys are those of phi {model.phi}")
-    meta["img_size"] = args.img_size
+    if args.img_size is not None:
+        meta["img_size"] = args.img_size
     save_checkpoint({"meta": meta, "model": model.state_dict(), "ema": None}, args.out)
     print(f"{args.out}: phi {model.phi} ({model.attention or 'no attention'}), {model.num_classes} classes, "
           f"scale_x_y {meta['scale_x_y']}, from {args.source} file {args.weights}")

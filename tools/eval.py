@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class names, one a line, for weights without names (default: the dataset's)")
     p.add_argument("--num-classes", type=int, help="class count, for weights without names")
     p.add_argument("--phi", help="attention of Darknet .weights: 0-5 or a name such as cbam (default 0)")
+    p.add_argument("--cfg", dest="darknet_cfg", metavar="CFG",
+                   help="Darknet .weights: their .cfg, for custom anchors, masks, "
+                   "scale_x_y and input size (default: the .cfg of their name beside them, else the official one's)")
     p.add_argument("--augment", action="store_true",
                    help="test-time augmentation: every image at several scales, some mirrored, boxes pooled before "
                         "NMS (YOLOv5's --augment; about 3.4x the network work)")

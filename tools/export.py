@@ -1,10 +1,11 @@
-"""Export a checkpoint to ONNX or OpenVINO IR, with class names and decode settings inside, then check it
-against PyTorch.
+"""Export a checkpoint to ONNX or OpenVINO IR, with class names and decode settings inside (or, for phi 0, to
+Darknet's .weights + .cfg + .names), then check it against PyTorch.
 
     python tools/export.py --weights best.pt --format onnx                       # best.onnx, 416x416, batch 1
     python tools/export.py --weights best.pt --format onnx --dynamic             # any batch and size
     python tools/export.py --weights best.pt --format openvino --precision bf16  # best_openvino_bf16/best.xml
     python tools/export.py --weights best.pt --format openvino --precision int8 --data configs/voc.yaml
+    python tools/export.py --weights best.pt --format darknet                    # best_darknet/best.{weights,cfg,names}
 
 int8 is calibrated on training images (--data) or on a folder of images (--calib-images). The exported model
 runs with `tools/predict.py --weights best.onnx` and `Detector.load("best.onnx")`, no other file needed.
@@ -22,8 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", help="our .pt, or Darknet .weights / port .pth with --classes-file")
     p.add_argument("--format", choices=FORMATS, default="onnx")
-    p.add_argument("--output", help="file (.onnx / .xml), or a folder to write it into; default: beside the "
-                   "weights")
+    p.add_argument("--output", help="file (.onnx / .xml / .weights), or a folder to write it into; default: beside "
+                   "the weights")
     p.add_argument("--img-size", type=int, help="input size, a multiple of 32 (default: the checkpoint's)")
     p.add_argument("--dynamic", action="store_true", help="free batch size and input size")
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-count", type=int, default=300, help="calibration images to use")
     p.add_argument("--classes-file", help="class names, one per line, for weights without names")
     p.add_argument("--num-classes", type=int, help="class count, for weights without names")
+    p.add_argument("--cfg", help="Darknet .weights: their .cfg (default: the .cfg of their name beside them)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against PyTorch")
     return p
 

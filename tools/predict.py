@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", nargs="+", help="report only these classes (indices or names)")
     p.add_argument("--classes-file", help="class names, one per line, for weights without names")
     p.add_argument("--num-classes", type=int, help="class count, for weights without names")
+    p.add_argument("--cfg", help="Darknet .weights: their .cfg, for custom anchors, masks, "
+                   "scale_x_y and input size (default: the .cfg of their name beside them, else the official one's)")
     p.add_argument("--max-det", type=int, default=300, help="most boxes per image")
     p.add_argument("--device", default="auto",
                    help="auto (the first GPU if CUDA is present, else the CPU), cpu, cuda, cuda:N or N")

@@ -15,7 +15,7 @@ from yolo_attn.inference.detector import Detections, Detector
 from yolo_attn.inference.export import (ParityReport, calibration_images, check_parity, export_model, run_export,
                                         synthetic_images)
 
-from .helpers import IMG_SIZE, NAMES, make_checkpoint, write_images
+from .helpers import IMG_SIZE, NAMES, make_checkpoint, write_images, write_own_labels
 
 pytest.importorskip("onnxruntime")
 has_openvino = importlib.util.find_spec("openvino") is not None
@@ -170,14 +170,7 @@ def test_an_exported_model_evaluates_like_the_checkpoint(ckpt, tmp_path):
     from yolo_attn.eval import evaluate
 
     paths = write_images(tmp_path / "images" / "val", 2)
-    (tmp_path / "labels" / "val").mkdir(parents=True)
-    reference = Detector.load(ckpt, conf=0.3)
-    for p in paths:  # ground truth: a few of the model's own boxes plus one it misses, so mAP is in (0, 1)
-        found = reference(p)
-        h, w = found.image_shape
-        lines = [f"{c} {(b[0] + b[2]) / 2 / w} {(b[1] + b[3]) / 2 / h} {(b[2] - b[0]) / w} {(b[3] - b[1]) / h}"
-                 for b, c in zip(found.boxes[:3], found.labels[:3])]
-        (tmp_path / "labels" / "val" / f"{p.stem}.txt").write_text("\n".join(lines + ["2 0.5 0.5 0.1 0.1"]))
+    write_own_labels(Detector.load(ckpt, conf=0.3), paths, tmp_path / "labels" / "val")
     config = {"format": "yolo", "root": str(tmp_path), "train": ["images/val"], "val": ["images/val"], "names": NAMES}
     dataset = build_dataset(load_data_config(config), "val")
     out = export_model(ckpt, "onnx", tmp_path / "m.onnx", log=lambda s: None)

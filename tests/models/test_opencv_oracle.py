@@ -4,7 +4,8 @@ OpenCV 5 dropped ``cv2.dnn.readNetFromDarknet``, so OpenCV 4.10 runs in its own 
 subprocess: set YOLO_ATTN_OPENCV4_PYTHON to its Python (.ci/run creates /tmp/yolo_attn_opencv4 with
 ``opencv-python-headless==4.10.0.84`` and sets it). The same random weights, written in Darknet's format,
 must give the same raw head maps (``conv_29``, ``conv_36``) and the same decoded boxes (``yolo_30``,
-``yolo_37``) as our model and :func:`decode_outputs`.
+``yolo_37``) as our model and :func:`decode_outputs`; so must the files ``tools/export.py --format darknet``
+writes for a model with custom anchors, masks and ``scale_x_y``.
 """
 import json
 import os
@@ -16,8 +17,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+from yolo_attn.inference.export import export_darknet
 from yolo_attn.models import build_model, decode_outputs
 from yolo_attn.models.darknet import save_darknet_weights, write_darknet_cfg
+from yolo_attn.utils.checkpoint import make_meta
 
 from .helpers import randomize_bn
 
@@ -56,11 +59,15 @@ def _oracle_python() -> str:
     return python
 
 
-def _random_darknet_model() -> nn.Module:
-    """phi=0, 80 classes, random weights and BN statistics (so BN matters); head outputs spread over a few
-    units, so sigmoids and the score threshold are exercised across their range."""
+CUSTOM_ANCHORS = [(12, 16), (19, 36), (40, 28), (36, 75), (76, 55), (72, 146)]
+CUSTOM_MASKS = [(3, 4, 5), (0, 1, 2)]
+
+
+def _random_darknet_model(num_classes: int = 80, anchors=None, masks=None) -> nn.Module:
+    """phi=0, random weights and BN statistics (so BN matters); head outputs spread over a few units, so
+    sigmoids and the score threshold are exercised across their range."""
     torch.manual_seed(0)
-    model = build_model(0, num_classes=80)
+    model = build_model(0, num_classes, anchors, masks)
     randomize_bn(model)
     with torch.no_grad():
         for pred in (model.head_p5.pred, model.head_p4.pred):
@@ -69,34 +76,42 @@ def _random_darknet_model() -> nn.Module:
     return model.eval()
 
 
-CASES = {"416x416": ("ours", 416, 416), "320x416": ("ours", 320, 416)}
+CASES = {"416x416": ("ours", 416, 416), "320x416": ("ours", 320, 416), "exported-custom-320": ("export", 320, 320)}
+EXPORT_SCALE_X_Y = 2.0  # the multi assigner's decoding, which Darknet's scale_x_y expresses exactly
 if OFFICIAL_CFG.exists():
     CASES["official-416x416"] = ("official", 416, 416)
 
 
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory):
-    """Run OpenCV once on every case; returns the model and per case (input image, OpenCV outputs)."""
+    """Run OpenCV once on every case; returns per case (model, its scale_x_y, input image, OpenCV outputs)."""
     python = _oracle_python()
     tmp = tmp_path_factory.mktemp("opencv_oracle")
     model = _random_darknet_model()
     weights = tmp / "random.weights"
     save_darknet_weights(model, weights)
-    jobs, rng = [], np.random.default_rng(0)
+    custom = _random_darknet_model(20, CUSTOM_ANCHORS, CUSTOM_MASKS)
+    meta = make_meta(custom, [f"c{i}" for i in range(20)], scale_x_y=EXPORT_SCALE_X_Y)
+    exported = export_darknet(custom, meta, tmp / "custom.pt", tmp / "export", 320, log=lambda s: None)
+    models, jobs, rng = {}, [], np.random.default_rng(0)
     for case, (cfg_source, h, w) in CASES.items():
         cfg = OFFICIAL_CFG if cfg_source == "official" else tmp / f"{case}.cfg"
         if cfg_source == "ours":
             write_darknet_cfg(model, cfg, width=w, height=h)
+        case_weights = weights
+        models[case] = (model, 1.05)
+        if cfg_source == "export":
+            cfg, case_weights, models[case] = exported.with_suffix(".cfg"), exported, (custom, EXPORT_SCALE_X_Y)
         image = tmp / f"{case}.npy"
         np.save(image, rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-        jobs.append({"cfg": str(cfg), "weights": str(weights), "image": str(image), "out": str(tmp / f"{case}.npz")})
+        jobs.append({"cfg": str(cfg), "weights": str(case_weights), "image": str(image),
+                     "out": str(tmp / f"{case}.npz")})
     (tmp / "jobs.json").write_text(json.dumps(jobs))
     (tmp / "oracle.py").write_text(ORACLE_SCRIPT)
     run = subprocess.run([python, str(tmp / "oracle.py"), str(tmp / "jobs.json")],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, f"OpenCV oracle failed:\n{run.stderr[-3000:]}"
-    results = {case: (np.load(job["image"]), dict(np.load(job["out"]))) for case, job in zip(CASES, jobs)}
-    return model, results
+    return {case: (*models[case], np.load(job["image"]), dict(np.load(job["out"]))) for case, job in zip(CASES, jobs)}
 
 
 def _ours(model, image_bgr):
@@ -107,8 +122,7 @@ def _ours(model, image_bgr):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_raw_head_maps_equal_opencv(oracle, case):
-    model, results = oracle
-    image, cv_out = results[case]
+    model, _, image, cv_out = oracle[case]
     assert str(cv_out["version"]).startswith("4.")
     for name, ours in zip(["conv_29", "conv_36"], _ours(model, image)):
         theirs = cv_out[name]
@@ -120,10 +134,9 @@ def test_raw_head_maps_equal_opencv(oracle, case):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_decoded_boxes_equal_opencv_yolo_layers(oracle, case):
-    model, results = oracle
-    image, cv_out = results[case]
+    model, scale_x_y, image, cv_out = oracle[case]
     h, w = image.shape[:2]
-    decoded = decode_outputs(_ours(model, image), model.level_anchors(), scale_x_y=1.05)[0].numpy()
+    decoded = decode_outputs(_ours(model, image), model.level_anchors(), scale_x_y=scale_x_y)[0].numpy()
     theirs = np.concatenate([cv_out["yolo_30"], cv_out["yolo_37"]])  # rows (y * W + x) * A + a, per head
     assert theirs.shape == decoded.shape
 

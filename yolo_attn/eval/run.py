@@ -42,6 +42,7 @@ def run_eval(
     classes_file: Optional[PathLike] = None,
     num_classes: Optional[int] = None,
     phi: Union[int, str, None] = None,
+    darknet_cfg: Optional[PathLike] = None,
     project: PathLike = "runs/eval",
     name: str = "exp",
     augment: bool = False,
@@ -62,12 +63,12 @@ def run_eval(
         from ..inference.detector import Detector
 
         detector = Detector.load(weights, device=device, precision="bf16" if precision == "bf16" else None,
-                                 img_size=img_size)
+                                 img_size=img_size, cfg=darknet_cfg)
         model, meta = detector.as_module(), detector.meta
     else:
         # Weights without class names (Darknet, the port) take the dataset's unless told otherwise.
         classes = classes_file if classes_file is not None else (None if num_classes is not None else dataset.names)
-        model, meta = load_model(weights, classes=classes, num_classes=num_classes, phi=phi)
+        model, meta = load_model(weights, classes=classes, num_classes=num_classes, phi=phi, cfg=darknet_cfg)
     if list(meta["names"]) != list(dataset.names):
         print(f"warning: the model's classes {meta['names'][:5]}... differ from the dataset's "
               f"{dataset.names[:5]}...; AP is reported under the dataset's names", file=sys.stderr)

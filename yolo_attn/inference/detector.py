@@ -214,6 +214,7 @@ class Detector:
         augment: Union[bool, Sequence[Tuple[float, bool]]] = False,
         nms: str = "iou",
         resize: str = "letterbox",
+        cfg: Optional[PathLike] = None,
     ) -> "Detector":
         """Load a detector from any supported weights file.
 
@@ -240,11 +241,15 @@ class Detector:
                 over exports fixed to one input size.
             nms: "iou" or "darknet" (see the ``nms`` attribute).
             resize: "letterbox" or "stretch" (see the ``resize`` attribute).
+            cfg: for Darknet .weights, the .cfg that gives their anchors, masks, scale_x_y and input size (by
+                default the one beside the weights with their name, else the official yolov4-tiny.cfg's).
         """
         if str(device).strip().lower() in ("", "auto"):  # others are checked by the backend that runs them
             device = str(resolve_device(device))  # (ONNX Runtime's CUDA needs no CUDA in torch)
         path = _resolve_weights_path(path)
         suffix = path.suffix.lower()
+        if cfg is not None and suffix != ".weights":
+            raise ValueError(f"{cfg}: a Darknet .cfg goes with Darknet .weights, not with {path}")
         if suffix in (".onnx", ".xml"):
             kind = backend or ("onnxruntime" if suffix == ".onnx" else "openvino")
             allowed = ("onnxruntime", "openvino") if suffix == ".onnx" else ("openvino",)
@@ -271,7 +276,7 @@ class Detector:
             return detector
         from ..utils.checkpoint import load_model
 
-        model, meta = load_model(path, classes, num_classes)
+        model, meta = load_model(path, classes, num_classes, cfg=cfg)
         if choice is not None:
             backend, precision = choice.backend, choice.precision
         runner = _torch_weights_backend(model, meta, backend or "torch", precision, device, path)

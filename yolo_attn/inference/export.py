@@ -9,6 +9,8 @@ NMS stay in :class:`~yolo_attn.inference.detector.Detector`, identical for every
 - bf16 (OpenVINO): fp32 weights with a bf16 inference-precision hint (OpenVINO runs bf16 on AMX / AVX512-BF16).
 - int8: NNCF post-training quantization (mixed preset: symmetric weights, asymmetric activations, which suits
   LeakyReLU), calibrated on letterboxed training images.
+- Darknet (phi 0 only): ``.weights`` with its ``.cfg`` and ``.names`` beside it, for Darknet itself and OpenCV's
+  DNN; the parity check reads them back as ``--weights x.weights`` does.
 """
 from __future__ import annotations
 
@@ -48,8 +50,8 @@ __all__ = [
     "synthetic_images",
 ]
 
-FORMATS = ("onnx", "openvino")
-PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
+FORMATS = ("onnx", "openvino", "darknet")
+PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8"), "darknet": ("fp32",)}
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
 PathLike = Union[str, os.PathLike]
@@ -189,10 +191,13 @@ def quantize_int8(model: Any, images: Sequence[np.ndarray], meta: Dict[str, Any]
 
 
 def default_output(weights: Path, fmt: str, precision: str) -> Path:
-    """best.pt -> best.onnx, best_int8.onnx, best_openvino/best.xml, best_openvino_bf16/best.xml."""
+    """best.pt -> best.onnx, best_int8.onnx, best_openvino/best.xml, best_openvino_bf16/best.xml,
+    best_darknet/best.weights."""
     tag = "" if precision == "fp32" else f"_{precision}"
     if fmt == "onnx":
         return weights.with_name(f"{weights.stem}{tag}.onnx")
+    if fmt == "darknet":
+        return weights.parent / f"{weights.stem}_darknet" / f"{weights.stem}.weights"
     return weights.parent / f"{weights.stem}_openvino{tag}" / f"{weights.stem}.xml"
 
 
@@ -210,10 +215,12 @@ def export_model(
     classes: Union[None, PathLike, Sequence[str]] = None,
     num_classes: Optional[int] = None,
     log: Callable[[str], None] = print,
+    cfg: Optional[PathLike] = None,
 ) -> Path:
-    """Export PyTorch weights (our .pt, Darknet .weights or a port state dict) to ONNX or OpenVINO IR.
+    """Export PyTorch weights (our .pt, Darknet .weights or a port state dict) to ONNX, OpenVINO IR or Darknet.
 
-    Returns the written file (.onnx, or the IR's .xml with its .bin beside it).
+    Returns the written file (.onnx, the IR's .xml with its .bin beside it, or the .weights with its .cfg and
+    .names beside it). ``cfg``: the .cfg of Darknet ``weights`` (see :func:`~yolo_attn.utils.checkpoint.load_model`).
     """
     from ..utils.checkpoint import load_model
     from .detector import _resolve_weights_path
@@ -229,9 +236,14 @@ def export_model(
     if weights.suffix.lower() in (".onnx", ".xml"):
         raise ValueError(f"{weights}: is already exported; export from the PyTorch checkpoint (.pt)")
     fingerprint = weights_fingerprint(weights)  # of the file as loaded: one rewritten meanwhile is another
-    model, meta = load_model(weights, classes, num_classes)
+    if format == "darknet" and dynamic:
+        raise ValueError("--dynamic: a Darknet .cfg fixes the input size (Darknet reads it at load; edit its "
+                         "width and height to run at another)")
+    model, meta = load_model(weights, classes, num_classes, cfg=cfg)
     size = int(img_size or meta.get("img_size", 416))
     check_input_size(size, "image size")
+    if format == "darknet":
+        return export_darknet(model, meta, weights, output, size, log)
     out = Path(output) if output else default_output(weights, format, precision)
     if format == "onnx" and (out.is_dir() or not out.suffix):  # a folder to export into: named as beside the weights
         out = out / default_output(weights, format, precision).name
@@ -290,6 +302,34 @@ def _save_openvino_atomic(model: Any, out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def export_darknet(model: nn.Module, meta: Dict[str, Any], weights: Path, output: Optional[PathLike], size: int,
+                   log: Callable[[str], None] = print) -> Path:
+    """Darknet's own files for ``model``: ``<stem>.weights``, and beside it the ``<stem>.cfg`` (input size
+    ``size``, the model's anchors, masks and ``scale_x_y``) and ``<stem>.names``, which Darknet, OpenCV's DNN
+    (4.x) and ``--weights <stem>.weights`` here read. phi 0 only: Darknet has no layer for an attention block."""
+    from ..models.darknet import save_darknet_weights, write_darknet_cfg
+    from ..utils.paths import write_atomic
+
+    if model.attention is not None:
+        raise ValueError(f"{weights}: a phi {model.phi} ({model.attention}) model; Darknet has no layer for its "
+                         f"attention blocks, so only phi 0 models export to Darknet")
+    out = Path(output) if output else default_output(weights, "darknet", "fp32")
+    if out.is_dir() or not out.suffix:  # a folder to export into
+        out = out / f"{weights.stem}.weights"
+    elif out.suffix != ".weights":
+        raise ValueError(f"--output {output}: a Darknet export is a .weights file (its .cfg and .names go beside "
+                         f"it), or give a folder to write it into")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ValueError(f"--output {output}: {out.parent} is a file, not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_darknet_weights(model, out)
+    write_darknet_cfg(model, out.with_suffix(".cfg"), size, size, meta["scale_x_y"])
+    write_atomic(out.with_suffix(".names"), ("\n".join(meta["names"]) + "\n").encode())
+    log(f"exported {weights} -> {out} (darknet fp32, {size}x{size}; {out.with_suffix('.cfg').name} and "
+        f"{out.with_suffix('.names').name} beside it)")
+    return out
+
+
 @dataclass
 class ParityReport:
     """How an exported model compares with the PyTorch one on the same letterboxed inputs."""
@@ -329,6 +369,7 @@ def check_parity(
     classes: Union[None, PathLike, Sequence[str]] = None,
     num_classes: Optional[int] = None,
     score_tol: float = 1e-4,
+    cfg: Optional[PathLike] = None,
 ) -> ParityReport:
     """Compare ``exported`` with the eager PyTorch model of ``weights`` on ``images`` (RGB uint8; a few
     synthetic ones by default): raw maps on identical input, then detections after NMS at ``conf``.
@@ -340,8 +381,11 @@ def check_parity(
     from .backends import TorchBackend
     from .detector import Detector
 
-    target = Detector.load(exported, conf=conf)
-    model, meta = load_model(weights, classes, num_classes)
+    if Path(exported).suffix == ".weights":  # a Darknet export, read back with its .cfg and .names, in fp32
+        target = Detector.load(exported, conf=conf, backend="torch", precision="fp32", device="cpu")
+    else:
+        target = Detector.load(exported, conf=conf)
+    model, meta = load_model(weights, classes, num_classes, cfg=cfg)
     reference = Detector(TorchBackend(model, fuse=False), meta, target.input_shape, conf=conf)
     images = list(images) if images is not None else synthetic_images()
     max_rel = [0.0, 0.0]
@@ -462,6 +506,7 @@ def run_export(
     calib_count: int = 300,
     classes_file: Optional[str] = None,
     num_classes: Optional[int] = None,
+    cfg: Optional[str] = None,
     no_check: bool = False,
     log: Callable[[str], None] = print,
 ) -> int:
@@ -471,10 +516,10 @@ def run_export(
 
     try:
         out = export_model(weights, format, output, img_size, dynamic, precision, opset, data, calib_images,
-                           calib_count, classes_file, num_classes, log)
+                           calib_count, classes_file, num_classes, log, cfg)
         if no_check:
             return 0
-        report = check_parity(weights, out, classes=classes_file, num_classes=num_classes)
+        report = check_parity(weights, out, classes=classes_file, num_classes=num_classes, cfg=cfg)
     except (OSError, ValueError) as e:  # OSError: a folder that cannot be written (permissions, disk full)
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -351,6 +351,7 @@ def run_predict(
     classes: Optional[Sequence[str]] = None,
     classes_file: Optional[str] = None,
     num_classes: Optional[int] = None,
+    cfg: Optional[str] = None,
     max_det: int = 300,
     device: str = "auto",
     backend: Optional[str] = None,
@@ -389,7 +390,7 @@ def run_predict(
             backend = "torch"
         detector = Detector.load(weights, classes_file, num_classes, device, backend, precision, img_size,
                                  conf, iou, max_det, classes, use_exports=True, augment=augment, nms=nms,
-                                 resize=resize)
+                                 resize=resize, cfg=cfg)
         log(detector.describe() + (f", test-time augmentation {_views(detector.augment)}" if augment else ""))
         if not no_save or save_txt or save_json:
             # created as it is named: a run started at the same moment must get another folder, not share this one

@@ -7,23 +7,28 @@ the "biases" are BN beta); then the weights, n * c_in * k * k float32 in OIHW or
 
 Darknet and OpenCV accept truncated files without a word; here the length must match exactly one of:
 the full network (for some class count) or the partial backbone file ``yolov4-tiny.conv.29``.
+
+A ``.cfg`` (:func:`read_darknet_cfg`) gives what a ``.weights`` file does not hold: the anchors (Darknet users
+recompute them with ``calc_anchors``), the masks, the class count, ``scale_x_y`` and the input size.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ..utils.paths import write_atomic
-from .yolo import YoloV4Tiny
+from .yolo import YoloV4Tiny, build_model, check_input_size
 
-__all__ = ["DarknetLoadReport", "load_darknet_weights", "save_darknet_weights", "write_darknet_cfg"]
+__all__ = ["DarknetCfg", "DarknetLoadReport", "darknet_cfg_beside", "darknet_cfg_text", "load_darknet_weights",
+           "read_darknet_cfg", "save_darknet_weights", "write_darknet_cfg"]
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +162,181 @@ def load_darknet_weights(model: YoloV4Tiny, path: PathLike) -> DarknetLoadReport
     return report
 
 
+@dataclass
+class DarknetCfg:
+    """What a yolov4-tiny ``.cfg`` says that a model and its decoding need."""
+
+    path: Path
+    width: int
+    height: int
+    num_classes: int
+    anchors: List[Tuple[float, float]]
+    anchor_masks: List[Tuple[int, ...]]
+    scale_x_y: float
+
+    @property
+    def img_size(self) -> int:
+        """The square input our predictor letterboxes to: the larger side of the cfg's input."""
+        return max(self.width, self.height)
+
+
+_SECTION_ALIASES = {"conv": "convolutional", "network": "net", "max": "maxpool"}
+
+
+def _parse_cfg(text: str, path: PathLike) -> List[Tuple[str, int, Dict[str, str]]]:
+    """Darknet's reader (``src/option_list.c``): ``[section]`` lines, then ``key=value`` lines; whitespace is
+    dropped everywhere and lines starting with ``#`` or ``;`` are comments. Returns (kind, line, options)."""
+    sections: List[Tuple[str, int, Dict[str, str]]] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = "".join(raw.split("#", 1)[0].split())  # Darknet ignores text after a number (atoi): so do we
+        if not line or line[0] == ";":
+            continue
+        if line[0] == "[":
+            if not line.endswith("]"):
+                raise ValueError(f"{path}: line {number}: '{raw.strip()}' is not a [section] header")
+            kind = line[1:-1].lower()
+            sections.append((_SECTION_ALIASES.get(kind, kind), number, {}))
+        elif "=" not in line or not sections:
+            where = "not key=value" if "=" not in line else "before the first [section]"
+            raise ValueError(f"{path}: line {number}: '{raw.strip()}' is {where}")
+        else:
+            key, value = line.split("=", 1)
+            sections[-1][2][key] = value
+    return sections
+
+
+def _number(opts: Dict[str, str], key: str, default: str, where: str, kind: type = int):
+    """``opts[key]`` (or ``default``) as an int or float; ``where`` names the section in the error."""
+    value = opts.get(key, default)
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{where}: {key}={value} is not {'an integer' if kind is int else 'a number'}") from None
+
+
+def _layer_shape(kind: str, opts: Dict[str, str], index: int, where: str) -> Dict[str, object]:
+    """The settings that shape a layer, with Darknet's defaults (``src/parser.c``), normalized for comparing
+    (``pad=1`` as its padding, ``route`` layers as absolute indices)."""
+    def num(key: str, default: str) -> int:
+        return _number(opts, key, default, where)
+
+    if kind == "convolutional":
+        size, stride = num("size", "1"), num("stride", "1")
+        return {"batch_normalize": num("batch_normalize", "0"), "filters": num("filters", "1"), "size": size,
+                "stride_x": num("stride_x", str(stride)), "stride_y": num("stride_y", str(stride)),
+                "padding": size // 2 if num("pad", "0") else num("padding", "0"),
+                "activation": opts.get("activation", "logistic").lower(), "groups": num("groups", "1"),
+                "dilation": num("dilation", "1")}
+    if kind == "route":
+        try:
+            layers = [int(v) for v in opts.get("layers", "").split(",")]
+        except ValueError:
+            raise ValueError(f"{where}: layers={opts.get('layers', '')} is not a list of layer numbers") from None
+        return {"layers": tuple(v + index if v < 0 else v for v in layers), "groups": num("groups", "1"),
+                "group_id": num("group_id", "0")}
+    if kind == "maxpool":
+        stride = num("stride", "1")
+        size = num("size", str(stride))
+        return {"size": size, "stride": stride, "padding": num("padding", str(size - 1))}
+    if kind == "upsample":
+        return {"stride": num("stride", "2")}
+    return {}  # [yolo]: its settings are read by read_darknet_cfg
+
+
+def _yolo_settings(opts: Dict[str, str], where: str) -> Tuple[int, List[Tuple[float, float]], Tuple[int, ...],
+                                                             float]:
+    """classes, anchors, mask and scale_x_y of a [yolo] section."""
+    if _number(opts, "new_coords", "0", where):
+        raise ValueError(f"{where}: new_coords=1 (Scaled-YOLOv4's decoding) is not supported; yolov4-tiny decodes "
+                         f"with new_coords=0")
+    try:
+        values = [float(v) for v in opts["anchors"].split(",") if v]
+    except KeyError:
+        raise ValueError(f"{where}: no anchors= line") from None
+    except ValueError:
+        raise ValueError(f"{where}: anchors={opts['anchors']} is not a list of numbers") from None
+    num = _number(opts, "num", "1", where)
+    if len(values) != 2 * num:
+        raise ValueError(f"{where}: num={num}, but anchors= lists {len(values) / 2:g} anchors (w,h pairs)")
+    try:
+        mask = tuple(int(v) for v in opts["mask"].split(",")) if "mask" in opts else tuple(range(num))
+    except ValueError:
+        raise ValueError(f"{where}: mask={opts['mask']} is not a list of anchor numbers") from None
+    if min(mask) < 0 or max(mask) >= num:
+        raise ValueError(f"{where}: mask={opts['mask']} points past the {num} anchors")
+    anchors = [(values[i], values[i + 1]) for i in range(0, len(values), 2)]
+    return _number(opts, "classes", "20", where), anchors, mask, _number(opts, "scale_x_y", "1", where, float)
+
+
+def read_darknet_cfg(path: PathLike) -> DarknetCfg:
+    """Read a Darknet ``.cfg`` and check that it describes YOLOv4-tiny (any class count, anchors, masks and
+    input size; the layers themselves as in the official ``yolov4-tiny.cfg``).
+
+    The check compares each layer's shape-giving settings (filters, size, stride, padding, activation, groups,
+    route layers, ...) with those of the cfg :func:`darknet_cfg_text` writes for the same classes and anchors,
+    and raises a ValueError naming the first line that differs: another network (yolov4-tiny-3l, YOLOv3-tiny,
+    a changed activation) would load its weights into the wrong layers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such Darknet .cfg file")
+    sections = _parse_cfg(path.read_text(encoding="utf-8-sig", errors="replace"), path)
+    if not sections or sections[0][0] != "net":
+        raise ValueError(f"{path}: a Darknet .cfg starts with a [net] section")
+    _, net_line, net = sections[0]
+    at = f"{path}: [net] at line {net_line}"
+    width, height = _number(net, "width", "0", at), _number(net, "height", "0", at)
+    if _number(net, "channels", "3", at) != 3:
+        raise ValueError(f"{path}: [net] channels={net['channels']}; yolov4-tiny takes 3-channel (RGB) images")
+    check_input_size((height, width), f"{path}: [net] width x height")
+    layers = sections[1:]
+    heads = [_yolo_settings(opts, f"{path}: [yolo] at line {line}") for kind, line, opts in layers if kind == "yolo"]
+    if len(heads) != 2:
+        raise ValueError(f"{path}: {len(heads)} [yolo] layers; yolov4-tiny has two (strides 32 and 16)")
+    (classes, anchors, mask_p5, scale), (classes_p4, anchors_p4, mask_p4, scale_p4) = heads
+    for what, a, b in (("classes", classes, classes_p4), ("anchors", anchors, anchors_p4),
+                       ("scale_x_y", scale, scale_p4)):
+        if a != b:
+            raise ValueError(f"{path}: the two [yolo] layers differ in {what} ({a} and {b}); one model decodes "
+                             f"both heads with the same {what}")
+    if classes < 1:
+        raise ValueError(f"{path}: [yolo] classes={classes}; a detector needs at least one class")
+    try:
+        model = build_model(0, classes, anchors, [mask_p5, mask_p4])
+    except ValueError as e:
+        raise ValueError(f"{path}: the [yolo] masks do not fit yolov4-tiny: {e}") from None
+    expected = _parse_cfg(darknet_cfg_text(model, width, height, scale), "yolov4-tiny")[1:]
+    for index, ((kind, line, opts), (want_kind, _, want_opts)) in enumerate(zip(layers, expected)):
+        if kind != want_kind:
+            raise ValueError(f"{path}: line {line}: layer {index} is [{kind}], where yolov4-tiny has "
+                             f"[{want_kind}]; only the yolov4-tiny network loads")
+        got = _layer_shape(kind, opts, index, f"{path}: [{kind}] at line {line}")
+        want = _layer_shape(kind, want_opts, index, "yolov4-tiny")
+        for key, value in want.items():
+            if got[key] != value:
+                raise ValueError(f"{path}: line {line}: layer {index} [{kind}] has {key}={got[key]}, where "
+                                 f"yolov4-tiny has {key}={value}; only the yolov4-tiny network loads")
+    if len(layers) != len(expected):
+        raise ValueError(f"{path}: {len(layers)} layers after [net]; yolov4-tiny has {len(expected)}")
+    return DarknetCfg(path, width, height, classes, anchors, [mask_p5, mask_p4], scale)
+
+
+def darknet_cfg_beside(weights: PathLike) -> Optional[Path]:
+    """The ``.cfg`` that goes with a ``.weights`` file by Darknet's naming, if it lies beside it: the same name
+    (``yolov4-tiny.cfg`` for ``yolov4-tiny.weights``), or the name without the suffix Darknet's training gives
+    its saves (``obj.cfg`` for ``obj_best.weights``, ``obj_last``, ``obj_final``, ``obj_4000``)."""
+    weights = Path(weights)
+    stems = [weights.stem]
+    base = re.sub(r"_(best|last|final|\d+)$", "", weights.stem)
+    if base != weights.stem:
+        stems.append(base)
+    for stem in stems:
+        cfg = weights.with_name(stem + ".cfg")
+        if cfg.is_file():
+            return cfg
+    return None
+
+
 def save_darknet_weights(model: YoloV4Tiny, path: PathLike, seen: int = 0) -> None:
     """Write ``model`` as a Darknet 0.2.5 ``.weights`` file (atomically: temp file, then rename).
 
@@ -178,7 +358,12 @@ def save_darknet_weights(model: YoloV4Tiny, path: PathLike, seen: int = 0) -> No
 
 def write_darknet_cfg(model: YoloV4Tiny, path: PathLike, width: int = 416, height: int = 416,
                       scale_x_y: float = 1.05) -> None:
-    """Write the Darknet ``.cfg`` matching ``model`` (phi=0 only: Darknet has no attention layers), with its
+    """Write :func:`darknet_cfg_text` to ``path`` (atomically)."""
+    write_atomic(path, darknet_cfg_text(model, width, height, scale_x_y).encode())
+
+
+def darknet_cfg_text(model: YoloV4Tiny, width: int = 416, height: int = 416, scale_x_y: float = 1.05) -> str:
+    """The Darknet ``.cfg`` matching ``model`` (phi=0 only: Darknet has no attention layers), with its
     anchors and masks. ``scale_x_y`` is the decoding the weights were trained for: 1.05 for Darknet's own,
     the checkpoint's ``scale_x_y`` (2.0 with the ``multi`` assigner) for ours."""
     if model.attention is not None:
@@ -214,4 +399,4 @@ def write_darknet_cfg(model: YoloV4Tiny, path: PathLike, width: int = 416, heigh
     lines += ["[route]", "layers = -4", ""] + conv(128, 1) + ["[upsample]", "stride=2", ""]
     lines += ["[route]", "layers = -1, 23", ""] + conv(256, 3) + conv(filters, 1, bn=False, act="linear")
     lines += yolo(model.anchor_masks[1])
-    write_atomic(path, "\n".join(lines).encode())
+    return "\n".join(lines)

@@ -13,6 +13,7 @@ Our checkpoint is a plain dict (loadable with ``weights_only=True``)::
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "yolo_attn"
+log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 
@@ -121,17 +123,57 @@ def _names_for(classes: Union[None, PathLike, Sequence[str]], num_classes: Optio
                      f"or the class count (--num-classes N)")
 
 
+def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num_classes: Optional[int],
+                  phi: Union[int, str, None], cfg: Optional[PathLike]) -> Tuple[YoloV4Tiny, Dict[str, Any]]:
+    from ..models.darknet import darknet_cfg_beside, load_darknet_weights, read_darknet_cfg
+
+    cfg = Path(cfg) if cfg is not None else darknet_cfg_beside(path)
+    settings = read_darknet_cfg(cfg) if cfg is not None else None
+    beside = cfg.with_suffix(".names") if cfg is not None else None
+    if classes is None and num_classes is None and beside is not None and beside.is_file():
+        classes = beside
+    names = _names_for(classes, num_classes, path)
+    if settings is None:
+        model = build_model(phi or 0, len(names))
+    elif settings.num_classes != len(names):
+        raise ValueError(f"{cfg}: classes={settings.num_classes}, but {len(names)} class names were given "
+                         f"for {path}")
+    else:
+        model = build_model(phi or 0, len(names), settings.anchors, settings.anchor_masks)
+        log.info("%s: anchors, masks, scale_x_y %g and input %dx%d from %s", path, settings.scale_x_y,
+                 settings.width, settings.height, cfg)
+    report = load_darknet_weights(model, path)
+    # Training initializes from what fits (load_darknet_weights); a model to run needs its heads from the
+    # file. Attention blocks (phi given) are asked for by the caller: they start untrained, as logged.
+    if report.num_classes_in_file is None:
+        raise ValueError(f"{path}: holds only the backbone (the first 29 layers), which initializes training "
+                         f"(python tools/train.py --weights {path}); it has no heads to detect with")
+    if report.num_classes_in_file != len(names):
+        n = report.num_classes_in_file
+        raise ValueError(f"{path}: the file holds a {n}-class model, but {len(names)} classes were given: "
+                         f"pass its own class list ({n} names, e.g. coco.names) or --num-classes {n}")
+    if settings is None:
+        meta = make_meta(model, names, scale_x_y=1.05, source="darknet")
+    else:
+        meta = make_meta(model, names, settings.img_size, settings.scale_x_y, source="darknet")
+    return model.eval(), meta
+
+
 def load_model(
     path: PathLike,
     classes: Union[None, PathLike, Sequence[str]] = None,
     num_classes: Optional[int] = None,
     phi: Union[int, str, None] = None,
     use_ema: bool = True,
+    cfg: Optional[PathLike] = None,
 ) -> Tuple[YoloV4Tiny, Dict[str, Any]]:
     """Load any supported weights file into a ready model (eval mode, CPU) and its meta dict.
 
     - our checkpoints (``.pt``), which carry everything;
-    - Darknet ``.weights`` (needs ``classes`` or ``num_classes``; ``phi`` defaults to 0);
+    - Darknet ``.weights`` (needs ``classes`` or ``num_classes``, unless a ``.names`` file of the cfg's name lies
+      beside the cfg; ``phi`` defaults to 0). Anchors, masks, ``scale_x_y`` and input size come from ``cfg``,
+      else from the ``.cfg`` beside the weights (:func:`~yolo_attn.models.darknet.darknet_cfg_beside`), else
+      from the official yolov4-tiny.cfg;
     - state dicts of the popular PyTorch port (needs ``classes`` or ``num_classes``; phi is detected).
     """
     path = Path(path)
@@ -142,22 +184,9 @@ def load_model(
         raise ValueError(f"{path}: an exported model (ONNX / OpenVINO), which runs in tools/predict.py and "
                          f"tools/eval.py but holds no PyTorch weights; use the checkpoint it was exported from")
     if path.suffix == ".weights" or path.name.endswith(".conv.29"):
-        from ..models.darknet import load_darknet_weights
-
-        names = _names_for(classes, num_classes, path)
-        model = build_model(phi or 0, len(names))
-        report = load_darknet_weights(model, path)
-        # Training initializes from what fits (load_darknet_weights); a model to run needs its heads from the
-        # file. Attention blocks (phi given) are asked for by the caller: they start untrained, as logged.
-        if report.num_classes_in_file is None:
-            raise ValueError(f"{path}: holds only the backbone (the first 29 layers), which initializes training "
-                             f"(python tools/train.py --weights {path}); it has no heads to detect with")
-        if report.num_classes_in_file != len(names):
-            n = report.num_classes_in_file
-            raise ValueError(f"{path}: the file holds a {n}-class model, but {len(names)} classes were given: "
-                             f"pass its own class list ({n} names, e.g. coco.names) or --num-classes {n}")
-        meta = make_meta(model, names, scale_x_y=1.05, source="darknet")
-        return model.eval(), meta
+        return _load_darknet(path, classes, num_classes, phi, cfg)
+    if cfg is not None:
+        raise ValueError(f"{cfg}: a Darknet .cfg goes with Darknet .weights, not with {path}")
     ckpt = load_checkpoint(path)
     if is_our_checkpoint(ckpt):
         model, meta = model_from_checkpoint(ckpt, use_ema)

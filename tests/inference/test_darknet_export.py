@@ -1,0 +1,130 @@
+"""`tools/export.py --format darknet`: .weights + .cfg + .names that read back (here, by Darknet's naming) into
+the same detections as the checkpoint, with its anchors, masks, scale_x_y and input size; what Darknet cannot
+hold (attention blocks, int8, a free input size) is refused before anything is written."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from yolo_attn.inference.detector import Detector
+from yolo_attn.inference.export import run_export, synthetic_images
+from yolo_attn.models.darknet import read_darknet_cfg
+from yolo_attn.utils.checkpoint import load_checkpoint, load_model, save_checkpoint
+
+from .helpers import NAMES, make_checkpoint, write_images, write_own_labels
+
+ROOT = Path(__file__).resolve().parents[2]
+CUSTOM_ANCHORS = [[12, 16], [19, 36], [40, 28], [36, 75], [76, 55], [72, 146]]
+CUSTOM_MASKS = [[3, 4, 5], [0, 1, 2]]
+
+
+@pytest.fixture()
+def ckpt(tmp_path):
+    """phi 0 with custom anchors and masks, trained-for decoding scale_x_y 2.0 (the multi assigner's)."""
+    path = make_checkpoint(tmp_path / "plain.pt", phi=0, objectness_bias=0.0, scale_x_y=2.0)
+    data = load_checkpoint(path)
+    data["meta"]["model"].update(anchors=CUSTOM_ANCHORS, anchor_masks=CUSTOM_MASKS)
+    save_checkpoint(data, path)
+    return path
+
+
+def test_darknet_export_reads_back_to_the_same_detections(ckpt, tmp_path, capsys):
+    assert run_export(str(ckpt), format="darknet", img_size=160) == 0
+    assert "boxes identical" in capsys.readouterr().out  # the parity check read the files back
+    out = tmp_path / "plain_darknet" / "plain.weights"
+    cfg = read_darknet_cfg(out.with_suffix(".cfg"))
+    assert (cfg.width, cfg.height, cfg.scale_x_y, cfg.num_classes) == (160, 160, 2.0, 3)
+    assert cfg.anchors == [tuple(a) for a in CUSTOM_ANCHORS] and cfg.anchor_masks == [tuple(m) for m in CUSTOM_MASKS]
+    assert out.with_suffix(".names").read_text().split() == NAMES
+
+    exported = Detector.load(out, backend="torch", precision="fp32")  # .cfg and .names found by their name
+    original = Detector.load(ckpt, backend="torch", precision="fp32", img_size=160)
+    assert exported.names == NAMES and exported.input_shape == (160, 160)
+    images = synthetic_images(3)
+    found = 0
+    for got, want in zip(exported(images), original(images)):
+        assert len(got) == len(want)
+        np.testing.assert_array_equal(got.labels, want.labels)
+        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+        found += len(got)
+    assert found > 0
+
+
+def test_the_parity_check_catches_a_wrong_cfg(ckpt, monkeypatch, capsys):
+    import yolo_attn.models.darknet as darknet
+
+    real = darknet.write_darknet_cfg
+    monkeypatch.setattr(darknet, "write_darknet_cfg", lambda model, path, w, h, scale: real(model, path, w, h, 1.05))
+    assert run_export(str(ckpt), format="darknet", img_size=160) == 1
+    assert "does not match PyTorch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (dict(precision="int8"), "darknet export supports fp32, not 'int8'"),
+    (dict(dynamic=True), "a Darknet .cfg fixes the input size"),
+    (dict(output="model.onnx"), "a Darknet export is a .weights file"),
+])
+def test_darknet_export_refuses_what_darknet_cannot_hold(ckpt, tmp_path, capsys, args, message):
+    if "output" in args:
+        args["output"] = str(tmp_path / args["output"])
+    assert run_export(str(ckpt), format="darknet", **args) == 1
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.pt"]
+
+
+def test_attention_models_are_refused(tmp_path, capsys):
+    ckpt = make_checkpoint(tmp_path / "cbam.pt", phi=2)
+    assert run_export(str(ckpt), format="darknet") == 1
+    assert "Darknet has no layer for its attention blocks" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cbam.pt"]
+
+
+def test_convert_takes_the_cfg_back_into_a_checkpoint(ckpt, tmp_path):
+    assert run_export(str(ckpt), format="darknet", output=str(tmp_path / "dn"), img_size=160, no_check=True) == 0
+    weights = tmp_path / "dn" / "plain.weights"
+    moved = tmp_path / "elsewhere.cfg"  # not beside the weights: given with --cfg
+    weights.with_suffix(".cfg").rename(moved)
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "convert.py"), "--from", "darknet", "--weights",
+                          str(weights), "--cfg", str(moved), "--classes", str(weights.with_suffix(".names")),
+                          "--out", str(tmp_path / "back.pt")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    model, meta = load_model(tmp_path / "back.pt")
+    assert meta["scale_x_y"] == 2.0 and meta["img_size"] == 160 and meta["names"] == NAMES
+    assert [list(a) for a in model.anchors] == CUSTOM_ANCHORS
+    source, _ = load_model(ckpt)
+    x = torch.rand(1, 3, 160, 160)
+    with torch.no_grad():
+        for a, b in zip(model(x), source(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_predict_and_eval_take_the_cfg_from_the_command_line(ckpt, tmp_path):
+    from yolo_attn.eval.run import run_eval
+    from yolo_attn.inference.predict import run_predict
+
+    assert run_export(str(ckpt), format="darknet", output=str(tmp_path / "dn"), img_size=160, no_check=True) == 0
+    weights = tmp_path / "dn" / "plain.weights"
+    moved = tmp_path / "elsewhere.cfg"
+    weights.with_suffix(".cfg").rename(moved)
+    names = str(weights.with_suffix(".names"))
+    images = write_images(tmp_path / "images" / "val", 2)
+    lines = []
+    for cfg in (str(moved), None):
+        assert run_predict(str(weights), str(images[0]), cfg=cfg, classes_file=names, precision="fp32",
+                           project=str(tmp_path / "runs"), log=lines.append) == 0
+    shapes = [line.split(", input ")[1].split(",")[0] for line in lines if ", input " in line]
+    assert shapes == ["160x160", "416x416"]  # without it: the official cfg's
+
+    reference = Detector.load(ckpt, backend="torch", precision="fp32", img_size=160, conf=0.3)
+    write_own_labels(reference, images, tmp_path / "labels" / "val")
+    config = {"format": "yolo", "root": str(tmp_path), "train": ["images/val"], "val": ["images/val"], "names": NAMES}
+    kw = dict(metric=["voc07"], conf=0.01, batch_size=2, workers=0, device="cpu", project=tmp_path / "eval")
+    darknet = run_eval(str(weights), config, darknet_cfg=moved, **kw)
+    original = run_eval(str(ckpt), config, img_size=160, **kw)
+    assert darknet["voc07_map50"] == pytest.approx(original["voc07_map50"], abs=1e-6)
+    assert 0 < darknet["voc07_map50"] < 1

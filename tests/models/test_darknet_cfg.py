@@ -1,0 +1,167 @@
+"""Reading a Darknet .cfg: the official file, Darknet's syntax, other networks refused naming the line, and
+`.weights` loaded with the anchors, masks, scale_x_y and input size of their .cfg (given, or found beside)."""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from yolo_attn.models import build_model
+from yolo_attn.models.darknet import (darknet_cfg_beside, darknet_cfg_text, read_darknet_cfg, save_darknet_weights,
+                                      write_darknet_cfg)
+from yolo_attn.utils.checkpoint import load_model
+
+from .helpers import randomize_bn
+
+OFFICIAL_CFG = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "yolov4-tiny.cfg"
+CUSTOM_ANCHORS = [(12, 16), (19, 36), (40, 28), (36, 75), (76, 55), (72, 146)]
+CUSTOM_MASKS = [(3, 4, 5), (0, 1, 2)]  # the stride-16 head on 0-2, where the official cfg uses 1-3
+
+
+def _custom_model(num_classes: int = 3) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return randomize_bn(build_model(0, num_classes, CUSTOM_ANCHORS, CUSTOM_MASKS)).eval()
+
+
+def _custom_text(**kw) -> str:
+    return darknet_cfg_text(_custom_model(), **kw)
+
+
+def _write(tmp_path: Path, text: str, name: str = "custom.cfg") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.skipif(not OFFICIAL_CFG.exists(), reason="needs ../shared/reference/yolov4-tiny.cfg")
+def test_official_cfg():
+    cfg = read_darknet_cfg(OFFICIAL_CFG)
+    assert (cfg.width, cfg.height, cfg.num_classes, cfg.scale_x_y) == (416, 416, 80, 1.05)
+    assert cfg.anchors == [(10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319)]
+    assert cfg.anchor_masks == [(3, 4, 5), (1, 2, 3)]
+
+
+def test_written_cfg_reads_back(tmp_path):
+    path = _write(tmp_path, _custom_text(width=608, height=320, scale_x_y=2.0))
+    cfg = read_darknet_cfg(path)
+    assert (cfg.width, cfg.height, cfg.img_size, cfg.num_classes, cfg.scale_x_y) == (608, 320, 608, 3, 2.0)
+    assert cfg.anchors == CUSTOM_ANCHORS and cfg.anchor_masks == CUSTOM_MASKS
+
+
+def test_darknet_syntax(tmp_path):
+    """What Darknet's reader takes: comments, spaces anywhere, [conv] / [max] aliases, absolute route indices,
+    pad=0 with the same explicit padding, a defaulted key written out, CRLF line ends."""
+    text = _custom_text()
+    text = text.replace("[convolutional]", "# a comment\n; another\n[conv]", 1)
+    text = text.replace("[maxpool]", "[max]", 1)
+    text = text.replace("layers = -1, 23", "layers=33, 23")  # route 34: -1 is layer 33
+    text = text.replace("filters=64\nsize=3\nstride=2\npad=1", "filters = 64\nsize=3\nstride=2\npad=0\npadding=1", 1)
+    text = text.replace("activation=leaky", "activation=leaky  # as the paper", 1)
+    text = text.replace("[upsample]\nstride=2", "[upsample]\n")  # Darknet's default stride is 2
+    cfg = read_darknet_cfg(_write(tmp_path, text.replace("\n", "\r\n")))
+    assert cfg.anchors == CUSTOM_ANCHORS and cfg.num_classes == 3
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.replace("activation=leaky", "activation=mish", 1), r"line 20: layer 0 \[convolutional\] has "
+     r"activation=mish, where yolov4-tiny has activation=leaky"),
+    (lambda t: t.replace("filters=24", "filters=255", 1), r"filters=255, where yolov4-tiny has filters=24"),
+    (lambda t: t.replace("layers = -6,-1", "layers = -5,-1", 1), r"layer 8 \[route\] has layers=\(3, 7\), where "
+     r"yolov4-tiny has layers=\(2, 7\)"),
+    (lambda t: t.replace("[maxpool]", "[convolutional]", 1), r"layer 9 is \[convolutional\], where yolov4-tiny has "
+     r"\[maxpool\]"),
+    (lambda t: t + "\n[convolutional]\nfilters=8\n", r"39 layers after \[net\]; yolov4-tiny has 38"),
+    (lambda t: t.replace("new_coords", "x").replace("scale_x_y = 1.05", "scale_x_y = 1.05\nnew_coords=1", 1),
+     r"new_coords=1 .* not supported"),
+    (lambda t: t.replace("num=6", "num=5", 1), r"num=5, but anchors= lists 6 anchors"),
+    (lambda t: t.replace("mask = 3,4,5", "mask = 3,4,6", 1), r"mask=3,4,6 points past the 6 anchors"),
+    (lambda t: t.replace("classes=3", "classes=4", 1), r"the two \[yolo\] layers differ in classes \(4 and 3\)"),
+    (lambda t: t.replace("scale_x_y = 1.05", "scale_x_y = 1.1", 1), r"differ in scale_x_y"),
+    (lambda t: t.replace("mask = 0,1,2", "mask = 0,1", 1), r"masks do not fit yolov4-tiny"),
+    (lambda t: t.replace("width=416", "width=400"), r"width x height 400x416 .* multiples of 32"),
+    (lambda t: t.replace("channels=3", "channels=1"), r"channels=1; yolov4-tiny takes 3-channel"),
+    (lambda t: t.replace("size=3", "size=three", 1), r"\[convolutional\] at line 20: size=three is not an integer"),
+    (lambda t: t.replace("[net]", "[convolutional]", 1), r"starts with a \[net\] section"),
+    (lambda t: t.replace("[route]", "[route", 1), r"'\[route' is not a \[section\] header"),
+    (lambda t: t.replace("stride=2", "stride 2", 1), r"'stride 2' is not key=value"),
+    (lambda t: t.replace("[yolo]", "[region]"), r"0 \[yolo\] layers"),
+])
+def test_other_networks_and_bad_files_are_refused_naming_the_line(tmp_path, change, message):
+    path = _write(tmp_path, change(_custom_text()))
+    with pytest.raises(ValueError, match=message) as info:
+        read_darknet_cfg(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_cfg(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such Darknet .cfg"):
+        read_darknet_cfg(tmp_path / "none.cfg")
+
+
+@pytest.mark.parametrize("weights_name, cfg_name", [
+    ("obj.weights", "obj.cfg"), ("obj_best.weights", "obj.cfg"), ("obj_last.weights", "obj.cfg"),
+    ("obj_4000.weights", "obj.cfg"), ("obj_best.weights", "obj_best.cfg"), ("yolov4-tiny.weights", None),
+])
+def test_cfg_found_beside_by_darknets_names(tmp_path, weights_name, cfg_name):
+    for name in ("obj.cfg", "obj_best.cfg") if cfg_name == "obj_best.cfg" else ("obj.cfg",):
+        (tmp_path / name).write_text("[net]\n")
+    found = darknet_cfg_beside(tmp_path / weights_name)
+    assert found == (tmp_path / cfg_name if cfg_name else None)
+
+
+@pytest.fixture()
+def custom_weights(tmp_path):
+    """A 3-class model with custom anchors, masks, scale_x_y 1.1 and 320 px, as Darknet's training leaves it:
+    obj.cfg, obj.names and backup/obj_best.weights."""
+    model = _custom_model()
+    write_darknet_cfg(model, tmp_path / "obj.cfg", width=320, height=320, scale_x_y=1.1)
+    (tmp_path / "obj.names").write_text("cat\ndog\nbird\n")
+    (tmp_path / "backup").mkdir()
+    save_darknet_weights(model, tmp_path / "backup" / "obj_best.weights")
+    return model, tmp_path
+
+
+def test_weights_load_with_their_cfg(custom_weights):
+    model, folder = custom_weights
+    loaded, meta = load_model(folder / "backup" / "obj_best.weights", folder / "obj.names", cfg=folder / "obj.cfg")
+    assert loaded.anchors == CUSTOM_ANCHORS and loaded.anchor_masks == CUSTOM_MASKS
+    assert meta["scale_x_y"] == 1.1 and meta["img_size"] == 320 and meta["names"] == ["cat", "dog", "bird"]
+    x = torch.rand(1, 3, 320, 320)
+    with torch.no_grad():
+        for ours, theirs in zip(loaded(x), model(x)):
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_cfg_and_names_beside_the_weights_are_found(custom_weights):
+    _, folder = custom_weights
+    for name in ("obj.cfg", "obj.names"):
+        (folder / name).rename(folder / "backup" / name)
+    loaded, meta = load_model(folder / "backup" / "obj_best.weights")  # no class list needed: obj.names
+    assert loaded.anchor_masks == CUSTOM_MASKS and meta["names"] == ["cat", "dog", "bird"]
+    assert meta["img_size"] == 320
+
+
+def test_without_a_cfg_the_official_anchors_are_used(tmp_path):
+    save_darknet_weights(_custom_model(), tmp_path / "plain.weights")
+    loaded, meta = load_model(tmp_path / "plain.weights", num_classes=3)
+    assert loaded.anchor_masks == [(3, 4, 5), (1, 2, 3)] and meta["scale_x_y"] == 1.05 and meta["img_size"] == 416
+
+
+def test_cfg_class_count_must_match_the_names(custom_weights):
+    _, folder = custom_weights
+    with pytest.raises(ValueError, match=re.escape(f"{folder / 'obj.cfg'}: classes=3, but 2 class names")):
+        load_model(folder / "backup" / "obj_best.weights", ["a", "b"], cfg=folder / "obj.cfg")
+
+
+def test_cfg_of_another_class_count_than_the_weights(custom_weights):
+    model, folder = custom_weights
+    write_darknet_cfg(build_model(0, 5, CUSTOM_ANCHORS, CUSTOM_MASKS), folder / "five.cfg")
+    with pytest.raises(ValueError, match="holds a 3-class model, but 5 classes"):
+        load_model(folder / "backup" / "obj_best.weights", num_classes=5, cfg=folder / "five.cfg")
+
+
+def test_cfg_goes_only_with_darknet_weights(custom_weights, tmp_path):
+    _, folder = custom_weights
+    (tmp_path / "x.pt").write_bytes(b"not read")
+    with pytest.raises(ValueError, match="a Darknet .cfg goes with Darknet .weights"):
+        load_model(tmp_path / "x.pt", cfg=folder / "obj.cfg")
