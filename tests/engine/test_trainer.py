@@ -174,6 +174,23 @@ def test_darknet_weights_initialize_all_but_a_mismatched_head(tiny_data, tmp_pat
     assert state["head_p5.pred.weight"].shape[0] == 3 * 7
 
 
+def test_darknet_weights_bring_the_anchors_of_their_cfg(tiny_data, tmp_path):
+    """obj_best.weights beside obj.cfg (Darknet's names): the cfg's anchors and masks are the weights' own; the
+    config's `anchors` still replace them."""
+    from yolo_attn.models.darknet import write_darknet_cfg
+
+    anchors, masks = [(12, 16), (19, 36), (40, 28), (36, 75), (76, 55), (72, 146)], [(3, 4, 5), (0, 1, 2)]
+    source = build_model(0, 2, anchors, masks)
+    write_darknet_cfg(source, tmp_path / "obj.cfg")
+    save_darknet_weights(source, tmp_path / "obj_best.weights")
+    common = dict(epochs=1, weights=str(tmp_path / "obj_best.weights"), lr=0.0, warmup_bias_lr=0.0, ema=False)
+    meta = load_checkpoint(train(_cfg(tiny_data, tmp_path, **common)) / "weights/last.pt")["meta"]["model"]
+    assert [tuple(a) for a in meta["anchors"]] == anchors and [tuple(m) for m in meta["anchor_masks"]] == masks
+    given = [[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]]
+    meta = load_checkpoint(train(_cfg(tiny_data, tmp_path, anchors=given, **common)) / "weights/last.pt")["meta"]
+    assert [list(a) for a in meta["model"]["anchors"]] == given
+
+
 def test_our_checkpoint_gives_architecture_and_weights_but_not_its_head(tiny_data, tmp_path):
     """--weights of ours: the attention comes from the file (not --phi), matching tensors load, the head for
     another class count is rebuilt for this dataset."""

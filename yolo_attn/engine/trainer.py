@@ -30,7 +30,7 @@ from ..eval.report import print_report
 from ..inference.hardware import bf16_reason, cpu_features, keep_freed_memory
 from ..models import YoloV4Tiny, build_model, check_input_size
 from ..models.attention import constant_channel_gates
-from ..models.darknet import load_darknet_weights
+from ..models.darknet import darknet_cfg_beside, load_darknet_weights, read_darknet_cfg
 from ..models.port import strip_wrapper_prefixes
 from ..utils.checkpoint import is_our_checkpoint, load_checkpoint, load_model, make_meta, save_checkpoint
 from ..utils.device import resolve_device
@@ -267,6 +267,18 @@ def _weights_source(path: Optional[str], classes: Optional[str]) -> Optional[Yol
     return load_model(path, classes=classes, num_classes=_num_classes_in(path))[0]
 
 
+def _darknet_arch(path: Optional[str]) -> Dict[str, Any]:
+    """The anchors and masks of Darknet weights, from the .cfg of their name beside them (obj.cfg for
+    obj_best.weights): a Darknet model's own, as our checkpoints carry theirs. Empty without such a cfg."""
+    found = darknet_cfg_beside(path) if path and str(path).endswith(".weights") else None
+    if found is None:
+        return {}
+    settings = read_darknet_cfg(found)
+    log.info("%s: anchors %s, masks %s from %s", path, [tuple(round(v, 1) for v in a) for a in settings.anchors],
+             settings.anchor_masks, found)
+    return {"anchors": settings.anchors, "anchor_masks": settings.anchor_masks}
+
+
 def _init_weights(model: YoloV4Tiny, path: str, source: Optional[YoloV4Tiny]) -> None:
     """Initialize from ``source`` (see _weights_source) or Darknet weights at ``path``; everything whose shape
     matches loads, the rest (a head for another class count, attention blocks absent from the file) is
@@ -375,7 +387,8 @@ def train(cfg: Dict[str, Any]) -> Path:
     names = list(data_cfg["names"] or train_set.names)  # COCO configs may leave them to the JSON
 
     # The architecture comes from the checkpoint being resumed, else from --weights when they carry one
-    # (our checkpoints, port files), else from the config; the head is always built for this dataset.
+    # (our checkpoints, port files; Darknet's anchors from their .cfg), else from the config; the head is always
+    # built for this dataset.
     source = _weights_source(cfg.get("weights"), cfg.get("classes")) if ckpt is None else None
     if ckpt is not None:
         arch = ckpt["meta"]["model"]
@@ -383,7 +396,7 @@ def train(cfg: Dict[str, Any]) -> Path:
         keys = ("attention", "attention_kw", "anchors", "anchor_masks")
         arch = {k: v for k, v in source.config().items() if k in keys}
     else:
-        arch = {}
+        arch = _darknet_arch(cfg.get("weights"))
     attention = arch.get("attention", cfg.get("attention") if cfg.get("attention") is not None else cfg["phi"])
     anchors, masks = arch.get("anchors"), arch.get("anchor_masks")
     box_wh = box_sizes(train_set, cfg["img_size"]) if main or cfg.get("anchors") == "fit" else None
