@@ -374,3 +374,53 @@ def test_a_bad_device_is_one_line(ckpt, tmp_path, capsys, monkeypatch):
     assert _run(ckpt, image, tmp_path / "runs", "--device", "cpu", "--precision", "fp16") == 1  # ran, emulated
     assert capsys.readouterr().err == "error: fp16 runs on CUDA; on a CPU use --precision fp32 or bf16\n"
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+class FailingCapture(FakeCapture):
+    """A video whose decoder raises at frame ``fail_at``; reports ``count`` frames in its header."""
+
+    def __init__(self, fail_at=None, count=0, **kw):
+        super().__init__(**kw)
+        self.fail_at, self.count = fail_at, count
+
+    def read(self):
+        if self.fail_at is not None and self.read_count == self.fail_at:
+            raise cv2.error("decoder crashed")
+        return super().read()
+
+    def get(self, prop):
+        return float(self.count) if prop == cv2.CAP_PROP_FRAME_COUNT else 0.0
+
+
+def test_a_video_failing_mid_way_is_left_and_the_folder_goes_on(ckpt, tmp_path, capsys):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        (folder / name).write_bytes(b"")
+    captures = {}
+
+    def factory(spec):
+        captures[Path(spec).name] = FailingCapture(fail_at=2 if spec.endswith("b.mp4") else None, frames=4)
+        return captures[Path(spec).name]
+
+    assert _run(ckpt, folder, tmp_path / "runs", capture_factory=factory) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {folder / 'b.mp4'}: reading frame 2 failed (error: decoder crashed)" in out
+    assert "1 skipped (see the warnings)" in out and all(c.released for c in captures.values())
+    counts = [count_frames(tmp_path / "runs" / "exp" / name) for name in ("a.mp4", "b.mp4", "c.mp4")]
+    assert counts == [4, 2, 4]  # b's first two frames are written and its file is whole
+
+    # the only source: the run fails, naming the file and the frame, with no traceback
+    video = folder / "a.mp4"
+    assert _run(ckpt, video, tmp_path / "runs", capture_factory=FailingCapture(fail_at=1, frames=4)) == 1
+    assert f"{video}: reading frame 1 failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("frames, count, warned", [(5, 100, True), (5, 6, False), (5, 0, False)])
+def test_a_video_shorter_than_its_header_says_is_reported(ckpt, tmp_path, capsys, frames, count, warned):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")
+    capture = FailingCapture(frames=frames, count=count)
+    assert _run(ckpt, video, tmp_path / "runs", "--no-save", capture_factory=capture) == 0
+    out = capsys.readouterr().out
+    assert (f"warning: {video}: ended after 5 of the {count} frames its header gives" in out) == warned

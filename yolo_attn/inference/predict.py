@@ -11,10 +11,10 @@ import json
 import re
 import sys
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -303,7 +303,8 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
     fps, start, frames, last = 0.0, time.perf_counter(), 0, time.perf_counter()
     progress = tqdm(total=src.frame_count, unit="frame", desc=src.name, disable=None, leave=False)
     try:
-        with closing(pipelined(src, process, workers)) as results:
+        with _skip_when_several(src, summary, options, log, lambda: frames), \
+                closing(pipelined(src, process, workers)) as results:
             for frame, (det, annotated) in results:
                 if options["keep_gates"] and frame.index == 0:
                     for line in format_channel_weights(det):
@@ -326,6 +327,10 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
                 if viewer.enabled and not viewer.show(draw_fps(annotated.copy(), fps)):
                     summary.stopped = True
                     break
+            # CAP_PROP_FRAME_COUNT is the container's estimate, sometimes a frame or two off: only a real shortfall
+            if not summary.stopped and src.frame_count and frames + max(2, src.frame_count // 100) < src.frame_count:
+                log(f"warning: {src.spec}: ended after {frames} of the {src.frame_count} frames its header gives "
+                    f"(a truncated or damaged file?); the frames read are kept")
     finally:
         progress.close()
         if writer is not None:
@@ -336,6 +341,20 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
                     summary.outputs.append(sink.path)
         elapsed = time.perf_counter() - start
         log(f"{where}: {frames} frames, {frames / max(elapsed, 1e-9):.1f} FPS end to end")
+
+
+@contextmanager
+def _skip_when_several(src: VideoStream, summary: PredictSummary, options: Dict[str, Any], log: Log,
+                       frames: Callable[[], int]) -> Iterator[None]:
+    """A video that fails mid-way (a read that raises) ends the run when it is the only source, and is reported
+    and left (with the frames done so far written) when it is one of several."""
+    try:
+        yield
+    except SourceError as e:
+        if not options["several"]:
+            raise
+        log(f"warning: {e}; stopped {src.spec} after {frames()} frames, going on with the next")
+        summary.skipped.append(str(src.spec))
 
 
 def _views(views: Sequence[Tuple[float, bool]]) -> str:

@@ -166,8 +166,11 @@ class VideoStream:
             yield Frame(self._first, self.name, 0, str(self.spec))
             self._first, index = None, 1
         while True:
-            with quiet_opencv():
-                ok, image = capture.read()
+            try:
+                with quiet_opencv():
+                    ok, image = capture.read()
+            except Exception as e:  # a decoder (or a stand-in capture) that raises: name the video and the frame
+                raise SourceError(f"{self.spec}: reading frame {index} failed ({type(e).__name__}: {e})") from e
             if not ok or image is None:
                 return
             yield Frame(image, self.name, index, str(self.spec))
