@@ -289,3 +289,30 @@ def test_export_into_a_folder_or_onto_a_file_gives_a_file_or_one_line(ckpt, tmp_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is a file, not a folder" in err
     assert (tmp_path / "afile").read_text() == "keep me"
+
+
+@needs_openvino
+def test_choosing_an_export_reads_its_graph_once(ckpt, tmp_path, monkeypatch):
+    """The automatic choice needs an export's meta (its weights digest) and its input size, at the default and
+    at the checkpoint's size: one read of the graph serves them all, and the backend reads it once to compile."""
+    import yolo_attn.inference.backends as backends
+
+    local = tmp_path / "best.pt"
+    local.write_bytes(ckpt.read_bytes())
+    out = export_model(local, "openvino", log=lambda s: None)
+    core, reads = backends._openvino_core(), []
+
+    class CountingCore:
+        def read_model(self, path, *args, **kwargs):
+            reads.append(Path(path))
+            return core.read_model(path, *args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(core, name)
+
+    monkeypatch.setattr(backends, "_openvino_core", lambda: CountingCore())
+    detector = Detector.load(local, use_exports=True)
+    assert detector.choice.weights == out and reads == [out, out]
+    out.touch()  # a rewritten export (a newer file time) is read afresh
+    Detector.load(local, use_exports=True)
+    assert reads == [out] * 4

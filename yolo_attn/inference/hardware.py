@@ -205,20 +205,32 @@ def export_for(weights: Path, precision: str) -> Optional[Path]:
 
 def _export_meta(xml: Path) -> Dict[str, Any]:
     """The yolo_attn meta an OpenVINO IR carries (graph only; nothing is compiled)."""
-    from .backends import _openvino_core, _ov_rt_info  # here: backends.py imports this module
-
-    text = _ov_rt_info(_openvino_core().read_model(str(xml)))
-    return json.loads(text) if text else {}
+    return dict(_ir_facts(xml)[0])
 
 
 def fixed_input_size(xml: Path) -> Optional[Tuple[int, int]]:
     """(height, width) an OpenVINO IR's image input is fixed to, or None where it takes any size (an
     export made with --dynamic). Reads the graph only; nothing is compiled."""
-    from .backends import _fixed_shape, _openvino_core  # here: backends.py imports this module
+    return _ir_facts(xml)[1]
+
+
+def _ir_facts(xml: Path) -> Tuple[Dict[str, Any], Optional[Tuple[int, int]]]:
+    """An IR's meta and fixed input size, from one read of its graph (about 8 ms) per version of its files:
+    choosing a backend asks for both, for several precisions, and again at the checkpoint's size. The .bin's
+    stamp counts too: reading the graph checks it against the .xml (a torn pair fails)."""
+    stamps = tuple((s.st_mtime_ns, s.st_size) for s in (Path(xml).stat(), Path(xml).with_suffix(".bin").stat()))
+    return _read_ir_facts(str(xml), stamps)
+
+
+@lru_cache(maxsize=32)
+def _read_ir_facts(xml: str, stamps: Tuple[Tuple[int, int], ...]) -> Tuple[Dict[str, Any], Optional[Tuple[int, int]]]:
+    from .backends import _fixed_shape, _openvino_core, _ov_rt_info  # here: backends.py imports this module
 
     # the process's one Core: a second one is what crashed the process (see backends._openvino_core)
-    _, h, w = _fixed_shape(list(_openvino_core().read_model(str(xml)).inputs[0].get_partial_shape()))
-    return (h, w) if h is not None and w is not None else None
+    model = _openvino_core().read_model(xml)
+    text = _ov_rt_info(model)
+    _, h, w = _fixed_shape(list(model.inputs[0].get_partial_shape()))
+    return (json.loads(text) if text else {}), ((h, w) if h is not None and w is not None else None)
 
 
 def auto_choice(
