@@ -41,6 +41,7 @@ def test_darknet_export_reads_back_to_the_same_detections(ckpt, tmp_path, capsys
     assert (cfg.width, cfg.height, cfg.scale_x_y, cfg.num_classes) == (160, 160, 2.0, 3)
     assert cfg.anchors == [tuple(a) for a in CUSTOM_ANCHORS] and cfg.anchor_masks == [tuple(m) for m in CUSTOM_MASKS]
     assert out.with_suffix(".names").read_text().split() == NAMES
+    assert "letter_box=1" in out.with_suffix(".cfg").read_text().split("[convolutional]")[0]  # as it was trained
 
     exported = Detector.load(out, backend="torch", precision="fp32")  # .cfg and .names found by their name
     original = Detector.load(ckpt, backend="torch", precision="fp32", img_size=160)
@@ -59,7 +60,7 @@ def test_the_parity_check_catches_a_wrong_cfg(ckpt, monkeypatch, capsys):
     import yolo_attn.models.darknet as darknet
 
     real = darknet.write_darknet_cfg
-    monkeypatch.setattr(darknet, "write_darknet_cfg", lambda model, path, w, h, scale: real(model, path, w, h, 1.05))
+    monkeypatch.setattr(darknet, "write_darknet_cfg", lambda model, path, w, h, scale, **kw: real(model, path, w, h))
     assert run_export(str(ckpt), format="darknet", img_size=160) == 1
     assert "does not match PyTorch" in capsys.readouterr().err
 
@@ -128,3 +129,22 @@ def test_predict_and_eval_take_the_cfg_from_the_command_line(ckpt, tmp_path):
     original = run_eval(str(ckpt), config, img_size=160, **kw)
     assert darknet["voc07_map50"] == pytest.approx(original["voc07_map50"], abs=1e-6)
     assert 0 < darknet["voc07_map50"] < 1
+
+
+def test_an_export_beside_darknet_weights_does_not_stand_in_for_them(ckpt, tmp_path):
+    """An OpenVINO export of obj.weights froze the cfg and names it was made with; --cfg (or an edited obj.cfg)
+    asks for others, so the weights themselves run. int8 names its export instead of guessing."""
+    pytest.importorskip("openvino")
+    from yolo_attn.inference.export import export_model
+
+    assert run_export(str(ckpt), format="darknet", output=str(tmp_path / "dn"), img_size=160, no_check=True) == 0
+    weights = tmp_path / "dn" / "plain.weights"
+    export_model(weights, "openvino", log=lambda s: None)  # dn/plain_openvino/plain.xml, at 160 with 2.0
+    assert (tmp_path / "dn" / "plain_openvino" / "plain.xml").is_file()
+    other = tmp_path / "other.cfg"
+    other.write_text(weights.with_suffix(".cfg").read_text().replace("width=160", "width=128")
+                     .replace("height=160", "height=128").replace("scale_x_y = 2", "scale_x_y = 1.05"))
+    detector = Detector.load(weights, use_exports=True, cfg=other)
+    assert detector.backend.name == "torch" and detector.input_shape == (128, 128) and detector.scale_x_y == 1.05
+    with pytest.raises(ValueError, match="int8 runs from a calibrated export: make one .* pass the export itself"):
+        Detector.load(weights, precision="int8", cfg=other)

@@ -50,13 +50,17 @@ def test_written_cfg_reads_back(tmp_path):
 
 def test_darknet_syntax(tmp_path):
     """What Darknet's reader takes: comments, spaces anywhere, [conv] / [max] aliases, absolute route indices,
-    pad=0 with the same explicit padding, a defaulted key written out, CRLF line ends."""
+    pad=0 with the same explicit padding, a defaulted key written out, numbers as atoi reads them (``3.0``, a
+    trailing comment), anchors beyond num (ignored), dilation on a 1x1 convolution (ignored), CRLF line ends."""
     text = _custom_text()
     text = text.replace("[convolutional]", "# a comment\n; another\n[conv]", 1)
     text = text.replace("[maxpool]", "[max]", 1)
     text = text.replace("layers = -1, 23", "layers=33, 23")  # route 34: -1 is layer 33
     text = text.replace("filters=64\nsize=3\nstride=2\npad=1", "filters = 64\nsize=3\nstride=2\npad=0\npadding=1", 1)
-    text = text.replace("activation=leaky", "activation=leaky  # as the paper", 1)
+    text = text.replace("batch_normalize=1", "batch_normalize=1  # with BN", 1)
+    text = text.replace("classes=3", "classes=3.0")
+    text = text.replace("72,146", "72,146, 400,400")
+    text = text.replace("size=1\nstride=1\npad=1", "size=1\nstride=1\ndilation=2\npad=1", 1)
     text = text.replace("[upsample]\nstride=2", "[upsample]\n")  # Darknet's default stride is 2
     cfg = read_darknet_cfg(_write(tmp_path, text.replace("\n", "\r\n")))
     assert cfg.anchors == CUSTOM_ANCHORS and cfg.num_classes == 3
@@ -65,7 +69,23 @@ def test_darknet_syntax(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (lambda t: t.replace("activation=leaky", "activation=mish", 1), r"line 20: layer 0 \[convolutional\] has "
      r"activation=mish, where yolov4-tiny has activation=leaky"),
-    (lambda t: t.replace("filters=24", "filters=255", 1), r"filters=255, where yolov4-tiny has filters=24"),
+    (lambda t: t.replace("filters=24", "filters=255", 1), r"the convolution before the \[yolo\] at line \d+ has "
+     r"filters=255; with classes=3 and 3 anchors per head it must be 3 x \(5 \+ 3\) = 24"),
+    (lambda t: t.replace("activation=leaky", "activation=leaky  # as the paper", 1),
+     r"has activation=leaky#asthepaper, where yolov4-tiny has activation=leaky"),
+    (lambda t: t.replace("activation=leaky", "activation=LEAKY", 1), r"activation=LEAKY, where"),
+    (lambda t: t.replace("[convolutional]", "[Convolutional]", 1), r"layer 0 is \[Convolutional\], where"),
+    (lambda t: t.replace("scale_x_y = 1.05", "scale_x_y = 1.05\nscale_x_y = 2.0", 1),
+     r"line \d+: scale_x_y is given again in this \[yolo\] \(first at line \d+\); Darknet reads the first"),
+    (lambda t: t.replace("batch_normalize=1", "batch_normalize=1\ndontload=1", 1),
+     r"dontload=1 changes how Darknet reads or runs this layer"),
+    (lambda t: t.replace("[upsample]\nstride=2", "[upsample]\nstride=2\nscale=0.5"), r"scale=0.5, where yolov4-tiny "
+     r"has scale=1.0"),
+    (lambda t: t.replace("classes=3", "classes=3\nmap=data/map.txt", 1), r"map=data/map.txt changes how Darknet"),
+    (lambda t: t.replace("num=6", "num=0", 1), r"num=0; a \[yolo\] layer needs at least one anchor"),
+    (lambda t: t.replace("scale_x_y = 1.05", "scale_x_y = nan"), r"scale_x_y=nan is not a number"),
+    (lambda t: t.replace("width=416\n", ""), r"\[net\] at line 1: no width= line"),
+    (lambda t: "\0\0\0\x02" + t, r"not a text .cfg file \(it holds NUL bytes"),
     (lambda t: t.replace("layers = -6,-1", "layers = -5,-1", 1), r"layer 8 \[route\] has layers=\(3, 7\), where "
      r"yolov4-tiny has layers=\(2, 7\)"),
     (lambda t: t.replace("[maxpool]", "[convolutional]", 1), r"layer 9 is \[convolutional\], where yolov4-tiny has "
@@ -73,7 +93,7 @@ def test_darknet_syntax(tmp_path):
     (lambda t: t + "\n[convolutional]\nfilters=8\n", r"39 layers after \[net\]; yolov4-tiny has 38"),
     (lambda t: t.replace("new_coords", "x").replace("scale_x_y = 1.05", "scale_x_y = 1.05\nnew_coords=1", 1),
      r"new_coords=1 .* not supported"),
-    (lambda t: t.replace("num=6", "num=5", 1), r"num=5, but anchors= lists 6 anchors"),
+    (lambda t: t.replace("num=6", "num=7", 1), r"num=7, but anchors= lists 6 anchors"),
     (lambda t: t.replace("mask = 3,4,5", "mask = 3,4,6", 1), r"mask=3,4,6 points past the 6 anchors"),
     (lambda t: t.replace("classes=3", "classes=4", 1), r"the two \[yolo\] layers differ in classes \(4 and 3\)"),
     (lambda t: t.replace("scale_x_y = 1.05", "scale_x_y = 1.1", 1), r"differ in scale_x_y"),
@@ -96,6 +116,8 @@ def test_other_networks_and_bad_files_are_refused_naming_the_line(tmp_path, chan
 def test_missing_cfg(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such Darknet .cfg"):
         read_darknet_cfg(tmp_path / "none.cfg")
+    with pytest.raises(ValueError, match="is a folder; give the .cfg file"):
+        read_darknet_cfg(tmp_path)
 
 
 @pytest.mark.parametrize("weights_name, cfg_name", [
@@ -141,10 +163,39 @@ def test_cfg_and_names_beside_the_weights_are_found(custom_weights):
     assert meta["img_size"] == 320
 
 
-def test_without_a_cfg_the_official_anchors_are_used(tmp_path):
+def test_without_a_cfg_the_official_anchors_are_used_and_said(tmp_path, caplog):
     save_darknet_weights(_custom_model(), tmp_path / "plain.weights")
     loaded, meta = load_model(tmp_path / "plain.weights", num_classes=3)
     assert loaded.anchor_masks == [(3, 4, 5), (1, 2, 3)] and meta["scale_x_y"] == 1.05 and meta["img_size"] == 416
+    assert "no .cfg found for these weights (looked beside them and in ../cfg/ for plain.cfg)" in caplog.text
+
+
+def test_darknets_folder_layout_and_a_non_square_input(tmp_path, caplog):
+    """darknet/backup/obj_best.weights with darknet/cfg/obj.cfg (608x320) and darknet/data/obj.names."""
+    model = _custom_model()
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "backup").mkdir()
+    write_darknet_cfg(model, tmp_path / "cfg" / "obj.cfg", width=608, height=320)
+    save_darknet_weights(model, tmp_path / "backup" / "obj_best.weights")
+    assert darknet_cfg_beside(tmp_path / "backup" / "obj_best.weights") == tmp_path / "cfg" / "obj.cfg"
+    loaded, meta = load_model(tmp_path / "backup" / "obj_best.weights", num_classes=3)
+    assert loaded.anchor_masks == CUSTOM_MASKS and meta["img_size"] == 608
+    assert "a 608x320 (width x height) input; this model runs letterboxed to 608x608 squares" in caplog.text
+
+
+def test_names_files(custom_weights, tmp_path):
+    _, folder = custom_weights
+    weights = folder / "backup" / "obj_best.weights"
+    (folder / "obj.names").write_text("cat\ndog\n")
+    with pytest.raises(ValueError, match=re.escape(f"classes=3, but 2 class names {folder / 'obj.names'} (found "
+                                                   f"beside) lists")):
+        load_model(weights, cfg=folder / "obj.cfg")
+    (folder / "obj.names").write_bytes("chat\nchien\noiseau\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=re.escape(f"{folder / 'obj.names'}: not UTF-8 text")):
+        load_model(weights, cfg=folder / "obj.cfg")
+    (folder / "obj.names").unlink()
+    weights.with_suffix(".names").write_text("a\nb\nc\n")  # the weights' own, beside them
+    assert load_model(weights, cfg=folder / "obj.cfg")[1]["names"] == ["a", "b", "c"]
 
 
 def test_cfg_class_count_must_match_the_names(custom_weights):

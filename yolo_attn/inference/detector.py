@@ -262,12 +262,16 @@ class Detector:
             detector = cls(runner, runner.meta, img_size, conf, iou, max_det, keep_classes)
             detector.augment, detector.nms, detector.resize = augment, nms, resize
             return detector
-        choice = _choose(path, backend, precision, device, use_exports, img_size, bool(augment))
+        # An export stands in only for our checkpoints, which carry all they decode with. Darknet and port weights
+        # take names, anchors and decoding from flags and files beside them (--cfg, .names), which an export
+        # froze when it was made: it could run other settings than the ones asked for now.
+        own_size = None if suffix == ".weights" else _checkpoint_img_size(path)
+        ours = own_size is not None
+        choice = _choose(path, backend, precision, device, use_exports and ours, img_size, bool(augment), ours)
         if choice is not None and choice.weights is not None and img_size is None:
             # the checkpoint's size, not the one the export was made at (a --dynamic 320 export would set it)
-            img_size = _checkpoint_img_size(path)
-            if img_size is not None:
-                choice = _choose(path, backend, precision, device, use_exports, img_size, bool(augment))
+            img_size = own_size
+            choice = _choose(path, backend, precision, device, use_exports, img_size, bool(augment))
         if choice is not None and choice.weights is not None:  # a faster export of this checkpoint
             detector = cls.load(choice.weights, classes, num_classes, device, choice.backend, choice.precision,
                                 img_size, conf, iou, max_det, keep_classes, augment=augment, nms=nms,
@@ -529,11 +533,17 @@ def _load_unflipped(image: ImageLike, bgr: bool) -> Tuple[np.ndarray, Optional[s
 
 
 def _choose(path: Path, backend: Optional[str], precision: Optional[str], device: str, use_exports: bool,
-            img_size: Union[int, Tuple[int, int], None], any_size: bool = False) -> Optional[AutoChoice]:
-    """The automatic choice for PyTorch weights, where the caller left it open; None where it named both."""
+            img_size: Union[int, Tuple[int, int], None], any_size: bool = False,
+            ours: bool = True) -> Optional[AutoChoice]:
+    """The automatic choice for PyTorch weights, where the caller left it open; None where it named both.
+    ``ours``: the weights are our checkpoint (else int8, which needs the export beside them, is refused)."""
     if backend is None and precision is None:
         shape = None if img_size is None else as_hw(img_size)
         return auto_choice(device, path if use_exports else None, input_shape=shape, any_size=any_size)
+    if precision == "int8" and backend in (None, "openvino", "torch") and not ours:
+        raise ValueError(f"{path}: int8 runs from a calibrated export: make one (python tools/export.py --weights "
+                         f"{path} --format openvino --precision int8 --data CONFIG, with the --cfg / class names you "
+                         f"use) and pass the export itself as --weights")
     if precision == "int8" and backend in (None, "openvino", "torch"):
         export = export_for(path, "int8")
         if export is None or backend == "torch":

@@ -323,7 +323,10 @@ def export_darknet(model: nn.Module, meta: Dict[str, Any], weights: Path, output
         raise ValueError(f"--output {output}: {out.parent} is a file, not a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     save_darknet_weights(model, out)
-    write_darknet_cfg(model, out.with_suffix(".cfg"), size, size, meta["scale_x_y"])
+    if meta.get("preprocess"):
+        log(f"warning: {weights} resizes and pads its input its own way ({meta['preprocess']}); Darknet's .cfg cannot "
+            f"say so, and Darknet letterboxes bilinearly with grey 0.5")
+    write_darknet_cfg(model, out.with_suffix(".cfg"), size, size, meta["scale_x_y"], letter_box=True)
     write_atomic(out.with_suffix(".names"), ("\n".join(meta["names"]) + "\n").encode())
     log(f"exported {weights} -> {out} (darknet fp32, {size}x{size}; {out.with_suffix('.cfg').name} and "
         f"{out.with_suffix('.names').name} beside it)")

@@ -14,6 +14,7 @@ recompute them with ``calc_anchors``), the masks, the class count, ``scale_x_y``
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -181,89 +182,137 @@ class DarknetCfg:
 
 
 _SECTION_ALIASES = {"conv": "convolutional", "network": "net", "max": "maxpool"}
+_INT = re.compile(r"[+-]?\d+")
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-def _parse_cfg(text: str, path: PathLike) -> List[Tuple[str, int, Dict[str, str]]]:
-    """Darknet's reader (``src/option_list.c``): ``[section]`` lines, then ``key=value`` lines; whitespace is
-    dropped everywhere and lines starting with ``#`` or ``;`` are comments. Returns (kind, line, options)."""
-    sections: List[Tuple[str, int, Dict[str, str]]] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = "".join(raw.split("#", 1)[0].split())  # Darknet ignores text after a number (atoi): so do we
-        if not line or line[0] == ";":
+def _parse_cfg(text: str, path: PathLike) -> List[Tuple[str, int, Dict[str, Tuple[str, int]]]]:
+    """Darknet's reader (``src/utils.c`` fgetl/strip, ``src/option_list.c``): lines split at ``\n``; spaces, tabs
+    and CRs dropped; a line starting with ``#`` or ``;`` is a comment (only there: ``activation=leaky # x`` is the
+    activation ``leaky#x`` to Darknet); ``[section]`` lines, then ``key=value`` lines. Returns
+    (kind, line, {key: (value, line)}). A key given twice in a section is refused: Darknet takes the first, OpenCV
+    the last, so the two do not agree on what the file says."""
+    if "\0" in text:
+        raise ValueError(f"{path}: not a text .cfg file (it holds NUL bytes: a .weights file, or UTF-16 text?)")
+    sections: List[Tuple[str, int, Dict[str, Tuple[str, int]]]] = []
+    for number, raw in enumerate(text.split("\n"), 1):
+        line = raw.translate(_DROPPED)
+        if not line or line[0] in "#;":
             continue
         if line[0] == "[":
             if not line.endswith("]"):
                 raise ValueError(f"{path}: line {number}: '{raw.strip()}' is not a [section] header")
-            kind = line[1:-1].lower()
+            kind = line[1:-1]  # Darknet compares section names exactly: [Convolutional] is no layer it knows
             sections.append((_SECTION_ALIASES.get(kind, kind), number, {}))
         elif "=" not in line or not sections:
             where = "not key=value" if "=" not in line else "before the first [section]"
             raise ValueError(f"{path}: line {number}: '{raw.strip()}' is {where}")
         else:
             key, value = line.split("=", 1)
-            sections[-1][2][key] = value
+            options = sections[-1][2]
+            if key in options:
+                raise ValueError(f"{path}: line {number}: {key} is given again in this [{sections[-1][0]}] (first at "
+                                 f"line {options[key][1]}); Darknet reads the first, OpenCV the last: keep one")
+            options[key] = (value, number)
     return sections
 
 
-def _number(opts: Dict[str, str], key: str, default: str, where: str, kind: type = int):
-    """``opts[key]`` (or ``default``) as an int or float; ``where`` names the section in the error."""
-    value = opts.get(key, default)
-    try:
-        return kind(value)
-    except ValueError:
-        raise ValueError(f"{where}: {key}={value} is not {'an integer' if kind is int else 'a number'}") from None
+_DROPPED = str.maketrans("", "", " \t\r\n")  # what Darknet's strip() removes
 
 
-def _layer_shape(kind: str, opts: Dict[str, str], index: int, where: str) -> Dict[str, object]:
+def _number(opts: Dict[str, Tuple[str, int]], key: str, default: str, where: str, kind: type = int):
+    """``opts[key]`` (or ``default``) read as Darknet's atoi / atof do: the leading number, the rest ignored
+    (``80.0`` is 80, ``255;x`` is 255); ``where`` names the section when there is no number at all."""
+    value = opts[key][0] if key in opts else default
+    match = (_INT if kind is int else _FLOAT).match(value)
+    if match is None:
+        raise ValueError(f"{where}: {key}={value} is not {'an integer' if kind is int else 'a number'}")
+    number = kind(match.group(0))
+    if kind is float and not math.isfinite(number):
+        raise ValueError(f"{where}: {key}={value} is not a finite number")
+    return number
+
+
+def _text(opts: Dict[str, Tuple[str, int]], key: str, default: str) -> str:
+    return opts[key][0] if key in opts else default
+
+
+# Keys that change how Darknet reads a layer's weights or computes it, with the value that does nothing: any
+# other value is refused (the shape check alone would let them through).
+_INERT = {
+    "convolutional": {"dontload": 0, "dontloadscales": 0, "flipped": 0, "antialiasing": 0, "share_index": None,
+                      "xnor": 0, "binary": 0, "deform": 0, "sway": 0, "rotate": 0, "stretch": 0,
+                      "stretch_sway": 0, "assisted_excitation": 0},
+    "maxpool": {"antialiasing": 0, "maxpool_depth": 0, "maxpool_zero_nonmax": 0},
+    "yolo": {"map": None},
+}
+
+
+def _refuse_active_keys(kind: str, opts: Dict[str, Tuple[str, int]], where: str) -> None:
+    for key, inert in _INERT.get(kind, {}).items():
+        if key in opts and (inert is None or _number(opts, key, "0", where) != inert):
+            raise ValueError(f"{where} (line {opts[key][1]}): {key}={opts[key][0]} changes how Darknet reads or runs "
+                             f"this layer; yolov4-tiny does not use it")
+
+
+def _layer_shape(kind: str, opts: Dict[str, Tuple[str, int]], index: int, where: str) -> Dict[str, object]:
     """The settings that shape a layer, with Darknet's defaults (``src/parser.c``), normalized for comparing
-    (``pad=1`` as its padding, ``route`` layers as absolute indices)."""
+    (``pad=1`` as its padding, ``route`` layers as absolute indices, no dilation on 1x1 convolutions)."""
     def num(key: str, default: str) -> int:
         return _number(opts, key, default, where)
 
+    _refuse_active_keys(kind, opts, where)
     if kind == "convolutional":
         size, stride = num("size", "1"), num("stride", "1")
+        stride_x, stride_y = num("stride_x", "-1"), num("stride_y", "-1")
         return {"batch_normalize": num("batch_normalize", "0"), "filters": num("filters", "1"), "size": size,
-                "stride_x": num("stride_x", str(stride)), "stride_y": num("stride_y", str(stride)),
+                "stride_x": stride_x if stride_x >= 1 else stride, "stride_y": stride_y if stride_y >= 1 else stride,
                 "padding": size // 2 if num("pad", "0") else num("padding", "0"),
-                "activation": opts.get("activation", "logistic").lower(), "groups": num("groups", "1"),
-                "dilation": num("dilation", "1")}
+                "activation": _text(opts, "activation", "logistic"), "groups": num("groups", "1"),
+                "dilation": num("dilation", "1") if size > 1 else 1}
     if kind == "route":
-        try:
-            layers = [int(v) for v in opts.get("layers", "").split(",")]
-        except ValueError:
-            raise ValueError(f"{where}: layers={opts.get('layers', '')} is not a list of layer numbers") from None
+        text = _text(opts, "layers", "")
+        if not text or any(_INT.fullmatch(v) is None for v in text.split(",")):
+            raise ValueError(f"{where}: layers={text} is not a list of layer numbers")
+        layers = [int(v) for v in text.split(",")]
         return {"layers": tuple(v + index if v < 0 else v for v in layers), "groups": num("groups", "1"),
                 "group_id": num("group_id", "0")}
     if kind == "maxpool":
         stride = num("stride", "1")
         size = num("size", str(stride))
-        return {"size": size, "stride": stride, "padding": num("padding", str(size - 1))}
+        return {"size": size, "stride_x": num("stride_x", str(stride)), "stride_y": num("stride_y", str(stride)),
+                "padding": num("padding", str(size - 1))}
     if kind == "upsample":
-        return {"stride": num("stride", "2")}
+        return {"stride": num("stride", "2"), "scale": _number(opts, "scale", "1", where, float)}
     return {}  # [yolo]: its settings are read by read_darknet_cfg
 
 
-def _yolo_settings(opts: Dict[str, str], where: str) -> Tuple[int, List[Tuple[float, float]], Tuple[int, ...],
-                                                             float]:
-    """classes, anchors, mask and scale_x_y of a [yolo] section."""
+def _yolo_settings(opts: Dict[str, Tuple[str, int]], where: str) -> Tuple[int, List[Tuple[float, float]],
+                                                                          Tuple[int, ...], float]:
+    """classes, anchors, mask and scale_x_y of a [yolo] section, as Darknet's parse_yolo reads them."""
+    _refuse_active_keys("yolo", opts, where)
     if _number(opts, "new_coords", "0", where):
         raise ValueError(f"{where}: new_coords=1 (Scaled-YOLOv4's decoding) is not supported; yolov4-tiny decodes "
                          f"with new_coords=0")
-    try:
-        values = [float(v) for v in opts["anchors"].split(",") if v]
-    except KeyError:
-        raise ValueError(f"{where}: no anchors= line") from None
-    except ValueError:
-        raise ValueError(f"{where}: anchors={opts['anchors']} is not a list of numbers") from None
     num = _number(opts, "num", "1", where)
-    if len(values) != 2 * num:
-        raise ValueError(f"{where}: num={num}, but anchors= lists {len(values) / 2:g} anchors (w,h pairs)")
+    if num < 1:
+        raise ValueError(f"{where}: num={num}; a [yolo] layer needs at least one anchor")
+    text = _text(opts, "anchors", "")
+    if not text:
+        raise ValueError(f"{where}: no anchors= line")
     try:
-        mask = tuple(int(v) for v in opts["mask"].split(",")) if "mask" in opts else tuple(range(num))
-    except ValueError:
-        raise ValueError(f"{where}: mask={opts['mask']} is not a list of anchor numbers") from None
+        values = [float(_FLOAT.fullmatch(v).group(0)) for v in text.split(",") if v]
+    except AttributeError:
+        raise ValueError(f"{where}: anchors={text} is not a list of numbers") from None
+    if len(values) < 2 * num:
+        raise ValueError(f"{where}: num={num}, but anchors= lists {len(values) / 2:g} anchors (w,h pairs)")
+    values = values[: 2 * num]  # Darknet reads num pairs and ignores the rest
+    mask_text = _text(opts, "mask", ",".join(map(str, range(num))))
+    if not mask_text or any(_INT.fullmatch(v) is None for v in mask_text.split(",")):
+        raise ValueError(f"{where}: mask={mask_text} is not a list of anchor numbers")
+    mask = tuple(int(v) for v in mask_text.split(","))
     if min(mask) < 0 or max(mask) >= num:
-        raise ValueError(f"{where}: mask={opts['mask']} points past the {num} anchors")
+        raise ValueError(f"{where}: mask={mask_text} points past the {num} anchors")
     anchors = [(values[i], values[i + 1]) for i in range(0, len(values), 2)]
     return _number(opts, "classes", "20", where), anchors, mask, _number(opts, "scale_x_y", "1", where, float)
 
@@ -275,9 +324,12 @@ def read_darknet_cfg(path: PathLike) -> DarknetCfg:
     The check compares each layer's shape-giving settings (filters, size, stride, padding, activation, groups,
     route layers, ...) with those of the cfg :func:`darknet_cfg_text` writes for the same classes and anchors,
     and raises a ValueError naming the first line that differs: another network (yolov4-tiny-3l, YOLOv3-tiny,
-    a changed activation) would load its weights into the wrong layers.
+    a changed activation) would load its weights into the wrong layers. Keys that change how Darknet reads or
+    runs a layer (``dontload``, ``flipped``, ``antialiasing``, ``map``, ...) are refused as well.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; give the .cfg file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such Darknet .cfg file")
     sections = _parse_cfg(path.read_text(encoding="utf-8-sig", errors="replace"), path)
@@ -285,9 +337,12 @@ def read_darknet_cfg(path: PathLike) -> DarknetCfg:
         raise ValueError(f"{path}: a Darknet .cfg starts with a [net] section")
     _, net_line, net = sections[0]
     at = f"{path}: [net] at line {net_line}"
+    for key in ("width", "height"):
+        if key not in net:
+            raise ValueError(f"{at}: no {key}= line (the network's input size)")
     width, height = _number(net, "width", "0", at), _number(net, "height", "0", at)
     if _number(net, "channels", "3", at) != 3:
-        raise ValueError(f"{path}: [net] channels={net['channels']}; yolov4-tiny takes 3-channel (RGB) images")
+        raise ValueError(f"{at}: channels={net['channels'][0]}; yolov4-tiny takes 3-channel (RGB) images")
     check_input_size((height, width), f"{path}: [net] width x height")
     layers = sections[1:]
     heads = [_yolo_settings(opts, f"{path}: [yolo] at line {line}") for kind, line, opts in layers if kind == "yolo"]
@@ -313,27 +368,35 @@ def read_darknet_cfg(path: PathLike) -> DarknetCfg:
         got = _layer_shape(kind, opts, index, f"{path}: [{kind}] at line {line}")
         want = _layer_shape(kind, want_opts, index, "yolov4-tiny")
         for key, value in want.items():
-            if got[key] != value:
-                raise ValueError(f"{path}: line {line}: layer {index} [{kind}] has {key}={got[key]}, where "
-                                 f"yolov4-tiny has {key}={value}; only the yolov4-tiny network loads")
+            if got[key] == value:
+                continue
+            if key == "filters" and index + 1 < len(layers) and layers[index + 1][0] == "yolo":
+                raise ValueError(f"{path}: line {line}: the convolution before the [yolo] at line "
+                                 f"{layers[index + 1][1]} has filters={got[key]}; with classes={classes} and "
+                                 f"{len(mask_p5)} anchors per head it must be {len(mask_p5)} x (5 + {classes}) = "
+                                 f"{value}")
+            raise ValueError(f"{path}: line {line}: layer {index} [{kind}] has {key}={got[key]}, where "
+                             f"yolov4-tiny has {key}={value}; only the yolov4-tiny network loads")
     if len(layers) != len(expected):
         raise ValueError(f"{path}: {len(layers)} layers after [net]; yolov4-tiny has {len(expected)}")
     return DarknetCfg(path, width, height, classes, anchors, [mask_p5, mask_p4], scale)
 
 
 def darknet_cfg_beside(weights: PathLike) -> Optional[Path]:
-    """The ``.cfg`` that goes with a ``.weights`` file by Darknet's naming, if it lies beside it: the same name
-    (``yolov4-tiny.cfg`` for ``yolov4-tiny.weights``), or the name without the suffix Darknet's training gives
-    its saves (``obj.cfg`` for ``obj_best.weights``, ``obj_last``, ``obj_final``, ``obj_4000``)."""
+    """The ``.cfg`` that goes with a ``.weights`` file by Darknet's naming: the same name (``yolov4-tiny.cfg``
+    for ``yolov4-tiny.weights``), or the name without the suffix Darknet's training gives its saves
+    (``obj.cfg`` for ``obj_best.weights``, ``obj_last``, ``obj_final``, ``obj_4000``); looked for beside the
+    weights, then in ``../cfg/`` (Darknet's own layout: ``backup/obj_best.weights``, ``cfg/obj.cfg``)."""
     weights = Path(weights)
     stems = [weights.stem]
     base = re.sub(r"_(best|last|final|\d+)$", "", weights.stem)
     if base != weights.stem:
         stems.append(base)
-    for stem in stems:
-        cfg = weights.with_name(stem + ".cfg")
-        if cfg.is_file():
-            return cfg
+    for folder in (weights.parent, weights.parent.parent / "cfg"):
+        for stem in stems:
+            cfg = folder / f"{stem}.cfg"
+            if cfg.is_file():
+                return cfg
     return None
 
 
@@ -357,15 +420,17 @@ def save_darknet_weights(model: YoloV4Tiny, path: PathLike, seen: int = 0) -> No
 
 
 def write_darknet_cfg(model: YoloV4Tiny, path: PathLike, width: int = 416, height: int = 416,
-                      scale_x_y: float = 1.05) -> None:
+                      scale_x_y: float = 1.05, letter_box: bool = False) -> None:
     """Write :func:`darknet_cfg_text` to ``path`` (atomically)."""
-    write_atomic(path, darknet_cfg_text(model, width, height, scale_x_y).encode())
+    write_atomic(path, darknet_cfg_text(model, width, height, scale_x_y, letter_box).encode())
 
 
-def darknet_cfg_text(model: YoloV4Tiny, width: int = 416, height: int = 416, scale_x_y: float = 1.05) -> str:
+def darknet_cfg_text(model: YoloV4Tiny, width: int = 416, height: int = 416, scale_x_y: float = 1.05,
+                     letter_box: bool = False) -> str:
     """The Darknet ``.cfg`` matching ``model`` (phi=0 only: Darknet has no attention layers), with its
     anchors and masks. ``scale_x_y`` is the decoding the weights were trained for: 1.05 for Darknet's own,
-    the checkpoint's ``scale_x_y`` (2.0 with the ``multi`` assigner) for ours."""
+    the checkpoint's ``scale_x_y`` (2.0 with the ``multi`` assigner) for ours. ``letter_box``: Darknet's
+    detector letterboxes its input (``letter_box=1``) instead of stretching it, as our models were trained."""
     if model.attention is not None:
         raise ValueError(f"Darknet has no '{model.attention}' layer; only phi=0 models have a .cfg")
 
@@ -381,19 +446,19 @@ def darknet_cfg_text(model: YoloV4Tiny, width: int = 416, height: int = 416, sca
                 + conv(c // 2, 3) + ["[route]", "layers = -1,-2", ""] + conv(c, 1)
                 + ["[route]", "layers = -6,-1", "", "[maxpool]", "size=2", "stride=2", ""])
 
-    anchors = ",  ".join(f"{w:g},{h:g}" for w, h in model.anchors)
+    anchors = ",  ".join(f"{w:.9g},{h:.9g}" for w, h in model.anchors)  # 9 digits: float32 exactly
     filters = model.num_anchors * (5 + model.num_classes)
 
     def yolo(mask):
         return ["[yolo]", f"mask = {','.join(map(str, mask))}", f"anchors = {anchors}",
-                f"classes={model.num_classes}", f"num={len(model.anchors)}", "jitter=.3", f"scale_x_y = {scale_x_y:g}",
-                "cls_normalizer=1.0", "iou_normalizer=0.07", "iou_loss=ciou", "ignore_thresh = .7",
+                f"classes={model.num_classes}", f"num={len(model.anchors)}", "jitter=.3",
+                f"scale_x_y = {scale_x_y:.9g}", "cls_normalizer=1.0", "iou_normalizer=0.07", "iou_loss=ciou", "ignore_thresh = .7",
                 "truth_thresh = 1", "random=0", "resize=1.5", "nms_kind=greedynms", "beta_nms=0.6", ""]
 
     lines = ["[net]", "batch=64", "subdivisions=1", f"width={width}", f"height={height}", "channels=3",
              "momentum=0.9", "decay=0.0005", "angle=0", "saturation = 1.5", "exposure = 1.5", "hue=.1",
              "learning_rate=0.00261", "burn_in=1000", "max_batches = 2000200", "policy=steps",
-             "steps=1600000,1800000", "scales=.1,.1", ""]
+             "steps=1600000,1800000", "scales=.1,.1"] + (["letter_box=1"] if letter_box else []) + [""]
     lines += conv(32, 3, 2) + conv(64, 3, 2) + csp(64) + csp(128) + csp(256) + conv(512, 3)
     lines += conv(256, 1) + conv(512, 3) + conv(filters, 1, bn=False, act="linear") + yolo(model.anchor_masks[0])
     lines += ["[route]", "layers = -4", ""] + conv(128, 1) + ["[upsample]", "stride=2", ""]

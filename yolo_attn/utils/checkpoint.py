@@ -108,7 +108,11 @@ def read_class_names(path: PathLike) -> List[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such class-names file")
-    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); save the class names as UTF-8") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise ValueError(f"{path}: no class names in it (expected one per line)")
     return names
@@ -129,19 +133,28 @@ def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num
 
     cfg = Path(cfg) if cfg is not None else darknet_cfg_beside(path)
     settings = read_darknet_cfg(cfg) if cfg is not None else None
-    beside = cfg.with_suffix(".names") if cfg is not None else None
-    if classes is None and num_classes is None and beside is not None and beside.is_file():
-        classes = beside
+    found_names = None  # a .names file of the cfg's or the weights' name, when no class list was given
+    if classes is None and num_classes is None:
+        candidates = ([cfg.with_suffix(".names")] if cfg is not None else []) + [path.with_suffix(".names")]
+        found_names = next((c for c in candidates if c.is_file()), None)
+        classes = found_names
     names = _names_for(classes, num_classes, path)
     if settings is None:
+        if not path.name.endswith(".conv.29"):
+            log.warning("%s: no .cfg found for these weights (looked beside them and in ../cfg/ for %s): decoding "
+                        "with yolov4-tiny.cfg's anchors, masks, scale_x_y 1.05 and 416x416; pass --cfg if yours "
+                        "differ", path, f"{path.stem}.cfg")
         model = build_model(phi or 0, len(names))
     elif settings.num_classes != len(names):
-        raise ValueError(f"{cfg}: classes={settings.num_classes}, but {len(names)} class names were given "
-                         f"for {path}")
+        given = f"{found_names} (found beside) lists" if found_names is not None else "were given"
+        raise ValueError(f"{cfg}: classes={settings.num_classes}, but {len(names)} class names {given} for {path}")
     else:
         model = build_model(phi or 0, len(names), settings.anchors, settings.anchor_masks)
         log.info("%s: anchors, masks, scale_x_y %g and input %dx%d from %s", path, settings.scale_x_y,
                  settings.width, settings.height, cfg)
+        if settings.width != settings.height:
+            log.warning("%s: a %dx%d (width x height) input; this model runs letterboxed to %dx%d squares",
+                        cfg, settings.width, settings.height, settings.img_size, settings.img_size)
     report = load_darknet_weights(model, path)
     # Training initializes from what fits (load_darknet_weights); a model to run needs its heads from the
     # file. Attention blocks (phi given) are asked for by the caller: they start untrained, as logged.
@@ -171,7 +184,7 @@ def load_model(
 
     - our checkpoints (``.pt``), which carry everything;
     - Darknet ``.weights`` (needs ``classes`` or ``num_classes``, unless a ``.names`` file of the cfg's name lies
-      beside the cfg; ``phi`` defaults to 0). Anchors, masks, ``scale_x_y`` and input size come from ``cfg``,
+      beside the cfg, or one of the weights' name beside them; ``phi`` defaults to 0). Anchors, masks, ``scale_x_y`` and input size come from ``cfg``,
       else from the ``.cfg`` beside the weights (:func:`~yolo_attn.models.darknet.darknet_cfg_beside`), else
       from the official yolov4-tiny.cfg;
     - state dicts of the popular PyTorch port (needs ``classes`` or ``num_classes``; phi is detected).
@@ -183,7 +196,7 @@ def load_model(
     if path.suffix.lower() in (".onnx", ".xml", ".bin"):  # else torch.load's "pickled data" reads as a threat
         raise ValueError(f"{path}: an exported model (ONNX / OpenVINO), which runs in tools/predict.py and "
                          f"tools/eval.py but holds no PyTorch weights; use the checkpoint it was exported from")
-    if path.suffix == ".weights" or path.name.endswith(".conv.29"):
+    if path.suffix.lower() == ".weights" or path.name.endswith(".conv.29"):
         return _load_darknet(path, classes, num_classes, phi, cfg)
     if cfg is not None:
         raise ValueError(f"{cfg}: a Darknet .cfg goes with Darknet .weights, not with {path}")
