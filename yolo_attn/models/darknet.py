@@ -452,8 +452,9 @@ def darknet_cfg_text(model: YoloV4Tiny, width: int = 416, height: int = 416, sca
     def yolo(mask):
         return ["[yolo]", f"mask = {','.join(map(str, mask))}", f"anchors = {anchors}",
                 f"classes={model.num_classes}", f"num={len(model.anchors)}", "jitter=.3",
-                f"scale_x_y = {scale_x_y:.9g}", "cls_normalizer=1.0", "iou_normalizer=0.07", "iou_loss=ciou", "ignore_thresh = .7",
-                "truth_thresh = 1", "random=0", "resize=1.5", "nms_kind=greedynms", "beta_nms=0.6", ""]
+                f"scale_x_y = {scale_x_y:.9g}", "cls_normalizer=1.0", "iou_normalizer=0.07", "iou_loss=ciou",
+                "ignore_thresh = .7", "truth_thresh = 1", "random=0", "resize=1.5", "nms_kind=greedynms",
+                "beta_nms=0.6", ""]
 
     lines = ["[net]", "batch=64", "subdivisions=1", f"width={width}", f"height={height}", "channels=3",
              "momentum=0.9", "decay=0.0005", "angle=0", "saturation = 1.5", "exposure = 1.5", "hue=.1",

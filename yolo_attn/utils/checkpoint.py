@@ -184,9 +184,9 @@ def load_model(
 
     - our checkpoints (``.pt``), which carry everything;
     - Darknet ``.weights`` (needs ``classes`` or ``num_classes``, unless a ``.names`` file of the cfg's name lies
-      beside the cfg, or one of the weights' name beside them; ``phi`` defaults to 0). Anchors, masks, ``scale_x_y`` and input size come from ``cfg``,
-      else from the ``.cfg`` beside the weights (:func:`~yolo_attn.models.darknet.darknet_cfg_beside`), else
-      from the official yolov4-tiny.cfg;
+      beside the cfg, or one of the weights' name beside them; ``phi`` defaults to 0). Anchors, masks,
+      ``scale_x_y`` and input size come from ``cfg``, else from the ``.cfg`` of the weights' name
+      (:func:`~yolo_attn.models.darknet.darknet_cfg_beside`), else from the official yolov4-tiny.cfg (warned);
     - state dicts of the popular PyTorch port (needs ``classes`` or ``num_classes``; phi is detected).
     """
     path = Path(path)
