@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the file's own; for .pt chosen for this machine (a calibrated int8 OpenVINO "
                    "export beside it is used when there is one)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"],
-                   help="default: the file's own; for .pt the fastest for this machine (logged); fp16: CUDA")
+                   help="default: the file's own; for .pt with no --backend either, the fastest for this machine "
+                   "(logged), else fp32; fp16: CUDA")
     p.add_argument("--save-txt", action="store_true", help="write labels/<stem>.txt per image or frame")
     p.add_argument("--save-json", action="store_true", help="write predictions.json (COCO results style)")
     p.add_argument("--no-save", action="store_true", help="do not write annotated images or videos")

@@ -136,6 +136,19 @@ def test_auto_workers_leaves_a_two_core_cpu_to_the_training_step():
     assert load_train_config(None, {})["workers"] == "auto"  # the default config asks for it
 
 
+def test_an_epoch_count_given_turns_the_embedded_time_budget_off(tmp_path):
+    """`--epochs 10` on the embedded dataset was re-fitted to its 29-minute budget (61 epochs after one at 128 px):
+    an epoch count given alone is taken as it is; with --time too, the budget fits it as before."""
+    from yolo_attn.engine.config import parse_train_args
+
+    assert load_train_config(None, {})["time"] == "auto"
+    assert parse_train_args(["--epochs", "10"])["time"] is None
+    assert parse_train_args(["--epochs", "10", "--time", "5"])["time"] == 5
+    (tmp_path / "my.yaml").write_text("epochs: 3\n")
+    assert parse_train_args(["--config", str(tmp_path / "my.yaml")])["time"] is None
+    assert parse_train_args(["--lr", "0.01"])["time"] == "auto"
+
+
 def test_a_time_budget_is_filled_with_whole_epochs():
     assert _fit_epochs_to_time(28, 400, [400], 1) == 4      # 4.2 epochs
     assert _fit_epochs_to_time(28, 424.5, [424.5], 1) == 4  # 3.96: the fourth ends 18 s late, still kept

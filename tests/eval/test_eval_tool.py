@@ -73,6 +73,8 @@ def test_eval_tool_end_to_end(tmp_path, capsys):
     run_dir = project / "exp"
     results = json.loads((run_dir / "predictions.json").read_text())
     assert results and {r["category_id"] for r in results} <= {1, 2}  # YOLO category ids: label + 1
+    # the COCO results format, not what pycocotools' loadRes adds to the dicts it scores (area, id, segmentation)
+    assert all(set(r) == {"image_id", "category_id", "bbox", "score"} for r in results)
     assert (run_dir / "pr_curve.png").stat().st_size > 1000
     assert json.loads((run_dir / "metrics.json").read_text())["images"] == 4
     # A second run never overwrites the first; --metric limits what is computed.

@@ -91,8 +91,8 @@ def test_convert_takes_the_cfg_back_into_a_checkpoint(ckpt, tmp_path):
     moved = tmp_path / "elsewhere.cfg"  # not beside the weights: given with --cfg
     weights.with_suffix(".cfg").rename(moved)
     run = subprocess.run([sys.executable, str(ROOT / "tools" / "convert.py"), "--from", "darknet", "--weights",
-                          str(weights), "--cfg", str(moved), "--classes", str(weights.with_suffix(".names")),
-                          "--out", str(tmp_path / "back.pt")], capture_output=True, text=True, timeout=300)
+                          str(weights), "--cfg", str(moved), "--out", str(tmp_path / "back.pt")],  # plain.names beside
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     model, meta = load_model(tmp_path / "back.pt")
     assert meta["scale_x_y"] == 2.0 and meta["img_size"] == 160 and meta["names"] == NAMES

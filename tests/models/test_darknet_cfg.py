@@ -194,8 +194,10 @@ def test_names_files(custom_weights, tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"{folder / 'obj.names'}: not UTF-8 text")):
         load_model(weights, cfg=folder / "obj.cfg")
     (folder / "obj.names").unlink()
-    weights.with_suffix(".names").write_text("a\nb\nc\n")  # the weights' own, beside them
+    (weights.parent / "obj.names").write_text("a\nb\nc\n")  # beside the weights, by the name of the model
     assert load_model(weights, cfg=folder / "obj.cfg")[1]["names"] == ["a", "b", "c"]
+    weights.with_suffix(".names").write_text("x\ny\nz\n")  # the weights' own name comes first
+    assert load_model(weights, cfg=folder / "obj.cfg")[1]["names"] == ["x", "y", "z"]
 
 
 def test_cfg_class_count_must_match_the_names(custom_weights):

@@ -93,7 +93,9 @@ def coco_results(
 
 def _load_results(gt: COCO, results: List[Dict[str, Any]]) -> COCO:
     if results:
-        return gt.loadRes(results)
+        # loadRes adds segmentation, area, id and iscrowd to the dicts it is given: copies keep the caller's records
+        # (predictions.json) in the plain COCO results format
+        return gt.loadRes([dict(r) for r in results])
     # COCO.loadRes cannot take an empty list (it reads results[0]); an empty result set is still valid.
     empty = COCO()
     empty.dataset = {"images": list(gt.dataset["images"]), "categories": list(gt.dataset["categories"]),

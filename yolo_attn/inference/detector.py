@@ -595,7 +595,8 @@ def _torch_weights_backend(model, meta, kind: str, precision: Optional[str], dev
         return create_backend("torch", model, precision, device)
     if precision == "int8":
         raise ValueError(f"{path}: int8 needs calibration; export it first with "
-                         f"`python tools/export.py --weights {path} --format openvino --precision int8`")
+                         f"`python tools/export.py --weights {path} --format openvino --precision int8 --data "
+                         f"CONFIG` (or --calib-images FOLDER), then run the export")
     from .export import export_meta, onnx_bytes, openvino_model
 
     size = int(meta.get("img_size", 416))

@@ -28,8 +28,8 @@ import torch.nn as nn
 from ..utils.paths import write_atomic
 from .yolo import YoloV4Tiny, build_model, check_input_size
 
-__all__ = ["DarknetCfg", "DarknetLoadReport", "darknet_cfg_beside", "darknet_cfg_text", "load_darknet_weights",
-           "read_darknet_cfg", "save_darknet_weights", "write_darknet_cfg"]
+__all__ = ["DarknetCfg", "DarknetLoadReport", "darknet_cfg_beside", "darknet_cfg_text", "darknet_stems",
+           "load_darknet_weights", "read_darknet_cfg", "save_darknet_weights", "write_darknet_cfg"]
 
 log = logging.getLogger(__name__)
 
@@ -382,18 +382,22 @@ def read_darknet_cfg(path: PathLike) -> DarknetCfg:
     return DarknetCfg(path, width, height, classes, anchors, [mask_p5, mask_p4], scale)
 
 
+def darknet_stems(weights: PathLike) -> List[str]:
+    """The names a Darknet model's files go by: the weights' own, and without the suffix Darknet's training gives
+    its saves (``obj`` for ``obj_best``, ``obj_last``, ``obj_final``, ``obj_4000``)."""
+    stem = Path(weights).stem
+    base = re.sub(r"_(best|last|final|\d+)$", "", stem)
+    return [stem] if base == stem else [stem, base]
+
+
 def darknet_cfg_beside(weights: PathLike) -> Optional[Path]:
     """The ``.cfg`` that goes with a ``.weights`` file by Darknet's naming: the same name (``yolov4-tiny.cfg``
     for ``yolov4-tiny.weights``), or the name without the suffix Darknet's training gives its saves
     (``obj.cfg`` for ``obj_best.weights``, ``obj_last``, ``obj_final``, ``obj_4000``); looked for beside the
     weights, then in ``../cfg/`` (Darknet's own layout: ``backup/obj_best.weights``, ``cfg/obj.cfg``)."""
     weights = Path(weights)
-    stems = [weights.stem]
-    base = re.sub(r"_(best|last|final|\d+)$", "", weights.stem)
-    if base != weights.stem:
-        stems.append(base)
     for folder in (weights.parent, weights.parent.parent / "cfg"):
-        for stem in stems:
+        for stem in darknet_stems(weights):
             cfg = folder / f"{stem}.cfg"
             if cfg.is_file():
                 return cfg

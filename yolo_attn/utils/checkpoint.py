@@ -129,13 +129,14 @@ def _names_for(classes: Union[None, PathLike, Sequence[str]], num_classes: Optio
 
 def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num_classes: Optional[int],
                   phi: Union[int, str, None], cfg: Optional[PathLike]) -> Tuple[YoloV4Tiny, Dict[str, Any]]:
-    from ..models.darknet import darknet_cfg_beside, load_darknet_weights, read_darknet_cfg
+    from ..models.darknet import darknet_cfg_beside, darknet_stems, load_darknet_weights, read_darknet_cfg
 
     cfg = Path(cfg) if cfg is not None else darknet_cfg_beside(path)
     settings = read_darknet_cfg(cfg) if cfg is not None else None
     found_names = None  # a .names file of the cfg's or the weights' name, when no class list was given
     if classes is None and num_classes is None:
-        candidates = ([cfg.with_suffix(".names")] if cfg is not None else []) + [path.with_suffix(".names")]
+        candidates = [cfg.with_suffix(".names")] if cfg is not None else []
+        candidates += [path.with_name(f"{stem}.names") for stem in darknet_stems(path)]
         found_names = next((c for c in candidates if c.is_file()), None)
         classes = found_names
     names = _names_for(classes, num_classes, path)
