@@ -184,11 +184,12 @@ class DarknetCfg:
 _SECTION_ALIASES = {"conv": "convolutional", "network": "net", "max": "maxpool"}
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_DROPPED = str.maketrans("", "", " \t\r\n")  # what Darknet's strip() removes
 
 
 def _parse_cfg(text: str, path: PathLike) -> List[Tuple[str, int, Dict[str, Tuple[str, int]]]]:
-    """Darknet's reader (``src/utils.c`` fgetl/strip, ``src/option_list.c``): lines split at ``\n``; spaces, tabs
-    and CRs dropped; a line starting with ``#`` or ``;`` is a comment (only there: ``activation=leaky # x`` is the
+    """Darknet's reader (``src/utils.c`` fgetl/strip, ``src/option_list.c``): lines split at newlines only; spaces,
+    tabs and CRs dropped; a line starting with ``#`` or ``;`` is a comment (only there: ``activation=leaky # x`` is the
     activation ``leaky#x`` to Darknet); ``[section]`` lines, then ``key=value`` lines. Returns
     (kind, line, {key: (value, line)}). A key given twice in a section is refused: Darknet takes the first, OpenCV
     the last, so the two do not agree on what the file says."""
@@ -216,8 +217,6 @@ def _parse_cfg(text: str, path: PathLike) -> List[Tuple[str, int, Dict[str, Tupl
             options[key] = (value, number)
     return sections
 
-
-_DROPPED = str.maketrans("", "", " \t\r\n")  # what Darknet's strip() removes
 
 
 def _number(opts: Dict[str, Tuple[str, int]], key: str, default: str, where: str, kind: type = int):
