@@ -147,6 +147,9 @@ def test_an_epoch_count_given_turns_the_embedded_time_budget_off(tmp_path):
     (tmp_path / "my.yaml").write_text("epochs: 3\n")
     assert parse_train_args(["--config", str(tmp_path / "my.yaml")])["time"] is None
     assert parse_train_args(["--lr", "0.01"])["time"] == "auto"
+    (tmp_path / "copy.yaml").write_text((ROOT / "configs" / "train.yaml").read_text())  # says time: auto
+    assert parse_train_args(["--config", str(tmp_path / "copy.yaml"), "--epochs", "10"])["time"] is None
+    assert parse_train_args(["--epochs", "10", "--time", "null"])["time"] is None
 
 
 def test_a_time_budget_is_filled_with_whole_epochs():
@@ -276,6 +279,13 @@ def test_resume_writes_only_into_the_run_it_continues(tiny_data, tmp_path, caplo
     with caplog.at_level(logging.WARNING):  # options given along with --resume were dropped without a word
         train(load_train_config(None, {"resume": str(run / "weights" / "last.pt"), "lr": 0.1, "workers": 0}))
     assert "goes on with the run's own config; ignored: lr=0.1 (only --device and --workers apply" in caplog.text
+    caplog.clear()
+    last = load_checkpoint(run / "weights" / "last.pt")
+    last["config"]["time"] = 5.0  # a run with a time budget (the embedded dataset's)
+    save_checkpoint(last, run / "weights" / "last.pt")
+    with caplog.at_level(logging.WARNING):  # --epochs turns the time budget off in the config: not a second option
+        train(load_train_config(None, {"resume": str(run / "weights" / "last.pt"), "epochs": 7}))
+    assert "ignored: epochs=7 (only" in caplog.text
 
 
 def test_a_setup_mistake_leaves_no_run_folder(tiny_data, tmp_path):

@@ -791,3 +791,40 @@ def test_rect_needs_a_backend_that_takes_any_size(ckpt, tmp_path, rng):
     got, expected = dynamic(image), reference(image)
     assert got.input_shape == expected.input_shape == (64, IMG_SIZE) and len(got) == len(expected) > 0
     np.testing.assert_allclose(got.boxes, expected.boxes, atol=1e-2)
+
+
+@needs_openvino
+def test_an_export_replaced_in_place_with_its_times_kept_is_read_again(tmp_path):
+    """Exports of two checkpoints of one architecture have the same sizes; one copied over the other keeping its
+    file times (cp -p) was taken, within one process, for the export read before it: the other weights ran."""
+    import shutil
+
+    from yolo_attn.inference.export import export_model
+    from yolo_attn.inference.hardware import export_for
+
+    ckpt = make_checkpoint(tmp_path / "a" / "best.pt", phi=0)
+    other = make_checkpoint(tmp_path / "b" / "best.pt", phi=0, seed=1)
+    out = export_model(ckpt, "openvino", log=lambda s: None)
+    replacement = export_model(other, "openvino", log=lambda s: None)
+    size = max(out.stat().st_size, replacement.stat().st_size)  # the graphs' texts differ by a few bytes:
+    for xml in (out, replacement):  # padded with spaces after the root element, the sizes match too
+        xml.write_bytes(xml.read_bytes().ljust(size, b" "))
+    assert export_for(ckpt, "fp32") == out  # read, and remembered
+    for suffix in (".xml", ".bin"):
+        old, new = out.with_suffix(suffix), replacement.with_suffix(suffix)
+        assert old.stat().st_size == new.stat().st_size
+        times = (old.stat().st_atime_ns, old.stat().st_mtime_ns)
+        shutil.copyfile(new, old)
+        os.utime(old, ns=times)
+    assert export_for(ckpt, "fp32") is None  # the digest it now records is the other checkpoint's
+
+
+def test_our_checkpoint_in_torchs_legacy_format_is_still_ours(tmp_path):
+    import torch
+
+    from yolo_attn.inference.detector import _checkpoint_img_size
+    from yolo_attn.utils.checkpoint import load_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "zip.pt", phi=0)
+    torch.save(load_checkpoint(ckpt), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    assert _checkpoint_img_size(tmp_path / "legacy.pt") == _checkpoint_img_size(ckpt) == IMG_SIZE

@@ -395,25 +395,34 @@ class FailingCapture(FakeCapture):
 def test_a_video_failing_mid_way_is_left_and_the_folder_goes_on(ckpt, tmp_path, capsys):
     folder = tmp_path / "clips"
     folder.mkdir()
-    for name in ("a.mp4", "b.mp4", "c.mp4"):
+    for name in ("a.mp4", "b.mp4", "c.mp4", "d.mp4"):
         (folder / name).write_bytes(b"")
     captures = {}
+    fail_at = {"b.mp4": 2, "d.mp4": 0}  # d: on the first frame, read when the video is opened
 
     def factory(spec):
-        captures[Path(spec).name] = FailingCapture(fail_at=2 if spec.endswith("b.mp4") else None, frames=4)
+        captures[Path(spec).name] = FailingCapture(fail_at=fail_at.get(Path(spec).name), frames=4)
         return captures[Path(spec).name]
 
     assert _run(ckpt, folder, tmp_path / "runs", capture_factory=factory) == 0
     out = capsys.readouterr().out
-    assert f"warning: {folder / 'b.mp4'}: reading frame 2 failed (error: decoder crashed)" in out
-    assert "1 skipped (see the warnings)" in out and all(c.released for c in captures.values())
+    assert f"warning: {folder / 'b.mp4'}: reading frame 2 failed (cv2.error: decoder crashed)" in out
+    assert f"warning: skipping {folder / 'd.mp4'}: reading frame 0 failed" in out
+    assert "2 skipped (see the warnings)" in out and all(c.released for c in captures.values())
     counts = [count_frames(tmp_path / "runs" / "exp" / name) for name in ("a.mp4", "b.mp4", "c.mp4")]
     assert counts == [4, 2, 4]  # b's first two frames are written and its file is whole
 
-    # the only source: the run fails, naming the file and the frame, with no traceback
+    # the only source: the run fails in one line naming the file and the frame (no traceback), and says where
+    # the frames done are
     video = folder / "a.mp4"
-    assert _run(ckpt, video, tmp_path / "runs", capture_factory=FailingCapture(fail_at=1, frames=4)) == 1
-    assert f"{video}: reading frame 1 failed" in capsys.readouterr().err
+    for at in (1, 0):
+        capture = FailingCapture(fail_at=at, frames=4)
+        assert _run(ckpt, video, tmp_path / "runs", capture_factory=capture) == 1
+        err = capsys.readouterr().err
+        assert f"{video}: reading frame {at} failed" in err and capture.released
+        assert ("the results so far are in" in err) == (at > 0)
+    assert _run(ckpt, "0", tmp_path / "runs", capture_factory=FailingCapture(fail_at=2, frames=4)) == 1
+    assert "error: webcam 0: reading frame 2 failed" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("frames, count, warned", [(5, 100, True), (5, 6, False), (5, 0, False)])

@@ -194,6 +194,10 @@ def test_names_files(custom_weights, tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"{folder / 'obj.names'}: not UTF-8 text")):
         load_model(weights, cfg=folder / "obj.cfg")
     (folder / "obj.names").unlink()
+    (weights.parent / "obj.names").write_text("a\nb\n")  # no cfg: found beside the weights, with 2 names
+    with pytest.raises(ValueError, match=re.escape(f"3-class model, but {weights.parent / 'obj.names'} (found beside) "
+                                                   f"lists 2:")):
+        load_model(weights)
     (weights.parent / "obj.names").write_text("a\nb\nc\n")  # beside the weights, by the name of the model
     assert load_model(weights, cfg=folder / "obj.cfg")[1]["names"] == ["a", "b", "c"]
     weights.with_suffix(".names").write_text("x\ny\nz\n")  # the weights' own name comes first

@@ -79,8 +79,9 @@ def load_train_config(
     path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None
 ) -> Dict[str, Any]:
     """Defaults from configs/train.yaml, then the keys of ``path`` (a user YAML), then ``overrides``
-    (``{"lr": 0.01, "aug.mosaic": 0.5}``). An ``epochs`` given without a ``time`` is taken as it is: the
-    embedded dataset's time budget (``time: auto``) applies only where the epoch count was left alone."""
+    (``{"lr": 0.01, "aug.mosaic": 0.5}``). An ``epochs`` given with ``time`` left at ``auto`` (not given, or
+    ``auto`` as configs/train.yaml has it, in a copy of it) is taken as it is: the embedded dataset's time budget
+    applies only where the epoch count was left alone. A number (or null) for ``time`` stays as given."""
     defaults = _defaults()
     cfg = copy.deepcopy(defaults)
     given = set()
@@ -91,7 +92,7 @@ def load_train_config(
     for k, v in (overrides or {}).items():
         _set(cfg, k, v, defaults or cfg)
         given.add(k)
-    if "epochs" in given and "time" not in given and cfg.get("time") == "auto":
+    if "epochs" in given and cfg.get("time") == "auto":
         cfg["time"] = None
     _check_types(cfg, defaults)
     for k in STRING_KEYS:  # `name: 2024` in a YAML file, or name=2024 from Python

@@ -341,7 +341,9 @@ def train(cfg: Dict[str, Any]) -> Path:
         keep = {k: cfg[k] for k in ("device", "workers") if cfg.get(k) is not None}
         # options set along with --resume, other than the defaults and the run's own, do not apply: said below
         defaults = load_train_config()
-        ignored = [f"{k}={cfg[k]}" for k in sorted(cfg) if k not in ("device", "workers", "resume")
+        # a time of None that an epochs flag brought along (load_train_config) is not an option of its own
+        derived = {"time"} if cfg.get("time") is None and cfg.get("epochs") != defaults.get("epochs") else set()
+        ignored = [f"{k}={cfg[k]}" for k in sorted(cfg) if k not in ("device", "workers", "resume", *derived)
                    and cfg[k] != defaults.get(k) and cfg[k] != ckpt["config"].get(k)]
         cfg = dict(ckpt["config"], **keep, resume=resume_path)
 

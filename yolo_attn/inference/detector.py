@@ -556,12 +556,15 @@ def _choose(path: Path, backend: Optional[str], precision: Optional[str], device
 
 
 def _checkpoint_img_size(path: Path) -> Optional[int]:
-    """The input size our checkpoint at ``path`` was trained for (its meta; tensors stay unread), or None."""
+    """The input size our checkpoint at ``path`` was trained for (its meta; tensors stay unread), or None for
+    other weights."""
+    import zipfile
+
     from ..utils.checkpoint import is_our_checkpoint, load_checkpoint
 
-    try:
-        ckpt = load_checkpoint(path, mmap=True)
-    except ValueError:  # not a zip checkpoint (a port .pth of the legacy format): no meta anyway
+    try:  # torch's legacy (non-zip) format cannot be mapped: read whole (rare: torch.save writes zip files)
+        ckpt = load_checkpoint(path, mmap=zipfile.is_zipfile(path))
+    except ValueError:  # not a torch file: load_model says what it is
         return None
     return int(ckpt["meta"].get("img_size", 416)) if is_our_checkpoint(ckpt) else None
 

@@ -26,6 +26,7 @@ bf16 1.07x.
 """
 from __future__ import annotations
 
+import copy
 import ctypes
 import ctypes.util
 import hashlib
@@ -205,7 +206,7 @@ def export_for(weights: Path, precision: str) -> Optional[Path]:
 
 def _export_meta(xml: Path) -> Dict[str, Any]:
     """The yolo_attn meta an OpenVINO IR carries (graph only; nothing is compiled)."""
-    return dict(_ir_facts(xml)[0])
+    return copy.deepcopy(_ir_facts(xml)[0])  # the cached one stays as read
 
 
 def fixed_input_size(xml: Path) -> Optional[Tuple[int, int]]:
@@ -216,14 +217,18 @@ def fixed_input_size(xml: Path) -> Optional[Tuple[int, int]]:
 
 def _ir_facts(xml: Path) -> Tuple[Dict[str, Any], Optional[Tuple[int, int]]]:
     """An IR's meta and fixed input size, from one read of its graph (about 8 ms) per version of its files:
-    choosing a backend asks for both, for several precisions, and again at the checkpoint's size. The .bin's
-    stamp counts too: reading the graph checks it against the .xml (a torn pair fails)."""
-    stamps = tuple((s.st_mtime_ns, s.st_size) for s in (Path(xml).stat(), Path(xml).with_suffix(".bin").stat()))
+    choosing a backend asks for both, for several precisions, and again at the checkpoint's size. A version is
+    both files' inode, size and times, ctime included (which no copy or touch keeps): an export replaced by one
+    of the same size with its times kept is read again. The .bin counts too: reading the graph checks it
+    against the .xml (a torn pair fails)."""
+    xml = Path(xml).resolve()
+    stamps = tuple((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
+                   for s in (xml.stat(), xml.with_suffix(".bin").stat()))
     return _read_ir_facts(str(xml), stamps)
 
 
 @lru_cache(maxsize=32)
-def _read_ir_facts(xml: str, stamps: Tuple[Tuple[int, int], ...]) -> Tuple[Dict[str, Any], Optional[Tuple[int, int]]]:
+def _read_ir_facts(xml: str, stamps: Tuple[Tuple[int, ...], ...]) -> Tuple[Dict[str, Any], Optional[Tuple[int, int]]]:
     from .backends import _fixed_shape, _openvino_core, _ov_rt_info  # here: backends.py imports this module
 
     # the process's one Core: a second one is what crashed the process (see backends._openvino_core)

@@ -421,7 +421,8 @@ def run_predict(
         return 130
     except (FileNotFoundError, SourceError, ValueError, TypeError) as e:
         remove_if_empty(save_dir)
-        return fail(str(e))
+        kept = f"; the results so far are in {save_dir}" if save_dir is not None and save_dir.exists() else ""
+        return fail(f"{e}{kept}")
     if summary.processed == 0 and not summary.interrupted:
         remove_if_empty(save_dir)
         return fail(f"{source}: nothing could be read, so nothing was predicted")

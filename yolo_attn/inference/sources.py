@@ -135,10 +135,16 @@ class VideoStream:
         """Open the capture and read the first frame; a :class:`SourceError` when either fails."""
         if self.capture is not None:
             return self
-        with quiet_opencv():
-            capture = self._capture_factory(self.spec)
-            opened = capture.isOpened()
-            ok, first = capture.read() if opened else (False, None)
+        capture = None
+        try:
+            with quiet_opencv():
+                capture = self._capture_factory(self.spec)
+                opened = capture.isOpened()
+                ok, first = capture.read() if opened else (False, None)
+        except Exception as e:  # a decoder (or a stand-in capture) that raises on opening or on the first frame
+            if capture is not None:
+                capture.release()
+            raise SourceError(self._read_error(0, e)) from e
         if not opened or not ok or first is None:
             capture.release()
             raise SourceError(self._open_error(opened))
@@ -149,6 +155,13 @@ class VideoStream:
         self.frame_count = count if self.kind == "video" and count > 0 else None
         self.size = (first.shape[1], first.shape[0])  # (w, h), from the frame itself
         return self
+
+    def _read_error(self, index: int, error: Exception) -> str:
+        where = {"webcam": f"webcam {self.spec}", "stream": f"stream {self.spec}"}.get(self.kind, str(self.spec))
+        kind = type(error).__name__
+        module = type(error).__module__
+        kind = kind if module == "builtins" else f"{module}.{kind}"  # cv2.error, not a bare "error"
+        return f"{where}: reading frame {index} failed ({kind}: {error})"
 
     def _open_error(self, opened: bool) -> str:
         if self.kind == "webcam":
@@ -170,7 +183,7 @@ class VideoStream:
                 with quiet_opencv():
                     ok, image = capture.read()
             except Exception as e:  # a decoder (or a stand-in capture) that raises: name the video and the frame
-                raise SourceError(f"{self.spec}: reading frame {index} failed ({type(e).__name__}: {e})") from e
+                raise SourceError(self._read_error(index, e)) from e
             if not ok or image is None:
                 return
             yield Frame(image, self.name, index, str(self.spec))

@@ -144,7 +144,7 @@ def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num
         if not path.name.endswith(".conv.29"):
             log.warning("%s: no .cfg found for these weights (looked beside them and in ../cfg/ for %s): decoding "
                         "with yolov4-tiny.cfg's anchors, masks, scale_x_y 1.05 and 416x416; pass --cfg if yours "
-                        "differ", path, f"{path.stem}.cfg")
+                        "differ", path, " or ".join(f"{stem}.cfg" for stem in darknet_stems(path)))
         model = build_model(phi or 0, len(names))
     elif settings.num_classes != len(names):
         given = f"{found_names} (found beside) lists" if found_names is not None else "were given"
@@ -164,8 +164,10 @@ def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num
                          f"(python tools/train.py --weights {path}); it has no heads to detect with")
     if report.num_classes_in_file != len(names):
         n = report.num_classes_in_file
-        raise ValueError(f"{path}: the file holds a {n}-class model, but {len(names)} classes were given: "
-                         f"pass its own class list ({n} names, e.g. coco.names) or --num-classes {n}")
+        given = f"{found_names} (found beside) lists {len(names)}" if found_names is not None else (
+            f"{len(names)} classes were given")
+        raise ValueError(f"{path}: the file holds a {n}-class model, but {given}: pass its own class list ({n} "
+                         f"names, e.g. coco.names) or --num-classes {n}")
     if settings is None:
         meta = make_meta(model, names, scale_x_y=1.05, source="darknet")
     else:
