@@ -280,10 +280,7 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
     try:
         sink = VideoSink(summary.save_dir / f"{name}.mp4", src.fps, src.size) if options["save"] else None
     except SourceError as e:  # of a folder's videos (a 1-pixel-wide one, say), this one only: the run goes on
-        if not options["several"]:
-            raise
-        log(f"warning: skipping {src.spec}: {e}")
-        summary.skipped.append(str(src.spec))
+        _leave_video(e, src, summary, options, log, f"skipping {src.spec}: {e}")
         return
     writer = BackgroundWriter(sink) if sink is not None else None
     where = f"{src.spec}" if src.kind == "video" else f"{src.kind} {src.spec}"
@@ -351,10 +348,18 @@ def _skip_when_several(src: VideoStream, summary: PredictSummary, options: Dict[
     try:
         yield
     except SourceError as e:
-        if not options["several"]:
-            raise
-        log(f"warning: {e}; stopped {src.spec} after {frames()} frames, going on with the next")
-        summary.skipped.append(str(src.spec))
+        _leave_video(e, src, summary, options, log, f"{e}; stopped {src.spec} after {frames()} frames, going on "
+                     f"with the next")
+
+
+def _leave_video(error: SourceError, src: VideoStream, summary: PredictSummary, options: Dict[str, Any], log: Log,
+                 warning: str) -> None:
+    """One of several sources that failed is reported (``warning``) and counted as skipped; the only source
+    re-raises ``error``, which ends the run."""
+    if not options["several"]:
+        raise error
+    log(f"warning: {warning}")
+    summary.skipped.append(str(src.spec))
 
 
 def _views(views: Sequence[Tuple[float, bool]]) -> str:
