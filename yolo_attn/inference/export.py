@@ -235,10 +235,11 @@ def export_model(
     weights = _resolve_weights_path(weights)
     if weights.suffix.lower() in (".onnx", ".xml"):
         raise ValueError(f"{weights}: is already exported; export from the PyTorch checkpoint (.pt)")
-    fingerprint = weights_fingerprint(weights)  # of the file as loaded: one rewritten meanwhile is another
     if format == "darknet" and dynamic:
         raise ValueError("--dynamic: a Darknet .cfg fixes the input size (Darknet reads it at load; edit its "
                          "width and height to run at another)")
+    # of the file as loaded (one rewritten meanwhile is another); Darknet files record no source
+    fingerprint = weights_fingerprint(weights) if format != "darknet" else None
     model, meta = load_model(weights, classes, num_classes, cfg=cfg)
     size = int(img_size or meta.get("img_size", 416))
     check_input_size(size, "image size")
