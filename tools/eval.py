@@ -15,11 +15,10 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from yolo_attn.data.letterbox import RESIZE_MODES
 from yolo_attn.eval.evaluator import METRICS
 from yolo_attn.eval.run import run_eval
-from yolo_attn.models.decode import NMS_KINDS
 from yolo_attn.models.tta import DEFAULT_FLIPS, DEFAULT_SCALES
+from yolo_attn.utils.cli import add_pipeline_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,10 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", type=float, default=0.001, help="minimum score kept (low, as mAP is measured)")
     p.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold (per class)")
     p.add_argument("--max-det", type=int, default=300, help="most boxes per image")
-    p.add_argument("--resize", choices=RESIZE_MODES, default="letterbox", help="letterbox: keep the aspect ratio; "
-                   "stretch: to the input size, as Darknet's detector map (for Darknet's weights)")
-    p.add_argument("--nms", choices=NMS_KINDS, default="iou",
-                   help="iou: torchvision's NMS; darknet: Darknet's greedy DIoU NMS (yolov4-tiny.cfg's greedynms)")
+    add_pipeline_flags(p, "detector map")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="image loading processes (0: in this process)")
     p.add_argument("--device", default="auto",

@@ -16,9 +16,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from yolo_attn.data.letterbox import RESIZE_MODES
 from yolo_attn.inference.predict import run_predict
-from yolo_attn.models.decode import NMS_KINDS
+from yolo_attn.utils.cli import add_pipeline_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,10 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "name is taken first) or stream URL")
     p.add_argument("--conf", type=float, default=0.25, help="minimum score (objectness x class probability)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (per class)")
-    p.add_argument("--nms", choices=NMS_KINDS, default="iou", help="iou: torchvision's NMS on each box's "
-                   "best class; darknet: Darknet's greedy DIoU NMS over every class above --conf, as Darknet reports")
-    p.add_argument("--resize", choices=RESIZE_MODES, default="letterbox", help="letterbox: keep the aspect ratio; "
-                   "stretch: to the input size, as Darknet's detector test (for Darknet's weights)")
+    add_pipeline_flags(p, "detector test")
     p.add_argument("--img-size", type=int, help="network input size, a multiple of 32 (default: the checkpoint's)")
     p.add_argument("--classes", nargs="+", help="report only these classes (indices or names)")
     p.add_argument("--classes-file", help="class names, one per line, for weights without names")

@@ -14,7 +14,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from yolo_attn.models import build_model
-from yolo_attn.models.darknet import save_darknet_weights
+from yolo_attn.models.darknet import save_darknet_weights, write_darknet_cfg
 from yolo_attn.utils.checkpoint import make_meta, save_checkpoint
 
 pytest.importorskip("yolo_attn.data.config", reason="the data package (load_data_config, build_dataset)")
@@ -103,17 +103,23 @@ def test_eval_tool_darknet_weights_take_the_dataset_names(tmp_path, capsys, monk
     assert load_tool().main(args) == 0
     out = capsys.readouterr().out
     assert any(line.split()[:1] == ["disc"] for line in out.splitlines())
-    # --nms darknet: Darknet's greedy DIoU NMS keeps every box plain IoU NMS keeps, and close neighbours too
-    assert load_tool().main(args + ["--nms", "darknet"]) == 0
-    iou, darknet = (json.loads((tmp_path / "runs" / run / "metrics.json").read_text()) for run in ("exp", "exp2"))
-    counts = [sum(c["detections"] for c in m["classes"]) for m in (iou, darknet)]
+    # by default they run as yolov4-tiny.cfg says (no cfg beside them): stretched, Darknet's greedy DIoU NMS,
+    # which keeps every box plain IoU NMS keeps, and close neighbours too
+    assert load_tool().main(args + ["--nms", "iou"]) == 0
+    default, iou = (json.loads((tmp_path / "runs" / run / "metrics.json").read_text()) for run in ("exp", "exp2"))
+    counts = [sum(c["detections"] for c in m["classes"]) for m in (iou, default)]
     assert counts[1] > counts[0] > 0
-    # --resize stretch reaches the evaluator: the same run scored on stretched images, as evaluate() does it
+    # the flags reach the evaluator; a cfg with letter_box=1 and no nms_kind letterboxes and runs IoU NMS
     seen = {}
     real = run_module.evaluate
     monkeypatch.setattr(run_module, "evaluate", lambda *a, **kw: seen.update(kw) or real(*a, **kw))
-    assert load_tool().main(args + ["--resize", "stretch"]) == 0
-    assert seen["resize"] == "stretch"
+    assert load_tool().main(args) == 0
+    assert (seen["resize"], seen["nms"]) == ("stretch", "darknet")
+    assert load_tool().main(args + ["--resize", "letterbox", "--nms", "iou"]) == 0
+    assert (seen["resize"], seen["nms"]) == ("letterbox", "iou")
+    write_darknet_cfg(model, tmp_path / "tiny.cfg", 64, 64, letter_box=True, nms="iou")
+    assert load_tool().main(args) == 0
+    assert (seen["resize"], seen["nms"]) == ("letterbox", "iou")
 
 
 def write_coco_dataset(root: Path) -> Path:

@@ -42,10 +42,12 @@ def test_darknet_export_reads_back_to_the_same_detections(ckpt, tmp_path, capsys
     assert cfg.anchors == [tuple(a) for a in CUSTOM_ANCHORS] and cfg.anchor_masks == [tuple(m) for m in CUSTOM_MASKS]
     assert out.with_suffix(".names").read_text().split() == NAMES
     assert "letter_box=1" in out.with_suffix(".cfg").read_text().split("[convolutional]")[0]  # as it was trained
+    assert "nms_kind" not in out.with_suffix(".cfg").read_text()  # Darknet's default, IoU NMS, as it ran
 
     exported = Detector.load(out, backend="torch", precision="fp32")  # .cfg and .names found by their name
     original = Detector.load(ckpt, backend="torch", precision="fp32", img_size=160)
     assert exported.names == NAMES and exported.input_shape == (160, 160)
+    assert (exported.resize, exported.nms) == (original.resize, original.nms) == ("letterbox", "iou")
     images = synthetic_images(3)
     found = 0
     for got, want in zip(exported(images), original(images)):
@@ -54,6 +56,47 @@ def test_darknet_export_reads_back_to_the_same_detections(ckpt, tmp_path, capsys
         np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
         found += len(got)
     assert found > 0
+
+
+def test_darknet_weights_run_as_their_cfg_says_through_conversion_and_exports(tmp_path):
+    """Darknet's weights with a cfg like the official one (no letter_box, nms_kind=greedynms) run stretched with
+    Darknet's NMS by default, as Darknet runs them; flags override. A checkpoint converted from them, its ONNX
+    export and its Darknet export keep that; an ONNX export of the .weights too."""
+    from yolo_attn.models import build_model
+    from yolo_attn.models.darknet import save_darknet_weights, write_darknet_cfg
+
+    from ..models.helpers import randomize_bn
+
+    torch.manual_seed(0)
+    model = randomize_bn(build_model(0, len(NAMES))).eval()
+    weights = tmp_path / "obj.weights"
+    save_darknet_weights(model, weights)
+    write_darknet_cfg(model, weights.with_suffix(".cfg"), 128, 128)
+    weights.with_suffix(".names").write_text("\n".join(NAMES) + "\n")
+    detector = Detector.load(weights, backend="torch", precision="fp32", conf=0.2)
+    assert (detector.resize, detector.nms) == ("stretch", "darknet")
+    assert "stretched to the input, Darknet's DIoU NMS" in detector.describe()
+    told = Detector.load(weights, backend="torch", precision="fp32", resize="letterbox", nms="iou")
+    assert (told.resize, told.nms) == ("letterbox", "iou")
+
+    images = synthetic_images(2)
+    want = detector(images)
+    assert sum(len(d) for d in want) > 0
+    loaded, meta = load_model(weights)
+    save_checkpoint({"meta": meta, "model": loaded.state_dict()}, tmp_path / "converted.pt")
+    onnx_of_weights = run_export(str(weights), format="onnx", output=str(tmp_path / "w.onnx"), img_size=128)
+    assert onnx_of_weights == 0
+    assert run_export(str(tmp_path / "converted.pt"), format="darknet", output=str(tmp_path / "dn"),
+                      img_size=128) == 0
+    text = (tmp_path / "dn" / "converted.weights").with_suffix(".cfg").read_text()
+    assert "letter_box" not in text and text.count("nms_kind=greedynms") == 2
+    for path, backend in ((tmp_path / "converted.pt", "torch"), (tmp_path / "w.onnx", "onnxruntime"),
+                          (tmp_path / "dn" / "converted.weights", "torch")):
+        other = Detector.load(path, backend=backend, precision="fp32", conf=0.2)
+        assert (other.resize, other.nms) == ("stretch", "darknet"), path
+        for got, expected in zip(other(images), want):
+            np.testing.assert_array_equal(got.labels, expected.labels)
+            np.testing.assert_allclose(got.boxes, expected.boxes, atol=1e-2)
 
 
 def test_the_parity_check_catches_a_wrong_cfg(ckpt, monkeypatch, capsys):

@@ -39,6 +39,32 @@ def test_official_cfg():
     assert (cfg.width, cfg.height, cfg.num_classes, cfg.scale_x_y) == (416, 416, 80, 1.05)
     assert cfg.anchors == [(10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319)]
     assert cfg.anchor_masks == [(3, 4, 5), (1, 2, 3)]
+    assert (cfg.resize, cfg.nms) == ("stretch", "darknet")  # no letter_box; nms_kind=greedynms
+
+
+def test_how_darknet_runs_it_letter_box_and_nms_kind(tmp_path, caplog):
+    """[net] letter_box and the last [yolo]'s nms_kind, as Darknet's detector reads them: greedynms is our
+    "darknet" NMS, no nms_kind (or a word Darknet does not know) its default IoU NMS; diounms and another beta_nms
+    run as greedynms, said."""
+    def settings(text):
+        cfg = read_darknet_cfg(_write(tmp_path, text))
+        return cfg.resize, cfg.nms
+
+    text = _custom_text()
+    assert settings(text) == ("stretch", "darknet")
+    assert settings(_custom_text(letter_box=True)) == ("letterbox", "darknet")
+    assert settings(_custom_text(letter_box=True, nms="iou")) == ("letterbox", "iou")
+    assert "nms_kind" not in _custom_text(nms="iou") and "letter_box" not in text
+    assert settings(text.replace("letter_box", "x").replace("scales=.1,.1", "scales=.1,.1\nletter_box=0")) == (
+        "stretch", "darknet")
+    assert settings(text.replace("nms_kind=greedynms", "nms_kind=greedy")) == ("stretch", "iou")
+    last = text.rindex("nms_kind=greedynms")  # Darknet's detector takes the last [yolo] layer's
+    assert settings(text[:last] + "nms_kind=default" + text[last + len("nms_kind=greedynms"):]) == ("stretch", "iou")
+    assert not caplog.text
+    assert settings(text.replace("nms_kind=greedynms", "nms_kind=diounms")) == ("stretch", "darknet")
+    assert "nms_kind=diounms runs as greedynms" in caplog.text
+    assert settings(text.replace("beta_nms=0.6", "beta_nms=0.8")) == ("stretch", "darknet")
+    assert "beta_nms=0.8; Darknet's NMS here uses beta_nms=0.6" in caplog.text
 
 
 def test_written_cfg_reads_back(tmp_path):
@@ -148,6 +174,7 @@ def test_weights_load_with_their_cfg(custom_weights):
     loaded, meta = load_model(folder / "backup" / "obj_best.weights", folder / "obj.names", cfg=folder / "obj.cfg")
     assert loaded.anchors == CUSTOM_ANCHORS and loaded.anchor_masks == CUSTOM_MASKS
     assert meta["scale_x_y"] == 1.1 and meta["img_size"] == 320 and meta["names"] == ["cat", "dog", "bird"]
+    assert (meta["preprocess"], meta["nms"]) == ({"resize": "stretch"}, "darknet")  # the cfg's: stretch, greedynms
     x = torch.rand(1, 3, 320, 320)
     with torch.no_grad():
         for ours, theirs in zip(loaded(x), model(x)):
@@ -168,6 +195,7 @@ def test_without_a_cfg_the_official_anchors_are_used_and_said(tmp_path, caplog):
     loaded, meta = load_model(tmp_path / "plain.weights", num_classes=3)
     assert loaded.anchor_masks == [(3, 4, 5), (1, 2, 3)] and meta["scale_x_y"] == 1.05 and meta["img_size"] == 416
     assert "no .cfg found for these weights (looked beside them and in ../cfg/ for plain.cfg)" in caplog.text
+    assert (meta["preprocess"], meta["nms"]) == ({"resize": "stretch"}, "darknet")  # as yolov4-tiny.cfg runs
 
 
 def test_darknets_folder_layout_and_a_non_square_input(tmp_path, caplog):

@@ -11,7 +11,7 @@ import torch
 from ..data.config import build_dataset, load_data_config
 from ..inference.hardware import keep_freed_memory
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES
-from ..utils.checkpoint import load_model
+from ..utils.checkpoint import load_model, meta_nms, meta_resize
 from ..utils.device import resolve_device
 from ..utils.paths import increment_path, remove_if_empty
 from .coco import load_coco_ground_truth
@@ -36,8 +36,8 @@ def run_eval(
     workers: int = 2,
     precision: str = "fp32",
     max_det: int = 300,
-    nms: str = "iou",
-    resize: str = "letterbox",
+    nms: Optional[str] = None,
+    resize: Optional[str] = None,
     save_json: bool = True,
     classes_file: Optional[PathLike] = None,
     num_classes: Optional[int] = None,
@@ -53,7 +53,8 @@ def run_eval(
     on ``split`` of the data config ``data`` (None: the embedded shapes dataset), print the per-class table and
     summary, and write the results into ``project/name`` (made unique: exp, exp2, ...). ``augment``: test-time
     augmentation with the given views (:mod:`yolo_attn.models.tta`). Returns :func:`~yolo_attn.eval.evaluate`'s
-    dict, with ``save_dir``."""
+    dict, with ``save_dir``. ``nms`` and ``resize`` default to the weights' own (Darknet .weights: their cfg's,
+    as Darknet's ``detector map`` runs them; see :class:`~yolo_attn.inference.Detector`)."""
     keep_freed_memory()
     device = str(resolve_device(device))  # a clear error now, not a traceback after the dataset has loaded
     cfg = load_data_config(data)
@@ -84,8 +85,8 @@ def run_eval(
             model, dataset,
             img_size=img_size or int(meta.get("img_size", 416)),
             batch_size=batch_size, conf_threshold=conf, iou_threshold=iou, metrics=metrics, device=device,
-            workers=workers, amp_dtype=torch.bfloat16 if precision == "bf16" else None, max_det=max_det, nms=nms,
-            resize=resize,
+            workers=workers, amp_dtype=torch.bfloat16 if precision == "bf16" else None, max_det=max_det,
+            nms=nms or meta_nms(meta), resize=resize or meta_resize(meta),
             scale_x_y=float(meta.get("scale_x_y", 1.05)), preprocess=meta.get("preprocess"),
             coco_gt=coco_gt, output_dir=save_dir, save_json=save_json, verbose=True,
             augment=augment, augment_scales=augment_scales, augment_flips=augment_flips,

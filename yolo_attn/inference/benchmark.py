@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..utils.checkpoint import meta_nms, meta_resize
 from .backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend, available_backends
 from .detector import Detector
 from .hardware import cpu_features, keep_freed_memory, torch_threads
@@ -357,7 +358,7 @@ def measure_map(
         with torch_threads(torch.get_num_threads()):
             result = evaluate(module, dataset, img_size=img_size, batch_size=8, metrics=["voc12"],
                               scale_x_y=float(meta.get("scale_x_y", 1.05)), preprocess=meta.get("preprocess"),
-                              verbose=False)
+                              nms=meta_nms(meta), resize=meta_resize(meta), verbose=False)
         scores[v.name] = float(result["voc12_map50"])
         log(f"  mAP@0.5 {100 * scores[v.name]:.2f}  {v.name}")
     for r in results:

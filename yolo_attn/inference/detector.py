@@ -29,6 +29,7 @@ from ..models.decode import check_nms, decode_outputs
 from ..models.decode import postprocess as nms_postprocess
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, augmented_decode, check_views
 from ..models.yolo import STRIDES, check_input_size
+from ..utils.checkpoint import meta_nms, meta_resize
 from ..utils.device import resolve_device
 from .backends import Backend, create_backend
 from .fastproc import decode_nms, letterbox_batch
@@ -154,13 +155,16 @@ class Detector:
     (:mod:`yolo_attn.models.tta`): several views per image, boxes pooled before NMS; slower, finds more.
 
     ``resize = "stretch"`` resizes every image to the input size without keeping its aspect ratio, as
-    Darknet's ``detector test`` does (and OpenCV's ``blobFromImage``): with Darknet's weights, its detections
-    then match Darknet's own. The default, ``"letterbox"``, keeps the aspect ratio (what the models trained
-    here saw); ``rect`` has no effect on stretched images.
+    Darknet's ``detector test`` does (and OpenCV's ``blobFromImage``); ``"letterbox"`` keeps the aspect ratio
+    (what the models trained here saw); ``rect`` has no effect on stretched images.
 
     ``nms = "darknet"`` runs Darknet's greedy DIoU NMS (:func:`~yolo_attn.models.darknet_nms`) the way Darknet
-    reports detections: every class above ``conf`` for a box, each kept or dropped on its own. The default,
-    ``"iou"``, keeps each box's best class and runs torchvision's NMS.
+    reports detections: every class above ``conf`` for a box, each kept or dropped on its own; ``"iou"`` keeps
+    each box's best class and runs torchvision's NMS.
+
+    Both default to the weights' own: Darknet ``.weights`` run as their ``.cfg`` tells Darknet to run them
+    (stretched unless ``letter_box=1``; ``nms_kind=greedynms`` is "darknet"), so their detections match
+    Darknet's; our checkpoints letterbox and run "iou".
     """
 
     def __init__(
@@ -192,9 +196,9 @@ class Detector:
         self.batch_size = fixed_batch or max(1, int(batch_size))
         self.choice: Optional[AutoChoice] = None  # set by load() when it chose the backend itself
         self.rect = False
-        self._resize = "letterbox"
+        self._resize = check_resize(meta_resize(meta))
         self._augment: Optional[List[Tuple[float, bool]]] = None
-        self._nms = "iou"
+        self._nms = check_nms(meta_nms(meta))
 
     @classmethod
     def load(
@@ -212,8 +216,8 @@ class Detector:
         keep_classes: Optional[Sequence[Union[int, str]]] = None,
         use_exports: bool = False,
         augment: Union[bool, Sequence[Tuple[float, bool]]] = False,
-        nms: str = "iou",
-        resize: str = "letterbox",
+        nms: Optional[str] = None,
+        resize: Optional[str] = None,
         cfg: Optional[PathLike] = None,
     ) -> "Detector":
         """Load a detector from any supported weights file.
@@ -239,8 +243,8 @@ class Detector:
                 default so that loading a checkpoint means its own weights).
             augment: test-time augmentation (see the ``augment`` attribute); the automatic choice then passes
                 over exports fixed to one input size.
-            nms: "iou" or "darknet" (see the ``nms`` attribute).
-            resize: "letterbox" or "stretch" (see the ``resize`` attribute).
+            nms: "iou" or "darknet" (see the ``nms`` attribute); by default the weights' own.
+            resize: "letterbox" or "stretch" (see the ``resize`` attribute); by default the weights' own.
             cfg: for Darknet .weights, the .cfg that gives their anchors, masks, scale_x_y and input size (by
                 default the one beside the weights with their name, else the official yolov4-tiny.cfg's).
         """
@@ -260,7 +264,7 @@ class Detector:
                 raise ValueError(f"{path}: carries no yolo_attn metadata (class names, anchors); "
                                  f"export it with `python tools/export.py`")
             detector = cls(runner, runner.meta, img_size, conf, iou, max_det, keep_classes)
-            detector.augment, detector.nms, detector.resize = augment, nms, resize
+            detector._settle(augment, nms, resize)
             return detector
         # An export stands in only for our checkpoints, which carry all they decode with. Darknet and port weights
         # take names, anchors and decoding from flags and files beside them (--cfg, .names), which an export
@@ -286,8 +290,17 @@ class Detector:
         runner = _torch_weights_backend(model, meta, backend or "torch", precision, device, path)
         detector = cls(runner, meta, img_size, conf, iou, max_det, keep_classes)
         detector.choice = choice
-        detector.augment, detector.nms, detector.resize = augment, nms, resize
+        detector._settle(augment, nms, resize)
         return detector
+
+    def _settle(self, augment: Union[bool, Sequence[Tuple[float, bool]]], nms: Optional[str],
+                resize: Optional[str]) -> None:
+        """load()'s choices; an NMS or resize left as None stays the weights' own (set in __init__)."""
+        self.augment = augment
+        if nms is not None:
+            self.nms = nms
+        if resize is not None:
+            self.resize = resize
 
     @property
     def num_classes(self) -> int:

@@ -30,8 +30,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data.letterbox import PAD_VALUE, letterbox
+from ..data.letterbox import PAD_VALUE, fit_to_input
 from ..models.yolo import check_input_size
+from ..utils.checkpoint import meta_nms, meta_resize
 from .backends import META_KEY
 from .hardware import weights_fingerprint
 
@@ -161,8 +162,9 @@ def calibration_images(
 
 
 def quantize_int8(model: Any, images: Sequence[np.ndarray], meta: Dict[str, Any], img_size: int) -> Any:
-    """NNCF post-training quantization of an ``openvino.Model`` or ONNX bytes, on letterboxed ``images``
-    prepared exactly as :class:`Detector` prepares its input. Returns the same kind it was given."""
+    """NNCF post-training quantization of an ``openvino.Model`` or ONNX bytes, on ``images`` letterboxed (or
+    stretched, for Darknet's weights) exactly as :class:`Detector` prepares its input. Returns the same kind it
+    was given."""
     import nncf
 
     from .detector import _interpolation
@@ -170,8 +172,10 @@ def quantize_int8(model: Any, images: Sequence[np.ndarray], meta: Dict[str, Any]
     pre = meta.get("preprocess") or {}
     interpolation = _interpolation(pre.get("interpolation", "linear"))
     pad = int(pre.get("pad_value", PAD_VALUE))
+    resize = meta_resize(meta)
     batches = [
-        (letterbox(im, img_size, pad, interpolation)[0].transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+        (fit_to_input(im, img_size, resize, pad, interpolation)[0].transpose(2, 0, 1)[None].astype(np.float32)
+         / 255.0)
         for im in images
     ]
     onnx_input = isinstance(model, bytes)
@@ -324,10 +328,13 @@ def export_darknet(model: nn.Module, meta: Dict[str, Any], weights: Path, output
         raise ValueError(f"--output {output}: {out.parent} is a file, not a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     save_darknet_weights(model, out)
-    if meta.get("preprocess"):
-        log(f"warning: {weights} resizes and pads its input its own way ({meta['preprocess']}); Darknet's .cfg cannot "
-            f"say so, and Darknet letterboxes bilinearly with grey 0.5")
-    write_darknet_cfg(model, out.with_suffix(".cfg"), size, size, meta["scale_x_y"], letter_box=True)
+    own_way = {k: v for k, v in (meta.get("preprocess") or {}).items() if k != "resize"}
+    if own_way:
+        log(f"warning: {weights} resizes and pads its input its own way ({own_way}); Darknet's .cfg cannot "
+            f"say so, and Darknet resizes bilinearly, letterboxing with grey 0.5")
+    # the cfg tells Darknet (and --weights here) to run the model as it runs now
+    write_darknet_cfg(model, out.with_suffix(".cfg"), size, size, meta["scale_x_y"],
+                      letter_box=meta_resize(meta) == "letterbox", nms=meta_nms(meta))
     write_atomic(out.with_suffix(".names"), ("\n".join(meta["names"]) + "\n").encode())
     log(f"exported {weights} -> {out} (darknet fp32, {size}x{size}; {out.with_suffix('.cfg').name} and "
         f"{out.with_suffix('.names').name} beside it)")
@@ -391,6 +398,7 @@ def check_parity(
         target = Detector.load(exported, conf=conf)
     model, meta = load_model(weights, classes, num_classes, cfg=cfg)
     reference = Detector(TorchBackend(model, fuse=False), meta, target.input_shape, conf=conf)
+    target.nms = reference.nms  # the same NMS on both sides (a Darknet export's cfg may name another)
     images = list(images) if images is not None else synthetic_images()
     max_rel = [0.0, 0.0]
     mismatch = ""

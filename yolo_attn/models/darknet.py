@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from ..utils.paths import write_atomic
+from .decode import check_nms
 from .yolo import YoloV4Tiny, build_model, check_input_size
 
 __all__ = ["DarknetCfg", "DarknetLoadReport", "darknet_cfg_beside", "darknet_cfg_text", "darknet_stems",
@@ -165,7 +166,9 @@ def load_darknet_weights(model: YoloV4Tiny, path: PathLike) -> DarknetLoadReport
 
 @dataclass
 class DarknetCfg:
-    """What a yolov4-tiny ``.cfg`` says that a model and its decoding need."""
+    """What a yolov4-tiny ``.cfg`` says that a model, its input and its decoding need. ``resize`` and ``nms``
+    are how Darknet's ``detector test`` / ``map`` / ``demo`` run it: the image stretched to the input unless
+    ``letter_box=1``, and the NMS of the last [yolo]'s ``nms_kind`` (:data:`~yolo_attn.models.NMS_KINDS`)."""
 
     path: Path
     width: int
@@ -174,6 +177,8 @@ class DarknetCfg:
     anchors: List[Tuple[float, float]]
     anchor_masks: List[Tuple[int, ...]]
     scale_x_y: float
+    resize: str = "stretch"
+    nms: str = "darknet"
 
     @property
     def img_size(self) -> int:
@@ -378,7 +383,26 @@ def read_darknet_cfg(path: PathLike) -> DarknetCfg:
                              f"yolov4-tiny has {key}={value}; only the yolov4-tiny network loads")
     if len(layers) != len(expected):
         raise ValueError(f"{path}: {len(layers)} layers after [net]; yolov4-tiny has {len(expected)}")
-    return DarknetCfg(path, width, height, classes, anchors, [mask_p5, mask_p4], scale)
+    resize = "letterbox" if _number(net, "letter_box", "0", at) else "stretch"
+    return DarknetCfg(path, width, height, classes, anchors, [mask_p5, mask_p4], scale, resize,
+                      _nms_kind(path, [(line, opts) for kind, line, opts in layers if kind == "yolo"][-1]))
+
+
+def _nms_kind(path: Path, yolo: Tuple[int, Dict[str, Tuple[str, int]]]) -> str:
+    """Our NMS for the ``nms_kind`` Darknet reads from its last [yolo] layer (``parse_yolo``): ``greedynms`` is
+    "darknet" (greedy DIoU with ``beta_nms`` 0.6); any other word is Darknet's default (``do_nms_sort``, IoU),
+    "iou" here, which keeps each box's best class where Darknet keeps every class above the threshold."""
+    line, opts = yolo
+    where = f"{path}: [yolo] at line {line}"
+    kind = _text(opts, "nms_kind", "default")
+    if kind not in ("greedynms", "diounms"):
+        return "iou"
+    if kind == "diounms":
+        log.warning("%s: nms_kind=diounms runs as greedynms (greedy DIoU NMS) here", where)
+    beta = _number(opts, "beta_nms", "0.6", where, float)
+    if abs(beta - 0.6) > 1e-6:
+        log.warning("%s: beta_nms=%g; Darknet's NMS here uses beta_nms=0.6", where, beta)
+    return "darknet"
 
 
 def darknet_stems(weights: PathLike) -> List[str]:
@@ -423,17 +447,18 @@ def save_darknet_weights(model: YoloV4Tiny, path: PathLike, seen: int = 0) -> No
 
 
 def write_darknet_cfg(model: YoloV4Tiny, path: PathLike, width: int = 416, height: int = 416,
-                      scale_x_y: float = 1.05, letter_box: bool = False) -> None:
+                      scale_x_y: float = 1.05, letter_box: bool = False, nms: str = "darknet") -> None:
     """Write :func:`darknet_cfg_text` to ``path`` (atomically)."""
-    write_atomic(path, darknet_cfg_text(model, width, height, scale_x_y, letter_box).encode())
+    write_atomic(path, darknet_cfg_text(model, width, height, scale_x_y, letter_box, nms).encode())
 
 
 def darknet_cfg_text(model: YoloV4Tiny, width: int = 416, height: int = 416, scale_x_y: float = 1.05,
-                     letter_box: bool = False) -> str:
+                     letter_box: bool = False, nms: str = "darknet") -> str:
     """The Darknet ``.cfg`` matching ``model`` (phi=0 only: Darknet has no attention layers), with its
     anchors and masks. ``scale_x_y`` is the decoding the weights were trained for: 1.05 for Darknet's own,
     the checkpoint's ``scale_x_y`` (2.0 with the ``multi`` assigner) for ours. ``letter_box``: Darknet's
-    detector letterboxes its input (``letter_box=1``) instead of stretching it, as our models were trained."""
+    detector letterboxes its input (``letter_box=1``) instead of stretching it, as our models were trained.
+    ``nms``: "darknet" writes yolov4-tiny.cfg's ``nms_kind=greedynms``; "iou" leaves Darknet's default (IoU)."""
     if model.attention is not None:
         raise ValueError(f"Darknet has no '{model.attention}' layer; only phi=0 models have a .cfg")
 
@@ -456,8 +481,8 @@ def darknet_cfg_text(model: YoloV4Tiny, width: int = 416, height: int = 416, sca
         return ["[yolo]", f"mask = {','.join(map(str, mask))}", f"anchors = {anchors}",
                 f"classes={model.num_classes}", f"num={len(model.anchors)}", "jitter=.3",
                 f"scale_x_y = {scale_x_y:.9g}", "cls_normalizer=1.0", "iou_normalizer=0.07", "iou_loss=ciou",
-                "ignore_thresh = .7", "truth_thresh = 1", "random=0", "resize=1.5", "nms_kind=greedynms",
-                "beta_nms=0.6", ""]
+                "ignore_thresh = .7", "truth_thresh = 1", "random=0", "resize=1.5"] + (
+                    ["nms_kind=greedynms", "beta_nms=0.6"] if check_nms(nms) == "darknet" else []) + [""]
 
     lines = ["[net]", "batch=64", "subdivisions=1", f"width={width}", f"height={height}", "channels=3",
              "momentum=0.9", "decay=0.0005", "angle=0", "saturation = 1.5", "exposure = 1.5", "hue=.1",

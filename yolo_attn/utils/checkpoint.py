@@ -30,6 +30,8 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "make_meta",
+    "meta_nms",
+    "meta_resize",
     "model_from_checkpoint",
     "read_class_names",
     "save_checkpoint",
@@ -93,6 +95,18 @@ def make_meta(
     }
 
 
+def meta_resize(meta: Dict[str, Any]) -> str:
+    """How the weights of ``meta`` fit an image to their input unless told otherwise: "stretch" for Darknet's
+    (unless their cfg says ``letter_box=1``), as Darknet runs them; "letterbox" for the rest."""
+    return (meta.get("preprocess") or {}).get("resize", "letterbox")
+
+
+def meta_nms(meta: Dict[str, Any]) -> str:
+    """The NMS the weights of ``meta`` run with unless told otherwise: their cfg's for Darknet's ("darknet" for
+    ``nms_kind=greedynms``), "iou" for the rest."""
+    return meta.get("nms", "iou")
+
+
 def model_from_checkpoint(ckpt: Dict[str, Any], use_ema: bool = True) -> Tuple[YoloV4Tiny, Dict[str, Any]]:
     """Rebuild the network described by one of our checkpoints and load its (EMA) weights."""
     meta = ckpt["meta"]
@@ -142,17 +156,19 @@ def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num
     names = _names_for(classes, num_classes, path)
     if settings is None:
         if not path.name.endswith(".conv.29"):
-            log.warning("%s: no .cfg found for these weights (looked beside them and in ../cfg/ for %s): decoding "
-                        "with yolov4-tiny.cfg's anchors, masks, scale_x_y 1.05 and 416x416; pass --cfg if yours "
-                        "differ", path, " or ".join(f"{stem}.cfg" for stem in darknet_stems(path)))
+            log.warning("%s: no .cfg found for these weights (looked beside them and in ../cfg/ for %s): running "
+                        "them as yolov4-tiny.cfg says (anchors, masks, scale_x_y 1.05, 416x416, stretched input, "
+                        "greedy DIoU NMS); pass --cfg if yours differ", path,
+                        " or ".join(f"{stem}.cfg" for stem in darknet_stems(path)))
         model = build_model(phi or 0, len(names))
     elif settings.num_classes != len(names):
         given = f"{found_names} (found beside) lists" if found_names is not None else "were given"
         raise ValueError(f"{cfg}: classes={settings.num_classes}, but {len(names)} class names {given} for {path}")
     else:
         model = build_model(phi or 0, len(names), settings.anchors, settings.anchor_masks)
-        log.info("%s: anchors, masks, scale_x_y %g and input %dx%d from %s", path, settings.scale_x_y,
-                 settings.width, settings.height, cfg)
+        log.info("%s: anchors, masks, scale_x_y %g, input %dx%d (%s) and %s NMS from %s", path, settings.scale_x_y,
+                 settings.width, settings.height, "letter_box=1" if settings.resize == "letterbox" else "stretched",
+                 "greedy DIoU" if settings.nms == "darknet" else "IoU", cfg)
         if settings.width != settings.height:
             log.warning("%s: a %dx%d (width x height) input; this model runs letterboxed to %dx%d squares",
                         cfg, settings.width, settings.height, settings.img_size, settings.img_size)
@@ -170,8 +186,12 @@ def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num
                          f"names, e.g. coco.names) or --num-classes {n}")
     if settings is None:
         meta = make_meta(model, names, scale_x_y=1.05, source="darknet")
+        resize, nms = "stretch", "darknet"  # yolov4-tiny.cfg's: no letter_box, nms_kind=greedynms
     else:
         meta = make_meta(model, names, settings.img_size, settings.scale_x_y, source="darknet")
+        resize, nms = settings.resize, settings.nms
+    # Darknet's own pipeline by default (flags override; see meta_resize, meta_nms)
+    meta["preprocess"], meta["nms"] = {"resize": resize}, nms
     return model.eval(), meta
 
 
