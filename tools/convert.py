@@ -27,8 +27,8 @@ def main() -> None:
                         help="where the weights come from")
     parser.add_argument("--weights", type=Path, required=True, help="port .pth state dict or Darknet .weights")
     names = parser.add_mutually_exclusive_group()
-    names.add_argument("--classes", type=Path, help="class names, one per line (voc_classes.txt, coco.names); "
-                       "Darknet: by default the .names beside its .cfg or weights")
+    names.add_argument("--classes", type=Path, help="class names, one per line (voc_classes.txt, coco.names), or "
+                       "Darknet's .data file; Darknet: by default the .names beside its .cfg or weights")
     names.add_argument("--num-classes", type=int, help="class count, when no names file is at hand")
     parser.add_argument("--phi", help="Darknet: attention of the model (0-5 or a name such as cbam, default 0; "
                         "attention blocks start untrained). Port: detected from the keys; given, it must agree")

@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data config whose training images calibrate int8")
     p.add_argument("--calib-images", help="a folder of images to calibrate int8 instead of --data")
     p.add_argument("--calib-count", type=int, default=300, help="calibration images to use")
-    p.add_argument("--classes-file", help="class names, one per line, for weights without names")
+    p.add_argument("--classes-file", help="class names, one per line, for weights without names (or Darknet's "
+                   ".data file, which names its .names)")
     p.add_argument("--num-classes", type=int, help="class count, for weights without names")
     p.add_argument("--cfg", help="Darknet .weights: their .cfg (default: the .cfg of their name beside them)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against PyTorch")

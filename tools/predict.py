@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_pipeline_flags(p, "detector test")
     p.add_argument("--img-size", type=int, help="network input size, a multiple of 32 (default: the checkpoint's)")
     p.add_argument("--classes", nargs="+", help="report only these classes (indices or names)")
-    p.add_argument("--classes-file", help="class names, one per line, for weights without names")
+    p.add_argument("--classes-file", help="class names, one per line, for weights without names (or Darknet's "
+                   ".data file, which names its .names)")
     p.add_argument("--num-classes", type=int, help="class count, for weights without names")
     p.add_argument("--cfg", help="Darknet .weights: their .cfg, for custom anchors, masks, "
                    "scale_x_y and input size (default: the .cfg of their name beside them, else the official one's)")

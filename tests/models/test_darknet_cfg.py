@@ -208,7 +208,37 @@ def test_darknets_folder_layout_and_a_non_square_input(tmp_path, caplog):
     assert darknet_cfg_beside(tmp_path / "backup" / "obj_best.weights") == tmp_path / "cfg" / "obj.cfg"
     loaded, meta = load_model(tmp_path / "backup" / "obj_best.weights", num_classes=3)
     assert loaded.anchor_masks == CUSTOM_MASKS and meta["img_size"] == 608
-    assert "a 608x320 (width x height) input; this model runs letterboxed to 608x608 squares" in caplog.text
+    assert ("a 608x320 (width x height) input; this model runs on 608x608 squares (its larger side, stretched), "
+            "where Darknet runs 608x320") in caplog.text
+
+
+def test_a_cfg_named_with_more_dots_and_darknets_data_file(tmp_path, monkeypatch):
+    """Darknet's guide: `darknet detector test data/obj.data cfg/yolo-obj.v2.cfg backup/yolo-obj_best.weights`
+    (saves are named after the cfg up to its first dot); the .data file's names= is relative to darknet/."""
+    model = _custom_model()
+    for folder in ("cfg", "backup", "data"):
+        (tmp_path / folder).mkdir()
+    write_darknet_cfg(model, tmp_path / "cfg" / "yolo-obj.v2.cfg", width=320, height=320)
+    weights = tmp_path / "backup" / "yolo-obj_best.weights"
+    save_darknet_weights(model, weights)
+    (tmp_path / "data" / "obj.names").write_text("cat\ndog\nbird\n")
+    data = tmp_path / "data" / "obj.data"
+    data.write_text("classes= 3\n# a comment\ntrain  = data/train.txt\nnames = data/obj.names\nnames = x\n"
+                    "backup = backup/\n")
+    assert darknet_cfg_beside(weights) == tmp_path / "cfg" / "yolo-obj.v2.cfg"
+    monkeypatch.chdir(tmp_path / "backup")  # not darknet/: found from the .data file's folder
+    loaded, meta = load_model(weights, classes=data)
+    assert meta["names"] == ["cat", "dog", "bird"] and meta["img_size"] == 320 and loaded.anchors == CUSTOM_ANCHORS
+
+    data.write_text("names = data/missing.names\n")
+    with pytest.raises(FileNotFoundError, match=r"obj.data: names=data/missing.names, which is not at "):
+        load_model(weights, classes=data)
+    data.write_text("classes = 3\n")
+    with pytest.raises(ValueError, match="obj.data: a Darknet .data file without a names= line"):
+        load_model(weights, classes=data)
+    write_darknet_cfg(model, tmp_path / "cfg" / "yolo-obj.v3.cfg")
+    with pytest.raises(ValueError, match=r"yolo-obj.v2.cfg and .*yolo-obj.v3.cfg could each be its .cfg .*--cfg"):
+        darknet_cfg_beside(weights)
 
 
 def test_names_files(custom_weights, tmp_path):

@@ -13,6 +13,7 @@ recompute them with ``calc_anchors``), the masks, the class count, ``scale_x_y``
 """
 from __future__ import annotations
 
+import glob
 import logging
 import math
 import os
@@ -30,7 +31,8 @@ from .decode import check_nms
 from .yolo import YoloV4Tiny, build_model, check_input_size
 
 __all__ = ["DarknetCfg", "DarknetLoadReport", "darknet_cfg_beside", "darknet_cfg_text", "darknet_stems",
-           "load_darknet_weights", "read_darknet_cfg", "save_darknet_weights", "write_darknet_cfg"]
+           "load_darknet_weights", "read_darknet_cfg", "read_darknet_options", "save_darknet_weights",
+           "write_darknet_cfg"]
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +224,22 @@ def _parse_cfg(text: str, path: PathLike) -> List[Tuple[str, int, Dict[str, Tupl
             options[key] = (value, number)
     return sections
 
+
+
+def read_darknet_options(path: PathLike) -> Dict[str, str]:
+    """The ``key=value`` lines of a Darknet file without sections (a ``.data`` file), read as ``read_data_cfg``
+    reads them: spaces dropped, comment lines skipped, other lines without ``=`` skipped, the first of a key
+    given twice taken (``option_find``)."""
+    text = Path(path).read_text(encoding="utf-8-sig", errors="replace")
+    if "\0" in text:
+        raise ValueError(f"{path}: not a text file (it holds NUL bytes)")
+    options: Dict[str, str] = {}
+    for raw in text.split("\n"):
+        line = raw.translate(_DROPPED)
+        if line and line[0] not in "#;" and "=" in line:
+            key, value = line.split("=", 1)
+            options.setdefault(key, value)
+    return options
 
 
 def _number(opts: Dict[str, Tuple[str, int]], key: str, default: str, where: str, kind: type = int):
@@ -417,14 +435,22 @@ def darknet_cfg_beside(weights: PathLike) -> Optional[Path]:
     """The ``.cfg`` that goes with a ``.weights`` file by Darknet's naming: the same name (``yolov4-tiny.cfg``
     for ``yolov4-tiny.weights``), or the name without the suffix Darknet's training gives its saves
     (``obj.cfg`` for ``obj_best.weights``, ``obj_last``, ``obj_final``, ``obj_4000``); looked for beside the
-    weights, then in ``../cfg/`` (Darknet's own layout: ``backup/obj_best.weights``, ``cfg/obj.cfg``)."""
+    weights, then in ``../cfg/`` (Darknet's own layout: ``backup/obj_best.weights``, ``cfg/obj.cfg``); then a
+    cfg with more dots (``obj.v2.cfg``: Darknet cuts the name at the first dot), a ValueError when several fit."""
     weights = Path(weights)
-    for folder in (weights.parent, weights.parent.parent / "cfg"):
+    folders = (weights.parent, weights.parent.parent / "cfg")
+    for folder in folders:
         for stem in darknet_stems(weights):
             cfg = folder / f"{stem}.cfg"
             if cfg.is_file():
                 return cfg
-    return None
+    # Darknet names its saves after the cfg up to the first dot: yolo-obj.v2.cfg -> yolo-obj_best.weights
+    base = darknet_stems(weights)[-1]
+    dotted = sorted(p for folder in folders for p in folder.glob(f"{glob.escape(base)}.*.cfg") if p.is_file())
+    if len(dotted) > 1:
+        raise ValueError(f"{weights}: {' and '.join(map(str, dotted))} could each be its .cfg (Darknet names its saves "
+                         f"after the cfg up to the first dot); pass the one it was trained with (--cfg)")
+    return dotted[0] if dotted else None
 
 
 def save_darknet_weights(model: YoloV4Tiny, path: PathLike, seen: int = 0) -> None:

@@ -118,10 +118,13 @@ def model_from_checkpoint(ckpt: Dict[str, Any], use_ema: bool = True) -> Tuple[Y
 
 
 def read_class_names(path: PathLike) -> List[str]:
-    """One class name per line (blank lines ignored), as Darknet's .names and the port's classes files."""
+    """One class name per line (blank lines ignored), as Darknet's .names and the port's classes files; or a
+    Darknet ``.data`` file (``darknet detector test obj.data ...``), whose ``names=`` line gives the .names file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such class-names file")
+    if path.suffix == ".data":
+        path = _names_of_data_file(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
@@ -130,6 +133,24 @@ def read_class_names(path: PathLike) -> List[str]:
     if not names:
         raise ValueError(f"{path}: no class names in it (expected one per line)")
     return names
+
+
+def _names_of_data_file(path: Path) -> Path:
+    """The .names file a Darknet .data file names. Darknet opens it relative to where it runs (its root folder,
+    which holds data/ and cfg/), so a relative path is tried from here, then from the .data file's parent
+    folder and its own folder (``darknet/data/obj.data`` saying ``names = data/obj.names``)."""
+    from ..models.darknet import read_darknet_options
+
+    options = read_darknet_options(path)
+    if "names" not in options:
+        raise ValueError(f"{path}: a Darknet .data file without a names= line (the class-names file)")
+    given = Path(options["names"])
+    tried = [given] if given.is_absolute() else [given, path.parent.parent / given, path.parent / given]
+    found = next((p for p in tried if p.is_file()), None)
+    if found is None:
+        where = " nor ".join(map(str, dict.fromkeys(tried)))
+        raise FileNotFoundError(f"{path}: names={given}, which is not at {where}")
+    return found
 
 
 def _names_for(classes: Union[None, PathLike, Sequence[str]], num_classes: Optional[int], path: Path) -> List[str]:
@@ -170,8 +191,10 @@ def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num
                  settings.width, settings.height, "letter_box=1" if settings.resize == "letterbox" else "stretched",
                  "greedy DIoU" if settings.nms == "darknet" else "IoU", cfg)
         if settings.width != settings.height:
-            log.warning("%s: a %dx%d (width x height) input; this model runs letterboxed to %dx%d squares",
-                        cfg, settings.width, settings.height, settings.img_size, settings.img_size)
+            log.warning("%s: a %dx%d (width x height) input; this model runs on %dx%d squares (its larger side, %s), "
+                        "where Darknet runs %dx%d", cfg, settings.width, settings.height, settings.img_size,
+                        settings.img_size, "letterboxed" if settings.resize == "letterbox" else "stretched",
+                        settings.width, settings.height)
     report = load_darknet_weights(model, path)
     # Training initializes from what fits (load_darknet_weights); a model to run needs its heads from the
     # file. Attention blocks (phi given) are asked for by the caller: they start untrained, as logged.
