@@ -102,8 +102,8 @@ def test_darknet_weights_run_as_their_cfg_says_through_conversion_and_exports(tm
 def test_the_parity_check_catches_a_wrong_cfg(ckpt, monkeypatch, capsys):
     import yolo_attn.models.darknet as darknet
 
-    real = darknet.write_darknet_cfg
-    monkeypatch.setattr(darknet, "write_darknet_cfg", lambda model, path, w, h, scale, **kw: real(model, path, w, h))
+    real = darknet.darknet_cfg_text  # a cfg that forgets the checkpoint's scale_x_y (2.0): 1.05 is read back
+    monkeypatch.setattr(darknet, "darknet_cfg_text", lambda model, w, h, scale, *a, **kw: real(model, w, h, 1.05))
     assert run_export(str(ckpt), format="darknet", img_size=160) == 1
     assert "does not match PyTorch" in capsys.readouterr().err
 
@@ -119,6 +119,29 @@ def test_darknet_export_refuses_what_darknet_cannot_hold(ckpt, tmp_path, capsys,
     assert run_export(str(ckpt), format="darknet", **args) == 1
     assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.pt"]
+
+
+def test_a_cfg_or_names_of_the_users_is_not_written_over(ckpt, tmp_path, capsys):
+    """--output into a folder of Darknet files: a plain.cfg / plain.names there that this export would change is
+    kept, and nothing is written; the same files again (a re-export) are fine; the input itself is never the
+    output."""
+    folder = tmp_path / "darknet"
+    folder.mkdir()
+    (folder / "plain.cfg").write_text("[net]\n# the user's own training cfg\n")
+    assert run_export(str(ckpt), format="darknet", output=str(folder), img_size=160, no_check=True) == 1
+    assert "darknet/plain.cfg exists, and is not what this export writes there" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["plain.cfg"]
+    assert (folder / "plain.cfg").read_text() == "[net]\n# the user's own training cfg\n"
+    (folder / "plain.cfg").unlink()
+    (folder / "plain.names").write_text("cat\n")
+    assert run_export(str(ckpt), format="darknet", output=str(folder / "plain.weights"), no_check=True) == 1
+    assert "darknet/plain.names exists" in capsys.readouterr().err
+    (folder / "plain.names").unlink()
+    for _ in range(2):
+        assert run_export(str(ckpt), format="darknet", output=str(folder), img_size=160, no_check=True) == 0
+    weights = folder / "plain.weights"
+    assert run_export(str(weights), format="darknet", output=str(folder), no_check=True) == 1
+    assert "would write over the weights being exported" in capsys.readouterr().err
 
 
 def test_attention_models_are_refused(tmp_path, capsys):

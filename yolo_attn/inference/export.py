@@ -312,7 +312,7 @@ def export_darknet(model: nn.Module, meta: Dict[str, Any], weights: Path, output
     """Darknet's own files for ``model``: ``<stem>.weights``, and beside it the ``<stem>.cfg`` (input size
     ``size``, the model's anchors, masks and ``scale_x_y``) and ``<stem>.names``, which Darknet, OpenCV's DNN
     (4.x) and ``--weights <stem>.weights`` here read. phi 0 only: Darknet has no layer for an attention block."""
-    from ..models.darknet import save_darknet_weights, write_darknet_cfg
+    from ..models.darknet import darknet_cfg_text, save_darknet_weights
     from ..utils.paths import write_atomic
 
     if model.attention is not None:
@@ -326,16 +326,25 @@ def export_darknet(model: nn.Module, meta: Dict[str, Any], weights: Path, output
                          f"it), or give a folder to write it into")
     if out.parent.exists() and not out.parent.is_dir():
         raise ValueError(f"--output {output}: {out.parent} is a file, not a folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_darknet_weights(model, out)
+    if out.exists() and out.resolve() == weights.resolve():
+        raise ValueError(f"--output {output}: would write over the weights being exported, {weights}")
+    # the cfg tells Darknet (and --weights here) to run the model as it runs now
+    sides = {out.with_suffix(".cfg"): darknet_cfg_text(model, size, size, meta["scale_x_y"],
+                                                       meta_resize(meta) == "letterbox", meta_nms(meta)),
+             out.with_suffix(".names"): "\n".join(meta["names"]) + "\n"}
+    if output:  # a folder of the user's (the default one is this export's own): their cfg or names are kept
+        for side, text in sides.items():
+            if side.is_file() and side.read_bytes() != text.encode():
+                raise ValueError(f"--output {output}: {side} exists, and is not what this export writes there; "
+                                 f"move it or export into another folder")
     own_way = {k: v for k, v in (meta.get("preprocess") or {}).items() if k != "resize"}
     if own_way:
         log(f"warning: {weights} resizes and pads its input its own way ({own_way}); Darknet's .cfg cannot "
             f"say so, and Darknet resizes bilinearly, letterboxing with grey 0.5")
-    # the cfg tells Darknet (and --weights here) to run the model as it runs now
-    write_darknet_cfg(model, out.with_suffix(".cfg"), size, size, meta["scale_x_y"],
-                      letter_box=meta_resize(meta) == "letterbox", nms=meta_nms(meta))
-    write_atomic(out.with_suffix(".names"), ("\n".join(meta["names"]) + "\n").encode())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_darknet_weights(model, out)
+    for side, text in sides.items():
+        write_atomic(side, text.encode())
     log(f"exported {weights} -> {out} (darknet fp32, {size}x{size}; {out.with_suffix('.cfg').name} and "
         f"{out.with_suffix('.names').name} beside it)")
     return out
