@@ -444,3 +444,52 @@ def test_image_header_orientation_is_the_one_opencv_applies(tmp_path):
              b' tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
     for name in ("late.png", "xmp.jpg"):
         assert R.image_header(tmp_path / name)[:2] == read_image(tmp_path / name).shape[:2], name
+
+
+def test_darknet_data_file_is_a_data_config(tmp_path, monkeypatch, caplog):
+    """`darknet detector train data/obj.data ...` as AlexeyAB's guide lays it out: images and their labels side by
+    side in data/obj/, list files of paths from darknet/ (a `.list` one too), names in data/obj.names; a VOC image
+    (VOCdevkit/VOC2007/JPEGImages) has its labels in VOC2007/labels/, and a COCO one in labels/train2017/, as
+    Darknet's replace_image_to_label has it; the ultralytics rule would look elsewhere."""
+    from yolo_attn.data.config import build_dataset, load_data_config
+    from yolo_attn.data.darknet import darknet_label_path
+
+    root = tmp_path / "darknet"
+    write_jpeg(root / "data" / "obj" / "a.jpg", boxes=[(10, 10, 30, 40)])
+    (root / "data" / "obj" / "a.txt").write_text("1 0.25 0.4166667 0.25 0.5\n")
+    write_jpeg(root / "data" / "obj" / "images" / "b.jpg")  # beside its label for Darknet, not in labels/
+    (root / "data" / "obj" / "images" / "b.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    write_jpeg(root / "VOCdevkit" / "VOC2007" / "JPEGImages" / "c.jpg")
+    (root / "VOCdevkit" / "VOC2007" / "labels").mkdir(parents=True)
+    (root / "VOCdevkit" / "VOC2007" / "labels" / "c.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    (root / "data" / "train.txt").write_text("data/obj/a.jpg\ndata/obj/images/b.jpg\n"
+                                             f"{root / 'VOCdevkit' / 'VOC2007' / 'JPEGImages' / 'c.jpg'}\n")
+    (root / "data" / "valid.list").write_text("data/obj/a.jpg\n")
+    (root / "data" / "obj.names").write_text("cat\ndog\n")
+    data = root / "data" / "obj.data"
+    data.write_text("classes = 3\ntrain  = data/train.txt\nvalid = data/valid.list\nnames = data/obj.names\n"
+                    "backup = backup/\n")
+    assert darknet_label_path("/x/images/train2017/1.jpg") == Path("/x/labels/train2017/1.txt")
+
+    monkeypatch.chdir(tmp_path)  # not darknet/: its paths are found from the .data file's parent folder
+    cfg = load_data_config(str(data))
+    assert cfg["names"] == ["cat", "dog"] and cfg["root"] == str(root) and cfg["labels"] == "darknet"
+    assert "obj.data: classes=3, but" in caplog.text and "lists 2 names" in caplog.text
+    train = build_dataset(cfg, "train")
+    recs = {Path(r.path).name: r for r in train.records}
+    assert sorted(recs) == ["a.jpg", "b.jpg", "c.jpg"]
+    np.testing.assert_allclose(recs["a.jpg"].boxes, [[10, 10, 30, 40]], atol=1e-3)
+    assert [recs[n].labels.tolist() for n in ("a.jpg", "b.jpg", "c.jpg")] == [[1], [0], [0]]
+    assert len(build_dataset(cfg, "val")) == 1
+    ultralytics = build_dataset(dict(cfg, labels="ultralytics"), "train")  # labels/b.txt, c.txt beside: none
+    assert sum(len(r.labels) for r in ultralytics.records) == 1
+
+    data.write_text("train = data/train.txt\nnames = data/obj.names\n")
+    with pytest.raises(ValueError, match="obj.data: no valid= line"):
+        load_data_config(str(data))
+    data.write_text("train = data/missing.txt\nvalid = data/valid.list\nnames = data/obj.names\n")
+    with pytest.raises(FileNotFoundError, match="obj.data: train=data/missing.txt, which is not at "):
+        load_data_config(str(data))
+    with pytest.raises(ValueError, match="`labels` is 'yolov5'"):
+        load_data_config({"format": "yolo", "root": str(root), "train": "data/train.txt", "val": "data/valid.list",
+                          "names": ["cat", "dog"], "labels": "yolov5"})

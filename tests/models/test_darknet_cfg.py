@@ -234,7 +234,7 @@ def test_a_cfg_named_with_more_dots_and_darknets_data_file(tmp_path, monkeypatch
     with pytest.raises(FileNotFoundError, match=r"obj.data: names=data/missing.names, which is not at "):
         load_model(weights, classes=data)
     data.write_text("classes = 3\n")
-    with pytest.raises(ValueError, match="obj.data: a Darknet .data file without a names= line"):
+    with pytest.raises(ValueError, match="obj.data: no names= line"):
         load_model(weights, classes=data)
     write_darknet_cfg(model, tmp_path / "cfg" / "yolo-obj.v3.cfg")
     with pytest.raises(ValueError, match=r"yolo-obj.v2.cfg and .*yolo-obj.v3.cfg could each be its .cfg .*--cfg"):

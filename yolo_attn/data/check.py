@@ -21,7 +21,7 @@ from .records import (
     ProblemLog, exif_orientation, open_image_header, read_image,
 )
 from .voc import voc_year_dir
-from .yolo_txt import label_path_for, list_images
+from .yolo_txt import LABEL_RULES, list_images
 
 __all__ = ["CheckReport", "check_data"]
 
@@ -111,8 +111,9 @@ def _scan_yolo(cfg: Mapping[str, Any], entries: Sequence[str], log: ProblemLog) 
             images = list_images(cfg["root"], entry)
         except FileNotFoundError:
             continue
-        label_dirs = {label_path_for(p).parent for p in images}
-        wanted = {label_path_for(p) for p in images}
+        label_path_of = LABEL_RULES[cfg.get("labels", "ultralytics")]
+        label_dirs = {label_path_of(p).parent for p in images}
+        wanted = {label_path_of(p) for p in images}
         for folder in sorted(label_dirs):
             for label in sorted(folder.glob("*.txt")):
                 # LabelImg's YOLO export writes its class list there as classes.txt

@@ -10,6 +10,9 @@ A data config is a YAML mapping (``configs/voc.yaml``, ``configs/coco.yaml``, ``
     names: class names in label order (a list, or {index: name}); optional for coco (taken from the JSON)
     train_difficult: false   # optional: keep VOC `difficult` boxes as training targets
     embedded: shapes         # optional: this config is the generated dataset; `root` is filled in
+    labels: darknet          # optional, yolo format: label files where Darknet looks (beside the images, ...)
+
+A Darknet ``.data`` file (``train=``, ``valid=``, ``names=``) is a data config too (:mod:`yolo_attn.data.darknet`).
 
 ``load_data_config(None)`` (or ``"shapes"``) is the embedded dataset, generated on first use.
 """
@@ -22,10 +25,11 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 from ..utils.yamlfile import read_yaml_mapping
 from .coco import COCODataset
+from .darknet import darknet_data_config
 from .dataset import DetectionDataset
 from .shapes import SHAPE_CLASSES, SHAPES_CONFIG, ensure_shapes_dataset
 from .voc import VOCDataset
-from .yolo_txt import YOLOTxtDataset
+from .yolo_txt import LABEL_RULES, YOLOTxtDataset
 
 __all__ = ["FORMATS", "build_dataset", "load_data_config"]
 
@@ -82,6 +86,12 @@ def load_data_config(source: ConfigSource = None, overrides: Optional[Mapping[st
         cfg, where = copy.deepcopy(SHAPES_CONFIG), "embedded shapes config"
     elif isinstance(source, Mapping):
         cfg, where = copy.deepcopy(dict(source)), "data config"
+    elif Path(source).suffix == ".data":  # Darknet's (darknet detector train data/obj.data ...)
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such Darknet .data file")
+        cfg, where = darknet_data_config(path), str(path)
+        cfg["path"] = str(path)
     else:
         path = Path(source)
         cfg, where, base = _read_yaml(path), str(path), path.resolve().parent
@@ -110,6 +120,9 @@ def load_data_config(source: ConfigSource = None, overrides: Optional[Mapping[st
     cfg["names"] = _names(cfg.get("names"), where)
     if cfg["names"] is None and fmt != "coco":
         raise ValueError(f"{where}: `names` is missing (the class names in label order)")
+    if cfg.setdefault("labels", "ultralytics") not in LABEL_RULES or (cfg["labels"] != "ultralytics" and fmt != "yolo"):
+        raise ValueError(f"{where}: `labels` is {cfg['labels']!r}; for the yolo format: "
+                         f"{' or '.join(LABEL_RULES)} (where each image's label file is)")
     cfg.setdefault("train_difficult", False)
     return cfg
 
@@ -126,7 +139,7 @@ def build_dataset(cfg: Mapping[str, Any], split: str = "val") -> DetectionDatase
     elif fmt == "coco":
         ds = COCODataset(cfg["root"], entries, cfg.get("names"))
     elif fmt == "yolo":
-        ds = YOLOTxtDataset(cfg["root"], entries, cfg["names"])
+        ds = YOLOTxtDataset(cfg["root"], entries, cfg["names"], cfg.get("labels", "ultralytics"))
     else:
         raise ValueError(f"unknown data format {fmt!r}; expected one of {', '.join(FORMATS)}")
     ds.split = split

@@ -1,8 +1,9 @@
 """YOLO txt adapter (Ultralytics layout) onto :class:`Record`.
 
-An entry is an image folder (searched recursively) or a ``.txt`` file listing image paths, relative to the
-dataset root. Each image's label file sits at the same path with the last ``images`` folder replaced by
-``labels`` and the suffix by ``.txt`` (``images/train/a.jpg`` -> ``labels/train/a.txt``); one line per box,
+An entry is an image folder (searched recursively) or a file listing image paths (``train.txt``), relative to
+the dataset root. Each image's label file sits at the same path with the last ``images`` folder replaced by
+``labels`` and the suffix by ``.txt`` (``images/train/a.jpg`` -> ``labels/train/a.txt``), or with ``labels:
+darknet`` where Darknet looks for it (:func:`~yolo_attn.data.darknet.darknet_label_path`); one line per box,
 ``class cx cy w h``, the last four normalized to [0, 1] by the image width and height. An image without a
 label file, or with an empty one, is a background image. Labels are ``class``; ``category_ids`` is
 ``label + 1``. Image sizes come from file headers (no decode), with EXIF orientation applied.
@@ -16,13 +17,14 @@ from typing import List, Sequence, Union
 
 import numpy as np
 
+from .darknet import darknet_label_path
 from .dataset import DetectionDataset
 from .records import (
     BAD_LINE, IMAGE_SUFFIXES, NOT_NORMALIZED, UNKNOWN_CLASS, BadImageError, ProblemLog, Record, clean_boxes,
     image_header,
 )
 
-__all__ = ["YOLOTxtDataset", "label_path_for", "list_images"]
+__all__ = ["LABEL_RULES", "YOLOTxtDataset", "label_path_for", "list_images"]
 
 
 def label_path_for(image_path: Union[str, os.PathLike]) -> Path:
@@ -35,13 +37,22 @@ def label_path_for(image_path: Union[str, os.PathLike]) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
+LABEL_RULES = {"ultralytics": label_path_for, "darknet": darknet_label_path}  # a config's `labels:` key
+
+
 def list_images(root: Union[str, os.PathLike], entry: str) -> List[Path]:
-    """Image paths of one entry: a folder (recursive, sorted) or a list file (one path a line)."""
+    """Image paths of one entry: a folder (recursive, sorted) or a list file (one path a line, relative to
+    ``root``; any name but an image's: Darknet's are train.txt, train.list, ...)."""
     path = Path(root) / entry
     if path.is_dir():
         return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if path.is_file() and path.suffix == ".txt":
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+    if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not a list of image paths (not UTF-8 text, byte {e.start}; data config "
+                             f"entry {entry!r})") from None
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         return [Path(ln) if os.path.isabs(ln) else (Path(root) / ln) for ln in lines]
     raise FileNotFoundError(f"{path}: no such image folder or list file (data config entry {entry!r})")
 
@@ -85,7 +96,9 @@ class YOLOTxtDataset(DetectionDataset):
 
     format = "yolo"
 
-    def __init__(self, root: Union[str, os.PathLike], entries: Sequence[str], names: Sequence[str]):
+    def __init__(self, root: Union[str, os.PathLike], entries: Sequence[str], names: Sequence[str],
+                 labels: str = "ultralytics"):
+        label_path_of = LABEL_RULES[labels]
         log = ProblemLog()
         records: List[Record] = []
         for entry in entries:
@@ -95,7 +108,7 @@ class YOLOTxtDataset(DetectionDataset):
                 except BadImageError as e:
                     log.add(e.kind, image_path, f"{e.reason}; skipped")
                     continue
-                label_path = label_path_for(image_path)
+                label_path = label_path_of(image_path)
                 if label_path.is_file():
                     boxes, labels = parse_label_file(label_path, names, h, w, log)
                 else:

@@ -31,8 +31,7 @@ from .decode import check_nms
 from .yolo import YoloV4Tiny, build_model, check_input_size
 
 __all__ = ["DarknetCfg", "DarknetLoadReport", "darknet_cfg_beside", "darknet_cfg_text", "darknet_stems",
-           "load_darknet_weights", "read_darknet_cfg", "read_darknet_options", "save_darknet_weights",
-           "write_darknet_cfg"]
+           "load_darknet_weights", "read_darknet_cfg", "save_darknet_weights", "write_darknet_cfg"]
 
 log = logging.getLogger(__name__)
 
@@ -224,22 +223,6 @@ def _parse_cfg(text: str, path: PathLike) -> List[Tuple[str, int, Dict[str, Tupl
             options[key] = (value, number)
     return sections
 
-
-
-def read_darknet_options(path: PathLike) -> Dict[str, str]:
-    """The ``key=value`` lines of a Darknet file without sections (a ``.data`` file), read as ``read_data_cfg``
-    reads them: spaces dropped, comment lines skipped, other lines without ``=`` skipped, the first of a key
-    given twice taken (``option_find``)."""
-    text = Path(path).read_text(encoding="utf-8-sig", errors="replace")
-    if "\0" in text:
-        raise ValueError(f"{path}: not a text file (it holds NUL bytes)")
-    options: Dict[str, str] = {}
-    for raw in text.split("\n"):
-        line = raw.translate(_DROPPED)
-        if line and line[0] not in "#;" and "=" in line:
-            key, value = line.split("=", 1)
-            options.setdefault(key, value)
-    return options
 
 
 def _number(opts: Dict[str, Tuple[str, int]], key: str, default: str, where: str, kind: type = int):

@@ -124,7 +124,9 @@ def read_class_names(path: PathLike) -> List[str]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such class-names file")
     if path.suffix == ".data":
-        path = _names_of_data_file(path)
+        from ..data.darknet import darknet_data_names
+
+        path = darknet_data_names(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
@@ -133,24 +135,6 @@ def read_class_names(path: PathLike) -> List[str]:
     if not names:
         raise ValueError(f"{path}: no class names in it (expected one per line)")
     return names
-
-
-def _names_of_data_file(path: Path) -> Path:
-    """The .names file a Darknet .data file names. Darknet opens it relative to where it runs (its root folder,
-    which holds data/ and cfg/), so a relative path is tried from here, then from the .data file's parent
-    folder and its own folder (``darknet/data/obj.data`` saying ``names = data/obj.names``)."""
-    from ..models.darknet import read_darknet_options
-
-    options = read_darknet_options(path)
-    if "names" not in options:
-        raise ValueError(f"{path}: a Darknet .data file without a names= line (the class-names file)")
-    given = Path(options["names"])
-    tried = [given] if given.is_absolute() else [given, path.parent.parent / given, path.parent / given]
-    found = next((p for p in tried if p.is_file()), None)
-    if found is None:
-        where = " nor ".join(map(str, dict.fromkeys(tried)))
-        raise FileNotFoundError(f"{path}: names={given}, which is not at {where}")
-    return found
 
 
 def _names_for(classes: Union[None, PathLike, Sequence[str]], num_classes: Optional[int], path: Path) -> List[str]:
