@@ -184,8 +184,10 @@ def test_predict_and_eval_take_the_cfg_from_the_command_line(ckpt, tmp_path):
     for cfg in (str(moved), None):
         assert run_predict(str(weights), str(images[0]), cfg=cfg, classes_file=names, precision="fp32",
                            project=str(tmp_path / "runs"), log=lines.append) == 0
-    shapes = [line.split(", input ")[1].split(",")[0] for line in lines if ", input " in line]
-    assert shapes == ["160x160", "416x416"]  # without it: the official cfg's
+    described = [line for line in lines if ", input " in line]
+    shapes = [line.split(", input ")[1].split(",")[0] for line in described]
+    assert shapes == ["160x160", "416x416"]  # without it: the official cfg's, stretched with Darknet's NMS too
+    assert ["stretched to the input, Darknet's DIoU NMS" in line for line in described] == [False, True]
 
     reference = Detector.load(ckpt, backend="torch", precision="fp32", img_size=160, conf=0.3)
     write_own_labels(reference, images, tmp_path / "labels" / "val")

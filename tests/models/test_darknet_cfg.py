@@ -9,7 +9,7 @@ import torch
 from yolo_attn.models import build_model
 from yolo_attn.models.darknet import (darknet_cfg_beside, darknet_cfg_text, read_darknet_cfg, save_darknet_weights,
                                       write_darknet_cfg)
-from yolo_attn.utils.checkpoint import load_model
+from yolo_attn.utils.checkpoint import load_model, meta_nms, meta_resize
 
 from .helpers import randomize_bn
 
@@ -60,11 +60,16 @@ def test_how_darknet_runs_it_letter_box_and_nms_kind(tmp_path, caplog):
     assert settings(text.replace("nms_kind=greedynms", "nms_kind=greedy")) == ("stretch", "iou")
     last = text.rindex("nms_kind=greedynms")  # Darknet's detector takes the last [yolo] layer's
     assert settings(text[:last] + "nms_kind=default" + text[last + len("nms_kind=greedynms"):]) == ("stretch", "iou")
-    assert not caplog.text
-    assert settings(text.replace("nms_kind=greedynms", "nms_kind=diounms")) == ("stretch", "darknet")
-    assert "nms_kind=diounms runs as greedynms" in caplog.text
+    # greedynms is box_diou, whose exponent is 0.6 whatever beta_nms says; diounms takes beta_nms (0.6: the same)
     assert settings(text.replace("beta_nms=0.6", "beta_nms=0.8")) == ("stretch", "darknet")
-    assert "beta_nms=0.8; Darknet's NMS here uses beta_nms=0.6" in caplog.text
+    assert settings(text.replace("beta_nms=0.6", "beta_nms=x")) == ("stretch", "darknet")
+    assert settings(text.replace("nms_kind=greedynms", "nms_kind=diounms")) == ("stretch", "darknet")
+    for word in ("true", "", "0.9"):  # atoi: 0
+        assert settings(text.replace("scales=.1,.1", f"scales=.1,.1\nletter_box={word}")) == ("stretch", "darknet")
+    assert not caplog.text
+    assert settings(text.replace("nms_kind=greedynms", "nms_kind=diounms").replace("beta_nms=0.6", "beta_nms=.8")) == (
+        "stretch", "darknet")
+    assert "nms_kind=diounms with beta_nms=0.8 runs as greedynms here (beta_nms 0.6)" in caplog.text
 
 
 def test_written_cfg_reads_back(tmp_path):
@@ -196,6 +201,10 @@ def test_without_a_cfg_the_official_anchors_are_used_and_said(tmp_path, caplog):
     assert loaded.anchor_masks == [(3, 4, 5), (1, 2, 3)] and meta["scale_x_y"] == 1.05 and meta["img_size"] == 416
     assert "no .cfg found for these weights (looked beside them and in ../cfg/ for plain.cfg)" in caplog.text
     assert (meta["preprocess"], meta["nms"]) == ({"resize": "stretch"}, "darknet")  # as yolov4-tiny.cfg runs
+    legacy = {k: v for k, v in meta.items() if k not in ("preprocess", "nms")}  # converted before they were kept
+    assert (meta_resize(legacy), meta_nms(legacy)) == ("stretch", "darknet")
+    ours = dict(legacy, source="yolo_attn")
+    assert (meta_resize(ours), meta_nms(ours)) == ("letterbox", "iou")
 
 
 def test_darknets_folder_layout_and_a_non_square_input(tmp_path, caplog):
@@ -208,8 +217,9 @@ def test_darknets_folder_layout_and_a_non_square_input(tmp_path, caplog):
     assert darknet_cfg_beside(tmp_path / "backup" / "obj_best.weights") == tmp_path / "cfg" / "obj.cfg"
     loaded, meta = load_model(tmp_path / "backup" / "obj_best.weights", num_classes=3)
     assert loaded.anchor_masks == CUSTOM_MASKS and meta["img_size"] == 608
-    assert ("a 608x320 (width x height) input; this model runs on 608x608 squares (its larger side, stretched), "
-            "where Darknet runs 608x320") in caplog.text
+    assert ("a 608x320 (width x height) input, which Darknet stretches images to; this model runs on 608x608 "
+            "squares (its larger side), letterboxed") in caplog.text
+    assert meta["preprocess"] == {"resize": "letterbox"}  # not stretched to a square: objects would be squashed
 
 
 def test_a_cfg_named_with_more_dots_and_darknets_data_file(tmp_path, monkeypatch):

@@ -206,7 +206,8 @@ def evaluate(
             above ``conf_threshold`` and NMS then dominates the time (about 0.4 s per 416 px image with 10
             classes on 2 cores); a lower value (e.g. 3000) speeds up early-epoch evaluation.
         preprocess: the checkpoint's ``meta["preprocess"]``, e.g. ``{"interpolation": "bicubic", "pad_value": 128}``
-            for the port's weights; None is Darknet's letterbox (bilinear, grey 128 padding).
+            for the port's weights; None is our letterbox (bilinear, grey 128 padding); its ``resize`` is
+            not read here (see ``resize``).
         coco_gt: ground truth for the COCO metric: a COCO instances JSON (for a COCO dataset, its own file: the
             official numbers, with crowd regions and mask areas) or a ``COCO`` object; None builds it from
             the records (bounding-box areas; difficult boxes as crowd regions).

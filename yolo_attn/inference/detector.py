@@ -142,7 +142,7 @@ def _array_to_rgb(array: np.ndarray, bgr: bool) -> np.ndarray:
 
 
 class Detector:
-    """Letterbox, run a backend, decode, class-aware NMS, map boxes back to the original image.
+    """Letterbox (or stretch), run a backend, decode, class-aware NMS, map boxes back to the original image.
 
     Build it with :meth:`load`. Everything needed (class names, anchors, decode settings, input size,
     pre-processing) comes from the weights file.

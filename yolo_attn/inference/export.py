@@ -8,7 +8,7 @@ NMS stay in :class:`~yolo_attn.inference.detector.Detector`, identical for every
 - fp32: the graph as is (ONNX opset 17 by default, >= 13).
 - bf16 (OpenVINO): fp32 weights with a bf16 inference-precision hint (OpenVINO runs bf16 on AMX / AVX512-BF16).
 - int8: NNCF post-training quantization (mixed preset: symmetric weights, asymmetric activations, which suits
-  LeakyReLU), calibrated on letterboxed training images.
+  LeakyReLU), calibrated on training images prepared as the model runs them (letterboxed, or stretched).
 - Darknet (phi 0 only): ``.weights`` with its ``.cfg`` and ``.names`` beside it, for Darknet itself and OpenCV's
   DNN; the parity check reads them back as ``--weights x.weights`` does.
 """

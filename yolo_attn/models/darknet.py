@@ -384,25 +384,27 @@ def read_darknet_cfg(path: PathLike) -> DarknetCfg:
                              f"yolov4-tiny has {key}={value}; only the yolov4-tiny network loads")
     if len(layers) != len(expected):
         raise ValueError(f"{path}: {len(layers)} layers after [net]; yolov4-tiny has {len(expected)}")
-    resize = "letterbox" if _number(net, "letter_box", "0", at) else "stretch"
+    letter_box = _INT.match(_text(net, "letter_box", "0"))  # atoi: no number is 0
+    resize = "letterbox" if letter_box and int(letter_box.group(0)) else "stretch"
     return DarknetCfg(path, width, height, classes, anchors, [mask_p5, mask_p4], scale, resize,
                       _nms_kind(path, [(line, opts) for kind, line, opts in layers if kind == "yolo"][-1]))
 
 
 def _nms_kind(path: Path, yolo: Tuple[int, Dict[str, Tuple[str, int]]]) -> str:
     """Our NMS for the ``nms_kind`` Darknet reads from its last [yolo] layer (``parse_yolo``): ``greedynms`` is
-    "darknet" (greedy DIoU with ``beta_nms`` 0.6); any other word is Darknet's default (``do_nms_sort``, IoU),
-    "iou" here, which keeps each box's best class where Darknet keeps every class above the threshold."""
+    "darknet" (box.c's ``box_diou``, greedy DIoU with the exponent 0.6, whatever ``beta_nms`` says); ``diounms``
+    is the same with ``beta_nms`` as the exponent (0.6 by default, another value warned); any other word is
+    Darknet's default (``do_nms_sort``, IoU), "iou" here, which keeps each box's best class where Darknet keeps
+    every class above the threshold."""
     line, opts = yolo
     where = f"{path}: [yolo] at line {line}"
     kind = _text(opts, "nms_kind", "default")
     if kind not in ("greedynms", "diounms"):
         return "iou"
     if kind == "diounms":
-        log.warning("%s: nms_kind=diounms runs as greedynms (greedy DIoU NMS) here", where)
-    beta = _number(opts, "beta_nms", "0.6", where, float)
-    if abs(beta - 0.6) > 1e-6:
-        log.warning("%s: beta_nms=%g; Darknet's NMS here uses beta_nms=0.6", where, beta)
+        beta = _number(opts, "beta_nms", "0.6", where, float)
+        if abs(beta - 0.6) > 1e-6:
+            log.warning("%s: nms_kind=diounms with beta_nms=%g runs as greedynms here (beta_nms 0.6)", where, beta)
     return "darknet"
 
 

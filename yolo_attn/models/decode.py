@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torchvision.ops import batched_nms
@@ -87,27 +88,58 @@ def darknet_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
     return kept if max_det is None else kept[:max_det]
 
 
+_PAIRWISE = 2048  # up to this many boxes of a class, all their DIoUs at once (n x n; about 16 bytes each)
+
+
 def _greedy_diou(boxes: torch.Tensor, scores: torch.Tensor, members: torch.Tensor, iou_threshold: float,
                  max_det: Optional[int], beta: float) -> torch.Tensor:
-    """Greedy DIoU NMS over one class's ``members`` (indices into ``boxes``); the kept indices."""
+    """Greedy DIoU NMS over one class's ``members`` (indices into ``boxes``); the kept indices. Up to
+    ``_PAIRWISE`` boxes, every pair is compared at once and the greedy pass runs over the table (Python's per-box
+    cost is then a row lookup, not a dozen tensor operations: 80 classes of sparse boxes took 0.4 s per image that
+    way); beyond, one vectorized comparison per kept box. The same arithmetic either way."""
     members = members[torch.argsort(scores[members], descending=True, stable=True)]
     own = boxes[members]  # this class's boxes, by decreasing score
-    area = (own[:, 2:] - own[:, :2]).clamp_min(0).prod(dim=1)
-    centres = (own[:, :2] + own[:, 2:]) / 2
-    remaining = torch.arange(len(members), device=boxes.device)
+    limit = len(own) if max_det is None else max_det
     keep = []
-    while remaining.numel() and (max_det is None or len(keep) < max_det):
+    if len(own) <= _PAIRWISE:
+        over = _diou_over(own, own, iou_threshold, beta).cpu().numpy()
+        removed = np.zeros(len(own), dtype=bool)
+        for i in range(len(own)):
+            if len(keep) == limit:
+                break
+            if not removed[i]:
+                keep.append(i)
+                removed |= over[i]
+        return members[torch.as_tensor(keep, dtype=torch.long, device=members.device)]
+    shape = _area_centre(own)
+    remaining = torch.arange(len(members), device=boxes.device)
+    while remaining.numel() and len(keep) < limit:
         i, rest = remaining[0], remaining[1:]
         keep.append(i)
-        a, b = own[i], own[rest]
-        inter = (torch.minimum(a[2:], b[:, 2:]) - torch.maximum(a[:2], b[:, :2])).clamp_min(0).prod(dim=1)
-        union = area[i] + area[rest] - inter
-        iou = torch.where((inter > 0) & (union > 0), inter / union.clamp_min(1e-12), torch.zeros_like(inter))
-        diagonal = ((torch.maximum(a[2:], b[:, 2:]) - torch.minimum(a[:2], b[:, :2])) ** 2).sum(dim=1)
-        distance = ((centres[i] - centres[rest]) ** 2).sum(dim=1)
-        penalty = torch.where(diagonal > 0, (distance / diagonal.clamp_min(1e-12)) ** beta, torch.zeros_like(iou))
-        remaining = rest[(iou - penalty) <= iou_threshold]
+        over = _diou_over(own[i:i + 1], own[rest], iou_threshold, beta,
+                          [v[i:i + 1] for v in shape], [v[rest] for v in shape])
+        remaining = rest[~over[0]]
     return members[torch.stack(keep)] if keep else members[:0]
+
+
+def _area_centre(boxes: torch.Tensor) -> List[torch.Tensor]:
+    return [(boxes[:, 2:] - boxes[:, :2]).clamp_min(0).prod(dim=1), (boxes[:, :2] + boxes[:, 2:]) / 2]
+
+
+def _diou_over(a: torch.Tensor, b: torch.Tensor, iou_threshold: float, beta: float,
+               shape_a: Optional[List[torch.Tensor]] = None, shape_b: Optional[List[torch.Tensor]] = None
+               ) -> torch.Tensor:
+    """(len(a), len(b)) bool: box.c's ``box_diou`` (IoU - (d^2 / c^2) ** beta) of each pair above the threshold;
+    ``shape_*``: the boxes' :func:`_area_centre`, when already at hand."""
+    (area_a, centre_a), (area_b, centre_b) = shape_a or _area_centre(a), shape_b or _area_centre(b)
+    a, b = a[:, None, :], b[None, :, :]
+    inter = (torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2])).clamp_min(0).prod(dim=-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    iou = torch.where((inter > 0) & (union > 0), inter / union.clamp_min(1e-12), torch.zeros_like(inter))
+    diagonal = ((torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])) ** 2).sum(dim=-1)
+    distance = ((centre_a[:, None, :] - centre_b[None, :, :]) ** 2).sum(dim=-1)
+    penalty = torch.where(diagonal > 0, (distance / diagonal.clamp_min(1e-12)) ** beta, torch.zeros_like(iou))
+    return (iou - penalty) > iou_threshold
 
 
 def check_nms(kind: str) -> str:

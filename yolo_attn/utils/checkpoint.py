@@ -97,14 +97,16 @@ def make_meta(
 
 def meta_resize(meta: Dict[str, Any]) -> str:
     """How the weights of ``meta`` fit an image to their input unless told otherwise: "stretch" for Darknet's
-    (unless their cfg says ``letter_box=1``), as Darknet runs them; "letterbox" for the rest."""
-    return (meta.get("preprocess") or {}).get("resize", "letterbox")
+    (unless their cfg says ``letter_box=1``), as Darknet runs them; "letterbox" for the rest. Darknet weights
+    converted before the meta said so run as yolov4-tiny.cfg says."""
+    darknet = meta.get("source") == "darknet"
+    return (meta.get("preprocess") or {}).get("resize", "stretch" if darknet else "letterbox")
 
 
 def meta_nms(meta: Dict[str, Any]) -> str:
     """The NMS the weights of ``meta`` run with unless told otherwise: their cfg's for Darknet's ("darknet" for
-    ``nms_kind=greedynms``), "iou" for the rest."""
-    return meta.get("nms", "iou")
+    ``nms_kind=greedynms``, yolov4-tiny.cfg's, also where the meta does not say), "iou" for the rest."""
+    return meta.get("nms", "darknet" if meta.get("source") == "darknet" else "iou")
 
 
 def model_from_checkpoint(ckpt: Dict[str, Any], use_ema: bool = True) -> Tuple[YoloV4Tiny, Dict[str, Any]]:
@@ -175,10 +177,14 @@ def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num
                  settings.width, settings.height, "letter_box=1" if settings.resize == "letterbox" else "stretched",
                  "greedy DIoU" if settings.nms == "darknet" else "IoU", cfg)
         if settings.width != settings.height:
-            log.warning("%s: a %dx%d (width x height) input; this model runs on %dx%d squares (its larger side, %s), "
-                        "where Darknet runs %dx%d", cfg, settings.width, settings.height, settings.img_size,
-                        settings.img_size, "letterboxed" if settings.resize == "letterbox" else "stretched",
-                        settings.width, settings.height)
+            # One input size is carried (a square of the larger side). Stretched to that square, objects would be
+            # distorted by the sides' ratio; letterboxed, they keep close to the scale Darknet's stretch gives
+            # them on images of about the cfg's shape.
+            log.warning("%s: a %dx%d (width x height) input, which Darknet %s images to; this model runs on %dx%d "
+                        "squares (its larger side), letterboxed", cfg, settings.width, settings.height,
+                        "letterboxes" if settings.resize == "letterbox" else "stretches", settings.img_size,
+                        settings.img_size)
+            settings.resize = "letterbox"
     report = load_darknet_weights(model, path)
     # Training initializes from what fits (load_darknet_weights); a model to run needs its heads from the
     # file. Attention blocks (phi given) are asked for by the caller: they start untrained, as logged.
