@@ -86,3 +86,25 @@ def test_clean_dataset_exits_zero(tmp_path, voc_root, capsys):
 def test_unreadable_config_exits_two(tmp_path, capsys):
     code = run_tool(["--data", str(tmp_path / "nope.yaml")], capsys)[0]
     assert code == 2
+
+
+def test_darknet_data_file_check(tmp_path, capsys, monkeypatch):
+    """Darknet's layout: train and valid images with their labels side by side in data/obj/, the list files in
+    the same folder: clean; a label with no image beside it is the only orphan."""
+    root = tmp_path / "darknet"
+    obj = root / "data" / "obj"
+    for name in ("a", "b", "c"):
+        write_jpeg(obj / f"{name}.jpg", 64, 64)
+        (obj / f"{name}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (obj / "train.txt").write_text("data/obj/a.jpg\ndata/obj/b.jpg\n")
+    (obj / "valid.txt").write_text("data/obj/c.jpg\n")
+    (root / "data" / "obj.names").write_text("cat\n")
+    (root / "data" / "obj.data").write_text("classes=1\ntrain=data/obj/train.txt\nvalid=data/obj/valid.txt\n"
+                                            "names=data/obj.names\n")
+    monkeypatch.chdir(root)
+    code, out = run_tool(["--data", "data/obj.data"], capsys)
+    assert code == 0, out
+    assert "train: 2 images, 2 boxes" in out and "val: 1 images, 1 boxes" in out
+    (obj / "stray.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    code, out = run_tool(["--data", "data/obj.data"], capsys)
+    assert code == 1 and f"{R.ORPHAN_LABEL} (1)" in out and "stray.txt" in out

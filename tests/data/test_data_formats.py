@@ -472,8 +472,8 @@ def test_darknet_data_file_is_a_data_config(tmp_path, monkeypatch, caplog):
     assert darknet_label_path("/x/images/train2017/1.jpg") == Path("/x/labels/train2017/1.txt")
 
     monkeypatch.chdir(tmp_path)  # not darknet/: its paths are found from the .data file's parent folder
-    cfg = load_data_config(str(data))
-    assert cfg["names"] == ["cat", "dog"] and cfg["root"] == str(root) and cfg["labels"] == "darknet"
+    cfg = load_data_config("darknet/data/obj.data")  # relative, as typed
+    assert cfg["names"] == ["cat", "dog"] and cfg["root"] == str(root.resolve()) and cfg["labels"] == "darknet"
     assert "obj.data: classes=3, but" in caplog.text and "lists 2 names" in caplog.text
     train = build_dataset(cfg, "train")
     recs = {Path(r.path).name: r for r in train.records}

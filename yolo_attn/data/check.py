@@ -12,6 +12,7 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .config import build_dataset
@@ -106,6 +107,7 @@ def _scan_voc(cfg: Mapping[str, Any], entries: Sequence[str], log: ProblemLog) -
 
 def _scan_yolo(cfg: Mapping[str, Any], entries: Sequence[str], log: ProblemLog) -> None:
     """Label files with no image next to them."""
+    lists = {Path(cfg["root"]) / e for key in ("train", "val", "test") for e in (cfg.get(key) or [])}
     for entry in entries:
         try:
             images = list_images(cfg["root"], entry)
@@ -115,9 +117,13 @@ def _scan_yolo(cfg: Mapping[str, Any], entries: Sequence[str], log: ProblemLog) 
         label_dirs = {label_path_of(p).parent for p in images}
         wanted = {label_path_of(p) for p in images}
         for folder in sorted(label_dirs):
+            # Darknet's labels share their folder with the images of every split (and of none): a label is an
+            # orphan when no image of its name lies beside it; else, when no image of this split has it.
+            beside = ({p.with_suffix(".txt") for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+                      if cfg.get("labels") == "darknet" else wanted)
             for label in sorted(folder.glob("*.txt")):
                 # LabelImg's YOLO export writes its class list there as classes.txt
-                if label not in wanted and label.name != "classes.txt":
+                if label not in beside and label.name != "classes.txt" and label not in lists:
                     log.add(ORPHAN_LABEL, label, "no image with this name in the matching images folder")
 
 

@@ -76,7 +76,7 @@ def darknet_data_config(data_file: PathLike) -> Dict[str, Any]:
 
     data_file = Path(data_file)
     options = read_darknet_options(data_file)
-    root, train = _find(data_file, options, "train", "the list file of training images")
+    root, _ = _find(data_file, options, "train", "the list file of training images")
     _, valid = _find(data_file, options, "valid", "the list file of validation images")
     _, names_file = _find(data_file, options, "names", "the class-names file")
     names = read_class_names(names_file)
@@ -84,8 +84,9 @@ def darknet_data_config(data_file: PathLike) -> Dict[str, Any]:
     if classes.isdigit() and int(classes) != len(names):
         log.warning("%s: classes=%s, but %s lists %d names; the names are taken", data_file, classes, names_file,
                     len(names))
-    return {"format": "yolo", "labels": "darknet", "root": str(root), "train": [str(train)], "val": [str(valid)],
-            "names": names}
+    # entries as the .data file gives them (from the root, or absolute), as list_images joins them to the root
+    return {"format": "yolo", "labels": "darknet", "root": str(root.resolve()), "train": [options["train"]],
+            "val": [str(valid.resolve())], "names": names}
 
 
 def darknet_label_path(image_path: PathLike) -> Path:
