@@ -295,3 +295,6 @@ def test_eval_tool_errors_are_one_line(tmp_path, capsys):
     assert load_tool().main(args + ["--img-size", "100"]) == 1
     assert "error: img_size 100: " in capsys.readouterr().err
     assert not any((tmp_path / "runs").iterdir())
+    # a missing weights file: how to get some, in the words tools/predict.py uses
+    assert load_tool().main(["--weights", str(tmp_path / "none.pt"), "--data", str(config)]) == 1
+    assert "none.pt: no such weights file. Get weights by training (`python tools/train.py`)" in capsys.readouterr().err

@@ -29,7 +29,7 @@ from ..models.decode import check_nms, decode_outputs
 from ..models.decode import postprocess as nms_postprocess
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, augmented_decode, check_views
 from ..models.yolo import STRIDES, check_input_size
-from ..utils.checkpoint import meta_nms, meta_resize
+from ..utils.checkpoint import meta_nms, meta_resize, missing_weights_message
 from ..utils.device import resolve_device
 from .backends import Backend, create_backend
 from .fastproc import decode_nms, letterbox_batch
@@ -49,13 +49,6 @@ _INTERPOLATIONS = {
     "area": cv2.INTER_AREA,
     "lanczos": cv2.INTER_LANCZOS4,
 }
-
-
-def missing_weights_message(path: Optional[PathLike]) -> str:
-    """One line telling a user without weights how to get some."""
-    what = "no weights given (--weights)" if path is None else f"{path}: no such weights file"
-    return (f"{what}. Get weights by training (`python tools/train.py`) or by converting Darknet or port "
-            f"weights (`python tools/convert.py --from darknet|port --weights FILE --classes NAMES --out model.pt`)")
 
 
 @dataclass

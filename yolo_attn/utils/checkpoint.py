@@ -32,6 +32,7 @@ __all__ = [
     "make_meta",
     "meta_nms",
     "meta_resize",
+    "missing_weights_message",
     "model_from_checkpoint",
     "read_class_names",
     "save_checkpoint",
@@ -53,6 +54,13 @@ def save_checkpoint(obj: Dict[str, Any], path: PathLike) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     write_atomic(path, buf.getvalue())
+
+
+def missing_weights_message(path: Optional[PathLike]) -> str:
+    """One line telling a user without weights how to get some."""
+    what = "no weights given (--weights)" if path is None else f"{path}: no such weights file"
+    return (f"{what}. Get weights by training (`python tools/train.py`) or by converting Darknet or port "
+            f"weights (`python tools/convert.py --from darknet|port --weights FILE --classes NAMES --out model.pt`)")
 
 
 def load_checkpoint(path: PathLike, mmap: bool = False) -> Any:
@@ -227,8 +235,7 @@ def load_model(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such weights file. Train one (python tools/train.py) or convert "
-                                f"Darknet/port weights (see weights/README.md)")
+        raise FileNotFoundError(missing_weights_message(path))
     if path.suffix.lower() in (".onnx", ".xml", ".bin"):  # else torch.load's "pickled data" reads as a threat
         raise ValueError(f"{path}: an exported model (ONNX / OpenVINO), which runs in tools/predict.py and "
                          f"tools/eval.py but holds no PyTorch weights; use the checkpoint it was exported from")
