@@ -38,6 +38,7 @@ class PredictSummary:
     frames: int = 0
     boxes: int = 0
     skipped: List[str] = field(default_factory=list)
+    stopped_early: List[str] = field(default_factory=list)  # videos that failed mid-way, their frames so far kept
     outputs: List[Path] = field(default_factory=list)  # annotated images and videos written
     interrupted: bool = False  # Ctrl-C
     stopped: bool = False  # 'q' in the viewer
@@ -349,17 +350,17 @@ def _skip_when_several(src: VideoStream, summary: PredictSummary, options: Dict[
         yield
     except SourceError as e:
         _leave_video(e, src, summary, options, log, f"{e}; stopped {src.spec} after {frames()} frames, going on "
-                     f"with the next")
+                     f"with the next", summary.stopped_early)
 
 
 def _leave_video(error: SourceError, src: VideoStream, summary: PredictSummary, options: Dict[str, Any], log: Log,
-                 warning: str) -> None:
-    """One of several sources that failed is reported (``warning``) and counted as skipped; the only source
-    re-raises ``error``, which ends the run."""
+                 warning: str, counted: Optional[List[str]] = None) -> None:
+    """One of several sources that failed is reported (``warning``) and counted (as skipped, or in ``counted``);
+    the only source re-raises ``error``, which ends the run."""
     if not options["several"]:
         raise error
     log(f"warning: {warning}")
-    summary.skipped.append(str(src.spec))
+    (summary.skipped if counted is None else counted).append(str(src.spec))
 
 
 def _views(views: Sequence[Tuple[float, bool]]) -> str:
@@ -431,7 +432,9 @@ def run_predict(
     if summary.processed == 0 and not summary.interrupted:
         remove_if_empty(save_dir)
         return fail(f"{source}: nothing could be read, so nothing was predicted")
-    skipped = f", {len(summary.skipped)} skipped (see the warnings)" if summary.skipped else ""
+    left = [f"{len(summary.skipped)} skipped"] if summary.skipped else []
+    left += [f"{len(summary.stopped_early)} stopped early"] if summary.stopped_early else []
+    skipped = f", {', '.join(left)} (see the warnings)" if left else ""
     counted = f"{summary.images} images" + (f", {summary.frames} frames" if summary.frames else "")
     log(f"done: {counted}, {summary.boxes} boxes{skipped}"
         + (f"; results in {summary.save_dir}" if summary.save_dir is not None else ""))
