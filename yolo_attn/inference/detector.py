@@ -156,8 +156,8 @@ class Detector:
     each box's best class and runs torchvision's NMS.
 
     Both default to the weights' own: Darknet ``.weights`` run as their ``.cfg`` tells Darknet to run them
-    (stretched unless ``letter_box=1``; ``nms_kind=greedynms`` is "darknet"), so their detections match
-    Darknet's; our checkpoints letterbox and run "iou".
+    (stretched unless ``letter_box=1``; ``nms_kind=greedynms`` is "darknet"; a non-square cfg letterboxed), so
+    with yolov4-tiny.cfg their detections are Darknet's; our checkpoints letterbox and run "iou".
     """
 
     def __init__(
