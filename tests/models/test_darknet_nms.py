@@ -91,9 +91,9 @@ def test_postprocess_selects_it():
     assert math.isclose(postprocess(decoded, 0.25, 0.45, nms="darknet")[0][1, 4].item(), 0.8, rel_tol=1e-6)
 
 
-def test_pairwise_table_and_per_box_loop_keep_the_same(monkeypatch):
-    """Classes up to _PAIRWISE boxes compare all pairs at once; larger ones one kept box at a time: the same
-    arithmetic, so the same boxes (clustered boxes, ties in score included), with and without max_det."""
+def test_blocks_of_rows_keep_what_one_row_at_a_time_keeps(monkeypatch):
+    """Undecided boxes are compared with the later ones in blocks of rows; one row at a time (the plain greedy
+    loop) keeps the same boxes (clustered boxes, ties in score included), with and without max_det."""
     import yolo_attn.models.decode as decode
 
     rng = np.random.default_rng(0)
@@ -102,9 +102,9 @@ def test_pairwise_table_and_per_box_loop_keep_the_same(monkeypatch):
     boxes = torch.tensor(np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1), dtype=torch.float32)
     scores = torch.tensor(rng.integers(1, 200, 600) / 200.0, dtype=torch.float32)  # many ties
     labels = torch.tensor(rng.integers(0, 3, 600))
-    table = [darknet_nms(boxes, scores, labels, 0.45, max_det) for max_det in (None, 25)]
-    monkeypatch.setattr(decode, "_PAIRWISE", 0)
-    loop = [darknet_nms(boxes, scores, labels, 0.45, max_det) for max_det in (None, 25)]
-    assert 25 < len(table[0]) < 600 and len(table[1]) == 25
-    for a, b in zip(table, loop):
+    blocks = [darknet_nms(boxes, scores, labels, 0.45, max_det) for max_det in (None, 25, 0)]
+    monkeypatch.setattr(decode, "_BLOCK_PAIRS", 1)
+    rows = [darknet_nms(boxes, scores, labels, 0.45, max_det) for max_det in (None, 25, 0)]
+    assert 25 < len(blocks[0]) < 600 and len(blocks[1]) == 25 and len(blocks[2]) == 0
+    for a, b in zip(blocks, rows):
         assert torch.equal(a, b)
