@@ -108,3 +108,22 @@ def test_darknet_data_file_check(tmp_path, capsys, monkeypatch):
     (obj / "stray.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     code, out = run_tool(["--data", "data/obj.data"], capsys)
     assert code == 1 and f"{R.ORPHAN_LABEL} (1)" in out and "stray.txt" in out
+
+
+def test_darknet_voc_layout_check(tmp_path, capsys, monkeypatch):
+    """Darknet's voc_label.py layout: VOC2007/JPEGImages/*.jpg with their labels in VOC2007/labels/, a list of
+    some of the images: no label is an orphan (the other images' labels neither); a stray one is."""
+    voc = tmp_path / "VOCdevkit" / "VOC2007"
+    (voc / "labels").mkdir(parents=True)
+    for name in ("1", "2", "3"):
+        write_jpeg(voc / "JPEGImages" / f"{name}.jpg", 64, 64)
+        (voc / "labels" / f"{name}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "train.txt").write_text(f"{voc / 'JPEGImages' / '1.jpg'}\n{voc / 'JPEGImages' / '2.jpg'}\n")
+    (tmp_path / "voc.names").write_text("cat\n")
+    (tmp_path / "voc.data").write_text("train=train.txt\nvalid=train.txt\nnames=voc.names\n")
+    monkeypatch.chdir(tmp_path)
+    code, out = run_tool(["--data", "voc.data"], capsys)
+    assert code == 0, out
+    (voc / "labels" / "stray.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    code, out = run_tool(["--data", "voc.data"], capsys)
+    assert code == 1 and f"{R.ORPHAN_LABEL} (1)" in out and "stray.txt" in out

@@ -484,9 +484,11 @@ def test_darknet_data_file_is_a_data_config(tmp_path, monkeypatch, caplog):
     ultralytics = build_dataset(dict(cfg, labels="ultralytics"), "train")  # labels/b.txt, c.txt beside: none
     assert sum(len(r.labels) for r in ultralytics.records) == 1
 
-    data.write_text("train = data/train.txt\nnames = data/obj.names\n")
-    with pytest.raises(ValueError, match="obj.data: no valid= line"):
-        load_data_config(str(data))
+    data.write_text(f"train = {root / 'data' / 'train.txt'}\nnames = data/obj.names\n")  # absolute; no valid=
+    monkeypatch.chdir(tmp_path / "darknet" / "data")  # the list's relative paths are from darknet/, not from here
+    cfg = load_data_config(str(data))
+    assert "obj.data: no valid= line (the list file of validation images); validating on the train list" in caplog.text
+    assert cfg["root"] == str(root.resolve()) and len(build_dataset(cfg, "val")) == 3
     data.write_text("train = data/missing.txt\nvalid = data/valid.list\nnames = data/obj.names\n")
     with pytest.raises(FileNotFoundError, match="obj.data: train=data/missing.txt, which is not at "):
         load_data_config(str(data))

@@ -137,8 +137,16 @@ def test_a_cfg_or_names_of_the_users_is_not_written_over(ckpt, tmp_path, capsys)
     assert run_export(str(ckpt), format="darknet", output=str(folder / "plain.weights"), no_check=True) == 1
     assert "darknet/plain.names exists" in capsys.readouterr().err
     (folder / "plain.names").unlink()
+    (folder / "plain.cfg").mkdir()
+    assert run_export(str(ckpt), format="darknet", output=str(folder), no_check=True) == 1
+    assert "darknet/plain.cfg is a folder, where the export's .cfg goes" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["plain.cfg"]
+    (folder / "plain.cfg").rmdir()
     for _ in range(2):
         assert run_export(str(ckpt), format="darknet", output=str(folder), img_size=160, no_check=True) == 0
+    names = folder / "plain.names"
+    names.write_bytes(names.read_bytes().replace(b"\n", b"\r\n"))  # a checkout with CRLF line ends: the same
+    assert run_export(str(ckpt), format="darknet", output=str(folder), img_size=160, no_check=True) == 0
     weights = folder / "plain.weights"
     assert run_export(str(weights), format="darknet", output=str(folder), no_check=True) == 1
     assert "would write over the weights being exported" in capsys.readouterr().err

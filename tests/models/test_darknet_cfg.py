@@ -249,6 +249,11 @@ def test_a_cfg_named_with_more_dots_and_darknets_data_file(tmp_path, monkeypatch
     write_darknet_cfg(model, tmp_path / "cfg" / "yolo-obj.v3.cfg")
     with pytest.raises(ValueError, match=r"yolo-obj.v2.cfg and .*yolo-obj.v3.cfg could each be its .cfg .*--cfg"):
         darknet_cfg_beside(weights)
+    write_darknet_cfg(model, tmp_path / "backup" / "yolo-obj.v4.cfg")  # beside the weights: taken first
+    assert darknet_cfg_beside(weights) == tmp_path / "backup" / "yolo-obj.v4.cfg"
+    # weights Darknet's training did not name (no _best/_last/_N) take no cfg of another name
+    save_darknet_weights(model, tmp_path / "backup" / "yolo-obj.weights")
+    assert darknet_cfg_beside(tmp_path / "backup" / "yolo-obj.weights") is None
 
 
 def test_names_files(custom_weights, tmp_path):

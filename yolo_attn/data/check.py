@@ -114,16 +114,16 @@ def _scan_yolo(cfg: Mapping[str, Any], entries: Sequence[str], log: ProblemLog) 
         except FileNotFoundError:
             continue
         label_path_of = LABEL_RULES[cfg.get("labels", "ultralytics")]
-        label_dirs = {label_path_of(p).parent for p in images}
+        if cfg.get("labels") == "darknet":
+            # Darknet's lists pick images out of folders shared by every split (and by images in none): a label
+            # is an orphan when no image in those folders has it, not when no image of this split does
+            folders = {p.parent for p in images if p.parent.is_dir()}
+            images = [q for f in folders for q in f.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES]
         wanted = {label_path_of(p) for p in images}
-        for folder in sorted(label_dirs):
-            # Darknet's labels share their folder with the images of every split (and of none): a label is an
-            # orphan when no image of its name lies beside it; else, when no image of this split has it.
-            beside = ({p.with_suffix(".txt") for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-                      if cfg.get("labels") == "darknet" else wanted)
+        for folder in sorted({label.parent for label in wanted}):
             for label in sorted(folder.glob("*.txt")):
                 # LabelImg's YOLO export writes its class list there as classes.txt
-                if label not in beside and label.name != "classes.txt" and label not in lists:
+                if label not in wanted and label.name != "classes.txt" and label not in lists:
                     log.add(ORPHAN_LABEL, label, "no image with this name in the matching images folder")
 
 

@@ -120,7 +120,9 @@ def load_data_config(source: ConfigSource = None, overrides: Optional[Mapping[st
     cfg["names"] = _names(cfg.get("names"), where)
     if cfg["names"] is None and fmt != "coco":
         raise ValueError(f"{where}: `names` is missing (the class names in label order)")
-    if cfg.setdefault("labels", "ultralytics") not in LABEL_RULES or (cfg["labels"] != "ultralytics" and fmt != "yolo"):
+    cfg["labels"] = cfg.get("labels") or "ultralytics"
+    if not isinstance(cfg["labels"], str) or cfg["labels"] not in LABEL_RULES or (
+            cfg["labels"] != "ultralytics" and fmt != "yolo"):
         raise ValueError(f"{where}: `labels` is {cfg['labels']!r}; for the yolo format: "
                          f"{' or '.join(LABEL_RULES)} (where each image's label file is)")
     cfg.setdefault("train_difficult", False)

@@ -70,22 +70,29 @@ def darknet_data_names(data_file: PathLike) -> Path:
 
 def darknet_data_config(data_file: PathLike) -> Dict[str, Any]:
     """A data config (see :mod:`yolo_attn.data.config`) for a Darknet ``.data`` file: YOLO txt labels found by
-    Darknet's rule, the ``train`` and ``valid`` list files, ``names``. The root is the folder the train list was
-    found from; the image paths in the lists are taken from it, as Darknet takes them from where it runs."""
+    Darknet's rule, the ``train`` and ``valid`` list files (no ``valid``, or one not there: the train list, as
+    Darknet's training takes it), ``names``. The root, from which the lists' relative image paths are taken as
+    Darknet takes them from where it runs, is the first of the candidate folders that holds the first of them."""
     from ..utils.checkpoint import read_class_names
 
     data_file = Path(data_file)
     options = read_darknet_options(data_file)
-    root, _ = _find(data_file, options, "train", "the list file of training images")
-    _, valid = _find(data_file, options, "valid", "the list file of validation images")
+    found_from, train = _find(data_file, options, "train", "the list file of training images")
+    try:
+        _, valid = _find(data_file, options, "valid", "the list file of validation images")
+    except (ValueError, FileNotFoundError) as e:
+        log.warning("%s; validating on the train list, as Darknet does", e)
+        valid = train
     _, names_file = _find(data_file, options, "names", "the class-names file")
     names = read_class_names(names_file)
     classes = options.get("classes", "")
     if classes.isdigit() and int(classes) != len(names):
         log.warning("%s: classes=%s, but %s lists %d names; the names are taken", data_file, classes, names_file,
                     len(names))
-    # entries as the .data file gives them (from the root, or absolute), as list_images joins them to the root
-    return {"format": "yolo", "labels": "darknet", "root": str(root.resolve()), "train": [options["train"]],
+    lines = (line.strip() for line in train.read_text(encoding="utf-8-sig", errors="replace").splitlines())
+    first = next((Path(line) for line in lines if line and not Path(line).is_absolute()), None)
+    root = next((r for r in _roots(data_file) if first is not None and (r / first).is_file()), found_from)
+    return {"format": "yolo", "labels": "darknet", "root": str(root.resolve()), "train": [str(train.resolve())],
             "val": [str(valid.resolve())], "names": names}
 
 

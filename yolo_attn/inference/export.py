@@ -332,11 +332,13 @@ def export_darknet(model: nn.Module, meta: Dict[str, Any], weights: Path, output
     sides = {out.with_suffix(".cfg"): darknet_cfg_text(model, size, size, meta["scale_x_y"],
                                                        meta_resize(meta) == "letterbox", meta_nms(meta)),
              out.with_suffix(".names"): "\n".join(meta["names"]) + "\n"}
-    if output:  # a folder of the user's (the default one is this export's own): their cfg or names are kept
-        for side, text in sides.items():
-            if side.is_file() and side.read_bytes() != text.encode():
-                raise ValueError(f"--output {output}: {side} exists, and is not what this export writes there; "
-                                 f"move it or export into another folder")
+    for side, text in sides.items():
+        if side.exists() and not side.is_file():
+            raise ValueError(f"--output {output}: {side} is a folder, where the export's {side.suffix} goes")
+        # a folder of the user's (the default one is this export's own): their cfg or names are kept
+        if output and side.is_file() and side.read_bytes().replace(b"\r\n", b"\n") != text.encode():
+            raise ValueError(f"--output {output}: {side} exists, and is not what this export writes there; "
+                             f"move it or export into another folder")
     own_way = {k: v for k, v in (meta.get("preprocess") or {}).items() if k != "resize"}
     if own_way:
         log(f"warning: {weights} resizes and pads its input its own way ({own_way}); Darknet's .cfg cannot "

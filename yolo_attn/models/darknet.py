@@ -420,8 +420,9 @@ def darknet_cfg_beside(weights: PathLike) -> Optional[Path]:
     """The ``.cfg`` that goes with a ``.weights`` file by Darknet's naming: the same name (``yolov4-tiny.cfg``
     for ``yolov4-tiny.weights``), or the name without the suffix Darknet's training gives its saves
     (``obj.cfg`` for ``obj_best.weights``, ``obj_last``, ``obj_final``, ``obj_4000``); looked for beside the
-    weights, then in ``../cfg/`` (Darknet's own layout: ``backup/obj_best.weights``, ``cfg/obj.cfg``); then a
-    cfg with more dots (``obj.v2.cfg``: Darknet cuts the name at the first dot), a ValueError when several fit."""
+    weights, then in ``../cfg/`` (Darknet's own layout: ``backup/obj_best.weights``, ``cfg/obj.cfg``); then, for
+    a save, a cfg with more dots (``obj.v2.cfg``: Darknet cuts the name at the first dot), a ValueError when
+    several in one folder fit."""
     weights = Path(weights)
     folders = (weights.parent, weights.parent.parent / "cfg")
     for folder in folders:
@@ -430,12 +431,17 @@ def darknet_cfg_beside(weights: PathLike) -> Optional[Path]:
             if cfg.is_file():
                 return cfg
     # Darknet names its saves after the cfg up to the first dot: yolo-obj.v2.cfg -> yolo-obj_best.weights
-    base = darknet_stems(weights)[-1]
-    dotted = sorted(p for folder in folders for p in folder.glob(f"{glob.escape(base)}.*.cfg") if p.is_file())
-    if len(dotted) > 1:
-        raise ValueError(f"{weights}: {' and '.join(map(str, dotted))} could each be its .cfg (Darknet names its saves "
-                         f"after the cfg up to the first dot); pass the one it was trained with (--cfg)")
-    return dotted[0] if dotted else None
+    stems = darknet_stems(weights)
+    if len(stems) == 1:  # not a name Darknet's training gives
+        return None
+    for folder in folders:
+        dotted = sorted(p for p in folder.glob(f"{glob.escape(stems[-1])}.*.cfg") if p.is_file())
+        if len(dotted) > 1:
+            raise ValueError(f"{weights}: {' and '.join(map(str, dotted))} could each be its .cfg (Darknet names its "
+                             f"saves after the cfg up to the first dot); pass the one it was trained with (--cfg)")
+        if dotted:
+            return dotted[0]
+    return None
 
 
 def save_darknet_weights(model: YoloV4Tiny, path: PathLike, seen: int = 0) -> None:

@@ -171,10 +171,11 @@ def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num
     names = _names_for(classes, num_classes, path)
     if settings is None:
         if not path.name.endswith(".conv.29"):
+            stems = darknet_stems(path)
+            looked = [f"{stem}.cfg" for stem in stems] + ([f"{stems[-1]}.*.cfg"] if len(stems) > 1 else [])
             log.warning("%s: no .cfg found for these weights (looked beside them and in ../cfg/ for %s): running "
                         "them as yolov4-tiny.cfg says (anchors, masks, scale_x_y 1.05, 416x416, stretched input, "
-                        "greedy DIoU NMS); pass --cfg if yours differ", path,
-                        " or ".join(f"{stem}.cfg" for stem in darknet_stems(path)))
+                        "greedy DIoU NMS); pass --cfg if yours differ", path, " or ".join(looked))
         model = build_model(phi or 0, len(names))
     elif settings.num_classes != len(names):
         given = f"{found_names} (found beside) lists" if found_names is not None else "were given"
