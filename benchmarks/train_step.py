@@ -102,6 +102,40 @@ def _our_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, amp
     return step
 
 
+PHASES = ("forward", "loss", "backward", "clip + SGD", "EMA")
+
+
+def phase_times(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, steps: int = 5,
+                amp_dtype: Optional[torch.dtype] = torch.bfloat16) -> Dict[str, float]:
+    """Median ms of each phase of our channels-last step (the fastest eager variant), timed apart: where the
+    step's time goes, without a profiler's overhead (which inflates the small memory-bound operations)."""
+    model = copy.deepcopy(model).train().to(memory_format=torch.channels_last)
+    images = images.contiguous(memory_format=torch.channels_last)
+    loss_fn = YoloLoss(model.level_anchors(), model.num_classes, "multi")
+    optimizer = _sgd(model)
+    ema = ModelEMA(model)
+    times: Dict[str, List[float]] = {name: [] for name in PHASES}
+    for i in range(steps + 1):  # the first step allocates: not timed
+        marks = [time.perf_counter()]
+        with torch.autocast("cpu", dtype=amp_dtype, enabled=amp_dtype is not None):
+            outputs = model(images)
+        marks.append(time.perf_counter())
+        loss, _ = loss_fn(outputs, targets, tuple(images.shape[2:]))
+        marks.append(time.perf_counter())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        marks.append(time.perf_counter())
+        nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        marks.append(time.perf_counter())
+        ema.update(model)
+        marks.append(time.perf_counter())
+        if i:
+            for name, a, b in zip(PHASES, marks, marks[1:]):
+                times[name].append((b - a) * 1000.0)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
 def train_variants(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                    compile_step: bool = False) -> List[TrainVariant]:
     fresh = lambda: copy.deepcopy(model).train()  # noqa: E731 - each variant trains its own copy
@@ -168,6 +202,14 @@ def run_train_benchmark(img_size: int = 416, batch: int = 8, rounds: int = 5, we
     log("")
     log(f"{machine}; training step at {img_size}, batch {batch}")
     log("\n".join(lines))
+    from yolo_attn.models.info import model_info
+
+    gflop = model_info(model, img_size)["gflops"] * batch  # the forward's; the backward does about twice as much
+    phases = phase_times(model, images, targets)
+    log("ours, bf16 autocast channels-last, by phase (medians of 5 steps): " + ", ".join(
+        f"{name} {ms:.0f} ms" for name, ms in phases.items())
+        + f"; forward {1000 * gflop / phases['forward']:.0f} GFLOP/s, backward about "
+        f"{2000 * gflop / phases['backward']:.0f} GFLOP/s")
     if csv_path:
         import csv
         import io

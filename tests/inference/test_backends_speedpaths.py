@@ -760,6 +760,8 @@ def test_train_benchmark_runs(tmp_path):
     text = "\n".join(lines)
     assert "reference: fp32 eager NCHW, loop-built targets" in text and "| 1.00 |" in text
     assert (tmp_path / "t.csv").read_text().count("\n") == 7  # comment, header, 5 variants
+    phases = next(line for line in lines if line.startswith("ours, bf16 autocast channels-last, by phase"))
+    assert all(f"{name} " in phases for name in ("forward", "loss", "backward", "clip + SGD", "EMA"))
 
 
 # --- rectangular letterboxing (the video path) ----------------------------------------------------------------
