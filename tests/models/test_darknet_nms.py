@@ -108,3 +108,12 @@ def test_blocks_of_rows_keep_what_one_row_at_a_time_keeps(monkeypatch):
     assert 25 < len(blocks[0]) < 600 and len(blocks[1]) == 25 and len(blocks[2]) == 0
     for a, b in zip(blocks, rows):
         assert torch.equal(a, b)
+
+
+def test_nms_benchmark_runs(monkeypatch, capsys):
+    from benchmarks import darknet_nms as bench
+
+    monkeypatch.setattr(bench, "CASES", [(300, 3, "sparse"), (200, 1, "crowd")])
+    assert bench.main(["--repeats", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| 300 ", "| 200 "))]
+    assert len(rows) == 2
