@@ -470,6 +470,10 @@ def test_darknet_data_file_is_a_data_config(tmp_path, monkeypatch, caplog):
     data.write_text("classes = 3\ntrain  = data/train.txt\nvalid = data/valid.list\nnames = data/obj.names\n"
                     "backup = backup/\n")
     assert darknet_label_path("/x/images/train2017/1.jpg") == Path("/x/labels/train2017/1.txt")
+    # a relative line has no "/JPEGImages/" to rewrite, for Darknet: its label lies beside it
+    write_jpeg(root / "JPEGImages" / "d.jpg")
+    (root / "JPEGImages" / "d.txt").write_text("1 0.5 0.5 0.25 0.25\n")
+    (root / "data" / "valid.list").write_text("data/obj/a.jpg\nJPEGImages/d.jpg\n")
 
     monkeypatch.chdir(tmp_path)  # not darknet/: its paths are found from the .data file's parent folder
     cfg = load_data_config("darknet/data/obj.data")  # relative, as typed
@@ -480,7 +484,8 @@ def test_darknet_data_file_is_a_data_config(tmp_path, monkeypatch, caplog):
     assert sorted(recs) == ["a.jpg", "b.jpg", "c.jpg"]
     np.testing.assert_allclose(recs["a.jpg"].boxes, [[10, 10, 30, 40]], atol=1e-3)
     assert [recs[n].labels.tolist() for n in ("a.jpg", "b.jpg", "c.jpg")] == [[1], [0], [0]]
-    assert len(build_dataset(cfg, "val")) == 1
+    val = {Path(r.path).name: r.labels.tolist() for r in build_dataset(cfg, "val").records}
+    assert val == {"a.jpg": [1], "d.jpg": [1]}
     ultralytics = build_dataset(dict(cfg, labels="ultralytics"), "train")  # labels/b.txt, c.txt beside: none
     assert sum(len(r.labels) for r in ultralytics.records) == 1
 

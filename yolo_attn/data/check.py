@@ -22,7 +22,7 @@ from .records import (
     ProblemLog, exif_orientation, open_image_header, read_image,
 )
 from .voc import voc_year_dir
-from .yolo_txt import LABEL_RULES, list_images
+from .yolo_txt import LABEL_RULES, image_label_pairs
 
 __all__ = ["CheckReport", "check_data"]
 
@@ -108,18 +108,18 @@ def _scan_voc(cfg: Mapping[str, Any], entries: Sequence[str], log: ProblemLog) -
 def _scan_yolo(cfg: Mapping[str, Any], entries: Sequence[str], log: ProblemLog) -> None:
     """Label files with no image next to them."""
     lists = {Path(cfg["root"]) / e for key in ("train", "val", "test") for e in (cfg.get(key) or [])}
+    rule = cfg.get("labels", "ultralytics")
     for entry in entries:
         try:
-            images = list_images(cfg["root"], entry)
+            pairs = image_label_pairs(cfg["root"], entry, rule)
         except FileNotFoundError:
             continue
-        label_path_of = LABEL_RULES[cfg.get("labels", "ultralytics")]
-        if cfg.get("labels") == "darknet":
+        wanted = {label for _, label in pairs}
+        if rule == "darknet":
             # Darknet's lists pick images out of folders shared by every split (and by images in none): a label
             # is an orphan when no image in those folders has it, not when no image of this split does
-            folders = {p.parent for p in images if p.parent.is_dir()}
-            images = [q for f in folders for q in f.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES]
-        wanted = {label_path_of(p) for p in images}
+            folders = {image.parent for image, _ in pairs if image.parent.is_dir()}
+            wanted |= {LABEL_RULES[rule](q) for f in folders for q in f.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES}
         for folder in sorted({label.parent for label in wanted}):
             for label in sorted(folder.glob("*.txt")):
                 # LabelImg's YOLO export writes its class list there as classes.txt

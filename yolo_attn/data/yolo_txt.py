@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from .records import (
     image_header,
 )
 
-__all__ = ["LABEL_RULES", "YOLOTxtDataset", "label_path_for", "list_images"]
+__all__ = ["LABEL_RULES", "YOLOTxtDataset", "image_label_pairs", "label_path_for", "list_images"]
 
 
 def label_path_for(image_path: Union[str, os.PathLike]) -> Path:
@@ -43,9 +43,24 @@ LABEL_RULES = {"ultralytics": label_path_for, "darknet": darknet_label_path}  # 
 def list_images(root: Union[str, os.PathLike], entry: str) -> List[Path]:
     """Image paths of one entry: a folder (recursive, sorted) or a list file (one path a line, relative to
     ``root``; any name but an image's: Darknet's are train.txt, train.list, ...)."""
+    return [image for image, _ in _entry_images(root, entry)]
+
+
+def image_label_pairs(root: Union[str, os.PathLike], entry: str,
+                      labels: str = "ultralytics") -> List[Tuple[Path, Path]]:
+    """Each image of an entry with its label file, by the ``labels`` rule (:data:`LABEL_RULES`). Darknet's rule
+    rewrites a list's line as written, as Darknet does (a relative ``JPEGImages/a.jpg`` has no ``/JPEGImages/``
+    to rewrite), the result taken from ``root`` as the image is."""
+    rule = LABEL_RULES[labels]
+    return [(image, Path(root) / rule(line) if labels == "darknet" and line is not None else rule(image))
+            for image, line in _entry_images(root, entry)]
+
+
+def _entry_images(root: Union[str, os.PathLike], entry: str) -> List[Tuple[Path, Optional[str]]]:
+    """(image path, the list's line or None for a folder's image) of one entry."""
     path = Path(root) / entry
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        return [(p, None) for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
     if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
         try:
             text = path.read_text(encoding="utf-8-sig")
@@ -53,7 +68,7 @@ def list_images(root: Union[str, os.PathLike], entry: str) -> List[Path]:
             raise ValueError(f"{path}: not a list of image paths (not UTF-8 text, byte {e.start}; data config "
                              f"entry {entry!r})") from None
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        return [Path(ln) if os.path.isabs(ln) else (Path(root) / ln) for ln in lines]
+        return [(Path(ln) if os.path.isabs(ln) else Path(root) / ln, ln) for ln in lines]
     raise FileNotFoundError(f"{path}: no such image folder or list file (data config entry {entry!r})")
 
 
@@ -98,17 +113,16 @@ class YOLOTxtDataset(DetectionDataset):
 
     def __init__(self, root: Union[str, os.PathLike], entries: Sequence[str], names: Sequence[str],
                  labels: str = "ultralytics"):
-        label_path_of = LABEL_RULES[labels]
+        rule = labels  # `labels` is each image's below
         log = ProblemLog()
         records: List[Record] = []
         for entry in entries:
-            for image_path in list_images(root, entry):
+            for image_path, label_path in image_label_pairs(root, entry, rule):
                 try:
                     h, w, _ = image_header(image_path)
                 except BadImageError as e:
                     log.add(e.kind, image_path, f"{e.reason}; skipped")
                     continue
-                label_path = label_path_of(image_path)
                 if label_path.is_file():
                     boxes, labels = parse_label_file(label_path, names, h, w, log)
                 else:
