@@ -127,3 +127,19 @@ def test_darknet_voc_layout_check(tmp_path, capsys, monkeypatch):
     (voc / "labels" / "stray.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     code, out = run_tool(["--data", "voc.data"], capsys)
     assert code == 1 and f"{R.ORPHAN_LABEL} (1)" in out and "stray.txt" in out
+
+
+def test_darknet_relative_voc_lines_check(tmp_path, capsys, monkeypatch):
+    """Relative lines `JPEGImages/1.jpg` (no "/JPEGImages/" to rewrite: Darknet reads the label beside the image),
+    train and valid listing different images of the folder: none is an orphan in either split."""
+    for name in ("1", "2", "3"):
+        write_jpeg(tmp_path / "JPEGImages" / f"{name}.jpg", 64, 64)
+        (tmp_path / "JPEGImages" / f"{name}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "train.txt").write_text("JPEGImages/1.jpg\nJPEGImages/2.jpg\n")
+    (tmp_path / "valid.txt").write_text("JPEGImages/3.jpg\n")
+    (tmp_path / "voc.names").write_text("cat\n")
+    (tmp_path / "voc.data").write_text("train=train.txt\nvalid=valid.txt\nnames=voc.names\n")
+    monkeypatch.chdir(tmp_path)
+    code, out = run_tool(["--data", "voc.data"], capsys)
+    assert code == 0, out
+    assert "train: 2 images, 2 boxes" in out and "val: 1 images, 1 boxes" in out

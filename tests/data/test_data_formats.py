@@ -497,6 +497,15 @@ def test_darknet_data_file_is_a_data_config(tmp_path, monkeypatch, caplog):
     data.write_text("train = data/missing.txt\nvalid = data/valid.list\nnames = data/obj.names\n")
     with pytest.raises(FileNotFoundError, match="obj.data: train=data/missing.txt, which is not at "):
         load_data_config(str(data))
+    data.write_text("train = data/train.txt\nvalid = data/valdi.list\nnames = data/obj.names\n")  # a typo
+    with pytest.raises(FileNotFoundError, match="obj.data: valid=data/valdi.list, which is not at "):
+        load_data_config(str(data))
+    # "./JPEGImages/..." keeps the "/" before JPEGImages in the line as written: Darknet reads labels/
+    (root / "labels").mkdir()
+    (root / "labels" / "d.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    (root / "data" / "dot.txt").write_text("./JPEGImages/d.jpg\n")
+    data.write_text("train = data/dot.txt\nvalid = data/dot.txt\nnames = data/obj.names\n")
+    assert [r.labels.tolist() for r in build_dataset(load_data_config(str(data)), "train").records] == [[0]]
     with pytest.raises(ValueError, match="`labels` is 'yolov5'"):
         load_data_config({"format": "yolo", "root": str(root), "train": "data/train.txt", "val": "data/valid.list",
                           "names": ["cat", "dog"], "labels": "yolov5"})

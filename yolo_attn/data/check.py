@@ -22,7 +22,7 @@ from .records import (
     ProblemLog, exif_orientation, open_image_header, read_image,
 )
 from .voc import voc_year_dir
-from .yolo_txt import LABEL_RULES, image_label_pairs
+from .yolo_txt import image_label_pairs
 
 __all__ = ["CheckReport", "check_data"]
 
@@ -112,14 +112,16 @@ def _scan_yolo(cfg: Mapping[str, Any], entries: Sequence[str], log: ProblemLog) 
     for entry in entries:
         try:
             pairs = image_label_pairs(cfg["root"], entry, rule)
-        except FileNotFoundError:
+        except (FileNotFoundError, ValueError):  # reported with the split
             continue
         wanted = {label for _, label in pairs}
         if rule == "darknet":
             # Darknet's lists pick images out of folders shared by every split (and by images in none): a label
-            # is an orphan when no image in those folders has it, not when no image of this split does
-            folders = {image.parent for image, _ in pairs if image.parent.is_dir()}
-            wanted |= {LABEL_RULES[rule](q) for f in folders for q in f.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES}
+            # is an orphan when no image in those folders has it, not when no image of this split does. The rule
+            # rewrites whole folders, so an image's neighbours have their labels where its label is.
+            folders = {(image.parent, label.parent) for image, label in pairs if image.parent.is_dir()}
+            wanted |= {labels / q.with_suffix(".txt").name for images, labels in folders for q in images.iterdir()
+                       if q.suffix.lower() in IMAGE_SUFFIXES}
         for folder in sorted({label.parent for label in wanted}):
             for label in sorted(folder.glob("*.txt")):
                 # LabelImg's YOLO export writes its class list there as classes.txt

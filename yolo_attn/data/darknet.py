@@ -62,6 +62,11 @@ def _find(data_file: Path, options: Dict[str, str], key: str, what: str) -> Tupl
     return found
 
 
+def _lines(listed: Path) -> List[str]:
+    return [line.strip() for line in listed.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+            if line.strip()]
+
+
 def darknet_data_names(data_file: PathLike) -> Path:
     """The ``.names`` file a Darknet ``.data`` file names (``names=``)."""
     data_file = Path(data_file)
@@ -70,9 +75,9 @@ def darknet_data_names(data_file: PathLike) -> Path:
 
 def darknet_data_config(data_file: PathLike) -> Dict[str, Any]:
     """A data config (see :mod:`yolo_attn.data.config`) for a Darknet ``.data`` file: YOLO txt labels found by
-    Darknet's rule, the ``train`` and ``valid`` list files (no ``valid``, or one not there: the train list, as
-    Darknet's training takes it), ``names``. The root, from which the lists' relative image paths are taken as
-    Darknet takes them from where it runs, is the first of the candidate folders that holds the first of them."""
+    Darknet's rule, the ``train`` and ``valid`` list files (no ``valid=`` line: the train list, as Darknet's
+    training takes it), ``names``. The root, from which the lists' relative image paths are taken as Darknet takes
+    them from where it runs, is the first of the candidate folders that holds one of the first of them."""
     from ..utils.checkpoint import read_class_names
 
     data_file = Path(data_file)
@@ -80,7 +85,7 @@ def darknet_data_config(data_file: PathLike) -> Dict[str, Any]:
     found_from, train = _find(data_file, options, "train", "the list file of training images")
     try:
         _, valid = _find(data_file, options, "valid", "the list file of validation images")
-    except (ValueError, FileNotFoundError) as e:
+    except ValueError as e:  # no valid= line; one naming a missing file is an error, as for Darknet's -map
         log.warning("%s; validating on the train list, as Darknet does", e)
         valid = train
     _, names_file = _find(data_file, options, "names", "the class-names file")
@@ -89,9 +94,13 @@ def darknet_data_config(data_file: PathLike) -> Dict[str, Any]:
     if classes.isdigit() and int(classes) != len(names):
         log.warning("%s: classes=%s, but %s lists %d names; the names are taken", data_file, classes, names_file,
                     len(names))
-    lines = (line.strip() for line in train.read_text(encoding="utf-8-sig", errors="replace").splitlines())
-    first = next((Path(line) for line in lines if line and not Path(line).is_absolute()), None)
-    root = next((r for r in _roots(data_file) if first is not None and (r / first).is_file()), found_from)
+    relative = [line for listed in (train, valid) for line in _lines(listed) if not Path(line).is_absolute()][:20]
+    root = next((r for r in _roots(data_file) if any((r / line).is_file() for line in relative)), None)
+    if root is None:
+        if relative:
+            log.warning("%s: none of the lists' first relative image paths (%s, ...) is found from %s", data_file,
+                        relative[0], " or ".join(map(str, _roots(data_file))))
+        root = found_from
     return {"format": "yolo", "labels": "darknet", "root": str(root.resolve()), "train": [str(train.resolve())],
             "val": [str(valid.resolve())], "names": names}
 
@@ -100,7 +109,8 @@ def darknet_label_path(image_path: PathLike) -> Path:
     """The label file Darknet reads for an image (``replace_image_to_label``): ``/JPEGImages/`` -> ``/labels/``
     and COCO's ``/images/train2017/`` (val2017, train2014, val2014) -> ``/labels/...``, each once, then the
     extension -> ``.txt``; in every other layout the label file lies beside the image."""
-    text = Path(image_path).as_posix()
+    # a list's line as written (Path would drop a leading "./", and with it the "/" before JPEGImages)
+    text = image_path if isinstance(image_path, str) else Path(image_path).as_posix()
     for folder, labels in _LABEL_FOLDERS:
         text = text.replace(folder, labels, 1)
     return Path(text).with_suffix(".txt")
