@@ -18,4 +18,4 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, darknet_command: str) ->
                         "Darknet .weights their cfg's nms_kind, greedynms being darknet; else iou)")
     parser.add_argument("--resize", choices=RESIZE_MODES, help="letterbox: keep the aspect ratio; stretch: to the "
                         f"input size, as Darknet's {darknet_command} (default: the weights' own: Darknet .weights "
-                        "stretch unless their cfg sets letter_box=1; others letterbox)")
+                        "stretch unless their cfg sets letter_box=1 or is not square; others letterbox)")
