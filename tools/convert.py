@@ -48,6 +48,8 @@ def main() -> None:
     if args.cfg is not None and args.source != "darknet":
         parser.error("--cfg is the .cfg of Darknet weights (--from darknet)")
 
+    if not args.weights.is_file():
+        parser.error(f"{args.weights}: no such file ({SOURCE_NAMES[args.source]} to convert)")
     if args.source == "darknet" and args.weights.suffix != ".weights" and not args.weights.name.endswith(".conv.29"):
         parser.error(f"{args.weights}: Darknet weights files end in .weights (or .conv.29)")
     try:

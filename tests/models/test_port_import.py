@@ -501,6 +501,10 @@ def test_converter_names_an_unknown_attention(tmp_path, monkeypatch, capsys):
         run_convert(monkeypatch, "--from", "darknet", "--weights", weights, "--num-classes", 3, "--phi", "cbma",
                     "--out", tmp_path / "x.pt")
     assert "unknown attention 'cbma'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_convert(monkeypatch, "--from", "darknet", "--weights", tmp_path / "none.weights",
+                    "--out", tmp_path / "x.pt")
+    assert "none.weights: no such file (a Darknet .weights file to convert)" in capsys.readouterr().err
 
 
 def test_converter_refuses_a_file_of_the_other_kind(imported, tmp_path, monkeypatch, capsys):
