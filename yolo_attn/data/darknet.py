@@ -62,11 +62,6 @@ def _find(data_file: Path, options: Dict[str, str], key: str, what: str) -> Tupl
     return found
 
 
-def _lines(listed: Path) -> List[str]:
-    return [line.strip() for line in listed.read_text(encoding="utf-8-sig", errors="replace").splitlines()
-            if line.strip()]
-
-
 def darknet_data_names(data_file: PathLike) -> Path:
     """The ``.names`` file a Darknet ``.data`` file names (``names=``)."""
     data_file = Path(data_file)
@@ -79,6 +74,7 @@ def darknet_data_config(data_file: PathLike) -> Dict[str, Any]:
     training takes it), ``names``. The root, from which the lists' relative image paths are taken as Darknet takes
     them from where it runs, is the first of the candidate folders that holds one of the first of them."""
     from ..utils.checkpoint import read_class_names
+    from .yolo_txt import read_list_file
 
     data_file = Path(data_file)
     options = read_darknet_options(data_file)
@@ -94,7 +90,8 @@ def darknet_data_config(data_file: PathLike) -> Dict[str, Any]:
     if classes.isdigit() and int(classes) != len(names):
         log.warning("%s: classes=%s, but %s lists %d names; the names are taken", data_file, classes, names_file,
                     len(names))
-    relative = [line for listed in (train, valid) for line in _lines(listed) if not Path(line).is_absolute()][:20]
+    relative = [line for key, listed in (("train", train), ("valid", valid)) for line in read_list_file(listed, key)
+                if not Path(line).is_absolute()][:20]
     root = next((r for r in _roots(data_file) if any((r / line).is_file() for line in relative)), None)
     if root is None:
         if relative:

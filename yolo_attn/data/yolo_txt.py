@@ -24,7 +24,7 @@ from .records import (
     image_header,
 )
 
-__all__ = ["LABEL_RULES", "YOLOTxtDataset", "image_label_pairs", "label_path_for", "list_images"]
+__all__ = ["LABEL_RULES", "YOLOTxtDataset", "image_label_pairs", "label_path_for", "list_images", "read_list_file"]
 
 
 def label_path_for(image_path: Union[str, os.PathLike]) -> Path:
@@ -62,14 +62,18 @@ def _entry_images(root: Union[str, os.PathLike], entry: str) -> List[Tuple[Path,
     if path.is_dir():
         return [(p, None) for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
     if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path}: not a list of image paths (not UTF-8 text, byte {e.start}; data config "
-                             f"entry {entry!r})") from None
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        return [(Path(ln) if os.path.isabs(ln) else Path(root) / ln, ln) for ln in lines]
+        return [(Path(ln) if os.path.isabs(ln) else Path(root) / ln, ln) for ln in read_list_file(path, entry)]
     raise FileNotFoundError(f"{path}: no such image folder or list file (data config entry {entry!r})")
+
+
+def read_list_file(path: Path, entry: str) -> List[str]:
+    """The image paths a list file holds, one a line, blank lines left out (``entry``: as the config names it)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a list of image paths (not UTF-8 text, byte {e.start}; data config "
+                         f"entry {entry!r})") from None
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
 def parse_label_file(label_path: Path, names: Sequence[str], height: int, width: int,
@@ -113,23 +117,22 @@ class YOLOTxtDataset(DetectionDataset):
 
     def __init__(self, root: Union[str, os.PathLike], entries: Sequence[str], names: Sequence[str],
                  labels: str = "ultralytics"):
-        rule = labels  # `labels` is each image's below
         log = ProblemLog()
         records: List[Record] = []
         for entry in entries:
-            for image_path, label_path in image_label_pairs(root, entry, rule):
+            for image_path, label_path in image_label_pairs(root, entry, labels):
                 try:
                     h, w, _ = image_header(image_path)
                 except BadImageError as e:
                     log.add(e.kind, image_path, f"{e.reason}; skipped")
                     continue
                 if label_path.is_file():
-                    boxes, labels = parse_label_file(label_path, names, h, w, log)
+                    boxes, classes = parse_label_file(label_path, names, h, w, log)
                 else:
-                    boxes, labels = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-                boxes, labels, difficult = clean_boxes(boxes, labels, np.zeros(len(labels), bool), h, w,
-                                                       str(label_path), log, names)
+                    boxes, classes = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+                boxes, classes, difficult = clean_boxes(boxes, classes, np.zeros(len(classes), bool), h, w,
+                                                        str(label_path), log, names)
                 image_id = os.path.relpath(image_path.with_suffix(""), root)
-                records.append(Record(None, boxes, labels, difficult, image_id, str(image_path), h, w))
+                records.append(Record(None, boxes, classes, difficult, image_id, str(image_path), h, w))
         super().__init__(records, names, problems=log, description=f"YOLO {root} {list(entries)}")
         log.warn(f"YOLO {list(entries)}")
