@@ -30,8 +30,8 @@ from ..utils.paths import write_atomic
 from .decode import check_nms
 from .yolo import YoloV4Tiny, build_model, check_input_size
 
-__all__ = ["DarknetCfg", "DarknetLoadReport", "darknet_cfg_beside", "darknet_cfg_text", "darknet_stems",
-           "load_darknet_weights", "read_darknet_cfg", "save_darknet_weights", "write_darknet_cfg"]
+__all__ = ["DarknetCfg", "DarknetLoadReport", "darknet_cfg_beside", "darknet_cfg_names", "darknet_cfg_text",
+           "darknet_stems", "load_darknet_weights", "read_darknet_cfg", "save_darknet_weights", "write_darknet_cfg"]
 
 log = logging.getLogger(__name__)
 
@@ -416,6 +416,14 @@ def darknet_stems(weights: PathLike) -> List[str]:
     return [stem] if base == stem else [stem, base]
 
 
+def darknet_cfg_names(weights: PathLike) -> Tuple[List[str], Optional[str]]:
+    """The .cfg names a ``.weights`` file goes by (:func:`darknet_stems`), and for Darknet's saves the name that
+    cfgs with more dots start with (Darknet names saves after the cfg up to its first dot: ``yolo-obj.v2.cfg`` ->
+    ``yolo-obj_best.weights``; ``yolo-obj`` here); None for other weights."""
+    stems = darknet_stems(weights)
+    return [f"{stem}.cfg" for stem in stems], (stems[-1] if len(stems) > 1 else None)
+
+
 def darknet_cfg_beside(weights: PathLike) -> Optional[Path]:
     """The ``.cfg`` that goes with a ``.weights`` file by Darknet's naming: the same name (``yolov4-tiny.cfg``
     for ``yolov4-tiny.weights``), or the name without the suffix Darknet's training gives its saves
@@ -425,17 +433,15 @@ def darknet_cfg_beside(weights: PathLike) -> Optional[Path]:
     several in one folder fit."""
     weights = Path(weights)
     folders = (weights.parent, weights.parent.parent / "cfg")
+    names, base = darknet_cfg_names(weights)
     for folder in folders:
-        for stem in darknet_stems(weights):
-            cfg = folder / f"{stem}.cfg"
-            if cfg.is_file():
-                return cfg
-    # Darknet names its saves after the cfg up to the first dot: yolo-obj.v2.cfg -> yolo-obj_best.weights
-    stems = darknet_stems(weights)
-    if len(stems) == 1:  # not a name Darknet's training gives
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
+    if base is None:
         return None
     for folder in folders:
-        dotted = sorted(p for p in folder.glob(f"{glob.escape(stems[-1])}.*.cfg") if p.is_file())
+        dotted = sorted(p for p in folder.glob(f"{glob.escape(base)}.*.cfg") if p.is_file())
         if len(dotted) > 1:
             raise ValueError(f"{weights}: {' and '.join(map(str, dotted))} could each be its .cfg (Darknet names its "
                              f"saves after the cfg up to the first dot); pass the one it was trained with (--cfg)")

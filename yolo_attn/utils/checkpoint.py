@@ -158,7 +158,8 @@ def _names_for(classes: Union[None, PathLike, Sequence[str]], num_classes: Optio
 
 def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num_classes: Optional[int],
                   phi: Union[int, str, None], cfg: Optional[PathLike]) -> Tuple[YoloV4Tiny, Dict[str, Any]]:
-    from ..models.darknet import darknet_cfg_beside, darknet_stems, load_darknet_weights, read_darknet_cfg
+    from ..models.darknet import (darknet_cfg_beside, darknet_cfg_names, darknet_stems, load_darknet_weights,
+                                  read_darknet_cfg)
 
     cfg = Path(cfg) if cfg is not None else darknet_cfg_beside(path)
     settings = read_darknet_cfg(cfg) if cfg is not None else None
@@ -171,8 +172,8 @@ def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num
     names = _names_for(classes, num_classes, path)
     if settings is None:
         if not path.name.endswith(".conv.29"):
-            stems = darknet_stems(path)
-            looked = [f"{stem}.cfg" for stem in stems] + ([f"{stems[-1]}.*.cfg"] if len(stems) > 1 else [])
+            cfg_names, base = darknet_cfg_names(path)
+            looked = cfg_names + ([f"{base}.*.cfg"] if base else [])
             log.warning("%s: no .cfg found for these weights (looked beside them and in ../cfg/ for %s): running "
                         "them as yolov4-tiny.cfg says (anchors, masks, scale_x_y 1.05, 416x416, stretched input, "
                         "greedy DIoU NMS); pass --cfg if yours differ", path, " or ".join(looked))
@@ -193,7 +194,6 @@ def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num
                         "squares (its larger side), letterboxed", cfg, settings.width, settings.height,
                         "letterboxes" if settings.resize == "letterbox" else "stretches", settings.img_size,
                         settings.img_size)
-            settings.resize = "letterbox"
     report = load_darknet_weights(model, path)
     # Training initializes from what fits (load_darknet_weights); a model to run needs its heads from the
     # file. Attention blocks (phi given) are asked for by the caller: they start untrained, as logged.
@@ -211,7 +211,8 @@ def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num
         resize, nms = "stretch", "darknet"  # yolov4-tiny.cfg's: no letter_box, nms_kind=greedynms
     else:
         meta = make_meta(model, names, settings.img_size, settings.scale_x_y, source="darknet")
-        resize, nms = settings.resize, settings.nms
+        square = settings.width == settings.height  # else letterboxed (the warning above says why)
+        resize, nms = settings.resize if square else "letterbox", settings.nms
     # Darknet's own pipeline by default (flags override; see meta_resize, meta_nms)
     meta["preprocess"], meta["nms"] = {"resize": resize}, nms
     return model.eval(), meta
