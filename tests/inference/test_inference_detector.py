@@ -108,8 +108,31 @@ def test_darknet_nms_matches_postprocess_by_hand(ckpt, rng):
     assert len(expected) == len(result) > len(plain) > 0
     np.testing.assert_array_equal(result.labels, expected[:, 5].long().numpy())
     np.testing.assert_allclose(result.scores, expected[:, 4].numpy(), atol=1e-5)  # fused, channels-last kernels
-    with pytest.raises(ValueError, match="nms must be 'iou' or 'darknet'"):
+    with pytest.raises(ValueError, match="nms must be one of iou, darknet, darknet-iou, got 'diou'"):
         det.nms = "diou"
+
+
+def test_darknet_default_nms_keeps_every_class_above_conf(ckpt, rng):
+    """nms="darknet-iou" (a Darknet cfg without nms_kind: do_nms_sort): IoU NMS class by class over every class
+    above conf per box, so a box may come out under two labels, which "iou" (each box's best class) never does."""
+    det = Detector.load(ckpt, conf=0.05, precision="fp32", nms="darknet-iou")
+    assert "Darknet's IoU NMS" in det.describe()
+    image = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
+    result = det(image)
+    model, meta = load_model(ckpt)
+    boxed, _ = letterbox(image, IMG_SIZE)
+    x = torch.from_numpy(boxed).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        decoded = decode_outputs(model(x), model.level_anchors(), scale_x_y=meta["scale_x_y"])
+    expected = postprocess(decoded, 0.05, 0.45, 300, multi_label=True, nms="darknet-iou")[0]
+    assert len(expected) == len(result) > 0
+    np.testing.assert_array_equal(result.labels, expected[:, 5].long().numpy())
+    np.testing.assert_allclose(result.scores, expected[:, 4].numpy(), atol=1e-5)
+    assert len(expected[:, :4].unique(dim=0)) < len(expected)  # some box kept under more than one class
+    best = postprocess(decoded, 0.05, 0.45, 300)[0]
+    assert len(best[:, :4].unique(dim=0)) == len(best)
+    det.nms = "iou"
+    np.testing.assert_array_equal(det(image).labels, best[:, 5].long().numpy())
 
 
 def test_stretch_resize_matches_the_stretched_image_by_hand(ckpt, rng):

@@ -44,8 +44,8 @@ def test_official_cfg():
 
 def test_how_darknet_runs_it_letter_box_and_nms_kind(tmp_path, caplog):
     """[net] letter_box and the last [yolo]'s nms_kind, as Darknet's detector reads them: greedynms is our
-    "darknet" NMS, no nms_kind (or a word Darknet does not know) its default IoU NMS; diounms and another beta_nms
-    run as greedynms, said."""
+    "darknet" NMS, no nms_kind (or a word Darknet does not know) its default IoU NMS, "darknet-iou"; diounms and
+    another beta_nms run as greedynms, said."""
     def settings(text):
         cfg = read_darknet_cfg(_write(tmp_path, text))
         return cfg.resize, cfg.nms
@@ -53,13 +53,14 @@ def test_how_darknet_runs_it_letter_box_and_nms_kind(tmp_path, caplog):
     text = _custom_text()
     assert settings(text) == ("stretch", "darknet")
     assert settings(_custom_text(letter_box=True)) == ("letterbox", "darknet")
-    assert settings(_custom_text(letter_box=True, nms="iou")) == ("letterbox", "iou")
+    assert settings(_custom_text(letter_box=True, nms="iou")) == ("letterbox", "darknet-iou")
     assert "nms_kind" not in _custom_text(nms="iou") and "letter_box" not in text
     assert settings(text.replace("letter_box", "x").replace("scales=.1,.1", "scales=.1,.1\nletter_box=0")) == (
         "stretch", "darknet")
-    assert settings(text.replace("nms_kind=greedynms", "nms_kind=greedy")) == ("stretch", "iou")
+    assert settings(text.replace("nms_kind=greedynms", "nms_kind=greedy")) == ("stretch", "darknet-iou")
     last = text.rindex("nms_kind=greedynms")  # Darknet's detector takes the last [yolo] layer's
-    assert settings(text[:last] + "nms_kind=default" + text[last + len("nms_kind=greedynms"):]) == ("stretch", "iou")
+    assert settings(text[:last] + "nms_kind=default" + text[last + len("nms_kind=greedynms"):]) == (
+        "stretch", "darknet-iou")
     # greedynms is box_diou, whose exponent is 0.6 whatever beta_nms says; diounms takes beta_nms (0.6: the same)
     assert settings(text.replace("beta_nms=0.6", "beta_nms=0.8")) == ("stretch", "darknet")
     assert settings(text.replace("beta_nms=0.6", "beta_nms=x")) == ("stretch", "darknet")
@@ -203,6 +204,7 @@ def test_without_a_cfg_the_official_anchors_are_used_and_said(tmp_path, caplog):
     assert (meta["preprocess"], meta["nms"]) == ({"resize": "stretch"}, "darknet")  # as yolov4-tiny.cfg runs
     legacy = {k: v for k, v in meta.items() if k not in ("preprocess", "nms")}  # converted before they were kept
     assert (meta_resize(legacy), meta_nms(legacy)) == ("stretch", "darknet")
+    assert meta_nms(dict(meta, nms="iou")) == "darknet-iou"  # a cfg without nms_kind, before it was told apart
     ours = dict(legacy, source="yolo_attn")
     assert (meta_resize(ours), meta_nms(ours)) == ("letterbox", "iou")
 

@@ -194,7 +194,8 @@ def evaluate(
             ``category_ids`` (label -> original category id, used in the COCO results).
         conf_threshold, iou_threshold, max_det: post-processing (score threshold, NMS IoU, boxes per image);
             multi-label NMS, as mAP is measured.
-        nms: "iou" (torchvision's) or "darknet" (Darknet's greedy DIoU NMS, see ``models.darknet_nms``).
+        nms: "iou" (torchvision's), "darknet" (Darknet's greedy DIoU NMS, see ``models.darknet_nms``) or
+            "darknet-iou" (Darknet's default, which is torchvision's here: every class is kept per box).
         resize: "letterbox" (keep the aspect ratio, as the models trained here saw) or "stretch" (to the input
             size, as Darknet's ``detector map`` without ``letter_box``; see ``data.letterbox.stretch``).
         metrics: any of "voc07" (11-point AP@0.5), "voc12" (area AP@0.5), "coco" (pycocotools AP@[.5:.95]...).

@@ -151,13 +151,14 @@ class Detector:
     Darknet's ``detector test`` does (and OpenCV's ``blobFromImage``); ``"letterbox"`` keeps the aspect ratio
     (what the models trained here saw); ``rect`` has no effect on stretched images.
 
-    ``nms = "darknet"`` runs Darknet's greedy DIoU NMS (:func:`~yolo_attn.models.darknet_nms`) the way Darknet
-    reports detections: every class above ``conf`` for a box, each kept or dropped on its own; ``"iou"`` keeps
-    each box's best class and runs torchvision's NMS.
+    ``nms = "darknet"`` runs Darknet's greedy DIoU NMS (:func:`~yolo_attn.models.darknet_nms`) and
+    ``"darknet-iou"`` Darknet's default IoU NMS, the way Darknet reports detections: every class above ``conf``
+    for a box, each kept or dropped on its own; ``"iou"`` keeps each box's best class and runs torchvision's NMS.
 
     Both default to the weights' own: Darknet ``.weights`` run as their ``.cfg`` tells Darknet to run them
-    (stretched unless ``letter_box=1``; ``nms_kind=greedynms`` is "darknet"; a non-square cfg letterboxed), so
-    with yolov4-tiny.cfg their detections are Darknet's; our checkpoints letterbox and run "iou".
+    (stretched unless ``letter_box=1``; ``nms_kind=greedynms`` is "darknet", no ``nms_kind`` "darknet-iou"; a
+    non-square cfg letterboxed), so with yolov4-tiny.cfg their detections are Darknet's; our checkpoints
+    letterbox and run "iou".
     """
 
     def __init__(
@@ -236,7 +237,7 @@ class Detector:
                 default so that loading a checkpoint means its own weights).
             augment: test-time augmentation (see the ``augment`` attribute); the automatic choice then passes
                 over exports fixed to one input size.
-            nms: "iou" or "darknet" (see the ``nms`` attribute); by default the weights' own.
+            nms: "iou", "darknet" or "darknet-iou" (see the ``nms`` attribute); by default the weights' own.
             resize: "letterbox" or "stretch" (see the ``resize`` attribute); by default the weights' own.
             cfg: for Darknet .weights, the .cfg that gives their anchors, masks, scale_x_y and input size (by
                 default the one beside the weights with their name, else the official yolov4-tiny.cfg's).
@@ -412,10 +413,10 @@ class Detector:
 
     def postprocess(self, maps: Sequence[torch.Tensor], infos: Sequence[LetterboxInfo]) -> List[Detections]:
         """Decode raw maps, threshold, NMS, and map boxes back to each original image."""
-        if self.nms == "darknet":
+        if self.nms != "iou":  # Darknet's NMS, over every class above the threshold per box as Darknet keeps
             decoded = decode_outputs([m.float() for m in maps], self.level_anchors, STRIDES, self.scale_x_y)
             kept = nms_postprocess(decoded, self.conf, self.iou, self.max_det, classes=self.keep_classes,
-                                   multi_label=True, nms="darknet")
+                                   multi_label=True, nms=self.nms)
         else:
             kept = decode_nms(maps, self.level_anchors, STRIDES, self.scale_x_y, self.conf, self.iou, self.max_det,
                               classes=self.keep_classes)
@@ -429,7 +430,7 @@ class Detector:
         decoded = augmented_decode(lambda x: self._forward(x, False, self.backend)[0], batch, self.level_anchors,
                                    STRIDES, self.scale_x_y, scales, flips)
         kept = nms_postprocess(decoded, self.conf, self.iou, self.max_det, classes=self.keep_classes,
-                               multi_label=self.nms == "darknet", nms=self.nms)
+                               multi_label=self.nms != "iou", nms=self.nms)
         dets = self._detections(kept, infos, tuple(batch.shape[2:]))
         for det, source in zip(dets, sources):
             det.source = source
@@ -466,7 +467,7 @@ class Detector:
         return (f"{self.backend.describe()}{chosen}, input {w}x{h}, {self.num_classes} classes, "
                 f"attention {attention}, conf {self.conf}, iou {self.iou}"
                 + (", stretched to the input" if self.resize == "stretch" else "")
-                + (", Darknet's DIoU NMS" if self.nms == "darknet" else ""))
+                + {"darknet": ", Darknet's DIoU NMS", "darknet-iou": ", Darknet's IoU NMS"}.get(self.nms, ""))
 
     def _canvas(self, shapes: Sequence[Tuple[int, int]]) -> Tuple[int, int]:
         """The network input for images of these (h, w): the full input size, or with ``rect`` the smallest

@@ -394,13 +394,12 @@ def _nms_kind(path: Path, yolo: Tuple[int, Dict[str, Tuple[str, int]]]) -> str:
     """Our NMS for the ``nms_kind`` Darknet reads from its last [yolo] layer (``parse_yolo``): ``greedynms`` is
     "darknet" (box.c's ``box_diou``, greedy DIoU with the exponent 0.6, whatever ``beta_nms`` says); ``diounms``
     is the same with ``beta_nms`` as the exponent (0.6 by default, another value warned); any other word is
-    Darknet's default (``do_nms_sort``, IoU), "iou" here, which keeps each box's best class where Darknet keeps
-    every class above the threshold."""
+    Darknet's default (``do_nms_sort``, IoU), "darknet-iou"."""
     line, opts = yolo
     where = f"{path}: [yolo] at line {line}"
     kind = _text(opts, "nms_kind", "default")
     if kind not in ("greedynms", "diounms"):
-        return "iou"
+        return "darknet-iou"
     if kind == "diounms":
         beta = _number(opts, "beta_nms", "0.6", where, float)
         if abs(beta - 0.6) > 1e-6:
@@ -481,7 +480,8 @@ def darknet_cfg_text(model: YoloV4Tiny, width: int = 416, height: int = 416, sca
     anchors and masks. ``scale_x_y`` is the decoding the weights were trained for: 1.05 for Darknet's own,
     the checkpoint's ``scale_x_y`` (2.0 with the ``multi`` assigner) for ours. ``letter_box``: Darknet's
     detector letterboxes its input (``letter_box=1``) instead of stretching it, as our models were trained.
-    ``nms``: "darknet" writes yolov4-tiny.cfg's ``nms_kind=greedynms``; "iou" leaves Darknet's default (IoU)."""
+    ``nms``: "darknet" writes yolov4-tiny.cfg's ``nms_kind=greedynms``; the others leave Darknet's default (IoU
+    NMS over every class above the threshold per box, "darknet-iou")."""
     if model.attention is not None:
         raise ValueError(f"Darknet has no '{model.attention}' layer; only phi=0 models have a .cfg")
 

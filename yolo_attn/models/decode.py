@@ -10,7 +10,10 @@ from torchvision.ops import batched_nms
 
 __all__ = ["NMS_KINDS", "check_nms", "darknet_nms", "decode_outputs", "Decoder", "postprocess"]
 
-NMS_KINDS = ("iou", "darknet")  # torchvision's NMS, Darknet's greedy DIoU NMS (postprocess's ``nms``)
+# postprocess's ``nms``: torchvision's IoU NMS on each box's best class (YOLOv5, YOLOX); Darknet's greedy DIoU NMS
+# (``nms_kind=greedynms``); Darknet's default IoU NMS (no ``nms_kind``). Darknet runs its two over every class
+# above the threshold per box (``multi_label``), and so does the Detector.
+NMS_KINDS = ("iou", "darknet", "darknet-iou")
 
 
 def decode_outputs(
@@ -149,9 +152,9 @@ def _diou_over(a: torch.Tensor, b: torch.Tensor, iou_threshold: float, beta: flo
 
 
 def check_nms(kind: str) -> str:
-    """``kind`` if it names an NMS :func:`postprocess` runs ("iou" or "darknet"), else a ValueError."""
+    """``kind`` if it names an NMS :func:`postprocess` runs (one of :data:`NMS_KINDS`), else a ValueError."""
     if kind not in NMS_KINDS:
-        raise ValueError(f"nms must be 'iou' or 'darknet', got {kind!r}")
+        raise ValueError(f"nms must be one of {', '.join(NMS_KINDS)}, got {kind!r}")
     return kind
 
 
@@ -174,8 +177,10 @@ def postprocess(
         multi_label: keep every class above the threshold for a box (as Darknet does; best for mAP)
             rather than only its best class (best for display).
         classes: keep only these class indices.
-        nms: ``"iou"`` (torchvision ``batched_nms``, as YOLOv5 / YOLOX) or ``"darknet"`` (Darknet's greedy
-            DIoU NMS, :func:`darknet_nms`; with ``multi_label`` and threshold 0.45 it keeps what Darknet keeps).
+        nms: ``"iou"`` (torchvision ``batched_nms``, as YOLOv5 / YOLOX), ``"darknet"`` (Darknet's greedy DIoU
+            NMS, :func:`darknet_nms`) or ``"darknet-iou"`` (Darknet's default ``do_nms_sort``: class by class,
+            a box goes when its IoU with a kept one of higher score exceeds the threshold, which is
+            ``batched_nms``). With ``multi_label`` Darknet's two keep what Darknet keeps.
     Returns:
         per image a (K, 6) float tensor: x1, y1, x2, y2, score, class; sorted by score, K <= max_det.
     """

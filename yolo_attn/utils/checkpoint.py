@@ -113,8 +113,12 @@ def meta_resize(meta: Dict[str, Any]) -> str:
 
 def meta_nms(meta: Dict[str, Any]) -> str:
     """The NMS the weights of ``meta`` run with unless told otherwise: their cfg's for Darknet's ("darknet" for
-    ``nms_kind=greedynms``, yolov4-tiny.cfg's, also where the meta does not say), "iou" for the rest."""
-    return meta.get("nms", "darknet" if meta.get("source") == "darknet" else "iou")
+    ``nms_kind=greedynms``, yolov4-tiny.cfg's, also where the meta does not say; "darknet-iou" for none), "iou"
+    for the rest."""
+    darknet = meta.get("source") == "darknet"
+    kind = meta.get("nms", "darknet" if darknet else "iou")
+    # Darknet weights converted before "darknet-iou" was told apart stored their cfg's default NMS as "iou"
+    return "darknet-iou" if darknet and kind == "iou" else kind
 
 
 def model_from_checkpoint(ckpt: Dict[str, Any], use_ema: bool = True) -> Tuple[YoloV4Tiny, Dict[str, Any]]:
