@@ -91,6 +91,15 @@ def test_pipeline_matches_letterbox_decode_nms_by_hand(ckpt, rng):
     np.testing.assert_array_equal(result.labels, expected[:, 5].long().numpy())
 
 
+def _decoded_by_hand(ckpt, image):
+    """decode_outputs() of the fp32 model on the letterboxed image."""
+    model, meta = load_model(ckpt)
+    boxed, _ = letterbox(image, IMG_SIZE)
+    x = torch.from_numpy(boxed).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        return decode_outputs(model(x), model.level_anchors(), scale_x_y=meta["scale_x_y"])
+
+
 def test_darknet_nms_matches_postprocess_by_hand(ckpt, rng):
     """nms="darknet": every class above conf per box, Darknet's greedy DIoU NMS; it keeps at least what IoU
     NMS over the same (box, class) pairs keeps."""
@@ -98,11 +107,7 @@ def test_darknet_nms_matches_postprocess_by_hand(ckpt, rng):
     assert "Darknet's DIoU NMS" in det.describe()
     image = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
     result = det(image)
-    model, meta = load_model(ckpt)
-    boxed, _ = letterbox(image, IMG_SIZE)
-    x = torch.from_numpy(boxed).permute(2, 0, 1)[None].float() / 255
-    with torch.no_grad():
-        decoded = decode_outputs(model(x), model.level_anchors(), scale_x_y=meta["scale_x_y"])
+    decoded = _decoded_by_hand(ckpt, image)
     expected = postprocess(decoded, 0.05, 0.45, 300, multi_label=True, nms="darknet")[0]
     plain = postprocess(decoded, 0.05, 0.45, 300, multi_label=True)[0]
     assert len(expected) == len(result) > len(plain) > 0
@@ -119,11 +124,7 @@ def test_darknet_default_nms_keeps_every_class_above_conf(ckpt, rng):
     assert "Darknet's IoU NMS" in det.describe()
     image = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
     result = det(image)
-    model, meta = load_model(ckpt)
-    boxed, _ = letterbox(image, IMG_SIZE)
-    x = torch.from_numpy(boxed).permute(2, 0, 1)[None].float() / 255
-    with torch.no_grad():
-        decoded = decode_outputs(model(x), model.level_anchors(), scale_x_y=meta["scale_x_y"])
+    decoded = _decoded_by_hand(ckpt, image)
     expected = postprocess(decoded, 0.05, 0.45, 300, multi_label=True, nms="darknet-iou")[0]
     assert len(expected) == len(result) > 0
     np.testing.assert_array_equal(result.labels, expected[:, 5].long().numpy())
