@@ -1,8 +1,10 @@
-"""Darknet's stretch resize (detector test without -letter_box) and the box mapping of both resize modes."""
+"""Darknet's stretch resize (detector test without -letter_box), its letterbox (letter_box=1) and the box mapping
+of every resize mode."""
 import numpy as np
 import pytest
 
-from yolo_attn.data.letterbox import letterbox, letterbox_boxes, stretch, unletterbox_boxes
+from yolo_attn.data.letterbox import (PAD_VALUE, darknet_letterbox, fit_to_input, letterbox, letterbox_boxes, stretch,
+                                      unletterbox_boxes)
 
 
 def darknet_resize_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -45,10 +47,73 @@ def test_stretch_is_darknets_resize_image(src, dst):
     assert stretch(out, dst)[0] is out  # already the input size: untouched
 
 
-@pytest.mark.parametrize("mode", ["letterbox", "stretch"])
+def darknet_letterbox_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Darknet's image.c letterbox_image: int sizes (C's integer division), resize_image, a 0.5 canvas, embedded
+    at the integer half of the margins. ``im`` (H, W, C) float in 0..255; returns the same scale."""
+    im_h, im_w, channels = im.shape
+    if np.float32(w) / np.float32(im_w) < np.float32(h) / np.float32(im_h):
+        new_w, new_h = w, (im_h * w) // im_w
+    else:
+        new_h, new_w = h, (im_w * h) // im_h
+    boxed = np.full((h, w, channels), 0.5 * 255, np.float32)
+    dx, dy = (w - new_w) // 2, (h - new_h) // 2
+    boxed[dy : dy + new_h, dx : dx + new_w] = darknet_resize_image(im, new_w, new_h)
+    return boxed
+
+
+def darknet_correct_yolo_boxes(xywh: np.ndarray, im_w: int, im_h: int, netw: int, neth: int) -> np.ndarray:
+    """yolo_layer.c correct_yolo_boxes with letter=1 on (N, 4) centre boxes in network pixels; returns image
+    pixels (Darknet keeps them relative, then multiplies by the image's size to draw)."""
+    if np.float32(netw) / np.float32(im_w) < np.float32(neth) / np.float32(im_h):
+        new_w, new_h = netw, (im_h * netw) // im_w
+    else:
+        new_h, new_w = neth, (im_w * neth) // im_h
+    x, y, bw, bh = (xywh / [netw, neth, netw, neth]).T
+    x = (x - (netw - new_w) / 2.0 / netw) / (new_w / netw)
+    y = (y - (neth - new_h) / 2.0 / neth) / (new_h / neth)
+    bw, bh = bw * netw / new_w, bh * neth / new_h
+    return np.stack([x * im_w, y * im_h, bw * im_w, bh * im_h], 1)
+
+
+@pytest.mark.parametrize("src, dst", [((37, 53), (64, 64)), ((90, 200), (128, 160)), ((61, 16), (64, 96)),
+                                      ((100, 100), (64, 64)), ((9, 97), (32, 32)), ((45, 64), (64, 64))])
+def test_darknet_letterbox_is_darknets_letterbox_image(src, dst):
+    """Sizes truncated as C does, Darknet's resize, pasted at the integer half margin; boxes come back as
+    correct_yolo_boxes maps them (the unrounded half margin: odd margins keep Darknet's half pixel)."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (*src, 3), dtype=np.uint8)
+    out, info = darknet_letterbox(image, dst)
+    assert fit_to_input(image, dst, "darknet-letterbox")[0].tobytes() == out.tobytes()
+    expected = darknet_letterbox_image(image.astype(np.float32), dst[1], dst[0])
+    assert out.shape == (*dst, 3) and out.dtype == np.uint8
+    pad = expected == 0.5 * 255
+    assert (out[pad] == PAD_VALUE).all()  # 128: Darknet's 0.5 to the nearest uint8 level above
+    assert np.abs(out.astype(np.float32) - expected)[~pad].max() <= 0.5 + 1e-3  # uint8 rounding only
+    net_boxes = np.array([[20.0, 30.0, 12.0, 8.0], [dst[1] / 2, dst[0] / 2, dst[1] / 3, dst[0] / 5]])
+    xyxy = np.concatenate([net_boxes[:, :2] - net_boxes[:, 2:] / 2, net_boxes[:, :2] + net_boxes[:, 2:] / 2], 1)
+    got = unletterbox_boxes(xyxy.astype(np.float32), info)
+    want = darknet_correct_yolo_boxes(net_boxes, src[1], src[0], dst[1], dst[0])
+    want = np.concatenate([want[:, :2] - want[:, 2:] / 2, want[:, :2] + want[:, 2:] / 2], 1)
+    np.testing.assert_allclose(got, want.clip(0, [src[1], src[0]] * 2), atol=1e-3)
+
+
+def test_darknet_letterbox_differs_from_ours_where_darknet_rounds_otherwise():
+    """61x16 into 64x96: Darknet's width is 16 * 64 // 61 = 16 (ours rounds 16.8 to 17 and pads 39 on the left,
+    Darknet 80 / 2 = 40); a 37x53 image into 64x64 is 44 tall (ours 45), pasted at row 10, mapped back from 10."""
+    image = np.full((61, 16, 3), 200, np.uint8)
+    out, info = darknet_letterbox(image, (64, 96))
+    ours, _ = letterbox(image, (64, 96))
+    assert (out[:, 40] == 200).all() and (out[:, 39] == PAD_VALUE).all() and (out[:, 56] == PAD_VALUE).all()
+    assert (ours[:, 39] == 200).all()
+    assert (info.pad_x, info.pad_y, info.scales) == (40.0, 0.0, (1.0, 64 / 61))
+    _, info = darknet_letterbox(np.zeros((37, 53, 3), np.uint8), 64)
+    assert (info.pad_x, info.pad_y, info.scales) == (0.0, 10.0, (64 / 53, 44 / 37))
+
+
+@pytest.mark.parametrize("mode", ["letterbox", "stretch", "darknet-letterbox"])
 def test_boxes_map_there_and_back(mode):
     image = np.zeros((90, 200, 3), np.uint8)
-    _, info = letterbox(image, (128, 160)) if mode == "letterbox" else stretch(image, (128, 160))
+    _, info = fit_to_input(image, (128, 160), mode)
     boxes = np.array([[10.0, 5.0, 50.0, 80.0], [0.0, 0.0, 200.0, 90.0]], np.float32)
     inside = letterbox_boxes(boxes, info)
     if mode == "stretch":  # x by 160 / 200, y by 128 / 90

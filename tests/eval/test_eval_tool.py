@@ -109,7 +109,8 @@ def test_eval_tool_darknet_weights_take_the_dataset_names(tmp_path, capsys, monk
     default, iou = (json.loads((tmp_path / "runs" / run / "metrics.json").read_text()) for run in ("exp", "exp2"))
     counts = [sum(c["detections"] for c in m["classes"]) for m in (iou, default)]
     assert counts[1] > counts[0] > 0
-    # the flags reach the evaluator; a cfg with letter_box=1 and no nms_kind letterboxes and runs Darknet's IoU NMS
+    # the flags reach the evaluator; a cfg with letter_box=1 and no nms_kind letterboxes as Darknet does and runs
+    # Darknet's IoU NMS
     seen = {}
     real = run_module.evaluate
     monkeypatch.setattr(run_module, "evaluate", lambda *a, **kw: seen.update(kw) or real(*a, **kw))
@@ -119,7 +120,7 @@ def test_eval_tool_darknet_weights_take_the_dataset_names(tmp_path, capsys, monk
     assert (seen["resize"], seen["nms"]) == ("letterbox", "iou")
     write_darknet_cfg(model, tmp_path / "tiny.cfg", 64, 64, letter_box=True, nms="iou")
     assert load_tool().main(args) == 0
-    assert (seen["resize"], seen["nms"]) == ("letterbox", "darknet-iou")
+    assert (seen["resize"], seen["nms"]) == ("darknet-letterbox", "darknet-iou")
 
 
 def write_coco_dataset(root: Path) -> Path:

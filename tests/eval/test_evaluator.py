@@ -63,7 +63,7 @@ def test_stretched_inputs_map_back_per_axis():
     misread = evaluate(OracleModel(ds, IMG, perfect_predictions(ds), resize="stretch"), ds, img_size=IMG,
                        batch_size=4, verbose=False)
     assert misread["coco_map"] < 0.9
-    with pytest.raises(ValueError, match="unknown resize 'squash'; use letterbox or stretch"):
+    with pytest.raises(ValueError, match="unknown resize 'squash'; use one of letterbox, stretch, darknet-letterbox"):
         evaluate(OracleModel(ds, IMG, perfect_predictions(ds)), ds, img_size=IMG, verbose=False, resize="squash")
     with pytest.raises(ValueError, match=r"img_size 100: .* multiples of 32 \(e.g. 128\)"):
         evaluate(OracleModel(ds, IMG, perfect_predictions(ds)), ds, img_size=100, verbose=False)

@@ -47,10 +47,10 @@ def test_darknet_export_reads_back_to_the_same_detections(ckpt, tmp_path, capsys
     exported = Detector.load(out, backend="torch", precision="fp32")  # .cfg and .names found by their name
     original = Detector.load(ckpt, backend="torch", precision="fp32", img_size=160)
     assert exported.names == NAMES and exported.input_shape == (160, 160)
-    # Darknet runs that cfg with its IoU NMS over every class above the threshold, and so do we
+    # Darknet runs that cfg with its letterbox and its IoU NMS over every class above the threshold, and so do we
     assert (exported.resize, exported.nms, original.resize, original.nms) == (
-        "letterbox", "darknet-iou", "letterbox", "iou")
-    exported.nms = "iou"
+        "darknet-letterbox", "darknet-iou", "letterbox", "iou")
+    exported.resize, exported.nms = "letterbox", "iou"
     images = synthetic_images(3)
     found = 0
     for got, want in zip(exported(images), original(images)):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from yolo_attn.data.letterbox import letterbox, stretch
+from yolo_attn.data.letterbox import PAD_VALUE, letterbox, stretch
 from yolo_attn.inference.detector import Detections, Detector
 from yolo_attn.inference.views import (
     attention_maps,
@@ -158,8 +158,30 @@ def test_stretch_resize_matches_the_stretched_image_by_hand(ckpt, rng):
     np.testing.assert_array_equal(result.labels, expected[:, 5].long().numpy())
     letterboxed = Detector.load(ckpt, conf=0.2, precision="fp32")(image)
     assert len(letterboxed) != len(result) or not np.allclose(letterboxed.boxes, result.boxes, atol=1)
-    with pytest.raises(ValueError, match="unknown resize 'squash'; use letterbox or stretch"):
+    with pytest.raises(ValueError, match="unknown resize 'squash'; use one of letterbox, stretch, darknet-letterbox"):
         det.resize = "squash"
+
+
+def test_darknet_letterbox_runs_on_darknets_canvas_and_maps_back_as_darknet(ckpt, rng):
+    """resize="darknet-letterbox" (letter_box=1): a 45x128 image is pasted at row 41 of the 128x128 input (the
+    integer half of the 83 px margin) and its boxes are mapped back from 41.5, as correct_yolo_boxes does; the
+    video path's rect canvas does not apply."""
+    det = Detector.load(ckpt, conf=0.2, precision="fp32", resize="darknet-letterbox")
+    assert "letterboxed as Darknet does" in det.describe()
+    image = rng.integers(0, 255, (45, 128, 3), dtype=np.uint8)
+    det.rect = True
+    result = det(image)
+    model, meta = load_model(ckpt)
+    canvas = np.full((IMG_SIZE, IMG_SIZE, 3), PAD_VALUE, np.uint8)
+    canvas[41:86] = image
+    x = torch.from_numpy(canvas).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        decoded = decode_outputs(model(x), model.level_anchors(), scale_x_y=meta["scale_x_y"])
+    expected = postprocess(decoded, 0.2, 0.45, 300)[0]
+    assert len(expected) == len(result) > 0 and result.input_shape == (IMG_SIZE, IMG_SIZE)
+    boxes = expected[:, :4].numpy() - [0, 41.5, 0, 41.5]
+    np.testing.assert_allclose(result.boxes, boxes.clip(0, [128, 45, 128, 45]), atol=1e-3)
+    np.testing.assert_array_equal(result.labels, expected[:, 5].long().numpy())
 
 
 def test_class_filter_by_index_and_name(ckpt, image_paths):

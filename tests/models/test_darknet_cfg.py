@@ -52,8 +52,8 @@ def test_how_darknet_runs_it_letter_box_and_nms_kind(tmp_path, caplog):
 
     text = _custom_text()
     assert settings(text) == ("stretch", "darknet")
-    assert settings(_custom_text(letter_box=True)) == ("letterbox", "darknet")
-    assert settings(_custom_text(letter_box=True, nms="iou")) == ("letterbox", "darknet-iou")
+    assert settings(_custom_text(letter_box=True)) == ("darknet-letterbox", "darknet")
+    assert settings(_custom_text(letter_box=True, nms="iou")) == ("darknet-letterbox", "darknet-iou")
     assert "nms_kind" not in _custom_text(nms="iou") and "letter_box" not in text
     assert settings(text.replace("letter_box", "x").replace("scales=.1,.1", "scales=.1,.1\nletter_box=0")) == (
         "stretch", "darknet")

@@ -1,5 +1,5 @@
 """Letterbox resize (keep aspect ratio, pad), shared by training, evaluation and prediction; and Darknet's
-plain stretch to the input size, for predictions that match Darknet's own."""
+plain stretch to the input size and its own letterbox, for predictions that match Darknet's."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,10 +10,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PAD_VALUE", "RESIZE_MODES", "LetterboxInfo", "as_hw", "check_resize", "fit_to_input", "letterbox",
-           "letterbox_boxes", "stretch", "unletterbox_boxes"]
+__all__ = ["PAD_VALUE", "RESIZE_MODES", "LetterboxInfo", "as_hw", "check_resize", "darknet_letterbox",
+           "fit_to_input", "letterbox", "letterbox_boxes", "stretch", "unletterbox_boxes"]
 
-RESIZE_MODES = ("letterbox", "stretch")
+# ours (what the models trained here saw); Darknet's resize_image to the input (no letter_box); Darknet's
+# letterbox_image (letter_box=1)
+RESIZE_MODES = ("letterbox", "stretch", "darknet-letterbox")
 
 PAD_VALUE = 128  # Darknet pads with 0.5 grey, as does the popular PyTorch port
 
@@ -86,10 +88,33 @@ def stretch(image: np.ndarray, size: Union[int, Tuple[int, int]] = 416) -> Tuple
     return resized[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy(), info
 
 
+def darknet_letterbox(image: np.ndarray,
+                      size: Union[int, Tuple[int, int]] = 416) -> Tuple[np.ndarray, LetterboxInfo]:
+    """Darknet's ``letterbox_image`` (``letter_box=1``): the side that limits takes the input's size, the other
+    the integer part of the same ratio; resized with Darknet's ``resize_image`` (:func:`stretch`) and pasted at
+    the integer half of the margins on a grey canvas (:data:`PAD_VALUE`, 0.502 where Darknet has 0.5).
+    The returned :class:`LetterboxInfo` maps boxes back as ``correct_yolo_boxes`` does, with the half margins
+    unrounded, so an odd margin leaves the half pixel Darknet leaves."""
+    out_h, out_w = as_hw(size)
+    h, w = image.shape[:2]
+    if h <= 0 or w <= 0:
+        raise ValueError(f"cannot letterbox an empty image (shape {tuple(image.shape)}); give an image of at "
+                         f"least 1x1 pixels")
+    if np.float32(out_w) / np.float32(w) < np.float32(out_h) / np.float32(h):  # C's float test
+        new_w, new_h = out_w, max(1, h * out_w // w)
+    else:
+        new_w, new_h = max(1, w * out_h // h), out_h
+    resized, _ = stretch(image, (new_h, new_w))
+    canvas = np.full((out_h, out_w, resized.shape[2]), PAD_VALUE, dtype=np.uint8)
+    x0, y0 = (out_w - new_w) // 2, (out_h - new_h) // 2
+    canvas[y0 : y0 + new_h, x0 : x0 + new_w] = resized
+    return canvas, LetterboxInfo(new_w / w, (out_w - new_w) / 2, (out_h - new_h) / 2, (h, w), scale_y=new_h / h)
+
+
 def check_resize(mode: str) -> str:
     """``mode`` if it is one of RESIZE_MODES, else a ValueError."""
     if mode not in RESIZE_MODES:
-        raise ValueError(f"unknown resize '{mode}'; use {' or '.join(RESIZE_MODES)}")
+        raise ValueError(f"unknown resize '{mode}'; use one of {', '.join(RESIZE_MODES)}")
     return mode
 
 
@@ -101,9 +126,11 @@ def fit_to_input(
     interpolation: int = cv2.INTER_LINEAR,
 ) -> Tuple[np.ndarray, LetterboxInfo]:
     """``image`` fitted to the network input the way ``resize`` says: :func:`letterbox` (with ``pad_value``
-    and ``interpolation``) or :func:`stretch`."""
+    and ``interpolation``), :func:`stretch` or :func:`darknet_letterbox`."""
     if resize == "stretch":
         return stretch(image, size)
+    if resize == "darknet-letterbox":
+        return darknet_letterbox(image, size)
     return letterbox(image, size, pad_value, interpolation)
 
 

@@ -196,7 +196,8 @@ def evaluate(
             multi-label NMS, as mAP is measured.
         nms: "iou" (torchvision's), "darknet" (Darknet's greedy DIoU NMS, see ``models.darknet_nms``) or
             "darknet-iou" (Darknet's default, which is torchvision's here: every class is kept per box).
-        resize: "letterbox" (keep the aspect ratio, as the models trained here saw) or "stretch" (to the input
+        resize: "letterbox" (keep the aspect ratio, as the models trained here saw), "darknet-letterbox"
+            (Darknet's ``letter_box=1``, see ``data.letterbox.darknet_letterbox``) or "stretch" (to the input
             size, as Darknet's ``detector map`` without ``letter_box``; see ``data.letterbox.stretch``).
         metrics: any of "voc07" (11-point AP@0.5), "voc12" (area AP@0.5), "coco" (pycocotools AP@[.5:.95]...).
         device: where to run; None keeps the model where it is (otherwise the model is moved there).

@@ -149,15 +149,16 @@ class Detector:
 
     ``resize = "stretch"`` resizes every image to the input size without keeping its aspect ratio, as
     Darknet's ``detector test`` does (and OpenCV's ``blobFromImage``); ``"letterbox"`` keeps the aspect ratio
-    (what the models trained here saw); ``rect`` has no effect on stretched images.
+    (what the models trained here saw); ``"darknet-letterbox"`` keeps it as Darknet's ``letter_box=1`` does
+    (:func:`~yolo_attn.data.letterbox.darknet_letterbox`). ``rect`` applies to "letterbox" only.
 
     ``nms = "darknet"`` runs Darknet's greedy DIoU NMS (:func:`~yolo_attn.models.darknet_nms`) and
     ``"darknet-iou"`` Darknet's default IoU NMS, the way Darknet reports detections: every class above ``conf``
     for a box, each kept or dropped on its own; ``"iou"`` keeps each box's best class and runs torchvision's NMS.
 
     Both default to the weights' own: Darknet ``.weights`` run as their ``.cfg`` tells Darknet to run them
-    (stretched unless ``letter_box=1``; ``nms_kind=greedynms`` is "darknet", no ``nms_kind`` "darknet-iou"; a
-    non-square cfg letterboxed), so with yolov4-tiny.cfg their detections are Darknet's; our checkpoints
+    ("stretch", or "darknet-letterbox" for ``letter_box=1``; ``nms_kind=greedynms`` is "darknet", no ``nms_kind``
+    "darknet-iou"; a non-square cfg letterboxed our way), so their detections are Darknet's; our checkpoints
     letterbox and run "iou".
     """
 
@@ -238,7 +239,8 @@ class Detector:
             augment: test-time augmentation (see the ``augment`` attribute); the automatic choice then passes
                 over exports fixed to one input size.
             nms: "iou", "darknet" or "darknet-iou" (see the ``nms`` attribute); by default the weights' own.
-            resize: "letterbox" or "stretch" (see the ``resize`` attribute); by default the weights' own.
+            resize: "letterbox", "stretch" or "darknet-letterbox" (see the ``resize`` attribute); by default the
+                weights' own.
             cfg: for Darknet .weights, the .cfg that gives their anchors, masks, scale_x_y and input size (by
                 default the one beside the weights with their name, else the official yolov4-tiny.cfg's).
         """
@@ -466,13 +468,14 @@ class Detector:
         chosen = f" [{self.choice.describe()}]" if self.choice is not None else ""
         return (f"{self.backend.describe()}{chosen}, input {w}x{h}, {self.num_classes} classes, "
                 f"attention {attention}, conf {self.conf}, iou {self.iou}"
-                + (", stretched to the input" if self.resize == "stretch" else "")
+                + {"stretch": ", stretched to the input", "darknet-letterbox": ", letterboxed as Darknet does"}.get(
+                    self.resize, "")
                 + {"darknet": ", Darknet's DIoU NMS", "darknet-iou": ", Darknet's IoU NMS"}.get(self.nms, ""))
 
     def _canvas(self, shapes: Sequence[Tuple[int, int]]) -> Tuple[int, int]:
         """The network input for images of these (h, w): the full input size, or with ``rect`` the smallest
         multiple of 32 holding each letterboxed image at the full size's scale."""
-        if not self.rect or not self.backend.accepts_any_size or self.resize == "stretch":
+        if not self.rect or not self.backend.accepts_any_size or self.resize != "letterbox":
             return self.input_shape
         top_h, top_w = self.input_shape
         stride = STRIDES[0]

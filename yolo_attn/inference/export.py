@@ -330,7 +330,7 @@ def export_darknet(model: nn.Module, meta: Dict[str, Any], weights: Path, output
         raise ValueError(f"--output {output}: would write over the weights being exported, {weights}")
     # the cfg tells Darknet (and --weights here) to run the model as it runs now
     sides = {out.with_suffix(".cfg"): darknet_cfg_text(model, size, size, meta["scale_x_y"],
-                                                       meta_resize(meta) == "letterbox", meta_nms(meta)),
+                                                       meta_resize(meta) != "stretch", meta_nms(meta)),
              out.with_suffix(".names"): "\n".join(meta["names"]) + "\n"}
     for side, text in sides.items():
         if side.exists() and not side.is_file():

@@ -385,7 +385,7 @@ def read_darknet_cfg(path: PathLike) -> DarknetCfg:
     if len(layers) != len(expected):
         raise ValueError(f"{path}: {len(layers)} layers after [net]; yolov4-tiny has {len(expected)}")
     letter_box = _INT.match(_text(net, "letter_box", "0"))  # atoi: no number is 0
-    resize = "letterbox" if letter_box and int(letter_box.group(0)) else "stretch"
+    resize = "darknet-letterbox" if letter_box and int(letter_box.group(0)) else "stretch"
     return DarknetCfg(path, width, height, classes, anchors, [mask_p5, mask_p4], scale, resize,
                       _nms_kind(path, [(line, opts) for kind, line, opts in layers if kind == "yolo"][-1]))
 

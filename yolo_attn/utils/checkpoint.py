@@ -105,8 +105,8 @@ def make_meta(
 
 def meta_resize(meta: Dict[str, Any]) -> str:
     """How the weights of ``meta`` fit an image to their input unless told otherwise: "stretch" for Darknet's
-    (unless their cfg says ``letter_box=1``), as Darknet runs them; "letterbox" for the rest. Darknet weights
-    converted before the meta said so run as yolov4-tiny.cfg says."""
+    (unless their cfg says ``letter_box=1``: "darknet-letterbox"), as Darknet runs them; "letterbox" for the
+    rest. Darknet weights converted before the meta said so run as yolov4-tiny.cfg says."""
     darknet = meta.get("source") == "darknet"
     return (meta.get("preprocess") or {}).get("resize", "stretch" if darknet else "letterbox")
 
@@ -188,7 +188,7 @@ def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num
     else:
         model = build_model(phi or 0, len(names), settings.anchors, settings.anchor_masks)
         log.info("%s: anchors, masks, scale_x_y %g, input %dx%d (%s) and %s NMS from %s", path, settings.scale_x_y,
-                 settings.width, settings.height, "letter_box=1" if settings.resize == "letterbox" else "stretched",
+                 settings.width, settings.height, "stretched" if settings.resize == "stretch" else "letter_box=1",
                  "greedy DIoU" if settings.nms == "darknet" else "IoU", cfg)
         if settings.width != settings.height:
             # One input size is carried (a square of the larger side). Stretched to that square, objects would be
@@ -196,7 +196,7 @@ def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num
             # them on images of about the cfg's shape.
             log.warning("%s: a %dx%d (width x height) input, which Darknet %s images to; this model runs on %dx%d "
                         "squares (its larger side), letterboxed", cfg, settings.width, settings.height,
-                        "letterboxes" if settings.resize == "letterbox" else "stretches", settings.img_size,
+                        "stretches" if settings.resize == "stretch" else "letterboxes", settings.img_size,
                         settings.img_size)
     report = load_darknet_weights(model, path)
     # Training initializes from what fits (load_darknet_weights); a model to run needs its heads from the
