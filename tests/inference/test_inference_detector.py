@@ -91,28 +91,30 @@ def test_pipeline_matches_letterbox_decode_nms_by_hand(ckpt, rng):
     np.testing.assert_array_equal(result.labels, expected[:, 5].long().numpy())
 
 
-def _decoded_by_hand(ckpt, image):
-    """decode_outputs() of the fp32 model on the letterboxed image."""
+def _darknet_nms_by_hand(ckpt, rng, nms: str, described: str):
+    """A detector with Darknet's NMS ``nms`` against the fp32 model's decoded maps of the letterboxed image with
+    that NMS over every class above conf: same labels and scores. Returns (detector, image, decoded, expected)."""
+    det = Detector.load(ckpt, conf=0.05, precision="fp32", nms=nms)
+    assert described in det.describe()
+    image = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
+    result = det(image)
     model, meta = load_model(ckpt)
     boxed, _ = letterbox(image, IMG_SIZE)
     x = torch.from_numpy(boxed).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
-        return decode_outputs(model(x), model.level_anchors(), scale_x_y=meta["scale_x_y"])
+        decoded = decode_outputs(model(x), model.level_anchors(), scale_x_y=meta["scale_x_y"])
+    expected = postprocess(decoded, 0.05, 0.45, 300, multi_label=True, nms=nms)[0]
+    assert len(expected) == len(result) > 0
+    np.testing.assert_array_equal(result.labels, expected[:, 5].long().numpy())
+    np.testing.assert_allclose(result.scores, expected[:, 4].numpy(), atol=1e-5)  # fused, channels-last kernels
+    return det, image, decoded, expected
 
 
 def test_darknet_nms_matches_postprocess_by_hand(ckpt, rng):
     """nms="darknet": every class above conf per box, Darknet's greedy DIoU NMS; it keeps at least what IoU
     NMS over the same (box, class) pairs keeps."""
-    det = Detector.load(ckpt, conf=0.05, precision="fp32", nms="darknet")
-    assert "Darknet's DIoU NMS" in det.describe()
-    image = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
-    result = det(image)
-    decoded = _decoded_by_hand(ckpt, image)
-    expected = postprocess(decoded, 0.05, 0.45, 300, multi_label=True, nms="darknet")[0]
-    plain = postprocess(decoded, 0.05, 0.45, 300, multi_label=True)[0]
-    assert len(expected) == len(result) > len(plain) > 0
-    np.testing.assert_array_equal(result.labels, expected[:, 5].long().numpy())
-    np.testing.assert_allclose(result.scores, expected[:, 4].numpy(), atol=1e-5)  # fused, channels-last kernels
+    det, _, decoded, expected = _darknet_nms_by_hand(ckpt, rng, "darknet", "Darknet's DIoU NMS")
+    assert len(expected) > len(postprocess(decoded, 0.05, 0.45, 300, multi_label=True)[0]) > 0
     with pytest.raises(ValueError, match="nms must be one of iou, darknet, darknet-iou, got 'diou'"):
         det.nms = "diou"
 
@@ -120,15 +122,7 @@ def test_darknet_nms_matches_postprocess_by_hand(ckpt, rng):
 def test_darknet_default_nms_keeps_every_class_above_conf(ckpt, rng):
     """nms="darknet-iou" (a Darknet cfg without nms_kind: do_nms_sort): IoU NMS class by class over every class
     above conf per box, so a box may come out under two labels, which "iou" (each box's best class) never does."""
-    det = Detector.load(ckpt, conf=0.05, precision="fp32", nms="darknet-iou")
-    assert "Darknet's IoU NMS" in det.describe()
-    image = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
-    result = det(image)
-    decoded = _decoded_by_hand(ckpt, image)
-    expected = postprocess(decoded, 0.05, 0.45, 300, multi_label=True, nms="darknet-iou")[0]
-    assert len(expected) == len(result) > 0
-    np.testing.assert_array_equal(result.labels, expected[:, 5].long().numpy())
-    np.testing.assert_allclose(result.scores, expected[:, 4].numpy(), atol=1e-5)
+    det, image, decoded, expected = _darknet_nms_by_hand(ckpt, rng, "darknet-iou", "Darknet's IoU NMS")
     assert len(expected[:, :4].unique(dim=0)) < len(expected)  # some box kept under more than one class
     best = postprocess(decoded, 0.05, 0.45, 300)[0]
     assert len(best[:, :4].unique(dim=0)) == len(best)
