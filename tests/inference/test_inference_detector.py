@@ -72,18 +72,22 @@ def test_boxes_are_in_original_pixels_with_names(ckpt, image_paths):
         assert result.to_records()[0]["name"] == result.names[0]
 
 
+def _decoded(ckpt, boxed: np.ndarray) -> torch.Tensor:
+    """decode_outputs() of the checkpoint's fp32 model on one prepared (H, W, 3) uint8 input."""
+    model, meta = load_model(ckpt)
+    x = torch.from_numpy(boxed).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        return decode_outputs(model(x), model.level_anchors(), scale_x_y=meta["scale_x_y"])
+
+
 def test_pipeline_matches_letterbox_decode_nms_by_hand(ckpt, rng):
     """A 64x128 image is scaled by 1 and padded by 32 rows: the detector must undo exactly that."""
     det = Detector.load(ckpt, conf=0.2, precision="fp32")  # the reference below runs in fp32
     image = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
     result = det(image)
-    model, meta = load_model(ckpt)
     boxed, info = letterbox(image, IMG_SIZE)
     assert (info.scale, info.pad_y) == (1.0, 32.0)
-    x = torch.from_numpy(boxed).permute(2, 0, 1)[None].float() / 255
-    with torch.no_grad():
-        decoded = decode_outputs(model(x), model.level_anchors(), scale_x_y=meta["scale_x_y"])
-    expected = postprocess(decoded, 0.2, 0.45, 300)[0]
+    expected = postprocess(_decoded(ckpt, boxed), 0.2, 0.45, 300)[0]
     assert len(expected) == len(result) > 0
     boxes = expected[:, :4].numpy().copy()
     boxes[:, [1, 3]] -= 32
@@ -98,11 +102,7 @@ def _darknet_nms_by_hand(ckpt, rng, nms: str, described: str):
     assert described in det.describe()
     image = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
     result = det(image)
-    model, meta = load_model(ckpt)
-    boxed, _ = letterbox(image, IMG_SIZE)
-    x = torch.from_numpy(boxed).permute(2, 0, 1)[None].float() / 255
-    with torch.no_grad():
-        decoded = decode_outputs(model(x), model.level_anchors(), scale_x_y=meta["scale_x_y"])
+    decoded = _decoded(ckpt, letterbox(image, IMG_SIZE)[0])
     expected = postprocess(decoded, 0.05, 0.45, 300, multi_label=True, nms=nms)[0]
     assert len(expected) == len(result) > 0
     np.testing.assert_array_equal(result.labels, expected[:, 5].long().numpy())
@@ -139,13 +139,9 @@ def test_stretch_resize_matches_the_stretched_image_by_hand(ckpt, rng):
     image = rng.integers(0, 255, (48, 256, 3), dtype=np.uint8)
     det.rect = True
     result = det(image)
-    model, meta = load_model(ckpt)
     stretched, info = stretch(image, IMG_SIZE)
     assert info.scales == (0.5, 128 / 48)
-    x = torch.from_numpy(stretched).permute(2, 0, 1)[None].float() / 255
-    with torch.no_grad():
-        decoded = decode_outputs(model(x), model.level_anchors(), scale_x_y=meta["scale_x_y"])
-    expected = postprocess(decoded, 0.2, 0.45, 300)[0]
+    expected = postprocess(_decoded(ckpt, stretched), 0.2, 0.45, 300)[0]
     assert len(expected) == len(result) > 0 and result.input_shape == (IMG_SIZE, IMG_SIZE)
     boxes = expected[:, :4].numpy() / [0.5, 128 / 48, 0.5, 128 / 48]
     np.testing.assert_allclose(result.boxes, boxes.clip(0, [256, 48, 256, 48]), atol=1e-3)
@@ -165,13 +161,9 @@ def test_darknet_letterbox_runs_on_darknets_canvas_and_maps_back_as_darknet(ckpt
     image = rng.integers(0, 255, (45, 128, 3), dtype=np.uint8)
     det.rect = True
     result = det(image)
-    model, meta = load_model(ckpt)
     canvas = np.full((IMG_SIZE, IMG_SIZE, 3), PAD_VALUE, np.uint8)
     canvas[41:86] = image
-    x = torch.from_numpy(canvas).permute(2, 0, 1)[None].float() / 255
-    with torch.no_grad():
-        decoded = decode_outputs(model(x), model.level_anchors(), scale_x_y=meta["scale_x_y"])
-    expected = postprocess(decoded, 0.2, 0.45, 300)[0]
+    expected = postprocess(_decoded(ckpt, canvas), 0.2, 0.45, 300)[0]
     assert len(expected) == len(result) > 0 and result.input_shape == (IMG_SIZE, IMG_SIZE)
     boxes = expected[:, :4].numpy() - [0, 41.5, 0, 41.5]
     np.testing.assert_allclose(result.boxes, boxes.clip(0, [128, 45, 128, 45]), atol=1e-3)
