@@ -102,6 +102,29 @@ def test_darknet_weights_run_as_their_cfg_says_through_conversion_and_exports(tm
             np.testing.assert_allclose(got.boxes, expected.boxes, atol=1e-2)
 
 
+def test_letter_box_weights_keep_darknets_letterbox_through_conversion_and_export(tmp_path):
+    """A cfg with letter_box=1 and no nms_kind: Darknet's letterbox and default IoU NMS, kept by the converted
+    checkpoint and written again by its Darknet export."""
+    from yolo_attn.models import build_model
+    from yolo_attn.models.darknet import save_darknet_weights, write_darknet_cfg
+
+    model = build_model(0, len(NAMES)).eval()
+    weights = tmp_path / "obj.weights"
+    save_darknet_weights(model, weights)
+    write_darknet_cfg(model, weights.with_suffix(".cfg"), 128, 128, letter_box=True, nms="iou")
+    weights.with_suffix(".names").write_text("\n".join(NAMES) + "\n")
+    loaded, meta = load_model(weights)
+    save_checkpoint({"meta": meta, "model": loaded.state_dict()}, tmp_path / "converted.pt")
+    converted = Detector.load(tmp_path / "converted.pt", backend="torch", precision="fp32")
+    assert (converted.resize, converted.nms) == ("darknet-letterbox", "darknet-iou")
+    assert run_export(str(tmp_path / "converted.pt"), format="darknet", output=str(tmp_path / "dn"),
+                      img_size=128) == 0
+    text = (tmp_path / "dn" / "converted.cfg").read_text()
+    assert "letter_box=1" in text and "nms_kind" not in text
+    again = Detector.load(tmp_path / "dn" / "converted.weights", backend="torch", precision="fp32")
+    assert (again.resize, again.nms) == ("darknet-letterbox", "darknet-iou")
+
+
 def test_the_parity_check_catches_a_wrong_cfg(ckpt, monkeypatch, capsys):
     import yolo_attn.models.darknet as darknet
 

@@ -16,7 +16,7 @@ from yolo_attn.inference.views import (
     mean_attention_map,
     objectness_map,
 )
-from yolo_attn.models.decode import decode_outputs, postprocess
+from yolo_attn.models.decode import NMS_KINDS, decode_outputs, postprocess
 from yolo_attn.utils.checkpoint import load_model
 
 from .helpers import IMG_SIZE, NAMES, make_checkpoint, write_images
@@ -102,8 +102,11 @@ def _darknet_nms_by_hand(ckpt, rng, nms: str, described: str):
     assert described in det.describe()
     image = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
     result = det(image)
-    decoded = _decoded(ckpt, letterbox(image, IMG_SIZE)[0])
-    expected = postprocess(decoded, 0.05, 0.45, 300, multi_label=True, nms=nms)[0]
+    boxed, info = letterbox(image, IMG_SIZE)
+    decoded = _decoded(ckpt, boxed)
+    # Darknet's NMS judges boxes relative to the image: x by its 128 px, y by 64
+    assert info.image_relative == (1 / 128, 1 / 64)
+    expected = postprocess(decoded, 0.05, 0.45, 300, multi_label=True, nms=nms, nms_scales=[info.image_relative])[0]
     assert len(expected) == len(result) > 0
     np.testing.assert_array_equal(result.labels, expected[:, 5].long().numpy())
     np.testing.assert_allclose(result.scores, expected[:, 4].numpy(), atol=1e-5)  # fused, channels-last kernels
@@ -264,6 +267,19 @@ def test_a_constant_channel_gate_is_named_not_ranked():
     lines = format_channel_weights(det, top=2)
     assert lines == ["attn_p4: every channel weighted 0.500 (the channel gate does not vary here)",
                      "attn_p5: top channels 7 (0.900), 6 (0.786)"]
+
+
+@pytest.mark.parametrize("nms", NMS_KINDS)
+def test_one_identity_view_keeps_every_nms_as_it_is(ckpt, image_paths, nms):
+    """The augmented path runs the same NMS as the plain one, Darknet's over every class above conf per box and
+    judged relative to the image."""
+    det = Detector.load(ckpt, conf=0.05, nms=nms)
+    plain = det(image_paths)
+    det.augment = [(1.0, False)]
+    for a, b in zip(det(image_paths), plain):
+        _same(a, b)
+    if nms != "iou":  # a box under two classes somewhere
+        assert any(len(np.unique(d.boxes, axis=0)) < len(d) for d in plain)
 
 
 def test_test_time_augmentation(ckpt, image_paths):

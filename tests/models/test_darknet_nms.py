@@ -1,4 +1,5 @@
-"""Darknet's greedy DIoU NMS (``nms_kind=greedynms``) against a line-by-line port of src/box.c's loop."""
+"""Darknet's greedy DIoU NMS (``nms_kind=greedynms``) and its default IoU NMS (no ``nms_kind``) against
+line-by-line ports of src/box.c's loops."""
 import math
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 import torch
 from torchvision.ops import batched_nms
 
+from yolo_attn.data.letterbox import letterbox
 from yolo_attn.models import darknet_nms, postprocess
 
 
@@ -27,9 +29,20 @@ def darknet_box_diou(a, b):
     return iou - (d / c) ** 0.6
 
 
-def darknet_diounms_sort(xywh, probs, thresh):
+def darknet_box_iou(a, b):
+    """box.c box_iou on (x, y, w, h) centre boxes."""
+    (ax, ay, aw, ah), (bx, by, bw, bh) = a, b
+    iw = min(ax + aw / 2, bx + bw / 2) - max(ax - aw / 2, bx - bw / 2)
+    ih = min(ay + ah / 2, by + bh / 2) - max(ay - ah / 2, by - bh / 2)
+    inter = iw * ih if iw > 0 and ih > 0 else 0.0
+    union = aw * ah + bw * bh - inter
+    return 0.0 if inter == 0 or union == 0 else inter / union
+
+
+def darknet_diounms_sort(xywh, probs, thresh, overlap=darknet_box_diou):
     """box.c diounms_sort for GREEDY_NMS: per class, sort by that class's probability and zero the
-    probability of every later detection whose box_diou with a surviving one exceeds ``thresh``."""
+    probability of every later detection whose box_diou with a surviving one exceeds ``thresh``. With
+    ``overlap=darknet_box_iou`` it is do_nms_sort (Darknet's default NMS), the same loop over box_iou."""
     probs = probs.copy()
     n, classes = probs.shape
     for k in range(classes):
@@ -38,7 +51,7 @@ def darknet_diounms_sort(xywh, probs, thresh):
             if probs[i, k] == 0:
                 continue
             for j in order[ii + 1:]:
-                if darknet_box_diou(xywh[i], xywh[j]) > thresh:
+                if overlap(xywh[i], xywh[j]) > thresh:
                     probs[j, k] = 0
     return probs
 
@@ -65,6 +78,46 @@ def test_keeps_what_darknet_keeps(seed):
     # it keeps more than plain IoU NMS would, never fewer
     assert len(kept) >= len(batched_nms(torch.tensor(xyxy[idx]), torch.tensor(probs[idx, cls]),
                                         torch.tensor(cls), 0.45))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_darknet_iou_keeps_what_do_nms_sort_keeps(seed):
+    """postprocess(nms="darknet-iou", multi_label=True) on objectness 1 and Darknet's class probabilities: the
+    (box, class) pairs do_nms_sort leaves above zero, a box under every class it keeps."""
+    rng = np.random.default_rng(seed)
+    n, classes = 50, 3
+    centres, sizes = rng.uniform(20, 100, (n, 2)), rng.uniform(8, 40, (n, 2))
+    probs = rng.permutation(n * classes).reshape(n, classes) / (n * classes) + 1e-3
+    probs[probs <= 0.3] = 0
+    expected = darknet_diounms_sort(np.concatenate([centres, sizes], axis=1), probs, 0.45, darknet_box_iou)
+    decoded = torch.zeros(1, n, 5 + classes, dtype=torch.float64)
+    decoded[0, :, :4] = torch.tensor(np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1))
+    decoded[0, :, 4] = 1.0
+    decoded[0, :, 5:] = torch.tensor(probs)
+    kept = postprocess(decoded, 0.3, 0.45, multi_label=True, nms="darknet-iou")[0]
+    rows = [int((decoded[0, :, :4] == box).all(1).nonzero()) for box in kept[:, :4]]
+    got = sorted(zip(rows, kept[:, 5].long().tolist()))
+    assert got == sorted(zip(*map(np.ndarray.tolist, np.nonzero(expected))))
+    assert len({r for r, _ in got}) < len(got)  # boxes kept under two classes
+    # the greedy DIoU NMS over the same pairs is another NMS: it keeps more here
+    assert len(postprocess(decoded, 0.3, 0.45, multi_label=True, nms="darknet")[0]) > len(got)
+
+
+def test_postprocess_judges_diou_relative_to_the_image():
+    """Darknet judges DIoU on boxes relative to the image (x / width, y / height), which a letterbox scales
+    unevenly: two boxes of a 1000x250 image overlapping by 70 of 100 rows have DIoU 0.408 there (kept), 0.496
+    in the letterboxed input's pixels (merged)."""
+    _, info = letterbox(np.zeros((250, 1000, 3), np.uint8), 416)
+    image_boxes = np.array([[300.0, 50, 700, 150], [300, 80, 700, 180]])
+    sx, sy = info.scales
+    decoded = torch.zeros(1, 2, 6, dtype=torch.float64)
+    decoded[0, :, :4] = torch.tensor(image_boxes * [sx, sy, sx, sy] + [info.pad_x, info.pad_y] * 2)
+    decoded[0, :, 4], decoded[0, :, 5] = torch.tensor([0.9, 0.8]), 1.0
+    relative = [[(b[0] + b[2]) / 2000, (b[1] + b[3]) / 500, (b[2] - b[0]) / 1000, (b[3] - b[1]) / 250]
+                for b in image_boxes]
+    assert darknet_box_diou(*relative) == pytest.approx(0.408, abs=1e-3)
+    assert len(postprocess(decoded, 0.25, 0.45, nms="darknet", nms_scales=[info.image_relative])[0]) == 2
+    assert len(postprocess(decoded, 0.25, 0.45, nms="darknet")[0]) == 1
 
 
 def test_close_objects_survive_where_iou_nms_merges_them():

@@ -36,6 +36,13 @@ class LetterboxInfo:
         """(x, y) scale."""
         return self.scale, self.scale if self.scale_y is None else self.scale_y
 
+    @property
+    def image_relative(self) -> Tuple[float, float]:
+        """(x, y) factors from lengths in the network input to fractions of the original image's width and
+        height, the units Darknet's NMS judges boxes in."""
+        (sx, sy), (h, w) = self.scales, self.orig_shape
+        return 1.0 / (sx * w), 1.0 / (sy * h)
+
 
 def as_hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
     """(height, width) of an image size given as one int or as (h, w)."""
@@ -94,7 +101,8 @@ def darknet_letterbox(image: np.ndarray,
     the integer part of the same ratio; resized with Darknet's ``resize_image`` (:func:`stretch`) and pasted at
     the integer half of the margins on a grey canvas (:data:`PAD_VALUE`, 0.502 where Darknet has 0.5).
     The returned :class:`LetterboxInfo` maps boxes back as ``correct_yolo_boxes`` does, with the half margins
-    unrounded, so an odd margin leaves the half pixel Darknet leaves."""
+    unrounded, so an odd margin leaves the half pixel Darknet leaves. A short side that truncates to 0 (an image
+    more than ``size`` times wider than tall), which Darknet cannot run, is 1 pixel here."""
     out_h, out_w = as_hw(size)
     h, w = image.shape[:2]
     if h <= 0 or w <= 0:

@@ -328,7 +328,7 @@ def _predict(
                 decoded = augmented_decode(run, x, level_anchors, STRIDES, scale_x_y, *zip(*views))
             _sync(device)
             t2 = time.perf_counter()
-            kept = postprocess(decoded, **nms)
+            kept = postprocess(decoded, **nms, nms_scales=[item["info"].image_relative for item in good])
             for det, item in zip(kept, good):
                 det = det.float().cpu().numpy()
                 det[:, :4] = unletterbox_boxes(det[:, :4], item["info"])

@@ -418,7 +418,7 @@ class Detector:
         if self.nms != "iou":  # Darknet's NMS, over every class above the threshold per box as Darknet keeps
             decoded = decode_outputs([m.float() for m in maps], self.level_anchors, STRIDES, self.scale_x_y)
             kept = nms_postprocess(decoded, self.conf, self.iou, self.max_det, classes=self.keep_classes,
-                                   multi_label=True, nms=self.nms)
+                                   multi_label=True, nms=self.nms, nms_scales=[i.image_relative for i in infos])
         else:
             kept = decode_nms(maps, self.level_anchors, STRIDES, self.scale_x_y, self.conf, self.iou, self.max_det,
                               classes=self.keep_classes)
@@ -432,7 +432,8 @@ class Detector:
         decoded = augmented_decode(lambda x: self._forward(x, False, self.backend)[0], batch, self.level_anchors,
                                    STRIDES, self.scale_x_y, scales, flips)
         kept = nms_postprocess(decoded, self.conf, self.iou, self.max_det, classes=self.keep_classes,
-                               multi_label=self.nms != "iou", nms=self.nms)
+                               multi_label=self.nms != "iou", nms=self.nms,
+                               nms_scales=[i.image_relative for i in infos])
         dets = self._detections(kept, infos, tuple(batch.shape[2:]))
         for det, source in zip(dets, sources):
             det.source = source

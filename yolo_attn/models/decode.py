@@ -168,6 +168,7 @@ def postprocess(
     agnostic: bool = False,
     max_candidates: int = 30000,
     nms: str = "iou",
+    nms_scales: Optional[Sequence[Tuple[float, float]]] = None,
 ) -> List[torch.Tensor]:
     """Score, threshold and class-aware NMS of decoded predictions.
 
@@ -181,12 +182,16 @@ def postprocess(
             NMS, :func:`darknet_nms`) or ``"darknet-iou"`` (Darknet's default ``do_nms_sort``: class by class,
             a box goes when its IoU with a kept one of higher score exceeds the threshold, which is
             ``batched_nms``). With ``multi_label`` Darknet's two keep what Darknet keeps.
+        nms_scales: per image, (x, y) factors for the boxes the DIoU NMS judges (the returned boxes keep their
+            units). Darknet judges boxes relative to the image (``correct_yolo_boxes``), x by its width and y by
+            its height: on a letterboxed image that scales the axes unevenly, which changes DIoU (not IoU).
+            ``LetterboxInfo.image_relative`` gives them.
     Returns:
         per image a (K, 6) float tensor: x1, y1, x2, y2, score, class; sorted by score, K <= max_det.
     """
     check_nms(nms)
     results = []
-    for pred in decoded:
+    for i, pred in enumerate(decoded):
         pred = pred[pred[:, 4] > conf_threshold]  # obj * cls <= obj: a cheap first cut
         scores = pred[:, 5:] * pred[:, 4:5]
         if multi_label:
@@ -204,7 +209,8 @@ def postprocess(
             boxes, score, cls = boxes[top], score[top], cls[top]
         groups = torch.zeros_like(cls) if agnostic else cls
         if nms == "darknet":
-            keep = darknet_nms(boxes, score, groups, iou_threshold, max_det)
+            judged = boxes if nms_scales is None else boxes * boxes.new_tensor(nms_scales[i]).repeat(2)
+            keep = darknet_nms(judged, score, groups, iou_threshold, max_det)
         else:
             keep = batched_nms(boxes, score, groups, iou_threshold)[:max_det]
         results.append(torch.cat([boxes[keep], score[keep, None], cls[keep, None].to(boxes.dtype)], dim=1))
