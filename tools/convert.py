@@ -61,8 +61,9 @@ def main() -> None:
         parser.error(f"{args.weights}: this is not {SOURCE_NAMES[args.source]} (it reads as '{meta['source']}')")
     if args.source == "port" and phi is not None and phi != model.phi:
         parser.error(f"{args.weights}: --phi {args.phi}, but the file's keys are those of phi {model.phi}")
-    if args.img_size is not None:
+    if args.img_size is not None:  # square, as --img-size runs everywhere
         meta["img_size"] = args.img_size
+        meta.pop("input_shape", None)
     save_checkpoint({"meta": meta, "model": model.state_dict(), "ema": None}, args.out)
     print(f"{args.out}: phi {model.phi} ({model.attention or 'no attention'}), {model.num_classes} classes, "
           f"scale_x_y {meta['scale_x_y']}, from {args.source} file {args.weights}")

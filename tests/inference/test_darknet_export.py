@@ -125,6 +125,44 @@ def test_letter_box_weights_keep_darknets_letterbox_through_conversion_and_expor
     assert (again.resize, again.nms) == ("darknet-letterbox", "darknet-iou")
 
 
+def test_a_non_square_cfg_runs_at_its_own_shape_as_darknet_does(tmp_path):
+    """width=192 height=96: the network runs on 192x96 inputs, the image stretched to them (Darknet's
+    resize_image), boxes scaled back per axis; its ONNX and Darknet exports run at that shape too."""
+    from yolo_attn.data.letterbox import stretch
+    from yolo_attn.models import build_model, decode_outputs, postprocess
+    from yolo_attn.models.darknet import save_darknet_weights, write_darknet_cfg
+
+    from ..models.helpers import randomize_bn
+
+    torch.manual_seed(0)
+    model = randomize_bn(build_model(0, len(NAMES))).eval()
+    weights = tmp_path / "wide.weights"
+    save_darknet_weights(model, weights)
+    write_darknet_cfg(model, weights.with_suffix(".cfg"), width=192, height=96)
+    weights.with_suffix(".names").write_text("\n".join(NAMES) + "\n")
+    detector = Detector.load(weights, backend="torch", precision="fp32", conf=0.2)
+    assert detector.input_shape == (96, 192) and detector.resize == "stretch"
+    image = synthetic_images(1)[0]  # 480x640
+    got = detector(image)
+    x = torch.from_numpy(stretch(image, (96, 192))[0]).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        decoded = decode_outputs(model(x), model.level_anchors(), scale_x_y=1.05)
+    relative = (1 / 192, 1 / 96)  # Darknet's NMS judges boxes as fractions of the image
+    expected = postprocess(decoded, 0.2, 0.45, multi_label=True, nms="darknet", nms_scales=[relative])[0]
+    assert len(got) == len(expected) > 0
+    np.testing.assert_array_equal(got.labels, expected[:, 5].long().numpy())
+    scale = [640 / 192, 480 / 96] * 2
+    np.testing.assert_allclose(got.boxes, (expected[:, :4].numpy() * scale).clip(0, [640, 480] * 2), atol=1e-3)
+
+    assert run_export(str(weights), format="onnx", output=str(tmp_path / "wide.onnx")) == 0
+    onnx_detector = Detector.load(tmp_path / "wide.onnx", backend="onnxruntime", conf=0.2)
+    assert onnx_detector.input_shape == (96, 192) and onnx_detector.backend.fixed_shape == (1, 96, 192)
+    np.testing.assert_allclose(onnx_detector(image).boxes, got.boxes, atol=1e-2)
+    assert run_export(str(weights), format="darknet", output=str(tmp_path / "dn")) == 0
+    cfg = read_darknet_cfg(tmp_path / "dn" / "wide.cfg")
+    assert (cfg.width, cfg.height, cfg.resize) == (192, 96, "stretch")
+
+
 def test_the_parity_check_catches_a_wrong_cfg(ckpt, monkeypatch, capsys):
     import yolo_attn.models.darknet as darknet
 

@@ -9,7 +9,7 @@ import torch
 from yolo_attn.models import build_model
 from yolo_attn.models.darknet import (darknet_cfg_beside, darknet_cfg_text, read_darknet_cfg, save_darknet_weights,
                                       write_darknet_cfg)
-from yolo_attn.utils.checkpoint import load_model, meta_nms, meta_resize
+from yolo_attn.utils.checkpoint import load_model, meta_input_shape, meta_nms, meta_resize
 
 from .helpers import randomize_bn
 
@@ -219,9 +219,10 @@ def test_darknets_folder_layout_and_a_non_square_input(tmp_path, caplog):
     assert darknet_cfg_beside(tmp_path / "backup" / "obj_best.weights") == tmp_path / "cfg" / "obj.cfg"
     loaded, meta = load_model(tmp_path / "backup" / "obj_best.weights", num_classes=3)
     assert loaded.anchor_masks == CUSTOM_MASKS and meta["img_size"] == 608
-    assert ("a 608x320 (width x height) input, which Darknet stretches images to; this model runs on 608x608 "
-            "squares (its larger side), letterboxed") in caplog.text
-    assert meta["preprocess"] == {"resize": "letterbox"}  # not stretched to a square: objects would be squashed
+    # runs at the cfg's own 608x320, stretched as Darknet runs it
+    assert meta["input_shape"] == [320, 608] and meta_input_shape(meta) == (320, 608)
+    assert meta["preprocess"] == {"resize": "stretch"}
+    assert meta_input_shape({"img_size": 320}) == (320, 320)
 
 
 def test_a_cfg_named_with_more_dots_and_darknets_data_file(tmp_path, monkeypatch):

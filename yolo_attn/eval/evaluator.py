@@ -64,7 +64,8 @@ class _LetterboxedImages(Dataset):
     """Loads records and letterboxes their images; a sample that fails to load comes back as an error
     item (reported and skipped by :func:`evaluate`) instead of killing the loader worker."""
 
-    def __init__(self, dataset: Any, img_size: int, interpolation: int, pad_value: int, resize: str = "letterbox"):
+    def __init__(self, dataset: Any, img_size: Union[int, Tuple[int, int]], interpolation: int, pad_value: int,
+                 resize: str = "letterbox"):
         self.dataset = dataset
         self.img_size = img_size
         self.interpolation = interpolation
@@ -162,7 +163,7 @@ def _voc(flat: Dict[str, np.ndarray], num_classes: int, use_07_metric: bool) -> 
 def evaluate(
     model: torch.nn.Module,
     dataset: Any,
-    img_size: int = 416,
+    img_size: Union[int, Tuple[int, int]] = 416,
     batch_size: int = 16,
     conf_threshold: float = 0.001,
     iou_threshold: float = 0.5,

@@ -11,7 +11,7 @@ import torch
 from ..data.config import build_dataset, load_data_config
 from ..inference.hardware import keep_freed_memory
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES
-from ..utils.checkpoint import load_model, meta_nms, meta_resize
+from ..utils.checkpoint import load_model, meta_input_shape, meta_nms, meta_resize
 from ..utils.device import resolve_device
 from ..utils.paths import increment_path, remove_if_empty
 from .coco import load_coco_ground_truth
@@ -83,7 +83,7 @@ def run_eval(
     try:
         result = evaluate(
             model, dataset,
-            img_size=img_size or int(meta.get("img_size", 416)),
+            img_size=img_size or meta_input_shape(meta),
             batch_size=batch_size, conf_threshold=conf, iou_threshold=iou, metrics=metrics, device=device,
             workers=workers, amp_dtype=torch.bfloat16 if precision == "bf16" else None, max_det=max_det,
             nms=nms or meta_nms(meta), resize=resize or meta_resize(meta),

@@ -29,7 +29,7 @@ from ..models.decode import check_nms, decode_outputs
 from ..models.decode import postprocess as nms_postprocess
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, augmented_decode, check_views
 from ..models.yolo import STRIDES, check_input_size
-from ..utils.checkpoint import meta_nms, meta_resize, missing_weights_message
+from ..utils.checkpoint import meta_input_shape, meta_nms, meta_resize, missing_weights_message
 from ..utils.device import resolve_device
 from .backends import Backend, create_backend
 from .fastproc import decode_nms, letterbox_batch
@@ -158,7 +158,7 @@ class Detector:
 
     Both default to the weights' own: Darknet ``.weights`` run as their ``.cfg`` tells Darknet to run them
     ("stretch", or "darknet-letterbox" for ``letter_box=1``; ``nms_kind=greedynms`` is "darknet", no ``nms_kind``
-    "darknet-iou"; a non-square cfg letterboxed our way), so their detections are Darknet's; our checkpoints
+    "darknet-iou"; at the cfg's width and height), so their detections are Darknet's; our checkpoints
     letterbox and run "iou".
     """
 
@@ -184,7 +184,7 @@ class Detector:
         pre = meta.get("preprocess") or {}
         self.interpolation = _interpolation(pre.get("interpolation", "linear"))
         self.pad_value = int(pre.get("pad_value", PAD_VALUE))
-        self.input_shape = self._input_shape(img_size if img_size is not None else meta.get("img_size", 416))
+        self.input_shape = self._input_shape(img_size if img_size is not None else meta_input_shape(meta))
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
         self.keep_classes = keep_classes
         fixed_batch = backend.fixed_shape[0]
@@ -613,7 +613,7 @@ def _torch_weights_backend(model, meta, kind: str, precision: Optional[str], dev
                          f"CONFIG` (or --calib-images FOLDER), then run the export")
     from .export import export_meta, onnx_bytes, openvino_model
 
-    size = int(meta.get("img_size", 416))
+    size = meta_input_shape(meta)
     exported = export_meta(meta, size, dynamic=True, precision="fp32", source=path.name)
     data = onnx_bytes(model, exported, size, dynamic=True)
     if kind == "onnxruntime":

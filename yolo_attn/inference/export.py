@@ -24,15 +24,15 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data.letterbox import PAD_VALUE, fit_to_input
+from ..data.letterbox import PAD_VALUE, as_hw, fit_to_input
 from ..models.yolo import check_input_size
-from ..utils.checkpoint import meta_nms, meta_resize
+from ..utils.checkpoint import meta_input_shape, meta_nms, meta_resize
 from .backends import META_KEY
 from .hardware import weights_fingerprint
 
@@ -58,17 +58,23 @@ MIN_OPSET = 13
 PathLike = Union[str, os.PathLike]
 
 
-def export_meta(meta: Dict[str, Any], img_size: int, dynamic: bool, precision: str, source: str) -> Dict[str, Any]:
-    """The checkpoint meta as stored in an exported model (input size, shape policy and precision added)."""
-    exported = {k: v for k, v in meta.items() if k != "training"}
-    exported.update(img_size=int(img_size), dynamic=bool(dynamic), precision=precision, exported_from=source)
+def export_meta(meta: Dict[str, Any], img_size: Union[int, Tuple[int, int]], dynamic: bool, precision: str,
+                source: str) -> Dict[str, Any]:
+    """The checkpoint meta as stored in an exported model (input size, shape policy and precision added; a
+    non-square input as ``input_shape``, see :func:`~yolo_attn.utils.checkpoint.meta_input_shape`)."""
+    exported = {k: v for k, v in meta.items() if k not in ("training", "input_shape")}
+    h, w = as_hw(img_size)
+    exported.update(img_size=max(h, w), dynamic=bool(dynamic), precision=precision, exported_from=source)
+    if h != w:
+        exported["input_shape"] = [h, w]
     return exported
 
 
-def onnx_bytes(model: nn.Module, meta: Dict[str, Any], img_size: int, dynamic: bool = False,
-               opset: int = DEFAULT_OPSET) -> bytes:
+def onnx_bytes(model: nn.Module, meta: Dict[str, Any], img_size: Union[int, Tuple[int, int]],
+               dynamic: bool = False, opset: int = DEFAULT_OPSET) -> bytes:
     """Serialize ``model`` to ONNX (input ``images`` (B, 3, H, W) RGB [0, 1]; outputs ``p5``, ``p4``) with
-    ``meta`` in its metadata. Static: batch 1 at img_size; dynamic: batch, height and width free."""
+    ``meta`` in its metadata. Static: batch 1 at img_size (one int, or (h, w)); dynamic: batch, height and
+    width free."""
     import onnx
 
     if opset < MIN_OPSET:
@@ -80,7 +86,7 @@ def onnx_bytes(model: nn.Module, meta: Dict[str, Any], img_size: int, dynamic: b
             "p5": {0: "batch", 2: "height_32", 3: "width_32"},
             "p4": {0: "batch", 2: "height_16", 3: "width_16"},
         }
-    example = torch.zeros(1, 3, img_size, img_size)
+    example = torch.zeros(1, 3, *as_hw(img_size))
     buf = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices are not for our users
         warnings.simplefilter("ignore")
@@ -161,7 +167,8 @@ def calibration_images(
                      "or --calib-images FOLDER")
 
 
-def quantize_int8(model: Any, images: Sequence[np.ndarray], meta: Dict[str, Any], img_size: int) -> Any:
+def quantize_int8(model: Any, images: Sequence[np.ndarray], meta: Dict[str, Any],
+                  img_size: Union[int, Tuple[int, int]]) -> Any:
     """NNCF post-training quantization of an ``openvino.Model`` or ONNX bytes, on ``images`` letterboxed (or
     stretched, for Darknet's weights) exactly as :class:`Detector` prepares its input. Returns the same kind it
     was given."""
@@ -245,8 +252,7 @@ def export_model(
     # of the file as loaded (one rewritten meanwhile is another); Darknet files record no source
     fingerprint = weights_fingerprint(weights) if format != "darknet" else None
     model, meta = load_model(weights, classes, num_classes, cfg=cfg)
-    size = int(img_size or meta.get("img_size", 416))
-    check_input_size(size, "image size")
+    size = check_input_size(img_size or meta_input_shape(meta), "image size")  # (h, w)
     if format == "darknet":
         return export_darknet(model, meta, weights, output, size, log)
     out = Path(output) if output else default_output(weights, format, precision)
@@ -274,7 +280,7 @@ def export_model(
         if calib is not None:
             ov_model = quantize_int8(ov_model, calib, exported_meta, size)
         _save_openvino_atomic(ov_model, out)
-    shape = "dynamic batch and size" if dynamic else f"batch 1, {size}x{size}"
+    shape = "dynamic batch and size" if dynamic else f"batch 1, {size[1]}x{size[0]}"
     log(f"exported {weights} -> {out} ({format} {precision}, {shape})")
     return out
 
@@ -307,11 +313,12 @@ def _save_openvino_atomic(model: Any, out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def export_darknet(model: nn.Module, meta: Dict[str, Any], weights: Path, output: Optional[PathLike], size: int,
-                   log: Callable[[str], None] = print) -> Path:
+def export_darknet(model: nn.Module, meta: Dict[str, Any], weights: Path, output: Optional[PathLike],
+                   size: Union[int, Tuple[int, int]], log: Callable[[str], None] = print) -> Path:
     """Darknet's own files for ``model``: ``<stem>.weights``, and beside it the ``<stem>.cfg`` (input size
-    ``size``, the model's anchors, masks and ``scale_x_y``) and ``<stem>.names``, which Darknet, OpenCV's DNN
-    (4.x) and ``--weights <stem>.weights`` here read. phi 0 only: Darknet has no layer for an attention block."""
+    ``size``, one int or (h, w), the model's anchors, masks and ``scale_x_y``) and ``<stem>.names``, which
+    Darknet, OpenCV's DNN (4.x) and ``--weights <stem>.weights`` here read. phi 0 only: Darknet has no layer
+    for an attention block."""
     from ..models.darknet import darknet_cfg_text, save_darknet_weights
     from ..utils.paths import write_atomic
 
@@ -329,7 +336,8 @@ def export_darknet(model: nn.Module, meta: Dict[str, Any], weights: Path, output
     if out.exists() and out.resolve() == weights.resolve():
         raise ValueError(f"--output {output}: would write over the weights being exported, {weights}")
     # the cfg tells Darknet (and --weights here) to run the model as it runs now
-    sides = {out.with_suffix(".cfg"): darknet_cfg_text(model, size, size, meta["scale_x_y"],
+    height, width = as_hw(size)
+    sides = {out.with_suffix(".cfg"): darknet_cfg_text(model, width, height, meta["scale_x_y"],
                                                        meta_resize(meta) != "stretch", meta_nms(meta)),
              out.with_suffix(".names"): "\n".join(meta["names"]) + "\n"}
     for side, text in sides.items():
@@ -347,7 +355,7 @@ def export_darknet(model: nn.Module, meta: Dict[str, Any], weights: Path, output
     save_darknet_weights(model, out)
     for side, text in sides.items():
         write_atomic(side, text.encode())
-    log(f"exported {weights} -> {out} (darknet fp32, {size}x{size}; {out.with_suffix('.cfg').name} and "
+    log(f"exported {weights} -> {out} (darknet fp32, {width}x{height}; {out.with_suffix('.cfg').name} and "
         f"{out.with_suffix('.names').name} beside it)")
     return out
 

@@ -183,7 +183,7 @@ class DarknetCfg:
 
     @property
     def img_size(self) -> int:
-        """The square input our predictor letterboxes to: the larger side of the cfg's input."""
+        """The larger side of the cfg's input (a meta's ``img_size``; ``input_shape`` carries both)."""
         return max(self.width, self.height)
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "make_meta",
+    "meta_input_shape",
     "meta_nms",
     "meta_resize",
     "missing_weights_message",
@@ -111,6 +112,16 @@ def meta_resize(meta: Dict[str, Any]) -> str:
     return (meta.get("preprocess") or {}).get("resize", "stretch" if darknet else "letterbox")
 
 
+def meta_input_shape(meta: Dict[str, Any]) -> Tuple[int, int]:
+    """(height, width) of the input the weights of ``meta`` run at unless told otherwise: a Darknet cfg's own
+    (``input_shape``, kept only where it is not square), else ``img_size`` squared."""
+    shape = meta.get("input_shape")
+    if shape:
+        return int(shape[0]), int(shape[1])
+    size = int(meta.get("img_size", 416))
+    return size, size
+
+
 def meta_nms(meta: Dict[str, Any]) -> str:
     """The NMS the weights of ``meta`` run with unless told otherwise: their cfg's for Darknet's ("darknet" for
     ``nms_kind=greedynms``, yolov4-tiny.cfg's, also where the meta does not say; "darknet-iou" for none), "iou"
@@ -190,14 +201,6 @@ def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num
         log.info("%s: anchors, masks, scale_x_y %g, input %dx%d (%s) and %s NMS from %s", path, settings.scale_x_y,
                  settings.width, settings.height, "stretched" if settings.resize == "stretch" else "letter_box=1",
                  "greedy DIoU" if settings.nms == "darknet" else "IoU", cfg)
-        if settings.width != settings.height:
-            # One input size is carried (a square of the larger side). Stretched to that square, objects would be
-            # distorted by the sides' ratio; letterboxed, they keep close to the scale Darknet's stretch gives
-            # them on images of about the cfg's shape.
-            log.warning("%s: a %dx%d (width x height) input, which Darknet %s images to; this model runs on %dx%d "
-                        "squares (its larger side), letterboxed", cfg, settings.width, settings.height,
-                        "stretches" if settings.resize == "stretch" else "letterboxes", settings.img_size,
-                        settings.img_size)
     report = load_darknet_weights(model, path)
     # Training initializes from what fits (load_darknet_weights); a model to run needs its heads from the
     # file. Attention blocks (phi given) are asked for by the caller: they start untrained, as logged.
@@ -215,8 +218,9 @@ def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num
         resize, nms = "stretch", "darknet"  # yolov4-tiny.cfg's: no letter_box, nms_kind=greedynms
     else:
         meta = make_meta(model, names, settings.img_size, settings.scale_x_y, source="darknet")
-        square = settings.width == settings.height  # else letterboxed (the warning above says why)
-        resize, nms = settings.resize if square else "letterbox", settings.nms
+        if settings.width != settings.height:  # see meta_input_shape
+            meta["input_shape"] = [settings.height, settings.width]
+        resize, nms = settings.resize, settings.nms
     # Darknet's own pipeline by default (flags override; see meta_resize, meta_nms)
     meta["preprocess"], meta["nms"] = {"resize": resize}, nms
     return model.eval(), meta

@@ -20,4 +20,4 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, darknet_command: str) ->
     parser.add_argument("--resize", choices=RESIZE_MODES, help="letterbox: keep the aspect ratio; stretch: to the "
                         f"input size, as Darknet's {darknet_command}; darknet-letterbox: as it does with letter_box=1 "
                         "(default: the weights' own: Darknet .weights stretch unless their cfg sets letter_box=1 "
-                        "(then darknet-letterbox), or letterbox when it is not square; others letterbox)")
+                        "(then darknet-letterbox); others letterbox)")
