@@ -829,4 +829,4 @@ def test_our_checkpoint_in_torchs_legacy_format_is_still_ours(tmp_path):
 
     ckpt = make_checkpoint(tmp_path / "zip.pt", phi=0)
     torch.save(load_checkpoint(ckpt), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
-    assert _checkpoint_img_size(tmp_path / "legacy.pt") == _checkpoint_img_size(ckpt) == IMG_SIZE
+    assert _checkpoint_img_size(tmp_path / "legacy.pt") == _checkpoint_img_size(ckpt) == (IMG_SIZE, IMG_SIZE)

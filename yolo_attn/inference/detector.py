@@ -566,8 +566,8 @@ def _choose(path: Path, backend: Optional[str], precision: Optional[str], device
     return None
 
 
-def _checkpoint_img_size(path: Path) -> Optional[int]:
-    """The input size our checkpoint at ``path`` was trained for (its meta; tensors stay unread), or None for
+def _checkpoint_img_size(path: Path) -> Optional[Tuple[int, int]]:
+    """The (h, w) input our checkpoint at ``path`` runs at (its meta; tensors stay unread), or None for
     other weights."""
     import zipfile
 
@@ -577,7 +577,7 @@ def _checkpoint_img_size(path: Path) -> Optional[int]:
         ckpt = load_checkpoint(path, mmap=zipfile.is_zipfile(path))
     except ValueError:  # not a torch file: load_model says what it is
         return None
-    return int(ckpt["meta"].get("img_size", 416)) if is_our_checkpoint(ckpt) else None
+    return meta_input_shape(ckpt["meta"]) if is_our_checkpoint(ckpt) else None
 
 
 def _interpolation(value: Union[str, int]) -> int:
