@@ -265,12 +265,12 @@ class Detector:
         # An export stands in only for our checkpoints, which carry all they decode with. Darknet and port weights
         # take names, anchors and decoding from flags and files beside them (--cfg, .names), which an export
         # froze when it was made: it could run other settings than the ones asked for now.
-        own_size = None if suffix == ".weights" else _checkpoint_img_size(path)
-        ours = own_size is not None
+        own_shape = None if suffix == ".weights" else _checkpoint_input_shape(path)
+        ours = own_shape is not None
         choice = _choose(path, backend, precision, device, use_exports and ours, img_size, bool(augment), ours)
         if choice is not None and choice.weights is not None and img_size is None:
             # the checkpoint's size, not the one the export was made at (a --dynamic 320 export would set it)
-            img_size = own_size
+            img_size = own_shape
             choice = _choose(path, backend, precision, device, use_exports, img_size, bool(augment))
         if choice is not None and choice.weights is not None:  # a faster export of this checkpoint
             detector = cls.load(choice.weights, classes, num_classes, device, choice.backend, choice.precision,
@@ -566,7 +566,7 @@ def _choose(path: Path, backend: Optional[str], precision: Optional[str], device
     return None
 
 
-def _checkpoint_img_size(path: Path) -> Optional[Tuple[int, int]]:
+def _checkpoint_input_shape(path: Path) -> Optional[Tuple[int, int]]:
     """The (h, w) input our checkpoint at ``path`` runs at (its meta; tensors stay unread), or None for
     other weights."""
     import zipfile
