@@ -26,7 +26,8 @@ from yolo_attn.models import check_input_size  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", help="a checkpoint (.pt); default: a randomly initialised YOLOv4-tiny")
-    p.add_argument("--img-size", type=int, default=416, help="input size (a multiple of 32)")
+    p.add_argument("--img-size", type=int, help="input size (a multiple of 32); default: the weights' own (the "
+                   "size they were trained at, a Darknet cfg's width and height), 416 without --weights and for --train")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes to time")
     p.add_argument("--backends", nargs="+", default=["all"], choices=["all", *BACKEND_GROUPS],
                    help="which groups to time (the fp32 eager baseline always runs)")
@@ -51,11 +52,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.video and not args.weights:
         parser.error("--video predicts with trained weights: give --weights")
     try:
-        check_input_size(args.img_size, "--img-size")
+        if args.img_size is not None:
+            check_input_size(args.img_size, "--img-size")
         if args.train:
             from benchmarks.train_step import run_train_benchmark
 
-            return run_train_benchmark(args.img_size, args.train_batch, args.rounds, args.weights,
+            return run_train_benchmark(args.img_size or 416, args.train_batch, args.rounds, args.weights,
                                        compile_step=args.compile_train,
                                        csv_path=args.csv.replace(".csv", "_train.csv"))
         return run_benchmark(args.weights, args.img_size, args.batch, args.backends, args.data, args.rounds,

@@ -711,6 +711,30 @@ def test_benchmark_tool_runs_end_to_end(tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
+
+def test_benchmark_runs_darknet_weights_at_their_own_cfg_shape(tmp_path, monkeypatch):
+    """Without --img-size, weights whose cfg is 192x96 are timed and fitted at 192x96, as they run; before,
+    at a 416 square."""
+    from yolo_attn.inference.backends import TorchBackend
+    from yolo_attn.inference.benchmark import run_benchmark
+    from yolo_attn.models.darknet import save_darknet_weights, write_darknet_cfg
+
+    weights = tmp_path / "wide.weights"
+    save_darknet_weights(build_model(0, len(NAMES)).eval(), weights)
+    write_darknet_cfg(build_model(0, len(NAMES)), weights.with_suffix(".cfg"), width=192, height=96)
+    weights.with_suffix(".names").write_text("\n".join(NAMES) + "\n")
+    shapes = set()
+    real_call = TorchBackend.__call__
+    monkeypatch.setattr(TorchBackend, "__call__", lambda self, batch: shapes.add(tuple(batch.shape[2:]))
+                        or real_call(self, batch))
+    lines = []
+    assert run_benchmark(str(weights), None, (1,), ("torch",), rounds=1, csv_path=None, log=lines.append) == 0
+    assert shapes == {(96, 192)}
+    assert any("GFLOP per image at 192x96" in line for line in lines)
+    shapes.clear()
+    assert run_benchmark(str(weights), 64, (1,), ("torch",), rounds=1, csv_path=None, log=lines.append) == 0
+    assert shapes == {(64, 64)}  # --img-size still decides
+
 # --- the reference-style training loss -----------------------------------------------------------------------
 
 def test_reference_loss_assigns_like_darknet():

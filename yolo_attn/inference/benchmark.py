@@ -27,14 +27,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 import torch
 import torch.nn as nn
 
-from ..utils.checkpoint import meta_nms, meta_resize
+from ..data.letterbox import as_hw
+from ..utils.checkpoint import meta_input_shape, meta_nms, meta_resize
 from .backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend, available_backends
 from .detector import Detector
 from .hardware import cpu_features, keep_freed_memory, torch_threads
@@ -56,6 +57,7 @@ __all__ = [
 
 BACKEND_GROUPS = ("torch", "compile", "onnxruntime", "openvino", "opencv")
 Log = Callable[[str], None]
+Size = Union[int, Tuple[int, int]]  # an input side, or (height, width)
 
 
 @dataclass
@@ -159,7 +161,7 @@ def machine_summary() -> str:
             f"malloc {'keeps freed memory' if keep_freed_memory() else 'as is'}")
 
 
-def _onnx(model: nn.Module, meta: Dict[str, Any], img_size: int) -> bytes:
+def _onnx(model: nn.Module, meta: Dict[str, Any], img_size: Size) -> bytes:
     from .export import export_meta, onnx_bytes
 
     return onnx_bytes(copy.deepcopy(model), export_meta(meta, img_size, True, "fp32", "benchmark"), img_size,
@@ -169,7 +171,7 @@ def _onnx(model: nn.Module, meta: Dict[str, Any], img_size: int) -> bytes:
 def build_variants(
     model: nn.Module,
     meta: Dict[str, Any],
-    img_size: int,
+    img_size: Size,
     groups: Sequence[str] = BACKEND_GROUPS,
     calibration: Optional[Sequence[np.ndarray]] = None,
 ) -> List[Variant]:
@@ -242,9 +244,9 @@ def build_variants(
     return v
 
 
-def _compiled(backend: TorchBackend, img_size: int) -> TorchBackend:
+def _compiled(backend: TorchBackend, img_size: Size) -> TorchBackend:
     """Trigger compilation now, so that setup_s holds the compile time, at both timed batch sizes."""
-    backend(torch.rand(1, 3, img_size, img_size))
+    backend(torch.rand(1, 3, *as_hw(img_size)))
     return backend
 
 
@@ -268,27 +270,20 @@ class _OpenCvDnn:
         return "opencv dnn fp32 on cpu"
 
 
-def _inputs(images: Sequence[np.ndarray], img_size: int, batch: int) -> torch.Tensor:
-    """A float batch of letterboxed images (cycled to ``batch``)."""
-    from ..data.letterbox import letterbox
-
-    boxed = [letterbox(images[i % len(images)], img_size)[0] for i in range(batch)]
-    return torch.from_numpy(np.stack(boxed)).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-
-
 def time_variants(
     variants: Sequence[Variant],
     images: Sequence[np.ndarray],
     meta: Dict[str, Any],
-    img_size: int = 416,
+    img_size: Size = 416,
     batches: Sequence[int] = (1, 8),
     rounds: int = 10,
     warmup: int = 3,
     frame: Optional[np.ndarray] = None,
     log: Log = print,
 ) -> List[Result]:
-    """Time every variant at every batch size in interleaved rounds; end to end at batch 1 on ``frame``
-    (a BGR image; a 1280x720 test frame by default)."""
+    """Time every variant at every batch size in interleaved rounds, on ``images`` (RGB, cycled to the batch)
+    fitted to the input as the weights' Detector does; end to end at batch 1 on ``frame`` (a BGR image; a
+    1280x720 test frame by default)."""
     frame = frame if frame is not None else _test_frame()
     results: List[Result] = []
     for v in variants:
@@ -298,7 +293,9 @@ def time_variants(
     live = [v for v in variants if v.backend is not None]
     detectors = {v.name: Detector(v.backend, meta, img_size) for v in live}
     for batch in batches:
-        x = _inputs(images, img_size, batch)
+        if not live:
+            break
+        x = detectors[live[0].name].preprocess([images[i % len(images)] for i in range(batch)])[0]
         rows = {v.name: Result(v.name, v.group, v.precision, batch, setup_s=v.setup_s) for v in live}
         calls = max(1, 8 // batch)  # calls per variant per round: a round costs about the same at any batch
         log(f"batch {batch}: warm-up, then {rounds} interleaved rounds of {calls} call(s) per variant")
@@ -344,7 +341,7 @@ def measure_map(
     results: List[Result],
     dataset: Any,
     meta: Dict[str, Any],
-    img_size: int,
+    img_size: Size,
     log: Log = print,
 ) -> None:
     """mAP@0.5 (VOC area AP, the embedded set's metric) of each variant on ``dataset``, into ``results``."""
@@ -498,7 +495,7 @@ def benchmark_video(weights: str, video: Path, out_dir: Path, backend: Optional[
 
 def run_benchmark(
     weights: Optional[str] = None,
-    img_size: int = 416,
+    img_size: Optional[Size] = None,
     batch: Sequence[int] = (1, 8),
     backends: Sequence[str] = ("all",),
     data: Optional[str] = None,
@@ -508,7 +505,8 @@ def run_benchmark(
     video: bool = False,
     log: Log = print,
 ) -> int:
-    """The command line's inference benchmark. Returns the exit status."""
+    """The command line's inference benchmark, at ``img_size`` (an int, (h, w), or None for the weights' own
+    input shape: a converted Darknet cfg's width and height, 416 without weights). Returns the exit status."""
     from ..models.info import model_info
     from .export import calibration_images, synthetic_images
 
@@ -518,11 +516,12 @@ def run_benchmark(
     if unknown:
         log(f"error: unknown backend group(s) {sorted(unknown)}; choose from all, {', '.join(BACKEND_GROUPS)}")
         return 1
+    img_size = as_hw(img_size) if img_size is not None else meta_input_shape(meta)
     gflops = model_info(model, img_size)["gflops"]
     machine = machine_summary()
     log(f"machine: {machine}")
     log(f"model: {meta['model'].get('attention') or 'no attention'}, {len(meta['names'])} classes, "
-        f"{gflops:.3f} GFLOP per image at {img_size}")
+        f"{gflops:.3f} GFLOP per image at {img_size[1]}x{img_size[0]}")
     if data is not None:
         calibration = calibration_images(data, count=calib_count, log=log)
     else:
