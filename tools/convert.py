@@ -5,9 +5,11 @@
     python tools/convert.py --from darknet --weights yolov4-tiny.weights --classes coco.names --out coco.pt
     python tools/convert.py --from darknet --weights backup/obj_best.weights --cfg obj.cfg --classes obj.names \
         --out obj.pt
+    python tools/convert.py --from darknet --weights yolov4-tiny.weights --resize letterbox --nms iou --out coco.pt
 
 The checkpoint carries everything needed to use it (class names, phi and attention options, anchors,
-decode and pre-processing settings): ``--weights voc_se.pt`` then needs no other flag.
+decode and pre-processing settings): ``--weights voc_se.pt`` then needs no other flag. Darknet weights run as
+Darknet runs them (their cfg's resize and NMS); ``--resize`` / ``--nms`` store another way.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from pathlib import Path
 
 from yolo_attn.models import check_input_size
 from yolo_attn.models.attention import phi_of, resolve_attention
-from yolo_attn.utils.checkpoint import load_model, save_checkpoint
+from yolo_attn.utils.checkpoint import load_model, meta_nms, meta_resize, save_checkpoint, with_pipeline
+from yolo_attn.utils.cli import add_pipeline_flags
 
 SOURCE_NAMES = {"port": "a state dict of the PyTorch port", "darknet": "a Darknet .weights file"}
 
@@ -36,6 +39,7 @@ def main() -> None:
                         "scale_x_y and input size (default: the .cfg of their name beside them)")
     parser.add_argument("--img-size", type=int, help="input size the weights were trained at (default: the "
                         "Darknet .cfg's, else 416)")
+    add_pipeline_flags(parser, "detector test", "the checkpoint")
     parser.add_argument("--out", type=Path, required=True, help="our checkpoint to write (.pt)")
     args = parser.parse_args()
     if args.out.is_dir():
@@ -64,9 +68,11 @@ def main() -> None:
     if args.img_size is not None:  # square, as --img-size runs everywhere
         meta["img_size"] = args.img_size
         meta.pop("input_shape", None)
+    meta = with_pipeline(meta, args.resize, args.nms)
     save_checkpoint({"meta": meta, "model": model.state_dict(), "ema": None}, args.out)
     print(f"{args.out}: phi {model.phi} ({model.attention or 'no attention'}), {model.num_classes} classes, "
-          f"scale_x_y {meta['scale_x_y']}, from {args.source} file {args.weights}")
+          f"scale_x_y {meta['scale_x_y']}, {meta_resize(meta)}, {meta_nms(meta)} NMS, from {args.source} file "
+          f"{args.weights}")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ Darknet's .weights + .cfg + .names), then check it against PyTorch.
     python tools/export.py --weights best.pt --format openvino --precision bf16  # best_openvino_bf16/best.xml
     python tools/export.py --weights best.pt --format openvino --precision int8 --data configs/voc.yaml
     python tools/export.py --weights best.pt --format darknet                    # best_darknet/best.{weights,cfg,names}
+    python tools/export.py --weights yolov4-tiny.weights --format onnx --resize letterbox --nms iou
 
 int8 is calibrated on training images (--data) or on a folder of images (--calib-images). The exported model
-runs with `tools/predict.py --weights best.onnx` and `Detector.load("best.onnx")`, no other file needed.
+runs with `tools/predict.py --weights best.onnx` and `Detector.load("best.onnx")`, no other file needed, the
+way its weights run (Darknet's: their cfg's resize and NMS) unless --resize / --nms store another.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import sys
 from typing import Optional, Sequence
 
 from yolo_attn.inference.export import DEFAULT_OPSET, FORMATS, run_export
+from yolo_attn.utils.cli import add_pipeline_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, help="class count, for weights without names")
     p.add_argument("--cfg", help="Darknet .weights: their .cfg (default: the .cfg of their name beside them)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against PyTorch")
+    add_pipeline_flags(p, "detector test", "the export")
     return p
 
 

@@ -242,6 +242,36 @@ def test_convert_takes_the_cfg_back_into_a_checkpoint(ckpt, tmp_path):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+
+def test_convert_and_export_store_the_resize_and_nms_they_are_given(ckpt, tmp_path):
+    """--resize / --nms of tools/convert.py and tools/export.py become the way the written weights run, where
+    they would run their own way (Darknet's cfg here): in the checkpoint, an ONNX export and a Darknet cfg."""
+    assert run_export(str(ckpt), format="darknet", output=str(tmp_path / "dn"), img_size=160, no_check=True) == 0
+    weights = tmp_path / "dn" / "plain.weights"  # its cfg: letter_box=1, no nms_kind
+    convert = [sys.executable, str(ROOT / "tools" / "convert.py"), "--from", "darknet", "--weights", str(weights)]
+    for flags, out, way in (([], "own.pt", ("darknet-letterbox", "darknet-iou")),
+                            (["--resize", "letterbox", "--nms", "iou"], "ours.pt", ("letterbox", "iou")),
+                            (["--nms", "darknet"], "diou.pt", ("darknet-letterbox", "darknet"))):
+        run = subprocess.run(convert + flags + ["--out", str(tmp_path / out)], capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert f"{way[0]}, {way[1]} NMS" in run.stdout
+        detector = Detector.load(tmp_path / out, backend="torch", precision="fp32")
+        assert (detector.resize, detector.nms) == way, flags
+
+    assert run_export(str(weights), format="onnx", output=str(tmp_path / "ours.onnx"), resize="stretch",
+                      nms="iou", no_check=True) == 0
+    onnx = Detector.load(tmp_path / "ours.onnx", backend="onnxruntime")
+    assert (onnx.resize, onnx.nms) == ("stretch", "iou")
+    assert run_export(str(ckpt), format="darknet", output=str(tmp_path / "st"), img_size=160, resize="stretch",
+                      nms="darknet", no_check=True) == 0
+    cfg = read_darknet_cfg(tmp_path / "st" / "plain.cfg")
+    assert (cfg.resize, cfg.nms) == ("stretch", "darknet")
+    with pytest.raises(ValueError, match="nms must be one of"):
+        from yolo_attn.inference.export import export_model
+
+        export_model(ckpt, "onnx", tmp_path / "x.onnx", nms="greedy")
+
 def test_predict_and_eval_take_the_cfg_from_the_command_line(ckpt, tmp_path):
     from yolo_attn.eval.run import run_eval
     from yolo_attn.inference.predict import run_predict

@@ -204,7 +204,9 @@ def test_without_a_cfg_the_official_anchors_are_used_and_said(tmp_path, caplog):
     assert (meta["preprocess"], meta["nms"]) == ({"resize": "stretch"}, "darknet")  # as yolov4-tiny.cfg runs
     legacy = {k: v for k, v in meta.items() if k not in ("preprocess", "nms")}  # converted before they were kept
     assert (meta_resize(legacy), meta_nms(legacy)) == ("stretch", "darknet")
-    assert meta_nms(dict(meta, nms="iou")) == "darknet-iou"  # a cfg without nms_kind, before it was told apart
+    # a cfg without nms_kind, converted before it was told apart (meta version 1); since, "iou" is ours, as chosen
+    assert meta_nms(dict(meta, nms="iou", version=1)) == "darknet-iou"
+    assert meta_nms(dict(meta, nms="iou")) == "iou" and meta["version"] == 2
     ours = dict(legacy, source="yolo_attn")
     assert (meta_resize(ours), meta_nms(ours)) == ("letterbox", "iou")
 

@@ -227,13 +227,17 @@ def export_model(
     num_classes: Optional[int] = None,
     log: Callable[[str], None] = print,
     cfg: Optional[PathLike] = None,
+    resize: Optional[str] = None,
+    nms: Optional[str] = None,
 ) -> Path:
     """Export PyTorch weights (our .pt, Darknet .weights or a port state dict) to ONNX, OpenVINO IR or Darknet.
 
     Returns the written file (.onnx, the IR's .xml with its .bin beside it, or the .weights with its .cfg and
     .names beside it). ``cfg``: the .cfg of Darknet ``weights`` (see :func:`~yolo_attn.utils.checkpoint.load_model`).
+    ``resize`` / ``nms``: how the export runs by default, where not the weights' own way (a Darknet export's cfg
+    says ``letter_box`` and ``nms_kind``; int8 calibrates on images fitted so).
     """
-    from ..utils.checkpoint import load_model
+    from ..utils.checkpoint import load_model, with_pipeline
     from .detector import _resolve_weights_path
 
     if format not in FORMATS:
@@ -252,6 +256,7 @@ def export_model(
     # of the file as loaded (one rewritten meanwhile is another); Darknet files record no source
     fingerprint = weights_fingerprint(weights) if format != "darknet" else None
     model, meta = load_model(weights, classes, num_classes, cfg=cfg)
+    meta = with_pipeline(meta, resize, nms)
     size = check_input_size(img_size or meta_input_shape(meta), "image size")  # (h, w)
     if format == "darknet":
         return export_darknet(model, meta, weights, output, size, log)
@@ -539,6 +544,8 @@ def run_export(
     num_classes: Optional[int] = None,
     cfg: Optional[str] = None,
     no_check: bool = False,
+    resize: Optional[str] = None,
+    nms: Optional[str] = None,
     log: Callable[[str], None] = print,
 ) -> int:
     """The command line: export, then check parity (fp32 must match; bf16 / int8 differences are reported).
@@ -547,7 +554,7 @@ def run_export(
 
     try:
         out = export_model(weights, format, output, img_size, dynamic, precision, opset, data, calib_images,
-                           calib_count, classes_file, num_classes, log, cfg)
+                           calib_count, classes_file, num_classes, log, cfg, resize, nms)
         if no_check:
             return 0
         report = check_parity(weights, out, classes=classes_file, num_classes=num_classes, cfg=cfg)

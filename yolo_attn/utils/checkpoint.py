@@ -3,7 +3,7 @@
 Our checkpoint is a plain dict (loadable with ``weights_only=True``)::
 
     {
-      "meta": {"format": "yolo_attn", "version": 1,
+      "meta": {"format": "yolo_attn", "version": 2,
                "model": YoloV4Tiny.config(),          # num_classes, attention, attention_kw, anchors, masks
                "names": [...], "img_size": 416, "scale_x_y": 1.05, "source": "yolo_attn"},
       "model": state_dict, "ema": state_dict or None,  # EMA weights are the ones used when present
@@ -21,7 +21,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from ..data.letterbox import check_resize
 from ..models import YoloV4Tiny, build_model
+from ..models.decode import check_nms
 from .paths import write_atomic
 
 __all__ = [
@@ -37,9 +39,12 @@ __all__ = [
     "model_from_checkpoint",
     "read_class_names",
     "save_checkpoint",
+    "with_pipeline",
 ]
 
 CHECKPOINT_FORMAT = "yolo_attn"
+# 2: a Darknet conversion's nms "iou" is our IoU NMS; version 1 wrote "iou" for Darknet's default (see meta_nms)
+META_VERSION = 2
 log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
@@ -95,7 +100,7 @@ def make_meta(
         raise ValueError(f"{len(names)} class names for a model with {model.num_classes} classes")
     return {
         "format": CHECKPOINT_FORMAT,
-        "version": 1,
+        "version": META_VERSION,
         "model": model.config(),
         "names": list(names),
         "img_size": int(img_size),
@@ -128,8 +133,22 @@ def meta_nms(meta: Dict[str, Any]) -> str:
     for the rest."""
     darknet = meta.get("source") == "darknet"
     kind = meta.get("nms", "darknet" if darknet else "iou")
-    # Darknet weights converted before "darknet-iou" was told apart stored their cfg's default NMS as "iou"
-    return "darknet-iou" if darknet and kind == "iou" else kind
+    # Darknet weights converted before "darknet-iou" was told apart (meta version 1) stored their cfg's default
+    # NMS as "iou"
+    legacy = darknet and kind == "iou" and int(meta.get("version", 1)) < 2
+    return "darknet-iou" if legacy else kind
+
+
+def with_pipeline(meta: Dict[str, Any], resize: Optional[str] = None, nms: Optional[str] = None) -> Dict[str, Any]:
+    """``meta`` with the resize mode and NMS its weights run with by default (:func:`meta_resize`,
+    :func:`meta_nms`) set to ``resize`` and ``nms`` where given (checked): what ``tools/convert.py`` and
+    ``tools/export.py`` store with ``--resize`` / ``--nms``. A copy, in the current meta version."""
+    if resize is None and nms is None:
+        return meta
+    out = dict(meta, version=META_VERSION, nms=check_nms(nms) if nms is not None else meta_nms(meta))
+    if resize is not None:
+        out["preprocess"] = dict(meta.get("preprocess") or {}, resize=check_resize(resize))
+    return out
 
 
 def model_from_checkpoint(ckpt: Dict[str, Any], use_ema: bool = True) -> Tuple[YoloV4Tiny, Dict[str, Any]]:
