@@ -1,14 +1,18 @@
-"""Test doubles for the evaluator: a dataset with the data package's interface, and an "oracle" model
-whose raw maps decode to exactly the boxes it is given."""
+"""Test doubles for the evaluator: a dataset with the data package's interface, an "oracle" model whose raw
+maps decode to exactly the boxes it is given, and a small YOLO-txt dataset on disk."""
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
 import torch
 import torch.nn as nn
 
 from yolo_attn.data.letterbox import letterbox, letterbox_boxes, stretch
 from yolo_attn.models import DEFAULT_ANCHOR_MASKS, DEFAULT_ANCHORS
+
+NAMES = ["disc", "block"]  # the classes of write_yolo_dataset
 
 
 @dataclass
@@ -122,3 +126,23 @@ class OracleModel(nn.Module):
 def perfect_predictions(dataset, score: float = 0.9):
     annotations = [dataset.get_annotation(i) for i in range(len(dataset))]
     return [(a.boxes, a.labels, np.full(len(a.labels), score)) for a in annotations]
+
+
+def write_yolo_dataset(root: Path, num_images: int = 4, sizes: Optional[Sequence[Tuple[int, int]]] = None) -> Path:
+    """A YOLO-txt val split of ``num_images`` images (random sides of 70-110 px, or the (h, w) of ``sizes``)
+    with a disc and a block each; returns its data config."""
+    rng = np.random.default_rng(0)
+    (root / "images" / "val").mkdir(parents=True)
+    (root / "labels" / "val").mkdir(parents=True)
+    for i in range(len(sizes) if sizes else num_images):
+        h, w = sizes[i] if sizes else (int(rng.integers(70, 110)), int(rng.integers(70, 110)))
+        image = np.full((h, w, 3), 200, np.uint8)
+        cv2.circle(image, (w // 3, h // 3), 12, (0, 0, 255), -1)
+        cv2.rectangle(image, (w // 2, h // 2), (w // 2 + 20, h // 2 + 15), (0, 255, 0), -1)
+        cv2.imwrite(str(root / "images" / "val" / f"{i}.jpg"), image)
+        (root / "labels" / "val" / f"{i}.txt").write_text(
+            f"0 {w / 3 / w:.6f} {h / 3 / h:.6f} {24 / w:.6f} {24 / h:.6f}\n"
+            f"1 {(w // 2 + 10) / w:.6f} {(h // 2 + 7.5) / h:.6f} {20 / w:.6f} {15 / h:.6f}\n")
+    config = root / "data.yaml"
+    config.write_text(f"format: yolo\nroot: {root}\ntrain: images/val\nval: images/val\nnames: {NAMES}\n")
+    return config

@@ -22,10 +22,9 @@ pytest.importorskip("yolo_attn.data.config", reason="the data package (load_data
 from yolo_attn.data.config import build_dataset, load_data_config  # noqa: E402
 from yolo_attn.eval import evaluate  # noqa: E402
 
-from .eval_fakes import OracleModel, perfect_predictions  # noqa: E402
+from .eval_fakes import NAMES, OracleModel, perfect_predictions, write_yolo_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMES = ["disc", "block"]
 
 
 def load_tool():
@@ -33,24 +32,6 @@ def load_tool():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def write_yolo_dataset(root: Path, num_images: int = 4) -> Path:
-    rng = np.random.default_rng(0)
-    (root / "images" / "val").mkdir(parents=True)
-    (root / "labels" / "val").mkdir(parents=True)
-    for i in range(num_images):
-        h, w = int(rng.integers(70, 110)), int(rng.integers(70, 110))
-        image = np.full((h, w, 3), 200, np.uint8)
-        cv2.circle(image, (w // 3, h // 3), 12, (0, 0, 255), -1)
-        cv2.rectangle(image, (w // 2, h // 2), (w // 2 + 20, h // 2 + 15), (0, 255, 0), -1)
-        cv2.imwrite(str(root / "images" / "val" / f"{i}.jpg"), image)
-        (root / "labels" / "val" / f"{i}.txt").write_text(
-            f"0 {w / 3 / w:.6f} {h / 3 / h:.6f} {24 / w:.6f} {24 / h:.6f}\n"
-            f"1 {(w // 2 + 10) / w:.6f} {(h // 2 + 7.5) / h:.6f} {20 / w:.6f} {15 / h:.6f}\n")
-    config = root / "data.yaml"
-    config.write_text(f"format: yolo\nroot: {root}\ntrain: images/val\nval: images/val\nnames: {NAMES}\n")
-    return config
 
 
 def test_eval_tool_end_to_end(tmp_path, capsys):

@@ -1,5 +1,7 @@
-"""Helpers shared by the model tests."""
+"""Helpers shared by the model tests (and the others that need Darknet files)."""
 import math
+from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -57,3 +59,27 @@ class RectangleFinder(nn.Module):
             p4[i, 0, 4, gy, gx] = 20.0
             p4[i, 0, 5, gy, gx] = 20.0
         return p5, p4.reshape(b, na * (5 + c), h // 16, w // 16)
+
+
+def write_wide_darknet(folder: Path, names: Sequence[str]) -> Path:
+    """Darknet .weights of a random phi 0 model with a width=192 height=96 cfg and the names beside them."""
+    from yolo_attn.models import build_model
+    from yolo_attn.models.darknet import save_darknet_weights, write_darknet_cfg
+
+    torch.manual_seed(0)
+    model = build_model(0, len(names)).eval()
+    weights = folder / "wide.weights"
+    save_darknet_weights(model, weights)
+    write_darknet_cfg(model, weights.with_suffix(".cfg"), width=192, height=96)
+    weights.with_suffix(".names").write_text("\n".join(names) + "\n")
+    return weights
+
+
+def convert_darknet(weights: Path) -> Path:
+    """Our checkpoint beside Darknet ``weights``, converted as ``tools/convert.py --from darknet`` does."""
+    from yolo_attn.utils.checkpoint import load_model, save_checkpoint
+
+    model, meta = load_model(weights)
+    ckpt = weights.with_suffix(".pt")
+    save_checkpoint({"meta": meta, "model": model.state_dict(), "ema": None}, ckpt)
+    return ckpt
