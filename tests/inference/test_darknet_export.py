@@ -187,8 +187,8 @@ def test_darknet_export_refuses_what_darknet_cannot_hold(ckpt, tmp_path, capsys,
 
 def test_a_cfg_or_names_of_the_users_is_not_written_over(ckpt, tmp_path, capsys):
     """--output into a folder of Darknet files: a plain.cfg / plain.names there that this export would change is
-    kept, and nothing is written; the same files again (a re-export) are fine; the input itself is never the
-    output."""
+    kept, and nothing is written; the same files again (a re-export) are fine, and so is an earlier export's
+    unedited cfg (replaced with its names); the input itself is never the output."""
     folder = tmp_path / "darknet"
     folder.mkdir()
     (folder / "plain.cfg").write_text("[net]\n# the user's own training cfg\n")
@@ -211,6 +211,16 @@ def test_a_cfg_or_names_of_the_users_is_not_written_over(ckpt, tmp_path, capsys)
     names = folder / "plain.names"
     names.write_bytes(names.read_bytes().replace(b"\n", b"\r\n"))  # a checkout with CRLF line ends: the same
     assert run_export(str(ckpt), format="darknet", output=str(folder), img_size=160, no_check=True) == 0
+    # an earlier export, unedited, is replaced whole: at another size, or as the other way to run
+    assert run_export(str(ckpt), format="darknet", output=str(folder), img_size=128, resize="stretch",
+                      no_check=True) == 0
+    assert (read_darknet_cfg(folder / "plain.cfg").width, read_darknet_cfg(folder / "plain.cfg").resize) == (
+        128, "stretch")
+    edited = (folder / "plain.cfg").read_text().replace("batch=64", "batch=32")  # the user's since
+    (folder / "plain.cfg").write_text(edited)
+    assert run_export(str(ckpt), format="darknet", output=str(folder), img_size=160, no_check=True) == 1
+    assert "darknet/plain.cfg exists, and is not what this export writes there" in capsys.readouterr().err
+    assert (folder / "plain.cfg").read_text() == edited
     weights = folder / "plain.weights"
     assert run_export(str(weights), format="darknet", output=str(folder), no_check=True) == 1
     assert "would write over the weights being exported" in capsys.readouterr().err

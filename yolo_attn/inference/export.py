@@ -345,11 +345,13 @@ def export_darknet(model: nn.Module, meta: Dict[str, Any], weights: Path, output
     sides = {out.with_suffix(".cfg"): darknet_cfg_text(model, width, height, meta["scale_x_y"],
                                                        meta_resize(meta) != "stretch", meta_nms(meta)),
              out.with_suffix(".names"): "\n".join(meta["names"]) + "\n"}
+    # a folder of the user's (the default one is this export's own): their cfg or names are kept, unless the
+    # cfg there is an earlier export's, unedited (then the three files are that export's, replaced as a whole)
+    earlier = output is not None and _is_unedited_export(out.with_suffix(".cfg"))
     for side, text in sides.items():
         if side.exists() and not side.is_file():
             raise ValueError(f"--output {output}: {side} is a folder, where the export's {side.suffix} goes")
-        # a folder of the user's (the default one is this export's own): their cfg or names are kept
-        if output and side.is_file() and side.read_bytes().replace(b"\r\n", b"\n") != text.encode():
+        if output and not earlier and side.is_file() and _text_bytes(side) != text.encode():
             raise ValueError(f"--output {output}: {side} exists, and is not what this export writes there; "
                              f"move it or export into another folder")
     own_way = {k: v for k, v in (meta.get("preprocess") or {}).items() if k != "resize"}
@@ -394,6 +396,26 @@ class ParityReport:
                  else f"DIFFER ({self.detail})")
         return f"parity on {self.images} images: raw maps max relative difference [p5, p4] = [{rel}]; boxes {boxes}"
 
+
+def _text_bytes(path: Path) -> bytes:
+    return path.read_bytes().replace(b"\r\n", b"\n")
+
+
+def _is_unedited_export(cfg: Path) -> bool:
+    """Whether ``cfg`` is exactly what a Darknet export writes for the model, input size, letter_box and NMS it
+    describes: an earlier export's, which a new export into the same folder may replace."""
+    from ..models import build_model
+    from ..models.darknet import darknet_cfg_text, read_darknet_cfg
+
+    if not cfg.is_file():
+        return False
+    try:
+        read = read_darknet_cfg(cfg)
+        model = build_model(0, read.num_classes, read.anchors, read.anchor_masks)
+    except (OSError, ValueError):  # not a cfg we could have written
+        return False
+    text = darknet_cfg_text(model, read.width, read.height, read.scale_x_y, read.resize != "stretch", read.nms)
+    return _text_bytes(cfg) == text.encode()
 
 def check_parity(
     weights: PathLike,
