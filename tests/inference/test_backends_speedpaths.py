@@ -848,9 +848,10 @@ def test_an_export_replaced_in_place_with_its_times_kept_is_read_again(tmp_path)
 def test_our_checkpoint_in_torchs_legacy_format_is_still_ours(tmp_path):
     import torch
 
-    from yolo_attn.inference.detector import _checkpoint_input_shape
+    from yolo_attn.inference.detector import _checkpoint_meta
     from yolo_attn.utils.checkpoint import load_checkpoint
 
     ckpt = make_checkpoint(tmp_path / "zip.pt", phi=0)
     torch.save(load_checkpoint(ckpt), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
-    assert _checkpoint_input_shape(tmp_path / "legacy.pt") == _checkpoint_input_shape(ckpt) == (IMG_SIZE, IMG_SIZE)
+    assert _checkpoint_meta(tmp_path / "legacy.pt") == _checkpoint_meta(ckpt)
+    assert _checkpoint_meta(ckpt)["img_size"] == IMG_SIZE

@@ -265,17 +265,18 @@ class Detector:
         # An export stands in only for our checkpoints, which carry all they decode with. Darknet and port weights
         # take names, anchors and decoding from flags and files beside them (--cfg, .names), which an export
         # froze when it was made: it could run other settings than the ones asked for now.
-        own_shape = None if suffix == ".weights" else _checkpoint_input_shape(path)
-        ours = own_shape is not None
+        own = None if suffix == ".weights" else _checkpoint_meta(path)
+        ours = own is not None
         choice = _choose(path, backend, precision, device, use_exports and ours, img_size, bool(augment), ours)
         if choice is not None and choice.weights is not None and img_size is None:
             # the checkpoint's size, not the one the export was made at (a --dynamic 320 export would set it)
-            img_size = own_shape
+            img_size = meta_input_shape(own)
             choice = _choose(path, backend, precision, device, use_exports, img_size, bool(augment))
         if choice is not None and choice.weights is not None:  # a faster export of this checkpoint
+            # run as the checkpoint runs (an export made with --resize / --nms has its own way)
             detector = cls.load(choice.weights, classes, num_classes, device, choice.backend, choice.precision,
-                                img_size, conf, iou, max_det, keep_classes, augment=augment, nms=nms,
-                                resize=resize)
+                                img_size, conf, iou, max_det, keep_classes, augment=augment,
+                                nms=nms or meta_nms(own), resize=resize or meta_resize(own))
             detector.choice = choice
             return detector
         from ..utils.checkpoint import load_model
@@ -566,9 +567,8 @@ def _choose(path: Path, backend: Optional[str], precision: Optional[str], device
     return None
 
 
-def _checkpoint_input_shape(path: Path) -> Optional[Tuple[int, int]]:
-    """The (h, w) input our checkpoint at ``path`` runs at (its meta; tensors stay unread), or None for
-    other weights."""
+def _checkpoint_meta(path: Path) -> Optional[Dict[str, Any]]:
+    """The meta of our checkpoint at ``path`` (tensors stay unread), or None for other weights."""
     import zipfile
 
     from ..utils.checkpoint import is_our_checkpoint, load_checkpoint
@@ -577,7 +577,7 @@ def _checkpoint_input_shape(path: Path) -> Optional[Tuple[int, int]]:
         ckpt = load_checkpoint(path, mmap=zipfile.is_zipfile(path))
     except ValueError:  # not a torch file: load_model says what it is
         return None
-    return meta_input_shape(ckpt["meta"]) if is_our_checkpoint(ckpt) else None
+    return ckpt["meta"] if is_our_checkpoint(ckpt) else None
 
 
 def _interpolation(value: Union[str, int]) -> int:
