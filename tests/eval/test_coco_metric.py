@@ -89,3 +89,27 @@ def test_difficult_boxes_are_ignored_regions():
     on_both = np.array([[0, 0, 50, 50, 0.9, 0], [100, 100, 150, 150, 0.8, 0]])
     # The detection on the difficult box is neither a hit nor a false positive: AP stays 1.
     assert evaluate_coco(gt, coco_results([1], [on_both], CATEGORY_IDS))["map"] == pytest.approx(1.0)
+
+
+def test_a_hand_made_file_without_iscrowd_area_or_a_box_is_scored(tmp_path):
+    """COCOeval reads ``iscrowd`` and ``area`` of every annotation and ``bbox`` of each: a file that leaves them
+    out (labelling tools' exports often do) is scored with none a crowd and the boxes' areas, and annotations
+    without a usable box are left out, as the dataset leaves them out; before, pycocotools failed on them."""
+    from yolo_attn.eval.coco import load_coco_ground_truth
+
+    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 20]},  # small: 400 px
+                   {"id": 2, "image_id": 1, "category_id": 1, "bbox": [100, 100, 60, 60], "iscrowd": 0},  # medium
+                   {"id": 3, "image_id": 1, "category_id": 1, "bbox": None},
+                   {"id": 4, "image_id": 1, "category_id": 1},
+                   {"id": 5, "image_id": 1, "category_id": 1, "bbox": [1, 2, "x", 4]}]
+    path = tmp_path / "hand_made.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "1.jpg", "height": 200, "width": 200}],
+                                "categories": [{"id": 1, "name": "a"}], "annotations": annotations}))
+    gt = load_coco_ground_truth(path)
+    assert [(a["bbox"], a["area"], a["iscrowd"]) for a in gt.dataset["annotations"]] == [
+        ([0, 0, 20, 20], 400, 0), ([100, 100, 60, 60], 3600, 0)]
+    hits = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 20], "score": 0.9},
+            {"image_id": 1, "category_id": 1, "bbox": [100, 100, 60, 60], "score": 0.8}]
+    out = evaluate_coco(gt, hits)
+    assert (out["map"], out["map_small"], out["map_medium"]) == (pytest.approx(1.0),) * 3
+    assert math.isnan(out["map_large"])

@@ -4,9 +4,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn as nn
 
 from ..data.config import build_dataset, load_data_config
 from ..inference.hardware import keep_freed_memory
@@ -70,9 +71,15 @@ def run_eval(
         # Weights without class names (Darknet, the port) take the dataset's unless told otherwise.
         classes = classes_file if classes_file is not None else (None if num_classes is not None else dataset.names)
         model, meta = load_model(weights, classes=classes, num_classes=num_classes, phi=phi, cfg=darknet_cfg)
-    if list(meta["names"]) != list(dataset.names):
-        print(f"warning: the model's classes {meta['names'][:5]}... differ from the dataset's "
-              f"{dataset.names[:5]}...; AP is reported under the dataset's names", file=sys.stderr)
+    ours, theirs = list(meta["names"]), list(dataset.names)
+    if ours != theirs and sorted(ours) == sorted(theirs) and len(set(ours)) == len(ours):
+        # the same classes in another order (a COCO JSON lists them by category id): scored by name
+        print("note: the model's classes are the dataset's in another order; each is scored as the dataset's "
+              "class of its name", file=sys.stderr)
+        model = _ClassesByName(model, [ours.index(name) for name in theirs])
+    elif ours != theirs and len(ours) == len(theirs):  # a differing count is refused by evaluate
+        print(f"warning: the model's classes {ours[:5]}... differ from the dataset's {theirs[:5]}...; AP is "
+              f"reported under the dataset's names", file=sys.stderr)
     metrics = METRICS if "all" in metric else tuple(metric)
     coco_gt = None
     if cfg["format"] == "coco" and "coco" in metrics:
@@ -101,3 +108,27 @@ def run_eval(
     print(f"results saved to {save_dir}")
     result["save_dir"] = save_dir
     return result
+
+
+class _ClassesByName(nn.Module):
+    """``model`` with the class channels of its raw maps put in the dataset's order: the dataset's class ``k``
+    is the model's ``order[k]``."""
+
+    def __init__(self, model: nn.Module, order: Sequence[int]):
+        super().__init__()
+        self.model = model
+        self.num_classes = model.num_classes
+        self.order = list(order)
+        self.train(model.training)
+
+    def level_anchors(self) -> List[List[Tuple[float, float]]]:
+        return self.model.level_anchors()
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        reordered = []
+        for raw in self.model(x):
+            b, _, h, w = raw.shape
+            per_anchor = raw.reshape(b, -1, 5 + self.num_classes, h, w)
+            classes = per_anchor[:, :, 5:][:, :, self.order]
+            reordered.append(torch.cat([per_anchor[:, :, :5], classes], 2).reshape(b, -1, h, w))
+        return tuple(reordered)

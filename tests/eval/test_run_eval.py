@@ -1,7 +1,9 @@
-"""The evaluator and run_eval on non-square geometry: Darknet's DIoU NMS judges boxes relative to each image,
-and a converted Darknet checkpoint with a non-square cfg is evaluated at its own (h, w)."""
+"""The evaluator and run_eval on what the weights bring: Darknet's DIoU NMS judges boxes relative to each image,
+a converted Darknet checkpoint with a non-square cfg is evaluated at its own (h, w), and a model whose classes
+are the dataset's in another order is scored by name."""
 import numpy as np
 import pytest
+import torch
 
 from yolo_attn.eval import evaluate
 from yolo_attn.eval import run as run_module
@@ -64,3 +66,28 @@ def test_run_eval_runs_a_non_square_darknet_model_at_its_own_shape(tmp_path, mon
                                  project=tmp_path / "runs")
     assert shapes == {(96, 192)}
     assert result["images"] == 2 and not result["skipped"]
+
+
+def test_run_eval_scores_a_model_whose_classes_are_the_datasets_in_another_order_by_name(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """A COCO JSON lists its classes by category id, which can order them otherwise than the model's names: the
+    model's class channels are put in the dataset's order, so each class is scored as the one of its name."""
+    from yolo_attn.models import build_model
+    from yolo_attn.utils.checkpoint import make_meta, save_checkpoint
+
+    config = write_yolo_dataset(tmp_path / "ds", num_images=1)  # disc, block
+    torch.manual_seed(0)
+    model = build_model(0, 2).eval()
+    weights = tmp_path / "swapped.pt"
+    save_checkpoint({"meta": make_meta(model, NAMES[::-1], img_size=64), "model": model.state_dict()}, weights)
+    seen = []
+    real = run_module.evaluate
+    monkeypatch.setattr(run_module, "evaluate", lambda m, *a, **kw: seen.append(m) or real(m, *a, **kw))
+    run_module.run_eval(weights, config, metric=("voc07",), device="cpu", project=tmp_path / "runs")
+    assert "each is scored as the dataset's class of its name" in capsys.readouterr().err
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for got, raw in zip(seen[0](x), model(x)):
+            got, raw = got.view(1, 3, 7, *got.shape[2:]), raw.view(1, 3, 7, *raw.shape[2:])
+            torch.testing.assert_close(got[:, :, :5], raw[:, :, :5])
+            torch.testing.assert_close(got[:, :, 5:], raw[:, :, [6, 5]])  # disc is the model's class 1
