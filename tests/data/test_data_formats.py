@@ -123,6 +123,20 @@ def test_coco_ids_crowd_background_and_bad_references(coco_root):
     assert k[R.OUT_OF_BOUNDS] == 1 and k[R.DEGENERATE] == 1 and k[R.DUPLICATE] == 1
 
 
+def test_coco_image_id_given_to_two_images_skips_both_with_their_annotations(coco_root):
+    """pycocotools keeps the last image of an id and gives it every annotation of the id, so whose boxes they
+    are cannot be told: both images are reported once and left out, their annotations with them."""
+    ann_file = coco_root / "annotations" / "instances_val2017.json"
+    data = json.loads(ann_file.read_text())
+    data["images"][1]["id"] = 10  # b.jpg takes a.jpg's id
+    ann_file.write_text(json.dumps(data))
+    ds = COCODataset(coco_root, ["val2017"], ["person", "car", "dog"])
+    assert set(by_id(ds)) == set()  # 12 has no file
+    k = kinds(ds)
+    assert k[R.COCO_DUPLICATE_IMAGE_ID] == 1 and k[R.COCO_MISSING_IMAGE] == 1  # annotation 4's image 99 only
+    (problem,) = [p for p in ds.problems.problems if p.kind == R.COCO_DUPLICATE_IMAGE_ID]
+    assert "image id 10 is given to 2 images (a.jpg, b.jpg)" in problem.message
+
 def test_coco_names_from_json_and_reordered(coco_root):
     ds = COCODataset(coco_root, ["val2017"])
     assert ds.names == [c["name"] for c in COCO_CATEGORIES] and ds.category_ids == [1, 3, 7]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from .dataset import DetectionDataset
 from .records import (
-    BAD_BOX, COCO_MISSING_CATEGORY, COCO_MISSING_IMAGE, MISSING_IMAGE, MISSING_SIZE, UNKNOWN_CLASS, BadImageError,
+    BAD_BOX, COCO_DUPLICATE_IMAGE_ID, COCO_MISSING_CATEGORY, COCO_MISSING_IMAGE, MISSING_IMAGE, MISSING_SIZE, UNKNOWN_CLASS, BadImageError,
     ProblemLog, Record, clean_boxes, closest_name, image_header, size_or_zero,
 )
 
@@ -124,9 +124,20 @@ class COCODataset(DetectionDataset):
         label_of = {cid: k for k, cid in enumerate(category_ids)}
         known_categories = {int(c["id"]) for c in data["categories"]}
         images = {img["id"]: img for img in data["images"]}
+        # An id given to several images: whose boxes its annotations hold cannot be told (pycocotools keeps
+        # the last image and gives it them all), so those images are left out, as unreadable ones are.
+        counts = Counter(img["id"] for img in data["images"])
+        duplicated = {image_id for image_id, count in counts.items() if count > 1}
+        for image_id in duplicated:
+            names = ", ".join(str(img.get("file_name")) for img in data["images"] if img["id"] == image_id)
+            log.add(COCO_DUPLICATE_IMAGE_ID, ann_file, f"image id {image_id} is given to {counts[image_id]} "
+                    f"images ({names}); they and their annotations are skipped")
+            del images[image_id]
         files = set(os.listdir(image_dir)) if image_dir.is_dir() else set()
         per_image: Dict[int, list] = defaultdict(list)
         for ann in data.get("annotations", []):
+            if ann.get("image_id") in duplicated:
+                continue
             if ann.get("image_id") not in images:
                 log.add(COCO_MISSING_IMAGE, ann_file, f"annotation {ann.get('id')} points to image id"
                         f" {ann.get('image_id')}, which is not in `images`; dropped")
