@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 from yolo_attn.eval.evaluator import METRICS
 from yolo_attn.eval.run import run_eval
 from yolo_attn.models.tta import DEFAULT_FLIPS, DEFAULT_SCALES
-from yolo_attn.utils.cli import add_pipeline_flags
+from yolo_attn.utils.cli import add_pipeline_flags, fraction, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,9 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", nargs="+", default=["all"], choices=[*METRICS, "all"],
                    help="voc07 (11-point AP@0.5), voc12 (area AP@0.5), coco (AP@[.5:.95] ...), or all")
     p.add_argument("--img-size", type=int, help="network input size, a multiple of 32 (default: the checkpoint's)")
-    p.add_argument("--conf", type=float, default=0.001, help="minimum score kept (low, as mAP is measured)")
-    p.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold (per class)")
-    p.add_argument("--max-det", type=int, default=300, help="most boxes per image")
+    p.add_argument("--conf", type=fraction, default=0.001, help="minimum score kept (low, as mAP is measured)")
+    p.add_argument("--iou", type=fraction, default=0.5, help="NMS IoU threshold (per class)")
+    p.add_argument("--max-det", type=positive_int, default=300, help="most boxes per image")
     add_pipeline_flags(p, "detector map")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="image loading processes (0: in this process)")

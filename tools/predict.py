@@ -17,7 +17,7 @@ import sys
 from typing import Optional, Sequence
 
 from yolo_attn.inference.predict import run_predict
-from yolo_attn.utils.cli import add_pipeline_flags
+from yolo_attn.utils.cli import add_pipeline_flags, fraction, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "or an OpenVINO .xml (or its folder)")
     p.add_argument("--source", help="image, folder, glob, video, webcam index (0; a file or folder of that "
                                     "name is taken first) or stream URL")
-    p.add_argument("--conf", type=float, default=0.25, help="minimum score (objectness x class probability)")
-    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (per class)")
+    p.add_argument("--conf", type=fraction, default=0.25, help="minimum score (objectness x class probability)")
+    p.add_argument("--iou", type=fraction, default=0.45, help="NMS IoU threshold (per class)")
     add_pipeline_flags(p, "detector test")
     p.add_argument("--img-size", type=int, help="network input size, a multiple of 32 (default: the checkpoint's)")
     p.add_argument("--classes", nargs="+", help="report only these classes (indices or names)")
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, help="class count, for weights without names")
     p.add_argument("--cfg", help="Darknet .weights: their .cfg, for custom anchors, masks, "
                    "scale_x_y and input size (default: the .cfg of their name beside them, else the official one's)")
-    p.add_argument("--max-det", type=int, default=300, help="most boxes per image")
+    p.add_argument("--max-det", type=positive_int, default=300, help="most boxes per image")
     p.add_argument("--device", default="auto",
                    help="auto (the first GPU if CUDA is present, else the CPU), cpu, cuda, cuda:N or N")
     p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"],

@@ -6,7 +6,29 @@ import argparse
 from ..data.letterbox import RESIZE_MODES
 from ..models.decode import NMS_KINDS
 
-__all__ = ["add_pipeline_flags"]
+__all__ = ["add_pipeline_flags", "fraction", "positive_int"]
+
+
+def fraction(text: str) -> float:
+    """argparse type of a threshold (``--conf``, ``--iou``): a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0.0 <= value <= 1.0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count (``--max-det``): a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not at least 1")
+    return value
 
 
 def add_pipeline_flags(parser: argparse.ArgumentParser, darknet_command: str, stored_in: str = "") -> None:
