@@ -24,8 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", help="our .pt, Darknet .weights / port .pth (with --classes-file), .onnx, "
                    "or an OpenVINO .xml (or its folder)")
-    p.add_argument("--source", help="image, folder, glob, video, webcam index (0; a file or folder of that "
-                                    "name is taken first) or stream URL")
+    p.add_argument("--source", help="image, folder, glob, .txt list of paths, video, webcam index (0; a file or "
+                                    "folder of that name is taken first) or stream URL")
     p.add_argument("--conf", type=fraction, default=0.25, help="minimum score (objectness x class probability)")
     p.add_argument("--iou", type=fraction, default=0.45, help="NMS IoU threshold (per class)")
     add_pipeline_flags(p, "detector test")

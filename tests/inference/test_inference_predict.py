@@ -13,7 +13,7 @@ import pytest
 
 from yolo_attn.inference.detector import Detector
 from yolo_attn.inference.predict import run_predict
-from yolo_attn.inference.sources import open_sources
+from yolo_attn.inference.sources import SourceError, open_sources
 
 from .helpers import count_frames, make_checkpoint, write_images, write_video
 
@@ -241,6 +241,27 @@ def test_source_kinds(tmp_path, monkeypatch):
     assert [s.kind for s in open_sources("2024", capture_factory=FakeCapture(opened=False))] == ["images"]
     assert open_sources(2024, capture_factory=FakeCapture(frames=1))[0].kind == "webcam"  # an int: a webcam
 
+
+def test_a_txt_list_of_paths_is_a_source(tmp_path, monkeypatch):
+    """One path per line, as YOLOv5 and Ultralytics take them and Darknet's train.txt lists them: relative to
+    the current folder, else to the list's; a folder stands for its files; a missing path is warned about."""
+    images = write_images(tmp_path / "data" / "images", 3)
+    write_video(tmp_path / "data" / "clip.avi", frames=2)
+    more = write_images(tmp_path / "more", 2)
+    listing = tmp_path / "data" / "list.txt"
+    listing.write_text(f"\ufeff# picked\nimages/{images[0].name}\n{images[2]}\n\nclip.avi\ngone.jpg\n"
+                       f"../more\n", encoding="utf-8")
+    warnings = []
+    monkeypatch.chdir(tmp_path)
+    sources = open_sources(listing, warn=warnings.append)
+    assert [s.kind for s in sources] == ["images", "video"]
+    assert [p.resolve() for p in sources[0].files] == [images[0], images[2], *more]  # in the list's order
+    assert warnings == [f"warning: {listing}: 1 listed path(s) not found, left out: gone.jpg"]
+    (tmp_path / "data" / "images" / "list.txt").write_text(f"{images[1].name}\n")  # beside the list, not here
+    assert open_sources("data/images/list.txt")[0].files == [Path("data/images") / images[1].name]
+    (tmp_path / "empty.txt").write_text("nothing.jpg\n")
+    with pytest.raises(SourceError, match="empty.txt: lists no images or videos"):
+        open_sources(tmp_path / "empty.txt", warn=warnings.append)
 
 def test_command_line_without_weights_says_how_to_get_them(tmp_path):
     """The real script in a fresh process: one line naming both ways to get weights, exit 1."""

@@ -203,7 +203,8 @@ def open_sources(
     capture_factory: CaptureFactory = cv2.VideoCapture,
     warn: Warn = print,
 ) -> List[Source]:
-    """Open what ``spec`` names: an image, a folder, a glob, a video file, a webcam index or a stream URL.
+    """Open what ``spec`` names: an image, a folder, a glob, a video file, a ``.txt`` list of paths (one per
+    line), a webcam index or a stream URL.
 
     A folder or glob may hold images and videos: the images come as one :class:`ImageFiles`, each video as
     a :class:`VideoStream` that is not opened yet (see its ``defer``). Raises :class:`SourceError` when
@@ -221,6 +222,9 @@ def open_sources(
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file())
         where = f"{path}: no images or videos in this folder"
+    elif path.is_file() and path.suffix.lower() == ".txt":
+        files = _listed_files(path, warn)
+        where = f"{path}: lists no images or videos"
     elif path.is_file():
         if path.suffix.lower() in VIDEO_SUFFIXES:
             return [VideoStream(str(path), "video", capture_factory)]
@@ -240,6 +244,32 @@ def open_sources(
     sources: List[Source] = [ImageFiles(images, warn)] if images else []
     sources += [VideoStream(str(video), "video", capture_factory, defer=True) for video in videos]
     return sources
+
+
+def _listed_files(listing: Path, warn: Warn) -> List[Path]:
+    """The files a list of paths names, one per line (Darknet's train.txt, YOLOv5's and Ultralytics' source
+    lists): each relative to the current folder, else to the list's own; a folder stands for its files. Lines
+    that name nothing are warned about (the first few) and left out."""
+    files: List[Path] = []
+    missing: List[str] = []
+    for line in listing.read_text(encoding="utf-8-sig").splitlines():
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        path = Path(entry).expanduser()
+        if not path.exists() and not path.is_absolute():
+            path = listing.parent / path
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file())
+        elif path.is_file():
+            files.append(path)
+        else:
+            missing.append(entry)
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        warn(f"warning: {listing}: {len(missing)} listed path(s) not found, left out: "
+             f"{', '.join(missing[:3])}{more}")
+    return files
 
 
 class VideoSink:
