@@ -495,6 +495,12 @@ def test_a_config_file_is_read_as_a_user_writes_it(tmp_path):
     (["--data"], "--data needs a value"),  # was a data config named "true"
     (["--epochs", "0"], "epochs: 0 must be at least 1"),  # was an empty run, exit 0
     (["--ema", "maybe"], "ema: 'maybe' is not true or false"),
+    # were refused only after the dataset was cached (optimizer), or ran as asked (a negative lr)
+    (["--lr", "-1"], "lr: -1 must be at least 0.0"),
+    (["--close-mosaic", "-1"], "close_mosaic: -1 must be at least 0"),
+    (["--momentum", "nan"], "momentum: nan must be from 0.0 to 1.0"),
+    (["--optimizer", "adam"], "optimizer: 'adam' is not one of adamw, sgd"),
+    (["--assigner", "yolox"], "assigner: 'yolox' is not one of multi, darknet"),
 ])
 def test_a_flag_of_the_wrong_kind_is_one_line_naming_it(argv, message, capsys):
     from yolo_attn.engine.config import parse_train_args

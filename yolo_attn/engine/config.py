@@ -110,6 +110,15 @@ def load_train_config(
 # Keys whose default is a number but which also take a name (phi: cbam) are left to the code that reads them.
 _NAMED_NUMBER_KEYS = ("phi",)
 _AT_LEAST_ONE = ("epochs", "batch_size", "eval_batch_size", "eval_interval")
+# Numbers a run cannot use outside these ranges (None: unbounded), checked before any data is read.
+_RANGES = {
+    "lr": (0.0, None), "momentum": (0.0, 1.0), "weight_decay": (0.0, None), "warmup_epochs": (0.0, None),
+    "warmup_bias_lr": (0.0, None), "min_lr_ratio": (0.0, 1.0), "grad_clip": (0.0, None), "ema_decay": (0.0, 1.0),
+    "ema_tau": (0.0, None), "freeze_epochs": (0, None), "anchor_t": (1.0, None), "ignore_thresh": (0.0, 1.0),
+    "box": (0.0, None), "obj": (0.0, None), "cls": (0.0, None), "label_smoothing": (0.0, 1.0),
+    "iou_ratio": (0.0, 1.0), "close_mosaic": (0, None), "eval_conf": (0.0, 1.0), "eval_iou": (0.0, 1.0),
+}
+_CHOICES = {"optimizer": ("adamw", "sgd"), "assigner": ("multi", "darknet")}
 
 
 def _check_types(cfg: Dict[str, Any], defaults: Dict[str, Any]) -> None:
@@ -135,6 +144,13 @@ def _check_types(cfg: Dict[str, Any], defaults: Dict[str, Any]) -> None:
             raise ValueError(f"{key}: {value!r} is not {kind} (default {default!r})")
         if key in _AT_LEAST_ONE and value < 1:
             raise ValueError(f"{key}: {value} must be at least 1")
+        low, high = _RANGES.get(key, (None, None))
+        if (low is not None and not value >= low) or (high is not None and not value <= high):  # NaN too
+            where = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise ValueError(f"{key}: {value} must be {where} (default {default!r})")
+    for key, choices in _CHOICES.items():
+        if cfg.get(key) not in choices:
+            raise ValueError(f"{key}: {cfg.get(key)!r} is not one of {', '.join(choices)}")
 
 
 def parse_train_args(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
