@@ -122,6 +122,11 @@ def test_a_run_writes_weights_logs_and_plots(tiny_data, tmp_path):
     for key in ("meta", "model", "ema", "optimizer", "scheduler", "epoch", "config", "rng", "best_fitness"):
         assert key in ckpt
     assert ckpt["meta"]["names"] == ["box", "disc"] and ckpt["meta"]["scale_x_y"] == 2.0
+    best = load_checkpoint(run / "weights/best.pt")  # not resumed: without the optimizer's state
+    assert "optimizer" not in best and best["epoch"] in (0, 1) and best["best_fitness"] == ckpt["best_fitness"]
+    with pytest.raises(ValueError, match=r"best.pt: a run's best weights, kept without the optimizer's state: "
+                                         r"resume from .*last.pt"):
+        train(dict(cfg, resume=str(run / "weights/best.pt")))
     model, meta = load_model(run / "weights/best.pt")  # usable with no config
     assert model.num_classes == 2 and meta["img_size"] == 128
     assert load_checkpoint(again / "weights/best.pt")["meta"]["img_size"] == 160  # validated at 160, predicts at 160

@@ -336,6 +336,10 @@ def train(cfg: Dict[str, Any]) -> Path:
     ignored: List[str] = []
     if resume_path:
         ckpt = load_checkpoint(resume_path)
+        if is_our_checkpoint(ckpt) and "epoch" in ckpt and "optimizer" not in ckpt:
+            raise ValueError(f"{resume_path}: a run's best weights, kept without the optimizer's state: resume "
+                             f"from {Path(resume_path).parent / 'last.pt'}, or train on from them in a new run "
+                             f"with --weights {resume_path}")
         if not (is_our_checkpoint(ckpt) and "optimizer" in ckpt):
             raise ValueError(f"{resume_path}: not a training checkpoint of ours (last.pt of a run) to resume")
         keep = {k: cfg[k] for k in ("device", "workers") if cfg.get(k) is not None}
@@ -577,8 +581,9 @@ def train(cfg: Dict[str, Any]) -> Path:
             }
             # best.pt before last.pt: a kill in between resumes from the previous last.pt and trains the epoch
             # again, whereas in the other order last.pt would hold a best fitness that best.pt never got
-            if is_best and metrics:
-                save_checkpoint(state, weights_dir / "best.pt")
+            if is_best and metrics:  # without the optimizer's state (half the file): best.pt is not resumed
+                save_checkpoint({k: v for k, v in state.items() if k not in ("optimizer", "scaler")},
+                                weights_dir / "best.pt")
                 for png in (run_dir / "val").glob("*.png"):  # the PR curve of the best epoch so far
                     write_atomic(run_dir / f"best_{png.name}", png.read_bytes())
             save_checkpoint(state, weights_dir / "last.pt")
