@@ -55,6 +55,9 @@ FORMATS = ("onnx", "openvino", "darknet")
 PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8"), "darknet": ("fp32",)}
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
+# files that an OpenVINO --output of this name would be taken for (a folder named model.onnx holding the IR)
+_OTHER_MODEL_SUFFIXES = (".onnx", ".pt", ".pth", ".ckpt", ".safetensors", ".weights", ".bin", ".cfg", ".names",
+                        ".engine", ".tflite", ".pb", ".torchscript")
 PathLike = Union[str, os.PathLike]
 
 
@@ -265,7 +268,10 @@ def export_model(
         out = out / default_output(weights, format, precision).name
     elif format == "onnx" and out.suffix.lower() != ".onnx":
         raise ValueError(f"--output {output}: an ONNX export is a .onnx file (or give a folder to write it into)")
-    if format == "openvino" and out.suffix.lower() != ".xml":
+    if format == "openvino" and out.suffix.lower() in _OTHER_MODEL_SUFFIXES and not out.is_dir():
+        raise ValueError(f"--output {output}: an OpenVINO export is an .xml file (its .bin goes beside it), not a "
+                         f"{out.suffix} file; give an .xml file name or a folder to write it into")
+    if format == "openvino" and out.suffix.lower() != ".xml":  # a folder, dots in its name or not (exports/v1.2)
         out = out / f"{weights.stem}.xml"
     if out.parent.exists() and not out.parent.is_dir():
         raise ValueError(f"--output {output}: {out.parent} is a file, not a folder; give a folder or an "
@@ -300,9 +306,12 @@ def _save_openvino_atomic(model: Any, out: Path) -> None:
     own = not folder.exists() or {p.name for p in folder.iterdir()} <= {out.name, out.with_suffix(".bin").name}
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent if own else folder, prefix=f".{folder.name if own else out.stem}."))
+    os.chmod(tmp, 0o755)  # mkdtemp's is owner-only, and this folder may become the export folder itself
     try:
         # compress_to_fp16=False: fp16 weights would cost fp32 parity (bf16 runs convert them anyway)
         ov.save_model(model, str(tmp / out.name), compress_to_fp16=False)
+        for written in tmp.iterdir():
+            os.chmod(written, 0o644)  # as write_atomic writes every other result (meant to be shared)
         if own:
             old = folder.with_name(f".{folder.name}.old") if folder.exists() else None
             if old is not None:

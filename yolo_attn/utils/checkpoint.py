@@ -69,6 +69,39 @@ def missing_weights_message(path: Optional[PathLike]) -> str:
             f"weights (`python tools/convert.py --from darknet|port --weights FILE --classes NAMES --out model.pt`)")
 
 
+# torch.save's files: a zip archive (since torch 1.6), or a bare pickle (protocol 2+ starts with the PROTO opcode)
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+_IMAGE_MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"))  # a --source given as weights
+_EMPTY = "an empty file"
+_ACCEPTED_WEIGHTS = ("give our checkpoint (.pt), Darknet .weights or a port state dict (.pth); predict and eval also "
+                     "run .onnx and OpenVINO .xml exports")
+
+
+def _not_torch_kind(path: Path) -> Optional[str]:
+    """What the file at ``path`` reads as ("a JPEG image", "text", "unknown data", ...), when its first bytes
+    show it is no file torch.save writes; None when it may be one (torch's own error then says what is wrong)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    if head.startswith(_TORCH_MAGIC):
+        return None
+    if not head:
+        return _EMPTY
+    image = next((kind for magic, kind in _IMAGE_MAGIC if head.startswith(magic)), None)
+    if image is not None:
+        return image
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n").lower()
+    if "\ufffd" in text[:-4] or any(ord(c) < 32 and c not in "\t\n\r\f" for c in text):
+        return "unknown data"
+    if text.startswith("version https://git-lfs"):  # a clone without git lfs: the pointer, not the weights
+        return "a Git LFS pointer, not the file itself: git lfs pull fetches it"
+    if text.startswith(("<!doctype html", "<html")):
+        return "an HTML page: a download that fetched a web page, not the file"
+    return "text"
+
+
 def load_checkpoint(path: PathLike, mmap: bool = False) -> Any:
     """Load a torch file as data only (``weights_only=True``: nothing in it is executed); ``mmap``: tensors
     are mapped from the file, read only when touched (for a look at the meta)."""
@@ -78,6 +111,11 @@ def load_checkpoint(path: PathLike, mmap: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # pickle errors, zip errors, disallowed globals: all mean "not our kind of file"
+        kind = _not_torch_kind(path)
+        if kind is not None:  # torch's error for these (e.g. "pickled data") would describe a file it is not
+            raise ValueError(f"{path}: not a loadable PyTorch checkpoint or state dict (it "
+                             f"{'is' if kind == _EMPTY else 'reads as'} {kind}); "
+                             f"{_ACCEPTED_WEIGHTS}") from None
         text = str(e)
         if text.startswith("Weights only load failed"):  # torch's text would suggest running the file's code
             blocked = re.search(r"GLOBAL (\S+)", text)
