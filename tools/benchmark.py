@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", help="a checkpoint (.pt); default: a randomly initialised YOLOv4-tiny")
     p.add_argument("--img-size", type=int, help="input size (a multiple of 32); default: the weights' own (the "
-                   "size they were trained at, a Darknet cfg's width and height), 416 without --weights and for "
+                   "size a checkpoint runs at, a Darknet cfg's width and height), 416 without --weights and for "
                    "--train")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes to time")
     p.add_argument("--backends", nargs="+", default=["all"], choices=["all", *BACKEND_GROUPS],

@@ -137,6 +137,7 @@ def test_coco_image_id_given_to_two_images_skips_both_with_their_annotations(coc
     (problem,) = [p for p in ds.problems.problems if p.kind == R.COCO_DUPLICATE_IMAGE_ID]
     assert "image id 10 is given to 2 images (a.jpg, b.jpg)" in problem.message
 
+
 def test_coco_names_from_json_and_reordered(coco_root):
     ds = COCODataset(coco_root, ["val2017"])
     assert ds.names == [c["name"] for c in COCO_CATEGORIES] and ds.category_ids == [1, 3, 7]

@@ -506,6 +506,8 @@ def test_a_config_file_is_read_as_a_user_writes_it(tmp_path):
     (["--momentum", "nan"], "momentum: nan must be from 0.0 to 1.0"),
     (["--optimizer", "adam"], "optimizer: 'adam' is not one of adamw, sgd"),
     (["--assigner", "yolox"], "assigner: 'yolox' is not one of multi, darknet"),
+    (["--ema-tau", "0"], "ema_tau: 0 must be above 0"),  # a division by zero at the first EMA update
+    (["--optimizer", "sgd", "--momentum", "0"], "momentum: 0 does not suit sgd"),  # Nesterov needs momentum
 ])
 def test_a_flag_of_the_wrong_kind_is_one_line_naming_it(argv, message, capsys):
     from yolo_attn.engine.config import parse_train_args

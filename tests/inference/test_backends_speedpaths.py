@@ -711,7 +711,6 @@ def test_benchmark_tool_runs_end_to_end(tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
-
 def test_benchmark_runs_darknet_weights_at_their_own_cfg_shape(tmp_path, monkeypatch):
     """Without --img-size, weights whose cfg is 192x96 are timed and fitted at 192x96, as they run; before,
     at a 416 square."""
@@ -736,6 +735,7 @@ def test_benchmark_runs_darknet_weights_at_their_own_cfg_shape(tmp_path, monkeyp
     assert shapes == {(64, 64)}  # --img-size still decides
 
 # --- the reference-style training loss -----------------------------------------------------------------------
+
 
 def test_reference_loss_assigns_like_darknet():
     """The loop-built targets put each box where our vectorized Darknet assigner does (same best anchor,

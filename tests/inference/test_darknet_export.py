@@ -188,7 +188,7 @@ def test_darknet_export_refuses_what_darknet_cannot_hold(ckpt, tmp_path, capsys,
 def test_a_cfg_or_names_of_the_users_is_not_written_over(ckpt, tmp_path, capsys):
     """--output into a folder of Darknet files: a plain.cfg / plain.names there that this export would change is
     kept, and nothing is written; the same files again (a re-export) are fine, and so is an earlier export's
-    unedited cfg (replaced with its names); the input itself is never the output."""
+    unedited cfg (the names there stay protected); the input itself is never the output."""
     folder = tmp_path / "darknet"
     folder.mkdir()
     (folder / "plain.cfg").write_text("[net]\n# the user's own training cfg\n")
@@ -216,6 +216,10 @@ def test_a_cfg_or_names_of_the_users_is_not_written_over(ckpt, tmp_path, capsys)
                       no_check=True) == 0
     assert (read_darknet_cfg(folder / "plain.cfg").width, read_darknet_cfg(folder / "plain.cfg").resize) == (
         128, "stretch")
+    (folder / "plain.names").write_text("box\ndisc\nkite\n")  # names the user corrected since: kept
+    assert run_export(str(ckpt), format="darknet", output=str(folder), img_size=160, no_check=True) == 1
+    assert "darknet/plain.names exists, and is not what this export writes there" in capsys.readouterr().err
+    (folder / "plain.names").write_text("\n".join(NAMES) + "\n")
     edited = (folder / "plain.cfg").read_text().replace("batch=64", "batch=32")  # the user's since
     (folder / "plain.cfg").write_text(edited)
     assert run_export(str(ckpt), format="darknet", output=str(folder), img_size=160, no_check=True) == 1
@@ -252,7 +256,6 @@ def test_convert_takes_the_cfg_back_into_a_checkpoint(ckpt, tmp_path):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-
 def test_convert_and_export_store_the_resize_and_nms_they_are_given(ckpt, tmp_path):
     """--resize / --nms of tools/convert.py and tools/export.py become the way the written weights run, where
     they would run their own way (Darknet's cfg here): in the checkpoint, an ONNX export and a Darknet cfg."""
@@ -281,6 +284,7 @@ def test_convert_and_export_store_the_resize_and_nms_they_are_given(ckpt, tmp_pa
         from yolo_attn.inference.export import export_model
 
         export_model(ckpt, "onnx", tmp_path / "x.onnx", nms="greedy")
+
 
 def test_predict_and_eval_take_the_cfg_from_the_command_line(ckpt, tmp_path):
     from yolo_attn.eval.run import run_eval

@@ -74,6 +74,7 @@ def _write_jpeg(path):
     ("photo.jpg", _write_jpeg, "reads as a JPEG image"),
     ("notes.txt", lambda p: p.write_text("not a checkpoint\n"), "reads as text"),
     ("empty.pt", lambda p: p.write_bytes(b""), "is an empty file"),
+    ("short.pt", lambda p: p.write_bytes(b"ab\xff"), "reads as unknown data"),
     ("lfs.pt", lambda p: p.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n"),
      "reads as a Git LFS pointer, not the file itself: git lfs pull fetches it"),
 ])

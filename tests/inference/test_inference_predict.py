@@ -263,6 +263,7 @@ def test_a_txt_list_of_paths_is_a_source(tmp_path, monkeypatch):
     with pytest.raises(SourceError, match="empty.txt: lists no images or videos"):
         open_sources(tmp_path / "empty.txt", warn=warnings.append)
 
+
 def test_command_line_without_weights_says_how_to_get_them(tmp_path):
     """The real script in a fresh process: one line naming both ways to get weights, exit 1."""
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "predict.py"), "--weights", "nope.pt",

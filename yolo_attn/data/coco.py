@@ -20,8 +20,8 @@ import numpy as np
 
 from .dataset import DetectionDataset
 from .records import (
-    BAD_BOX, COCO_DUPLICATE_IMAGE_ID, COCO_MISSING_CATEGORY, COCO_MISSING_IMAGE, MISSING_IMAGE, MISSING_SIZE, UNKNOWN_CLASS, BadImageError,
-    ProblemLog, Record, clean_boxes, closest_name, image_header, size_or_zero,
+    BAD_BOX, COCO_DUPLICATE_IMAGE_ID, COCO_MISSING_CATEGORY, COCO_MISSING_IMAGE, MISSING_IMAGE, MISSING_SIZE,
+    UNKNOWN_CLASS, BadImageError, ProblemLog, Record, clean_boxes, closest_name, image_header, size_or_zero,
 )
 
 __all__ = ["COCODataset", "coco_split_paths"]

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -36,6 +35,7 @@ from ..utils.yamlfile import read_yaml_mapping
 from .coco import COCODataset
 from .darknet import darknet_data_config
 from .dataset import DetectionDataset
+from .records import LOGGER
 from .shapes import SHAPE_CLASSES, SHAPES_CONFIG, ensure_shapes_dataset
 from .voc import VOCDataset
 from .yolo_txt import LABEL_RULES, YOLOTxtDataset
@@ -46,8 +46,6 @@ FORMATS = ("voc", "coco", "yolo")
 ConfigSource = Union[None, str, os.PathLike, Mapping[str, Any]]
 ULTRALYTICS_KEYS = ("train", "val", "names", "nc")  # without `format` and `root` (or with `path`): Ultralytics'
 POSE_KEYS = ("kpt_shape", "flip_idx")  # Ultralytics' keypoint datasets: label lines this detector cannot read
-
-LOGGER = logging.getLogger("yolo_attn.data")
 
 
 def _read_yaml(path: Path) -> Dict[str, Any]:
@@ -187,7 +185,7 @@ def load_data_config(source: ConfigSource = None, overrides: Optional[Mapping[st
         cfg, where = copy.deepcopy(SHAPES_CONFIG), "embedded shapes config"
     elif isinstance(source, Mapping):
         cfg, where = copy.deepcopy(dict(source)), "data config"
-        if "path" in cfg and not (cfg["path"] and Path(str(cfg["path"])).is_file()):  # a file: a loaded config's own
+        if "path" in cfg and not cfg.get("root"):  # with a root, `path` is a loaded config's own file
             dataset_path = cfg.pop("path")
     elif Path(source).suffix == ".data":  # Darknet's (darknet detector train data/obj.data ...)
         path = Path(source)

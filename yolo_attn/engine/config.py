@@ -9,6 +9,7 @@ from typing import Any, Dict, Optional, Sequence
 import yaml
 
 from ..utils.yamlfile import read_yaml_mapping
+from .loss import ASSIGNERS
 
 __all__ = ["DEFAULT_TRAIN_CONFIG", "STRING_KEYS", "load_train_config", "parse_train_args"]
 
@@ -118,7 +119,8 @@ _RANGES = {
     "box": (0.0, None), "obj": (0.0, None), "cls": (0.0, None), "label_smoothing": (0.0, 1.0),
     "iou_ratio": (0.0, 1.0), "close_mosaic": (0, None), "eval_conf": (0.0, 1.0), "eval_iou": (0.0, 1.0),
 }
-_CHOICES = {"optimizer": ("adamw", "sgd"), "assigner": ("multi", "darknet")}
+_POSITIVE = ("ema_tau",)  # divided by
+_CHOICES = {"optimizer": ("adamw", "sgd"), "assigner": ASSIGNERS}
 
 
 def _check_types(cfg: Dict[str, Any], defaults: Dict[str, Any]) -> None:
@@ -148,9 +150,15 @@ def _check_types(cfg: Dict[str, Any], defaults: Dict[str, Any]) -> None:
         if (low is not None and not value >= low) or (high is not None and not value <= high):  # NaN too
             where = f"from {low} to {high}" if high is not None else f"at least {low}"
             raise ValueError(f"{key}: {value} must be {where} (default {default!r})")
+        if key in _POSITIVE and not value > 0:
+            raise ValueError(f"{key}: {value} must be above 0 (default {default!r})")
     for key, choices in _CHOICES.items():
         if cfg.get(key) not in choices:
             raise ValueError(f"{key}: {cfg.get(key)!r} is not one of {', '.join(choices)}")
+    # SGD's Nesterov momentum needs some; AdamW's beta1 must stay below 1
+    momentum = cfg["momentum"]
+    if (cfg["optimizer"] == "sgd" and momentum == 0) or (cfg["optimizer"] == "adamw" and momentum == 1):
+        raise ValueError(f"momentum: {momentum} does not suit {cfg['optimizer']} (sgd: above 0, adamw: below 1)")
 
 
 def parse_train_args(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:

@@ -185,12 +185,14 @@ def train_one_epoch(
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            if grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            if grad_clip > 0:  # 0: no clipping
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
         if ema is not None:
             ema.update(model)

@@ -355,12 +355,13 @@ def export_darknet(model: nn.Module, meta: Dict[str, Any], weights: Path, output
                                                        meta_resize(meta) != "stretch", meta_nms(meta)),
              out.with_suffix(".names"): "\n".join(meta["names"]) + "\n"}
     # a folder of the user's (the default one is this export's own): their cfg or names are kept, unless the
-    # cfg there is an earlier export's, unedited (then the three files are that export's, replaced as a whole)
+    # cfg there is an earlier export's, unedited (re-exported, say at another size)
     earlier = output is not None and _is_unedited_export(out.with_suffix(".cfg"))
     for side, text in sides.items():
         if side.exists() and not side.is_file():
             raise ValueError(f"--output {output}: {side} is a folder, where the export's {side.suffix} goes")
-        if output and not earlier and side.is_file() and _text_bytes(side) != text.encode():
+        ours = earlier and side.suffix == ".cfg"
+        if output and not ours and side.is_file() and _text_bytes(side) != text.encode():
             raise ValueError(f"--output {output}: {side} exists, and is not what this export writes there; "
                              f"move it or export into another folder")
     own_way = {k: v for k, v in (meta.get("preprocess") or {}).items() if k != "resize"}
@@ -425,6 +426,7 @@ def _is_unedited_export(cfg: Path) -> bool:
         return False
     text = darknet_cfg_text(model, read.width, read.height, read.scale_x_y, read.resize != "stretch", read.nms)
     return _text_bytes(cfg) == text.encode()
+
 
 def check_parity(
     weights: PathLike,

@@ -93,7 +93,8 @@ def _not_torch_kind(path: Path) -> Optional[str]:
     if image is not None:
         return image
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n").lower()
-    if "\ufffd" in text[:-4] or any(ord(c) < 32 and c not in "\t\n\r\f" for c in text):
+    whole = text[:-4] if len(head) == 512 else text  # the last character may be cut in two at 512 bytes
+    if "\ufffd" in whole or any(ord(c) < 32 and c not in "\t\n\r\f" for c in text):
         return "unknown data"
     if text.startswith("version https://git-lfs"):  # a clone without git lfs: the pointer, not the weights
         return "a Git LFS pointer, not the file itself: git lfs pull fetches it"

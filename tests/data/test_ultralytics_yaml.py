@@ -141,12 +141,16 @@ def test_root_override_replaces_path(base):
     assert cfg["root"] == str((base / COCO8).resolve()) and len(build_dataset(cfg, "train")) == 3
 
 
-def test_a_loaded_config_loads_again(base):
+def test_a_loaded_config_loads_again(base, monkeypatch):
     config = write_yaml(base / "clone", "path: ../datasets/coco8\ntrain: images/train\nval: images/val\n"
                                         "test:\nnames: {0: person, 1: bicycle}\nnc: 2\n")
     cfg = load_data_config(config)
     again = load_data_config(cfg)  # its `path` is the config file, not a dataset folder
     assert again == cfg
+    monkeypatch.chdir(base / "clone")
+    relative = load_data_config(config.name)
+    monkeypatch.chdir(base)  # `path` (the config file, relative) is not there from here: still the file's
+    assert load_data_config(relative)["root"] == relative["root"]
 
 
 BAD = {
