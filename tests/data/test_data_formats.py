@@ -282,6 +282,18 @@ def one_yolo_image(tmp_path, label_bytes: bytes):
     return YOLOTxtDataset(root, ["images/train"], ["a", "b"])
 
 
+def test_yolo_segmentation_lines_are_their_polygons_boxes(tmp_path):
+    """Ultralytics' -seg datasets (and Roboflow's polygon exports) label `class x1 y1 x2 y2 x3 y3 ...`:
+    detection trains on each polygon's box, as Ultralytics does; 6 or 8 fields are still no line of either."""
+    ds = one_yolo_image(tmp_path, b"1 0.1 0.2 0.3 0.2 0.2 0.6\n0 0.5 0.5 0.2 0.4\n"
+                                  b"0 0.1 0.2 0.3 0.4 0.5\n0 0.1 nan 0.3 0.2 0.2 0.6\n")
+    (record,) = ds.records
+    np.testing.assert_allclose(record.boxes, [[20, 20, 60, 60], [80, 30, 120, 70]], atol=1e-4)  # 200 x 100
+    assert record.labels.tolist() == [1, 0]
+    k = kinds(ds)
+    assert k[R.BAD_LINE] == 1 and k[R.NOT_NORMALIZED] == 1  # 6 fields; a NaN vertex
+
+
 @pytest.mark.parametrize("cls", ["nan", "inf", "-inf"])
 def test_yolo_non_finite_class_is_a_counted_problem(tmp_path, cls):
     ds = one_yolo_image(tmp_path, f"0 0.5 0.5 0.2 0.4\n{cls} 0.5 0.5 0.2 0.2\n".encode())

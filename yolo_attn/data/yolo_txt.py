@@ -78,7 +78,9 @@ def read_list_file(path: Path, entry: str) -> List[str]:
 
 def parse_label_file(label_path: Path, names: Sequence[str], height: int, width: int,
                      log: ProblemLog) -> tuple:
-    """Boxes (absolute xyxy, unclipped) and labels of one label file; bad lines are reported and skipped."""
+    """Boxes (absolute xyxy, unclipped) and labels of one label file; bad lines are reported and skipped. A
+    segmentation line (``class x1 y1 x2 y2 x3 y3 ...``, Ultralytics' -seg datasets) is its polygon's box, as
+    Ultralytics trains detection on them."""
     boxes, labels = [], []
     # utf-8-sig: a byte-order mark (Windows editors write one) would otherwise spoil the first line
     text = label_path.read_text(encoding="utf-8-sig", errors="replace")
@@ -87,15 +89,21 @@ def parse_label_file(label_path: Path, names: Sequence[str], height: int, width:
         if not fields:
             continue
         where = f"line {n} {line.strip()!r}"
-        if len(fields) != 5:
-            log.add(BAD_LINE, label_path, f"{where}: {len(fields)} fields, expected 5 (class cx cy w h); skipped")
+        polygon = len(fields) >= 7 and len(fields) % 2 == 1
+        if len(fields) != 5 and not polygon:
+            log.add(BAD_LINE, label_path, f"{where}: {len(fields)} fields, expected 5 (class cx cy w h) or a "
+                    f"polygon (class x1 y1 x2 y2 x3 y3 ...); skipped")
             continue
         try:
             cls_f = float(fields[0])
-            cx, cy, w, h = (float(v) for v in fields[1:])
+            values = [float(v) for v in fields[1:]]
         except ValueError:
             log.add(BAD_LINE, label_path, f"{where}: not numbers; skipped")
             continue
+        if polygon:
+            xs, ys = np.array(values[0::2]), np.array(values[1::2])  # NaN anywhere stays NaN (checked below)
+            values = [(xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2, xs.max() - xs.min(), ys.max() - ys.min()]
+        cx, cy, w, h = values
         if not math.isfinite(cls_f) or cls_f != int(cls_f) or not 0 <= int(cls_f) < len(names):
             log.add(UNKNOWN_CLASS, label_path, f"{where}: class {fields[0]} is not an index of the {len(names)}"
                     " names; skipped")
