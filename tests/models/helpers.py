@@ -23,8 +23,9 @@ def randomize_bn(model: nn.Module) -> nn.Module:
 class RectangleFinder(nn.Module):
     """A stand-in detector that really looks at its input: per image, the bounding box of the pixels whose red
     channel is above 0.75 (above the grey of letterbox padding), written into the raw stride-16 map (first
-    anchor, class 0, objectness ~1) so that Darknet decoding with ``scale_x_y`` gives it back in input pixels. Any input size; images with no such
-    pixels give no box. Used to check that geometric transforms (scaling, mirroring) are undone exactly."""
+    anchor, class 0, objectness ~1) so that Darknet decoding with ``scale_x_y`` gives it back in input pixels.
+    Any input size; images with no such pixels give no box. Used to check that geometric transforms (scaling,
+    mirroring) are undone exactly."""
 
     def __init__(self, num_classes: int = 1, anchors=((10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319)),
                  anchor_masks=((3, 4, 5), (1, 2, 3)), scale_x_y: float = 1.05):

@@ -66,13 +66,14 @@ def _entry_images(root: Union[str, os.PathLike], entry: str) -> List[Tuple[Path,
     raise FileNotFoundError(f"{path}: no such image folder or list file (data config entry {entry!r})")
 
 
-def read_list_file(path: Path, entry: str) -> List[str]:
-    """The image paths a list file holds, one a line, blank lines left out (``entry``: as the config names it)."""
+def read_list_file(path: Path, entry: Optional[str] = None) -> List[str]:
+    """The image paths a list file holds, one a line, blank lines left out (``entry``: as a data config names
+    it, for the message)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not a list of image paths (not UTF-8 text, byte {e.start}; data config "
-                         f"entry {entry!r})") from None
+        where = f"; data config entry {entry!r}" if entry is not None else ""
+        raise ValueError(f"{path}: not a list of image paths (not UTF-8 text, byte {e.start}{where})") from None
     return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 

@@ -124,10 +124,10 @@ def load_coco_ground_truth(path: Union[str, os.PathLike, Sequence[Union[str, os.
         data = json.loads(p.read_text(encoding="utf-8-sig"))
         rename = (lambda i, prefix=prefix: f"{prefix}{i}") if prefix else (lambda i: i)
         merged["images"] += [{**img, "id": rename(img["id"])} for img in data["images"]]
-        usable = [ann for ann in data.get("annotations", []) if _box_of(ann) is not None]
+        boxed = [(ann, box) for ann in data.get("annotations", []) if (box := _box_of(ann)) is not None]
         merged["annotations"] += [_complete({**ann, "image_id": rename(ann.get("image_id")),
-                                             "id": len(merged["annotations"]) + k + 1})  # 0: "unmatched" to COCOeval
-                                  for k, ann in enumerate(usable)]
+                                             "id": len(merged["annotations"]) + k + 1}, box)  # 0: "unmatched"
+                                  for k, (ann, box) in enumerate(boxed)]
         merged["categories"] = merged["categories"] or data["categories"]
     gt.dataset = merged
     with contextlib.redirect_stdout(io.StringIO()):
@@ -145,11 +145,10 @@ def _box_of(ann: Dict[str, Any]) -> Optional[List[float]]:
     return box if len(box) == 4 and all(math.isfinite(v) for v in box) else None
 
 
-def _complete(ann: Dict[str, Any]) -> Dict[str, Any]:
-    """``iscrowd`` and ``area``, which COCOeval reads from every annotation, where a hand-made or converted
-    file leaves them out: not a crowd (as the dataset reads it) and the box's area (the official files give the
-    mask's; detectron2 and YOLOX fill in the box's alike)."""
-    box = _box_of(ann)
+def _complete(ann: Dict[str, Any], box: List[float]) -> Dict[str, Any]:
+    """``ann`` with its ``box`` (:func:`_box_of`), and ``iscrowd`` and ``area``, which COCOeval reads from every
+    annotation, where a hand-made or converted file leaves them out: not a crowd (as the dataset reads it) and
+    the box's area (the official files give the mask's; detectron2 and YOLOX fill in the box's alike)."""
     return {**ann, "bbox": box, "iscrowd": ann.get("iscrowd") or 0,
             "area": ann["area"] if ann.get("area") is not None else box[2] * box[3]}
 

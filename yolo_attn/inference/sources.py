@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from ..data.records import IMAGE_SUFFIXES, BadImageError, read_image
+from ..data.yolo_txt import read_list_file
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -252,9 +253,8 @@ def _listed_files(listing: Path, warn: Warn) -> List[Path]:
     that name nothing are warned about (the first few) and left out."""
     files: List[Path] = []
     missing: List[str] = []
-    for line in listing.read_text(encoding="utf-8-sig").splitlines():
-        entry = line.strip()
-        if not entry or entry.startswith("#"):
+    for entry in read_list_file(listing):
+        if entry.startswith("#"):
             continue
         path = Path(entry).expanduser()
         if not path.exists() and not path.is_absolute():
