@@ -400,6 +400,33 @@ def test_mosaic_follows_the_epoch_count_a_budget_fits(tiny_data, tmp_path, monke
     assert log == [(0, True), (1, True), (2, False), (3, False), (4, False)]
 
 
+def test_an_evaluation_that_fails_keeps_the_epochs_weights_and_the_run_resumes(tiny_data, tmp_path, monkeypatch,
+                                                                               caplog):
+    """An evaluation that raises (out of memory, a broken val image the loader cannot skip) once cost the
+    epoch's training: the error now comes after last.pt is written, and the run goes on from it."""
+    import yolo_attn.engine.trainer as trainer
+
+    def failing(*a, **kw):
+        raise MemoryError("evaluation out of memory")
+
+    real = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", failing)
+    with caplog.at_level(logging.ERROR, logger="yolo_attn"), pytest.raises(MemoryError, match="out of memory"):
+        train(_cfg(tiny_data, tmp_path, img_size=64, amp=False, epochs=3, ema=False, name="evalfail"))
+    run = tmp_path / "runs/evalfail"
+    ckpt = load_checkpoint(run / "weights/last.pt")
+    assert ckpt["epoch"] == 0 and ckpt["metrics"] == {}
+    assert not (run / "weights/best.pt").exists()  # no score, no best
+    assert "epoch 1: the evaluation failed" in caplog.text and "--resume" in caplog.text
+    assert _epochs_in_csv(run) == [1]
+
+    monkeypatch.setattr(trainer, "evaluate", real)
+    train(dict(load_train_config(None, {}), resume=str(run / "weights/last.pt"), workers=0))
+    assert load_checkpoint(run / "weights/last.pt")["epoch"] == 2
+    assert load_checkpoint(run / "weights/best.pt")["metrics"]
+    assert _epochs_in_csv(run) == [1, 2, 3]
+
+
 def test_a_kill_right_after_a_checkpoint_keeps_that_epochs_row(tiny_data, tmp_path, monkeypatch):
     import yolo_attn.engine.trainer as trainer
 

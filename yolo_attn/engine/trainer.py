@@ -537,17 +537,21 @@ def train(cfg: Dict[str, Any]) -> Path:
                                 amp_dtype, scaler, cfg["grad_clip"], cfg["channels_last"], cfg["multi_scale"],
                                 cfg["img_size"], verbose=main)
         last = epoch == epochs - 1
-        metrics = {}
+        metrics, eval_error = {}, None
         if main and (last or (epoch + 1) % cfg["eval_interval"] == 0):
             eval_model = ema.module if ema is not None else model
-            result = evaluate(eval_model, val_set, img_size=eval_size, batch_size=cfg["eval_batch_size"],
-                              conf_threshold=cfg["eval_conf"], iou_threshold=cfg["eval_iou"],
-                              metrics=("voc07", "voc12", "coco"), device=device, amp_dtype=amp_dtype,
-                              scale_x_y=loss_fn.scale_x_y, max_candidates=3000, output_dir=run_dir / "val",
-                              save_json=False, verbose=True, coco_gt=coco_gt)
-            print_report(result)
-            metrics = {"map50": result["voc12_map50"], "map50_95": result["coco_map"],
-                       "voc07_map50": result["voc07_map50"]}
+            try:
+                result = evaluate(eval_model, val_set, img_size=eval_size, batch_size=cfg["eval_batch_size"],
+                                  conf_threshold=cfg["eval_conf"], iou_threshold=cfg["eval_iou"],
+                                  metrics=("voc07", "voc12", "coco"), device=device, amp_dtype=amp_dtype,
+                                  scale_x_y=loss_fn.scale_x_y, max_candidates=3000, output_dir=run_dir / "val",
+                                  save_json=False, verbose=True, coco_gt=coco_gt)
+            except Exception as e:  # raised once the epoch's weights are saved: its training is not lost with it
+                eval_error = e
+            else:
+                print_report(result)
+                metrics = {"map50": result["voc12_map50"], "map50_95": result["coco_map"],
+                           "voc07_map50": result["voc07_map50"]}
         now = time.time()
         epoch_times.append(now - lap)
         lap = now
@@ -590,6 +594,11 @@ def train(cfg: Dict[str, Any]) -> Path:
                     write_atomic(run_dir / f"best_{png.name}", png.read_bytes())
             save_checkpoint(state, weights_dir / "last.pt")
             plot_results(run_dir / "results.csv", run_dir / "results.png")
+            if eval_error is not None:
+                log.error("epoch %d: the evaluation failed (below); the epoch's weights are in %s: go on with "
+                          "--resume %s, or score them with tools/eval.py", epoch + 1, weights_dir / "last.pt",
+                          weights_dir / "last.pt")
+                raise eval_error
         if world > 1:
             dist.barrier()
     if main:
