@@ -75,6 +75,9 @@ SPELLINGS = {
         "datasets/rf", "train: ../train/images\nval: ../valid/images\ntest: ../test/images\nnc: 2\n"
                        "names: ['person', 'bicycle']\nroboflow:\n  workspace: w\n  version: 1\n",
         "datasets/rf", SPLITS),
+    "validation for val, as Ultralytics renames it": (
+        "datasets/rf", "train: ../train/images\nvalidation: ../valid/images\nnames: [person, bicycle]\n",
+        "datasets/rf", SPLITS),
 }
 
 

@@ -198,6 +198,9 @@ def load_data_config(source: ConfigSource = None, overrides: Optional[Mapping[st
         cfg, where, base = _read_yaml(path), str(path), path.resolve().parent
         dataset_path = cfg.pop("path", None)
         cfg["path"] = str(path)  # from here on, the config file (messages name it)
+    if "val" not in cfg and "validation" in cfg:  # as Ultralytics reads it (Roboflow's exports write it)
+        LOGGER.warning("%s: `validation` read as `val`", where)
+        cfg["val"] = cfg.pop("validation")
     ultralytics_keys = bool(dataset_path) or (not cfg.get("root") and any(k in cfg for k in ULTRALYTICS_KEYS))
     if (overrides or {}).get("root"):
         dataset_path = None  # a root given in its place (--root)
