@@ -249,14 +249,18 @@ def test_a_txt_list_of_paths_is_a_source(tmp_path, monkeypatch):
     write_video(tmp_path / "data" / "clip.avi", frames=2)
     more = write_images(tmp_path / "more", 2)
     listing = tmp_path / "data" / "list.txt"
+    (tmp_path / "data" / "notes.md").write_text("not an image")
+    (tmp_path / "more" / "README").write_text("a folder's other files are passed over quietly")
     listing.write_text(f"\ufeff# picked\nimages/{images[0].name}\n{images[2]}\n\nclip.avi\ngone.jpg\n"
-                       f"../more\n", encoding="utf-8")
+                       f"../more\nnotes.md\n", encoding="utf-8")
     warnings = []
     monkeypatch.chdir(tmp_path)
     sources = open_sources(listing, warn=warnings.append)
     assert [s.kind for s in sources] == ["images", "video"]
     assert [p.resolve() for p in sources[0].files] == [images[0], images[2], *more]  # in the list's order
-    assert warnings == [f"warning: {listing}: 1 listed path(s) not found, left out: gone.jpg"]
+    assert warnings == [f"warning: {listing}: 1 listed path(s) not found, left out: gone.jpg",
+                        f"warning: {listing}: 1 listed path(s) not an image or video (by extension), left out: "
+                        f"notes.md"]
     (tmp_path / "data" / "images" / "list.txt").write_text(f"{images[1].name}\n")  # beside the list, not here
     assert open_sources("data/images/list.txt")[0].files == [Path("data/images") / images[1].name]
     (tmp_path / "empty.txt").write_text("nothing.jpg\n")

@@ -250,9 +250,11 @@ def open_sources(
 def _listed_files(listing: Path, warn: Warn) -> List[Path]:
     """The files a list of paths names, one per line (Darknet's train.txt, YOLOv5's and Ultralytics' source
     lists): each relative to the current folder, else to the list's own; a folder stands for its files. Lines
-    that name nothing are warned about (the first few) and left out."""
+    that name nothing, or a file that is neither an image nor a video, are warned about (the first few) and
+    left out."""
     files: List[Path] = []
     missing: List[str] = []
+    unknown: List[str] = []
     for entry in read_list_file(listing):
         if entry.startswith("#"):
             continue
@@ -262,13 +264,17 @@ def _listed_files(listing: Path, warn: Warn) -> List[Path]:
         if path.is_dir():
             files += sorted(p for p in path.iterdir() if p.is_file())
         elif path.is_file():
-            files.append(path)
+            if path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() in VIDEO_SUFFIXES:
+                files.append(path)
+            else:
+                unknown.append(entry)
         else:
             missing.append(entry)
-    if missing:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        warn(f"warning: {listing}: {len(missing)} listed path(s) not found, left out: "
-             f"{', '.join(missing[:3])}{more}")
+    for entries, problem in ((missing, "not found"), (unknown, "not an image or video (by extension)")):
+        if entries:
+            more = f" and {len(entries) - 3} more" if len(entries) > 3 else ""
+            warn(f"warning: {listing}: {len(entries)} listed path(s) {problem}, left out: "
+                 f"{', '.join(entries[:3])}{more}")
     return files
 
 
