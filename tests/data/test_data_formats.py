@@ -308,6 +308,21 @@ def test_yolo_label_with_byte_order_mark_keeps_its_first_box(tmp_path):
     assert ds.records[0].labels.tolist() == [0, 1] and len(ds.problems) == 0
 
 
+def test_yolo_label_file_of_two_images_is_reported(tmp_path):
+    """im5.jpg and im5.png both look for labels/im5.txt: both take its boxes, as in Ultralytics, and the
+    clash is a counted problem naming the label file and both images; unlabelled twins are no clash."""
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    labels.mkdir(parents=True)
+    for name in ("im5.jpg", "im5.png", "bg.jpg", "bg.png"):
+        write_jpeg(images / name, 100, 200)
+    (labels / "im5.txt").write_text("0 0.5 0.5 0.2 0.4\n")
+    ds = YOLOTxtDataset(tmp_path, ["images"], ["a", "b"])
+    assert [len(r.labels) for r in ds.records] == [0, 0, 1, 1]
+    assert kinds(ds) == {R.SHARED_LABEL: 1}
+    problem = ds.problems.problems[0]
+    assert problem.path.endswith("im5.txt") and "im5.jpg" in problem.message and "im5.png" in problem.message
+
+
 # ---------------------------------------------------------------------------------------------- images
 def _png_bytes(array, mode=None):
     buf = io.BytesIO()

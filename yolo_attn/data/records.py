@@ -95,6 +95,7 @@ COCO_DUPLICATE_IMAGE_ID = "image id given to several images"
 BAD_LINE = "wrong field count"
 NOT_NORMALIZED = "non-normalized values"
 ORPHAN_LABEL = "label file without image"
+SHARED_LABEL = "label file of several images"
 
 
 @dataclass

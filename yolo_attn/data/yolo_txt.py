@@ -13,15 +13,15 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .darknet import darknet_label_path
 from .dataset import DetectionDataset
 from .records import (
-    BAD_LINE, IMAGE_SUFFIXES, NOT_NORMALIZED, UNKNOWN_CLASS, BadImageError, ProblemLog, Record, clean_boxes,
-    image_header,
+    BAD_LINE, IMAGE_SUFFIXES, NOT_NORMALIZED, SHARED_LABEL, UNKNOWN_CLASS, BadImageError, ProblemLog, Record,
+    clean_boxes, image_header,
 )
 
 __all__ = ["LABEL_RULES", "YOLOTxtDataset", "image_label_pairs", "label_path_for", "list_images", "read_list_file"]
@@ -128,6 +128,7 @@ class YOLOTxtDataset(DetectionDataset):
                  labels: str = "ultralytics"):
         log = ProblemLog()
         records: List[Record] = []
+        labelled: Dict[Path, Path] = {}  # label file -> the first image it labels
         for entry in entries:
             for image_path, label_path in image_label_pairs(root, entry, labels):
                 try:
@@ -135,6 +136,10 @@ class YOLOTxtDataset(DetectionDataset):
                 except BadImageError as e:
                     log.add(e.kind, image_path, f"{e.reason}; skipped")
                     continue
+                first = labelled.setdefault(label_path, image_path)
+                if first != image_path and label_path.is_file():  # a.jpg and a.png: one a.txt (as Ultralytics)
+                    log.add(SHARED_LABEL, label_path, f"the label file of {first.name} and of {image_path.name}; "
+                                                      "both take its boxes (rename one image and its label)")
                 if label_path.is_file():
                     boxes, classes = parse_label_file(label_path, names, h, w, log)
                 else:
