@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="our .pt, Darknet .weights, a port state dict (.pth), or an "
                    "export (.onnx, OpenVINO .xml or its folder)")
     p.add_argument("--data", help="data config YAML (default: the embedded shapes dataset)")
+    p.add_argument("--root", help="the dataset folder, in place of the data config's root (or Ultralytics path)")
     p.add_argument("--split", default="val", help="split of the data config to evaluate (val, test, train)")
     p.add_argument("--metric", nargs="+", default=["all"], choices=[*METRICS, "all"],
                    help="voc07 (11-point AP@0.5), voc12 (area AP@0.5), coco (AP@[.5:.95] ...), or all")

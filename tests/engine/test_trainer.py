@@ -427,6 +427,20 @@ def test_an_evaluation_that_fails_keeps_the_epochs_weights_and_the_run_resumes(t
     assert _epochs_in_csv(run) == [1, 2, 3]
 
 
+def test_root_gives_the_dataset_folder_in_place_of_the_configs(tiny_data, tmp_path):
+    """The same dataset elsewhere (another machine, a mounted copy): --root, as tools/check_data.py and
+    tools/eval.py take it; the run's config keeps it for a resume."""
+    moved = tmp_path / "moved.yaml"
+    moved.write_text(tiny_data.read_text().replace(f"root: {tiny_data.parent}", "root: /nowhere/tiny"))
+    with pytest.raises(FileNotFoundError, match="`root: /nowhere/tiny` \\(the dataset folder\\) is not a folder"):
+        train(_tiny_cfg(tiny_data, tmp_path, data=str(moved), epochs=1, ema=False, name="noroot"))
+    assert not (tmp_path / "runs/noroot").exists()
+    run = train(_tiny_cfg(tiny_data, tmp_path, data=str(moved), root=str(tiny_data.parent), epochs=1, ema=False,
+                          name="root"))
+    assert _epochs_in_csv(run) == [1]
+    assert yaml.safe_load((run / "config.yaml").read_text())["root"] == str(tiny_data.parent)
+
+
 def test_a_kill_right_after_a_checkpoint_keeps_that_epochs_row(tiny_data, tmp_path, monkeypatch):
     import yolo_attn.engine.trainer as trainer
 

@@ -277,6 +277,14 @@ def test_eval_tool_errors_are_one_line(tmp_path, capsys):
     assert load_tool().main(args + ["--img-size", "100"]) == 1
     assert "error: img_size 100: " in capsys.readouterr().err
     assert not any((tmp_path / "runs").iterdir())
+    # a root that is not there fails at load, naming it; --root gives the dataset's folder in its place
+    moved = tmp_path / "moved.yaml"
+    moved.write_text(config.read_text().replace(f"root: {config.parent}", "root: /nowhere/ds"))
+    assert load_tool().main(args[:2] + ["--data", str(moved), "--workers", "0"]) == 1
+    assert f"error: {moved}: `root: /nowhere/ds` (the dataset folder) is not a folder" in capsys.readouterr().err
+    assert load_tool().main(args[:2] + ["--data", str(moved), "--root", str(config.parent), "--workers", "0",
+                                        "--project", str(tmp_path / "runs"), "--metric", "voc12"]) == 0
+    assert "VOC12 mAP@0.5" in capsys.readouterr().out
     # a missing weights file: how to get some, in the words tools/predict.py uses
     assert load_tool().main(["--weights", str(tmp_path / "none.pt"), "--data", str(config)]) == 1
     assert "none.pt: no such weights file. Get weights by training (`python tools/train.py`)" in capsys.readouterr().err

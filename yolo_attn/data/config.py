@@ -59,6 +59,9 @@ def _resolve_root(root: Any, base: Optional[Path], where: str) -> str:
     path = Path(os.path.expandvars(os.path.expanduser(str(root))))
     if not path.is_absolute() and not path.exists() and base is not None and (base / path).exists():
         path = base / path
+    if not path.is_dir():  # here, not at each split's first entry
+        looked = f" (looked in the current folder and in {base})" if base is not None and not path.is_absolute() else ""
+        raise FileNotFoundError(f"{where}: `root: {root}` (the dataset folder) is not a folder{looked}")
     return str(path.resolve())
 
 

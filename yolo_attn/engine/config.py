@@ -16,8 +16,8 @@ __all__ = ["DEFAULT_TRAIN_CONFIG", "STRING_KEYS", "load_train_config", "parse_tr
 DEFAULT_TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train.yaml"
 # Names, paths and choices: their values stay text, so a run called 2024, a folder named "123" or a file
 # named "yes" is not read as a number or a boolean. Those that default to null still take null (~, empty).
-STRING_KEYS = ("name", "project", "device", "optimizer", "assigner", "data", "weights", "classes", "resume")
-NULLABLE_STRING_KEYS = ("data", "weights", "classes", "resume")
+STRING_KEYS = ("name", "project", "device", "optimizer", "assigner", "data", "root", "weights", "classes", "resume")
+NULLABLE_STRING_KEYS = ("data", "root", "weights", "classes", "resume")
 _NULL_WORDS = ("null", "Null", "NULL", "~", "")
 
 

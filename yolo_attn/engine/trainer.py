@@ -389,7 +389,7 @@ def train(cfg: Dict[str, Any]) -> Path:
             log.info("%s: this run already finished all %d epochs", resume_path, finished)
             return run_dir
 
-    data_cfg = load_data_config(cfg.get("data"))
+    data_cfg = load_data_config(cfg.get("data"), {"root": cfg["root"]} if cfg.get("root") else None)
     train_set = build_dataset(data_cfg, "train")
     val_set = build_dataset(data_cfg, "val") if main else None
     names = list(data_cfg["names"] or train_set.names)  # COCO configs may leave them to the JSON

@@ -27,6 +27,7 @@ PathLike = Union[str, os.PathLike]
 def run_eval(
     weights: PathLike,
     data: Optional[PathLike] = None,
+    root: Optional[PathLike] = None,
     split: str = "val",
     metric: Sequence[str] = ("all",),
     img_size: Optional[int] = None,
@@ -51,14 +52,15 @@ def run_eval(
     augment_flips: Sequence[bool] = DEFAULT_FLIPS,
 ) -> Dict[str, Any]:
     """Load ``weights`` (our .pt, Darknet .weights, port state dict, or an ONNX / OpenVINO export), evaluate
-    on ``split`` of the data config ``data`` (None: the embedded shapes dataset), print the per-class table and
-    summary, and write the results into ``project/name`` (made unique: exp, exp2, ...). ``augment``: test-time
-    augmentation with the given views (:mod:`yolo_attn.models.tta`). Returns :func:`~yolo_attn.eval.evaluate`'s
+    on ``split`` of the data config ``data`` (None: the embedded shapes dataset; ``root``: its dataset folder in
+    place of the config's), print the per-class table and summary, and write the results into ``project/name``
+    (made unique: exp, exp2, ...). ``augment``: test-time augmentation with the given views
+    (:mod:`yolo_attn.models.tta`). Returns :func:`~yolo_attn.eval.evaluate`'s
     dict, with ``save_dir``. ``nms`` and ``resize`` default to the weights' own (Darknet .weights: their cfg's,
     as Darknet's ``detector map`` runs them; see :class:`~yolo_attn.inference.Detector`)."""
     keep_freed_memory()
     device = str(resolve_device(device))  # a clear error now, not a traceback after the dataset has loaded
-    cfg = load_data_config(data)
+    cfg = load_data_config(data, {"root": str(root)} if root else None)
     dataset = build_dataset(cfg, split)
     if Path(weights).suffix.lower() in (".onnx", ".xml") or Path(weights).is_dir():
         # an export (ONNX, OpenVINO IR or its folder) runs through its own backend, as tools/predict.py runs it
