@@ -174,6 +174,38 @@ def test_coco_categories_sharing_a_name_are_an_error(coco_root):
             COCODataset(coco_root, ["val2017"], names)
 
 
+MALFORMED_COCO = {
+    "an image without id": (lambda d: d["images"][1].pop("id"), r"image 1 \(b.jpg\) has no `id`"),
+    "category ids as text": (lambda d: d["categories"][0].update(id="1"), r"category 'person' has id '1'"),
+    "image ids of both kinds": (lambda d: d["images"][1].update(id="11"), r"image ids mix numbers and text"),
+    "annotations not a list": (lambda d: d.update(annotations={"1": {}}), r"`annotations` is a dict, not a list"),
+    "an image not an object": (lambda d: d["images"].append(12), r"`images` entry 3 is 12, not an object"),
+    "a category without a name": (lambda d: d["categories"][0].pop("name"), r"category 1 has no name"),
+}
+
+
+@pytest.mark.parametrize("mangle,message", MALFORMED_COCO.values(), ids=list(MALFORMED_COCO))
+def test_malformed_coco_json_is_one_clear_error(coco_root, mangle, message):
+    """Each gave a KeyError ('id'), a TypeError from sorting or iterating, or a pycocotools error after a
+    whole evaluation's inference; now a ValueError naming the file, when the dataset loads."""
+    ann_file = coco_root / "annotations" / "instances_val2017.json"
+    data = json.loads(ann_file.read_text())
+    mangle(data)
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"instances_val2017.json: " + message):
+        COCODataset(coco_root, ["val2017"])
+
+
+def test_coco_annotations_null_is_an_unannotated_split(coco_root):
+    ann_file = coco_root / "annotations" / "instances_val2017.json"
+    data = json.loads(ann_file.read_text())
+    data["annotations"] = None
+    ann_file.write_text(json.dumps(data))
+    ds = COCODataset(coco_root, ["val2017"])
+    assert len(ds) == 2 and all(len(r.labels) == 0 for r in ds.records)
+    assert load_coco_ground_truth(ann_file).getAnnIds() == []
+
+
 def test_voc_and_coco_files_with_a_byte_order_mark(voc_root, coco_root):
     """Windows editors write a BOM: it became part of the first image id of a VOC set file (that image was
     reported missing) and COCO JSONs failed to parse."""

@@ -89,6 +89,7 @@ class COCODataset(DetectionDataset):
             raise ValueError(f"{ann_file}: not valid JSON ({e})") from None
         if not isinstance(data, dict) or "images" not in data or "categories" not in data:
             raise ValueError(f"{ann_file}: not a COCO instances file (needs `images` and `categories`)")
+        _check_structure(data, ann_file)
         return data
 
     @staticmethod
@@ -135,7 +136,7 @@ class COCODataset(DetectionDataset):
             del images[image_id]
         files = set(os.listdir(image_dir)) if image_dir.is_dir() else set()
         per_image: Dict[int, list] = defaultdict(list)
-        for ann in data.get("annotations", []):
+        for ann in data.get("annotations") or []:
             if ann.get("image_id") in duplicated:
                 continue
             if ann.get("image_id") not in images:
@@ -143,7 +144,7 @@ class COCODataset(DetectionDataset):
                         f" {ann.get('image_id')}, which is not in `images`; dropped")
             elif ann.get("category_id") not in known_categories:
                 log.add(COCO_MISSING_CATEGORY, ann_file, f"annotation {ann.get('id')} points to category id"
-                        f" {ann.get('category_id')}, which is not in `categories`; dropped")
+                        f" {ann.get('category_id')!r}, which is not in `categories`; dropped")
             elif not ann.get("iscrowd", 0) and ann["category_id"] in label_of:
                 per_image[ann["image_id"]].append(ann)
         records = []
@@ -179,3 +180,31 @@ class COCODataset(DetectionDataset):
             record_id = f"{id_prefix}{image_id}" if id_prefix else image_id
             records.append(Record(None, boxes, labels, difficult, record_id, str(path), h, w))
         return records
+
+
+def _check_structure(data: dict, ann_file: Path) -> None:
+    """What the rest takes for granted, checked once with a message naming the file: lists of objects, an id for
+    every image (numbers or text, not both: pycocotools sorts them), an integer id and a name for every
+    category. A missing or null ``annotations`` is an unannotated split."""
+    annotations = data.get("annotations")
+    for key, items in (("images", data["images"]), ("categories", data["categories"]),
+                       ("annotations", [] if annotations is None else annotations)):
+        if not isinstance(items, list):
+            raise ValueError(f"{ann_file}: `{key}` is a {type(items).__name__}, not a list")
+        for k, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ValueError(f"{ann_file}: `{key}` entry {k} is {item!r}, not an object")
+    kinds = {}
+    for k, img in enumerate(data["images"]):
+        if img.get("id") is None:
+            raise ValueError(f"{ann_file}: image {k} ({img.get('file_name', 'no file_name')}) has no `id`")
+        kinds.setdefault(isinstance(img["id"], str), img["id"])
+    if len(kinds) > 1:
+        raise ValueError(f"{ann_file}: image ids mix numbers and text (e.g. {kinds[False]!r} and {kinds[True]!r});"
+                         " give every image the same kind of id")
+    for c in data["categories"]:
+        if isinstance(c.get("id"), bool) or not isinstance(c.get("id"), int):
+            raise ValueError(f"{ann_file}: category {c.get('name')!r} has id {c.get('id')!r}; COCO category ids "
+                             "are integers")
+        if not isinstance(c.get("name"), str):
+            raise ValueError(f"{ann_file}: category {c['id']} has no name")

@@ -124,7 +124,7 @@ def load_coco_ground_truth(path: Union[str, os.PathLike, Sequence[Union[str, os.
         data = json.loads(p.read_text(encoding="utf-8-sig"))
         rename = (lambda i, prefix=prefix: f"{prefix}{i}") if prefix else (lambda i: i)
         merged["images"] += [{**img, "id": rename(img["id"])} for img in data["images"]]
-        boxed = [(ann, box) for ann in data.get("annotations", []) if (box := _box_of(ann)) is not None]
+        boxed = [(ann, box) for ann in data.get("annotations") or [] if (box := _box_of(ann)) is not None]
         merged["annotations"] += [_complete({**ann, "image_id": rename(ann.get("image_id")),
                                              "id": len(merged["annotations"]) + k + 1}, box)  # 0: "unmatched"
                                   for k, (ann, box) in enumerate(boxed)]
