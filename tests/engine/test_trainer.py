@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -439,6 +441,40 @@ def test_root_gives_the_dataset_folder_in_place_of_the_configs(tiny_data, tmp_pa
                           name="root"))
     assert _epochs_in_csv(run) == [1]
     assert yaml.safe_load((run / "config.yaml").read_text())["root"] == str(tiny_data.parent)
+
+
+def test_a_run_resumes_from_another_folder(tiny_data, tmp_path, monkeypatch):
+    """--data given relative to the folder the run started in: the run keeps it absolute, so that a resume
+    started anywhere finds it (it said `data.yaml: no such data config`)."""
+    import yolo_attn.engine.trainer as trainer
+
+    real_save = _stop_after_checkpoint(monkeypatch, 0)
+    monkeypatch.chdir(tiny_data.parent)
+    with pytest.raises(_Stop):
+        train(_tiny_cfg(tiny_data, tmp_path, data=tiny_data.name, epochs=2, ema=False, name="moved"))
+    last = tmp_path / "runs/moved/weights/last.pt"
+    assert load_checkpoint(last)["config"]["data"] == str(tiny_data.resolve())
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    monkeypatch.chdir(tmp_path)
+    train(dict(load_train_config(None, {}), resume=str(last), workers=0))
+    assert _epochs_in_csv(tmp_path / "runs/moved") == [1, 2]
+
+
+def test_a_train_split_that_cannot_teach_is_refused_before_the_run(tmp_path):
+    """No label file found at all, no image, no class: each used to train its epochs and write weights that
+    detect nothing (YOLOv5 refuses the first too)."""
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "empty").mkdir()
+    for i in range(2):
+        cv2.imwrite(str(root / "images" / f"{i}.jpg"), np.full((64, 64, 3), 90, np.uint8))
+    config = tmp_path / "data.yaml"
+    for train_entry, message in (("images", "not one box in the train split's 2 images"),
+                                 ("empty", "the train split has no usable images")):
+        config.write_text(f"format: yolo\nroot: {root}\ntrain: [{train_entry}]\nval: [images]\nnames: [a]\n")
+        with pytest.raises(ValueError, match=message):
+            train(_tiny_cfg(config, tmp_path, epochs=1, name="none"))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_kill_right_after_a_checkpoint_keeps_that_epochs_row(tiny_data, tmp_path, monkeypatch):

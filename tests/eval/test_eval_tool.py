@@ -180,6 +180,43 @@ def test_training_scores_coco_data_against_its_own_json(tmp_path, monkeypatch):
     assert len(seen[0].getAnnIds(iscrowd=True)) == 1  # the JSON's crowd region is there to be ignored
 
 
+def test_training_scores_coco_val_by_the_train_splits_class_names(tmp_path, monkeypatch):
+    """A COCO config without names, whose val JSON numbers the categories otherwise (disc 5, block 2 against
+    train's disc 1, block 3): val once numbered its classes by its own ids, so the model's class 0 (disc) was
+    scored as block. Val now takes train's classes by name."""
+    import yolo_attn.engine.trainer as trainer
+    from yolo_attn.engine.config import load_train_config
+
+    config = write_coco_dataset(tmp_path / "coco")
+    data = json.loads((tmp_path / "coco/annotations/instances_val.json").read_text())
+    renumber = {1: 5, 3: 2}
+    data["categories"] = [{"id": renumber[c["id"]], "name": c["name"]} for c in data["categories"]]
+    for ann in data["annotations"]:
+        ann["category_id"] = renumber[ann["category_id"]]
+    (tmp_path / "coco/annotations/instances_other.json").write_text(json.dumps(data))
+    (tmp_path / "coco/other").symlink_to(tmp_path / "coco/val")
+    config.write_text(config.read_text().replace("val: val", "val: other"))
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def evaluate_stub(model, dataset, **kw):
+        seen.append(dataset)
+        raise Stop
+
+    monkeypatch.setattr(trainer, "evaluate", evaluate_stub)
+    cfg = dict(data=str(config), img_size=64, batch_size=2, workers=0, epochs=1, time=None, eval_batch_size=2,
+               phi=0, amp=False, ema=False, project=str(tmp_path / "runs"))
+    with pytest.raises(Stop):
+        trainer.train(load_train_config(None, cfg))
+    (val,) = seen
+    assert val.names == ["disc", "block"] and val.category_ids == [5, 2]
+    first = val.records[0]
+    disc = first.boxes.tolist().index([10.0, 12.0, 30.0, 30.0])
+    assert first.labels[disc] == 0
+
+
 def test_eval_tool_on_coco_data(tmp_path, capsys):
     config = write_coco_dataset(tmp_path / "coco")
     model = build_model(0, 2)

@@ -318,6 +318,22 @@ def _resumable_run(path: Path, ckpt: Dict[str, Any]) -> Path:
     return run_dir
 
 
+def _check_trainable(train_set, names: Sequence[str], where: str) -> None:
+    """Refuse a train split that cannot teach anything, before a run folder is made: no images, no classes, or
+    not one box (labels not where they were looked for; YOLOv5 refuses those too). Before, such runs went
+    through their epochs and wrote weights that detect nothing."""
+    problems = f" ({train_set.problems.summary()})" if len(getattr(train_set, "problems", ())) else ""
+    if len(train_set) == 0:
+        raise ValueError(f"{where}: the train split has no usable images{problems}; see "
+                         f"`python tools/check_data.py --data {where}`")
+    if not names:
+        raise ValueError(f"{where}: no classes (empty `names`, or a COCO JSON without categories)")
+    if sum(len(record.labels) for record in train_set.records) == 0:
+        raise ValueError(f"{where}: not one box in the train split's {len(train_set)} images{problems}: no "
+                         f"label files where they were looked for ({train_set.description})? See "
+                         f"`python tools/check_data.py --data {where}`")
+
+
 def _num_classes_in(path: str) -> Optional[int]:
     """Class count of a port state dict from its head (port files carry no names)."""
     ckpt = load_checkpoint(path)
@@ -353,6 +369,10 @@ def train(cfg: Dict[str, Any]) -> Path:
                    and cfg[k] != defaults.get(k) and cfg[k] != ckpt["config"].get(k)]
         cfg = dict(ckpt["config"], **keep, resume=resume_path)
 
+    else:  # a resume from another folder finds the data where this run found it
+        for key in ("data", "root"):
+            if isinstance(cfg.get(key), str) and cfg[key] not in ("shapes", "default") and Path(cfg[key]).exists():
+                cfg[key] = str(Path(cfg[key]).resolve())
     if cfg.get("time") == "auto":
         cfg["time"] = EMBEDDED_TIME_BUDGET if cfg.get("data") is None else None
     if cfg.get("eval_img_size") == "auto":
@@ -391,8 +411,13 @@ def train(cfg: Dict[str, Any]) -> Path:
 
     data_cfg = load_data_config(cfg.get("data"), {"root": cfg["root"]} if cfg.get("root") else None)
     train_set = build_dataset(data_cfg, "train")
+    if not data_cfg["names"] and train_set.names:
+        # COCO without names: each split would number its JSON's categories its own way; val takes train's
+        # classes by name, as tools/eval.py matches a model's
+        data_cfg = {**data_cfg, "names": list(train_set.names)}
     val_set = build_dataset(data_cfg, "val") if main else None
-    names = list(data_cfg["names"] or train_set.names)  # COCO configs may leave them to the JSON
+    names = list(data_cfg["names"] or train_set.names)
+    _check_trainable(train_set, names, data_cfg.get("path") or "the data config")
 
     # The architecture comes from the checkpoint being resumed, else from --weights when they carry one
     # (our checkpoints, port files; Darknet's anchors from their .cfg), else from the config; the head is always
