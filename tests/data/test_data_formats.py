@@ -104,6 +104,11 @@ def test_voc_unusable_size_is_read_from_the_image(tmp_path, bad):
 def test_voc_missing_image_set_is_a_clear_error(voc_root):
     with pytest.raises(FileNotFoundError, match="ImageSets/Main/test.txt"):
         VOCDataset(voc_root, ["VOC2007/test"], VOC_NAMES)
+    latin = voc_root / "VOC2007" / "ImageSets" / "Main" / "latin.txt"
+    latin.write_bytes("000001\ncaf\xe9\n".encode("latin-1"))  # it said only: 'utf-8' codec can't decode byte 0xe9
+    with pytest.raises(ValueError, match=r"latin.txt: not a list of image ids \(not UTF-8 text, byte 10; data "
+                                         r"config entry 'VOC2007/latin'\)"):
+        VOCDataset(voc_root, ["VOC2007/latin"], VOC_NAMES)
 
 
 # ---------------------------------------------------------------------------------------------- COCO

@@ -2,6 +2,7 @@
 import logging
 
 import numpy as np
+import pytest
 import torch
 
 from yolo_attn.data import (
@@ -82,6 +83,15 @@ def test_bad_image_reported_once_and_skipped(tmp_path, caplog):
     warnings = [r for r in caplog.records if "img3.jpg" in r.getMessage()]
     assert len(warnings) == 1 and "truncated" in warnings[0].getMessage()
     assert loader.dataset.bad_indices() == [3]
+
+
+def test_a_split_none_of_whose_images_loads_is_a_data_error(tmp_path, caplog):
+    """A ValueError (tools/train.py prints it as one line), not a RuntimeError's traceback."""
+    ds = small_dataset(tmp_path, n=2, bad={0, 1})
+    loader = build_train_loader(ds, img_size=SIZE, batch_size=2, workers=0, cache="none")
+    with caplog.at_level(logging.ERROR, logger="yolo_attn.data"), \
+            pytest.raises(ValueError, match="100 images in a row could not be loaded"):
+        next(iter(loader))
 
 
 def test_bad_image_never_kills_a_worker(tmp_path):

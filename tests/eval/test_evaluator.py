@@ -148,6 +148,14 @@ def test_bad_image_is_reported_and_skipped(capsys):
     assert out["voc12_map50"] == pytest.approx(1.0)  # its ground truth is left out along with it
 
 
+def test_a_split_none_of_whose_images_loads_is_an_error():
+    """It scored nothing and reported 0 images and mAP 0, which reads as a model that finds nothing."""
+    ds = make_dataset(num_images=2, num_classes=2, bad=[0, 1])
+    model = OracleModel(make_dataset(num_images=2, num_classes=2), IMG, [])
+    with pytest.raises(ValueError, match=r"none of the 2 images could be loaded.*img000.jpg: truncated JPEG"):
+        evaluate(model, ds, img_size=IMG, batch_size=2, verbose=False)
+
+
 def test_class_count_mismatch_is_a_clear_error():
     ds = make_dataset(num_images=2, num_classes=3)
     with pytest.raises(ValueError, match="predicts 2 classes but the dataset has 3"):

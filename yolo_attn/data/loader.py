@@ -193,8 +193,9 @@ class TrainDataset(Dataset):
                 except Exception as e:  # noqa: BLE001 - never let one file kill a worker
                     self._report_bad(index, e)
             index = int(rng.integers(len(self.dataset)))
-        raise RuntimeError(f"{self.dataset.description}: no usable image found in 100 tries; "
-                           "run tools/check_data.py on the data config")
+        # a ValueError: the tools print it as the data's problem, not as a crash
+        raise ValueError(f"{self.dataset.description}: 100 images in a row could not be loaded (the warnings "
+                         "above name them); run tools/check_data.py on the data config")
 
     def _pick(self, rng: np.random.Generator) -> int:
         return int(rng.integers(len(self.dataset)))

@@ -126,7 +126,12 @@ class VOCDataset(DetectionDataset):
             if not set_file.is_file():
                 raise FileNotFoundError(f"{set_file}: no such image set (data config entry {entry!r}); expected "
                                         "<root>/<year folder>/ImageSets/Main/<set>.txt")
-            ids = [line.split()[0] for line in set_file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+            try:
+                text = set_file.read_text(encoding="utf-8-sig")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{set_file}: not a list of image ids (not UTF-8 text, byte {e.start}; data config "
+                                 f"entry {entry!r})") from None
+            ids = [line.split()[0] for line in text.splitlines() if line.strip()]
             images = _image_files(year_dir / "JPEGImages")
             for image_id in ids:
                 records.extend(self._parse_one(year_dir, image_id, images, names, log))

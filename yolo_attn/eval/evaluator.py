@@ -260,6 +260,9 @@ def evaluate(
         print(f"skipped {len(skipped)} of {len(dataset)} images that could not be loaded:", file=sys.stderr)
         for message in skipped[:20]:
             print(f"  {message}", file=sys.stderr)
+    if skipped and not gts:  # a score of nothing would read as a model that finds nothing
+        raise ValueError(f"none of the {len(dataset)} images could be loaded, so there is nothing to score (the "
+                         f"first: {skipped[0]}); see `python tools/check_data.py`")
 
     cat_ids = _category_ids(getattr(dataset, "category_ids", None), len(names))
     repeated = _first_repeated([g.image_id for g in gts])
