@@ -477,6 +477,43 @@ def test_a_train_split_that_cannot_teach_is_refused_before_the_run(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_initial_weights_carry_the_class_channels_by_name(caplog):
+    """A [person, car, dog] model fine-tuned on [dog, person] (or on [car, dog, person], same shape, another
+    order) loaded its class channels by position: dog learned from person's. They now go by name; a class
+    the weights do not know keeps its fresh start; names with nothing in common still load by position."""
+    from yolo_attn.engine.trainer import _init_weights
+
+    torch.manual_seed(0)
+    source = build_model(0, 3)
+    source_names = ["person", "car", "dog"]
+
+    def row(state, head, nc, anchor, channel):
+        """Weights and bias of one output channel of a head's prediction conv."""
+        i = anchor * (5 + nc) + channel
+        return torch.cat([state[f"{head}.pred.weight"][i].flatten(), state[f"{head}.pred.bias"][i:i + 1]])
+
+    for names in (["dog", "person"], ["car", "dog", "person"], ["dog", "cat"]):
+        model = build_model(0, len(names))
+        init_head_biases(model, 128)
+        fresh = {k: v.clone() for k, v in model.state_dict().items()}
+        _init_weights(model, "src.pt", source, source_names, names)
+        got, src = model.state_dict(), source.state_dict()
+        for head in ("head_p5", "head_p4"):
+            for anchor in range(3):
+                for channel in range(5):  # box and objectness
+                    assert torch.equal(row(got, head, len(names), anchor, channel), row(src, head, 3, anchor, channel))
+                for k, name in enumerate(names):
+                    want = (row(src, head, 3, anchor, 5 + source_names.index(name)) if name in source_names
+                            else row(fresh, head, len(names), anchor, 5 + k))
+                    assert torch.equal(row(got, head, len(names), anchor, 5 + k), want), (names, head, name)
+        assert torch.equal(got["backbone.stem.0.conv.weight"], src["backbone.stem.0.conv.weight"])
+    model = build_model(0, 3)
+    with caplog.at_level(logging.WARNING, logger="yolo_attn"):
+        _init_weights(model, "src.pt", source, source_names, ["a", "b", "c"])
+    assert torch.equal(model.head_p5.pred.weight, source.head_p5.pred.weight)
+    assert "share no name" in caplog.text
+
+
 def test_a_kill_right_after_a_checkpoint_keeps_that_epochs_row(tiny_data, tmp_path, monkeypatch):
     import yolo_attn.engine.trainer as trainer
 

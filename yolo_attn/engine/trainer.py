@@ -261,12 +261,13 @@ def _tuplify(x):
     return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-def _weights_source(path: Optional[str], classes: Optional[str]) -> Optional[YoloV4Tiny]:
-    """The model an initial weights file holds (our checkpoint or a port state dict), read once; None for no
-    file and for Darknet files, which carry no architecture and load layer by layer."""
+def _weights_source(path: Optional[str], classes: Optional[str]) -> Tuple[Optional[YoloV4Tiny], List[str]]:
+    """The model an initial weights file holds (our checkpoint or a port state dict), read once, with its class
+    names; None for no file and for Darknet files, which carry no architecture and load layer by layer."""
     if not path or str(path).endswith((".weights", ".conv.29")):
-        return None
-    return load_model(path, classes=classes, num_classes=_num_classes_in(path))[0]
+        return None, []
+    model, meta = load_model(path, classes=classes, num_classes=_num_classes_in(path))
+    return model, list(meta.get("names") or [])
 
 
 def _darknet_arch(path: Optional[str]) -> Dict[str, Any]:
@@ -281,21 +282,54 @@ def _darknet_arch(path: Optional[str]) -> Dict[str, Any]:
     return {"anchors": settings.anchors, "anchor_masks": settings.anchor_masks}
 
 
-def _init_weights(model: YoloV4Tiny, path: str, source: Optional[YoloV4Tiny]) -> None:
+def _init_weights(model: YoloV4Tiny, path: str, source: Optional[YoloV4Tiny], source_names: Sequence[str],
+                  names: Sequence[str]) -> None:
     """Initialize from ``source`` (see _weights_source) or Darknet weights at ``path``; everything whose shape
     matches loads, the rest (a head for another class count, attention blocks absent from the file) is
-    reported."""
+    reported. When the two sets of class names differ but share some, the heads' class channels go by name
+    (``_heads_by_name``): a model of [person, car, dog] fine-tuned on [dog, person] starts knowing both."""
     if source is None:
         report = load_darknet_weights(model, path)
         log.info("%s: loaded %d Darknet conv layers", path, len(report.loaded))
         return
+    by_name = list(source_names) != list(names) and bool(set(source_names) & set(names))
     state = source.state_dict()
     own = model.state_dict()
-    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    skipped = sorted(set(state) - set(loaded))
+    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape
+              and not (by_name and ".pred." in k)}
+    skipped = sorted(set(state) - set(loaded) - ({k for k in state if ".pred." in k} if by_name else set()))
     model.load_state_dict(loaded, strict=False)
     log.info("%s: loaded %d of %d tensors%s", path, len(loaded), len(own),
              f"; skipped (shape differs): {', '.join(skipped)}" if skipped else "")
+    if by_name:
+        _heads_by_name(model, source, source_names, names, path)
+    elif source_names and list(source_names) != list(names) and len(source_names) == len(names):
+        log.warning("%s: its classes (%s) share no name with the data's (%s): the heads' class channels load "
+                    "by position", path, ", ".join(source_names[:5]), ", ".join(names[:5]))
+
+
+def _heads_by_name(model: YoloV4Tiny, source: YoloV4Tiny, source_names: Sequence[str], names: Sequence[str],
+                   path: str) -> None:
+    """Copy each anchor's box and objectness channels of both prediction convs, and the class channels of the
+    classes ``source`` knows by name; the other classes keep their fresh start (``init_head_biases``)."""
+    src_nc, nc = len(source_names), len(names)
+    known = {name: j for j, name in enumerate(source_names)}
+    carried = [(k, known[name]) for k, name in enumerate(names) if name in known]
+    with torch.no_grad():
+        for head in ("head_p5", "head_p4"):
+            dst, src = getattr(model, head).pred, getattr(source, head).pred
+            if dst.out_channels // (5 + nc) != src.out_channels // (5 + src_nc) or dst.in_channels != src.in_channels:
+                log.warning("%s: %s has another anchor count: its prediction conv starts fresh", path, head)
+                continue
+            for a in range(dst.out_channels // (5 + nc)):
+                rows = [(a * (5 + nc) + i, a * (5 + src_nc) + i) for i in range(5)]
+                rows += [(a * (5 + nc) + 5 + k, a * (5 + src_nc) + 5 + j) for k, j in carried]
+                for d, s in rows:
+                    dst.weight[d] = src.weight[s]
+                    dst.bias[d] = src.bias[s]
+    new = [name for name in names if name not in known]
+    log.info("%s: class channels by name: %d of %d classes carried over%s", path, len(carried), nc,
+             f"; new: {', '.join(new[:10])}{', ...' if len(new) > 10 else ''}" if new else "")
 
 
 def _resumable_run(path: Path, ckpt: Dict[str, Any]) -> Path:
@@ -422,7 +456,7 @@ def train(cfg: Dict[str, Any]) -> Path:
     # The architecture comes from the checkpoint being resumed, else from --weights when they carry one
     # (our checkpoints, port files; Darknet's anchors from their .cfg), else from the config; the head is always
     # built for this dataset.
-    source = _weights_source(cfg.get("weights"), cfg.get("classes")) if ckpt is None else None
+    source, source_names = _weights_source(cfg.get("weights"), cfg.get("classes")) if ckpt is None else (None, [])
     if ckpt is not None:
         arch = ckpt["meta"]["model"]
     elif source is not None:
@@ -445,7 +479,7 @@ def train(cfg: Dict[str, Any]) -> Path:
     else:
         init_head_biases(model, cfg["img_size"])
         if cfg.get("weights"):
-            _init_weights(model, str(cfg["weights"]), source)
+            _init_weights(model, str(cfg["weights"]), source, source_names, names)
     model.to(device)
     if cfg["channels_last"]:
         model.to(memory_format=torch.channels_last)
