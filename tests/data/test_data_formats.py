@@ -118,10 +118,12 @@ def test_coco_ids_crowd_background_and_bad_references(coco_root):
     recs = by_id(ds)
     assert set(recs) == {10, 11}  # 12 has no file
     a = recs[10]
-    # dog [10, 5, 20, 30] xywh -> xyxy; car; person clipped; crowd, zero-area, duplicate, bad refs gone
-    np.testing.assert_allclose(a.boxes, [[10, 5, 30, 35], [0, 0, 5, 5], [70, 50, 80, 60]])
-    assert a.labels.tolist() == [2, 1, 0]
-    assert [ds.category_ids[k] for k in a.labels] == [7, 3, 1]
+    # dog [10, 5, 20, 30] xywh -> xyxy; car; the crowd region, difficult (never a target; the VOC metrics
+    # ignore detections on it, as COCOeval does); person clipped; zero-area, duplicate, bad refs gone
+    np.testing.assert_allclose(a.boxes, [[10, 5, 30, 35], [0, 0, 5, 5], [0, 0, 80, 60], [70, 50, 80, 60]])
+    assert a.labels.tolist() == [2, 1, 0, 0]
+    assert a.difficult.tolist() == [False, False, True, False]
+    assert [ds.category_ids[k] for k in a.labels] == [7, 3, 1, 1]
     assert len(recs[11].labels) == 0  # background image kept
     k = kinds(ds)
     assert k[R.COCO_MISSING_IMAGE] == 1 and k[R.COCO_MISSING_CATEGORY] == 1 and k[R.MISSING_IMAGE] == 1
@@ -143,12 +145,25 @@ def test_coco_image_id_given_to_two_images_skips_both_with_their_annotations(coc
     assert "image id 10 is given to 2 images (a.jpg, b.jpg)" in problem.message
 
 
+def test_coco_crowd_regions_are_never_training_boxes(coco_root):
+    """Kept as difficult boxes for evaluation, they stay out of the targets and the anchor statistics, even
+    with train_difficult (VOC's option)."""
+    from yolo_attn.engine.anchors import box_sizes
+
+    cfg = load_data_config({"format": "coco", "root": str(coco_root), "train": "val2017", "val": "val2017",
+                            "names": ["person", "car", "dog"], "train_difficult": True})
+    ds = build_dataset(cfg, "train")
+    assert not ds.include_difficult
+    wh = box_sizes(ds, 80)  # the 80x60 image at its own scale
+    assert sorted(map(tuple, wh.tolist())) == [(5.0, 5.0), (10.0, 10.0), (20.0, 30.0)]  # not the 80x60 crowd
+
+
 def test_coco_names_from_json_and_reordered(coco_root):
     ds = COCODataset(coco_root, ["val2017"])
     assert ds.names == [c["name"] for c in COCO_CATEGORIES] and ds.category_ids == [1, 3, 7]
     ds = COCODataset(coco_root, ["val2017"], ["dog", "person", "car"])
     assert ds.category_ids == [7, 1, 3]
-    assert by_id(ds)[10].labels.tolist() == [0, 2, 1]
+    assert by_id(ds)[10].labels.tolist() == [0, 2, 1, 1]  # dog, car, person crowd, person
 
 
 def test_coco_file_names_with_folders_are_looked_up_where_they_point(coco_root):

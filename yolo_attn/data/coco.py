@@ -145,7 +145,7 @@ class COCODataset(DetectionDataset):
             elif ann.get("category_id") not in known_categories:
                 log.add(COCO_MISSING_CATEGORY, ann_file, f"annotation {ann.get('id')} points to category id"
                         f" {ann.get('category_id')!r}, which is not in `categories`; dropped")
-            elif not ann.get("iscrowd", 0) and ann["category_id"] in label_of:
+            elif ann["category_id"] in label_of:
                 per_image[ann["image_id"]].append(ann)
         records = []
         for image_id, img in images.items():
@@ -164,7 +164,7 @@ class COCODataset(DetectionDataset):
                     continue
                 log.add(MISSING_SIZE, path, f"image id {image_id} has no usable height/width; read {w}x{h}"
                         " from the image")
-            boxes, labels = [], []
+            boxes, labels, crowd = [], [], []
             for ann in per_image.get(image_id, []):
                 bbox = ann.get("bbox")
                 try:
@@ -174,8 +174,11 @@ class COCODataset(DetectionDataset):
                     continue
                 boxes.append((x, y, x + bw, y + bh))
                 labels.append(label_of[ann["category_id"]])
+                crowd.append(bool(ann.get("iscrowd")))
+            # crowd regions are difficult boxes: never targets, and the VOC metrics ignore detections on them
+            # as COCOeval does
             boxes, labels, difficult = clean_boxes(
-                np.array(boxes, np.float32), np.array(labels, np.int64), np.zeros(len(labels), bool), h, w,
+                np.array(boxes, np.float32), np.array(labels, np.int64), np.array(crowd, bool), h, w,
                 f"{path} (in {ann_file.name})", log, names)
             record_id = f"{id_prefix}{image_id}" if id_prefix else image_id
             records.append(Record(None, boxes, labels, difficult, record_id, str(path), h, w))

@@ -276,5 +276,6 @@ def build_dataset(cfg: Mapping[str, Any], split: str = "val") -> DetectionDatase
     else:
         raise ValueError(f"unknown data format {fmt!r}; expected one of {', '.join(FORMATS)}")
     ds.split = split
-    ds.include_difficult = bool(cfg.get("train_difficult", False))
+    # COCO's difficult boxes are its crowd regions, never targets (as in COCO-trained detectors)
+    ds.include_difficult = bool(cfg.get("train_difficult", False)) and fmt != "coco"
     return ds

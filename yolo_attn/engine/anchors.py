@@ -23,14 +23,17 @@ MIN_BOX = 2.0  # px at the training size: smaller boxes are noise for anchor sha
 
 
 def box_sizes(dataset: Any, img_size: int) -> np.ndarray:
-    """(N, 2) widths and heights of every box of ``dataset`` at training scale (longest image side
-    ``img_size``, as the letterbox makes it); boxes under 2 px are left out."""
+    """(N, 2) widths and heights of every training box of ``dataset`` at training scale (longest image side
+    ``img_size``, as the letterbox makes it); boxes under 2 px are left out, and difficult ones (COCO's crowd
+    regions) unless the dataset trains on them."""
     sizes = []
+    with_difficult = bool(getattr(dataset, "include_difficult", False))
     for i in range(len(dataset)):
         record = dataset.get_annotation(i)
-        if len(record.boxes):
+        boxes = record.boxes if with_difficult else record.boxes[~np.asarray(record.difficult, bool)]
+        if len(boxes):
             gain = img_size / max(record.height, record.width)
-            sizes.append((record.boxes[:, 2:] - record.boxes[:, :2]) * gain)
+            sizes.append((boxes[:, 2:] - boxes[:, :2]) * gain)
     wh = np.concatenate(sizes).astype(np.float64) if sizes else np.zeros((0, 2))
     return wh[(wh >= MIN_BOX).all(1)]
 

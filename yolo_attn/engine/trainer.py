@@ -362,7 +362,8 @@ def _check_trainable(train_set, names: Sequence[str], where: str) -> None:
                          f"`python tools/check_data.py --data {where}`")
     if not names:
         raise ValueError(f"{where}: no classes (empty `names`, or a COCO JSON without categories)")
-    if sum(len(record.labels) for record in train_set.records) == 0:
+    with_difficult = bool(getattr(train_set, "include_difficult", False))
+    if not any(len(r.labels) if with_difficult else (~np.asarray(r.difficult, bool)).any() for r in train_set.records):
         raise ValueError(f"{where}: not one box in the train split's {len(train_set)} images{problems}: no "
                          f"label files where they were looked for ({train_set.description})? See "
                          f"`python tools/check_data.py --data {where}`")
