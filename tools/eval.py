@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         run_eval(**vars(build_parser().parse_args(argv)))
-    except (FileNotFoundError, KeyError, ValueError) as e:  # they name the file or option and the problem
+    except (OSError, KeyError, ValueError) as e:  # they name the file or option and the problem
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 1
     return 0

@@ -18,7 +18,7 @@ def main(argv=None) -> int:
     cfg = parse_train_args(argv)
     try:
         train(cfg)
-    except (FileNotFoundError, ValueError, FloatingPointError) as e:
+    except (OSError, ValueError, FloatingPointError) as e:  # OSError: a file or folder that cannot be read or made
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -389,6 +389,14 @@ def test_int8_export_beside_the_checkpoint_is_used_by_predict_only(tmp_path):
     assert chosen.backend.name == "openvino" and chosen.backend.precision == "int8"
     assert "int8" in chosen.describe() and str(out) in chosen.describe()
     assert Detector.load(ckpt, precision="int8").backend.precision == "int8"
+    # the export itself runs int8 whatever a --precision says: it refuses to run under a float name
+    for precision in ("fp32", "bf16"):
+        with pytest.raises(ValueError, match=f"quantized and runs as int8, not as {precision}"):
+            Detector.load(out, precision=precision)
+    # --device 0 is cuda:0 here too (it reached OpenVINO as a device named '0')
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device '0': CUDA is not available"):
+            Detector.load(ckpt, device="0", use_exports=True)
 
 
 @needs_openvino

@@ -3,6 +3,7 @@ the API, a stand-in webcam, Ctrl-C, and one clear line for each bad input."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -217,6 +218,54 @@ def test_bad_sources_give_one_line_and_fail(ckpt, tmp_path, capfd, make_source, 
     err = capfd.readouterr().err  # capfd: OpenCV and FFmpeg log straight to file descriptor 2
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "runs" / "exp").exists() or message == "nothing could be read"
+
+
+def test_a_run_that_predicts_nothing_leaves_no_folder(ckpt, tmp_path, capsys):
+    """With --save-json it left runs/exp holding an empty predictions.json."""
+    (tmp_path / "only_bad").mkdir()
+    (tmp_path / "only_bad" / "x.png").write_text("no")
+    assert _run(ckpt, tmp_path / "only_bad", tmp_path / "runs", "--save-json", "--save-txt") == 1
+    assert "nothing could be read" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "exp").exists()
+
+
+def test_an_unusable_project_or_source_is_one_line(ckpt, tmp_path, capsys):
+    """A file where the results folder goes, a folder that cannot be written: tracebacks before; an empty
+    --source predicted the current folder."""
+    image = write_images(tmp_path / "in", 1)[0]
+    (tmp_path / "afile").write_text("")
+    assert _run(ckpt, image, tmp_path / "afile" / "sub") == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'afile'}: a file stands where the results folder goes\n"
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if not os.access(locked, os.W_OK):  # root writes anywhere
+            assert _run(ckpt, image, locked) == 1
+            assert capsys.readouterr().err == f"error: {locked}: no permission to make the results folder exp there\n"
+    finally:
+        locked.chmod(0o755)
+    for empty in ("", "  "):
+        assert _run(ckpt, empty, tmp_path / "runs") == 1
+        assert "--source is empty" in capsys.readouterr().err
+
+
+def test_a_class_filter_named_like_a_file_here_stays_a_filter(ckpt, tmp_path, capsys, monkeypatch):
+    """`--classes 1` with a file named 1 in the current folder was read as a class-names file (and the filter
+    dropped); a path with a suffix still is one (Issue 8's `--classes FILE`)."""
+    import yolo_attn.inference.predict as predict_module
+
+    seen = []
+    real = predict_module.Detector.load
+    monkeypatch.setattr(predict_module.Detector, "load", lambda *a, **kw: seen.append(a) or real(*a, **kw))
+    image = write_images(tmp_path / "in", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "1").write_text("x\n")
+    (tmp_path / "names.txt").write_text("a\nb\n")
+    assert _run(ckpt, image, tmp_path / "runs", "--classes", "1") == 0
+    assert seen[-1][1] is None and seen[-1][10] == ["1"]  # classes_file, keep_classes
+    assert _run(ckpt, image, tmp_path / "runs", "--classes", "names.txt") == 0
+    assert seen[-1][1] == "names.txt" and seen[-1][10] is None
 
 
 def test_absent_webcam(ckpt, tmp_path, capsys):

@@ -268,6 +268,9 @@ class OpenVinoBackend(Backend):
             precision = file_precision
         elif precision == "int8" and file_precision != "int8":
             raise ValueError("this OpenVINO model is not quantized; export it with --precision int8")
+        elif precision != "int8" and file_precision == "int8":  # it would run int8 under another name
+            raise ValueError(f"this OpenVINO model is quantized and runs as int8, not as {precision}; leave "
+                             "--precision out, or run the float export (or the checkpoint) for float")
         self.precision = self._check_precision(precision)
         if hint not in ("LATENCY", "THROUGHPUT"):
             raise ValueError(f"OpenVINO performance hint must be LATENCY or THROUGHPUT, not '{hint}'")

@@ -244,8 +244,10 @@ class Detector:
             cfg: for Darknet .weights, the .cfg that gives their anchors, masks, scale_x_y and input size (by
                 default the one beside the weights with their name, else the official yolov4-tiny.cfg's).
         """
-        if str(device).strip().lower() in ("", "auto"):  # others are checked by the backend that runs them
-            device = str(resolve_device(device))  # (ONNX Runtime's CUDA needs no CUDA in torch)
+        if str(device).strip().lower() in ("", "auto") or str(device).strip().isdigit():
+            # "0" is cuda:0 (as in Ultralytics) for every backend; other names are checked by the backend that
+            # runs them (ONNX Runtime's CUDA needs no CUDA in torch)
+            device = str(resolve_device(device))
         path = _resolve_weights_path(path)
         suffix = path.suffix.lower()
         if cfg is not None and suffix != ".weights":

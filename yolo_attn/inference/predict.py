@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import sys
 import time
@@ -406,9 +407,13 @@ def run_predict(
         return fail("--heatmap and --attention show one network input; they cannot be combined with --augment")
     if source is None:
         return fail("no --source given (an image, a folder, a glob, a video, a webcam index or a stream URL)")
-    # Issue 8's spelling `--classes FILE` (a class-names file) is accepted alongside --classes-file.
-    if classes and len(classes) == 1 and Path(classes[0]).is_file() and classes_file is None:
+    # Issue 8's spelling `--classes FILE` (a class-names file) is accepted alongside --classes-file; a file
+    # named like a class index or name (`7`, `person`, without suffix or folder) does not turn a filter into one
+    if (classes and len(classes) == 1 and classes_file is None and Path(classes[0]).is_file()
+            and (Path(classes[0]).suffix or os.sep in classes[0])):
         classes_file, classes = classes[0], None
+    if not str(source).strip():
+        return fail("--source is empty (an image, a folder, a glob, a video, a webcam index or a stream URL)")
     save_dir: Optional[Path] = None
     try:
         if attention and backend is None:  # the attention view reads gates off the PyTorch module
@@ -425,11 +430,13 @@ def run_predict(
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, SourceError, ValueError, TypeError) as e:
+    except (OSError, SourceError, ValueError, TypeError) as e:  # OSError: a folder that cannot be written
         remove_if_empty(save_dir)
         kept = f"; the results so far are in {save_dir}" if save_dir is not None and save_dir.exists() else ""
         return fail(f"{e}{kept}")
     if summary.processed == 0 and not summary.interrupted:
+        if save_dir is not None:  # an empty predictions.json is all it holds
+            (save_dir / "predictions.json").unlink(missing_ok=True)
         remove_if_empty(save_dir)
         return fail(f"{source}: nothing could be read, so nothing was predicted")
     left = [f"{len(summary.skipped)} skipped"] if summary.skipped else []

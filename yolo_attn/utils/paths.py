@@ -22,12 +22,19 @@ def increment_path(base: Union[str, os.PathLike], mkdir: bool = False) -> Path:
     while True:
         path = base if n == 1 else base.with_name(f"{stem}{n}{suffix}")
         if mkdir:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                blocking = next((p for p in (path.parent, *path.parent.parents) if p.exists()), path.parent)
+                raise NotADirectoryError(f"{blocking}: a file stands where the results folder goes") from None
             try:
                 path.mkdir()
                 return path
             except FileExistsError:
                 pass
+            except PermissionError:
+                raise PermissionError(f"{path.parent}: no permission to make the results folder "
+                                      f"{path.name} there") from None
         elif not path.exists():
             return path
         n += 1
