@@ -389,6 +389,8 @@ def test_int8_export_beside_the_checkpoint_is_used_by_predict_only(tmp_path):
     assert chosen.backend.name == "openvino" and chosen.backend.precision == "int8"
     assert "int8" in chosen.describe() and str(out) in chosen.describe()
     assert Detector.load(ckpt, precision="int8").backend.precision == "int8"
+    with pytest.raises(ValueError, match="int8 runs with OpenVINO, from the calibrated export beside it"):
+        Detector.load(ckpt, backend="torch", precision="int8")  # it said: make that export
     # the export itself runs int8 whatever a --precision says: it refuses to run under a float name
     for precision in ("fp32", "bf16"):
         with pytest.raises(ValueError, match=f"quantized and runs as int8, not as {precision}"):

@@ -416,8 +416,9 @@ def _matching_precision(backend: Backend, precision: Optional[str]) -> str:
     file_precision = (backend.meta or {}).get("precision", "fp32")
     if precision is not None and precision != file_precision:
         if precision in ("bf16", "fp16"):  # ONNX export writes fp32 and int8 only (tools/export.py refuses bf16)
-            todo = ("run bf16 with --backend openvino (same weights, a bf16 inference hint) or --backend torch"
-                    if precision == "bf16" else "fp16 runs with --backend torch on CUDA")
+            todo = ("run bf16 from the checkpoint (or with OpenVINO: tools/predict.py --backend openvino runs this "
+                    "file with a bf16 inference hint)" if precision == "bf16" else "fp16 runs from the checkpoint, "
+                    "on CUDA")
         elif precision == "int8":
             todo = ("export a quantized model: `python tools/export.py --weights CKPT --format onnx "
                     "--precision int8 --data CONFIG`")

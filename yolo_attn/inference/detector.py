@@ -560,7 +560,10 @@ def _choose(path: Path, backend: Optional[str], precision: Optional[str], device
                          f"use) and pass the export itself as --weights")
     if precision == "int8" and backend in (None, "openvino", "torch"):
         export = export_for(path, "int8")
-        if export is None or backend == "torch":
+        if export is not None and backend == "torch":
+            raise ValueError(f"{path}: int8 runs with OpenVINO, from the calibrated export beside it ({export}): "
+                             f"leave --backend out, or use --backend openvino")
+        if export is None:
             raise ValueError(f"{path}: int8 needs a calibrated export: `python tools/export.py --weights {path} "
                              f"--format openvino --precision int8 --data CONFIG` (then found beside the checkpoint)")
         return AutoChoice("openvino", "int8", "the calibrated int8 export of this checkpoint", export)
