@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from yolo_attn.data import (
-    BadImageError, COCODataset, VOCDataset, YOLOTxtDataset, build_dataset, load_data_config, read_image,
+    BadImageError, COCODataset, DetectionDataset, Record, VOCDataset, YOLOTxtDataset, build_dataset, load_data_config,
+    read_image,
 )
 from yolo_attn.data import records as R
 from yolo_attn.data.voc import parse_voc_xml
@@ -401,6 +402,29 @@ def test_read_image_converts_modes_and_honours_exif(tmp_path):
     pil.save(tmp_path / "exif.jpg", exif=exif.tobytes())
     img = read_image(tmp_path / "exif.jpg")
     assert img.shape == (20, 10, 3) and img[0, 5, 0] > 150  # rotated 90 degrees clockwise: red on top
+
+
+def test_an_image_annotated_as_stored_is_read_as_stored(tmp_path):
+    """A 60x30 JPEG that EXIF turns upright (30x60), annotated as LabelImg and Darknet see it (<size> 60x30,
+    a box at x 40-58): its boxes fell outside the turned image and were dropped without a word. The
+    annotated size says which way it was annotated; an upright annotation still reads it upright."""
+    from yolo_attn.data.check import _inspect
+
+    pil = Image.fromarray(np.zeros((30, 60, 3), np.uint8))
+    exif = pil.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "turned.jpg"
+    pil.save(path, exif=exif.tobytes())
+    box = np.array([[40, 5, 58, 25]], np.float32)
+    stored = Record(None, box, np.array([0]), np.array([False]), "a", str(path), 30, 60)
+    upright = Record(None, box[:, [1, 0, 3, 2]], np.array([0]), np.array([False]), "b", str(path), 60, 30)
+    ds = DetectionDataset([stored, upright], ["a"])
+    a, b = ds.load_record(0), ds.load_record(1)
+    assert a.image.shape == (30, 60, 3) and a.boxes.tolist() == box.tolist()
+    assert b.image.shape == (60, 30, 3) and b.boxes.tolist() == box[:, [1, 0, 3, 2]].tolist()
+    problem, note = _inspect(stored)  # tools/check_data.py says so, and calls it no size problem
+    assert problem is None and "EXIF orientation ignored, as the annotated size says" in note
+    assert _inspect(upright) == (None, f"{path}: EXIF orientation applied")
 
 
 @pytest.mark.parametrize("content,reason", [(b"", "zero-byte"), (b"GIF89a-garbage" * 5, "cannot be decoded"),

@@ -136,17 +136,20 @@ def _inspect(record) -> Tuple[Optional[DataProblem], Optional[str]]:
         image = read_image(path)
     except BadImageError as e:
         return DataProblem(e.kind, path, e.reason), None
-    note = None
+    note, turned = None, False
+    h, w = image.shape[:2]
     try:
         with open_image_header(path) as im:  # the orientation read_image applied, without a second decode
             what = _MODE_NOTES.get(im.mode)
             rotated = exif_orientation(im, path) != 1
-        parts = ([f"{what} converted to RGB"] if what else []) + (["EXIF orientation applied"] if rotated else [])
+        # annotated as the pixels are stored (DetectionDataset.load_record reads it so)
+        turned = rotated and (h, w) == (record.width, record.height) and h != w
+        exif = "EXIF orientation ignored, as the annotated size says" if turned else "EXIF orientation applied"
+        parts = ([f"{what} converted to RGB"] if what else []) + ([exif] if rotated else [])
         note = f"{path}: " + "; ".join(parts) if parts else None
     except Exception:  # noqa: BLE001 - the decode above worked; the note is a nicety
         pass
-    h, w = image.shape[:2]
-    if (h, w) != (record.height, record.width):
+    if (h, w) != (record.height, record.width) and not turned:
         return DataProblem(MISSING_SIZE, path, f"annotated as {record.width}x{record.height} but the image is"
                                                f" {w}x{h}; boxes are clipped to the image"), note
     return None, note

@@ -49,11 +49,18 @@ class DetectionDataset(Dataset):
     def load_record(self, index: int) -> Record:
         """The sample with its image (H, W, 3) uint8 RGB.
 
-        Raises :class:`~yolo_attn.data.records.BadImageError` (file and reason) for a bad image. When the
-        decoded size differs from the annotated one, boxes are clipped to the decoded image."""
+        Raises :class:`~yolo_attn.data.records.BadImageError` (file and reason) for a bad image. An image whose
+        EXIF orientation turns it against the annotated size (a VOC ``<size>``, a COCO width and height) was
+        annotated as its pixels are stored (LabelImg and Darknet ignore EXIF): it is read that way, or its
+        boxes would fall outside it. Otherwise, when the decoded size differs from the annotated one, boxes
+        are clipped to the decoded image."""
         ann = self.records[index]
         image = read_image(ann.path)
         h, w = image.shape[:2]
+        if (h, w) == (ann.width, ann.height) and h != w:
+            stored = read_image(ann.path, orientation=False)
+            if stored.shape[:2] == (ann.height, ann.width):
+                image, (h, w) = stored, stored.shape[:2]
         record = ann.copy(image)
         if (h, w) != (ann.height, ann.width):
             record.height, record.width = h, w

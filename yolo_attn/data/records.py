@@ -179,8 +179,9 @@ def _image_bytes_problem(data: bytes) -> Optional[Tuple[str, str]]:
     return None
 
 
-def read_image(path: Union[str, os.PathLike]) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB, honouring EXIF orientation.
+def read_image(path: Union[str, os.PathLike], orientation: bool = True) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB, honouring EXIF orientation (``orientation=False``: as the
+    pixels are stored, as Darknet and LabelImg see them).
 
     Grayscale, RGBA (alpha dropped), palette and 16-bit images are converted. Raises :class:`BadImageError`
     naming the file for a missing, empty, truncated or undecodable file.
@@ -197,7 +198,8 @@ def read_image(path: Union[str, os.PathLike]) -> np.ndarray:
         raise BadImageError(path, problem[1], problem[0])
     # IMREAD_COLOR applies EXIF orientation and converts gray / palette / alpha / 16-bit to 8-bit BGR.
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        flags = cv2.IMREAD_COLOR | (0 if orientation else cv2.IMREAD_IGNORE_ORIENTATION)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as e:  # e.g. more pixels than OpenCV's limit (CV_IO_MAX_IMAGE_PIXELS, 2**30)
         raise BadImageError(path, f"cannot be decoded ({str(e).strip().splitlines()[-1]})") from None
     if image is None or image.size == 0:
