@@ -403,7 +403,6 @@ def train(cfg: Dict[str, Any]) -> Path:
         ignored = [f"{k}={cfg[k]}" for k in sorted(cfg) if k not in ("device", "workers", "resume", *derived)
                    and cfg[k] != defaults.get(k) and cfg[k] != ckpt["config"].get(k)]
         cfg = dict(ckpt["config"], **keep, resume=resume_path)
-
     else:  # a resume from another folder finds the data where this run found it
         for key in ("data", "root"):
             if isinstance(cfg.get(key), str) and cfg[key] not in ("shapes", "default") and Path(cfg[key]).exists():
@@ -655,9 +654,9 @@ def train(cfg: Dict[str, Any]) -> Path:
             save_checkpoint(state, weights_dir / "last.pt")
             plot_results(run_dir / "results.csv", run_dir / "results.png")
             if eval_error is not None:
-                log.error("epoch %d: the evaluation failed (below); the epoch's weights are in %s: go on with "
-                          "--resume %s, or score them with tools/eval.py", epoch + 1, weights_dir / "last.pt",
-                          weights_dir / "last.pt")
+                on = "" if last else f"go on with --resume {weights_dir / 'last.pt'}, or "
+                log.error("epoch %d: the evaluation failed (below); the epoch's weights are in %s: %sscore them "
+                          "with tools/eval.py", epoch + 1, weights_dir / "last.pt", on)
                 raise eval_error
         if world > 1:
             dist.barrier()
