@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's benchmarks/ package
 
-from yolo_attn.inference.benchmark import BACKEND_GROUPS, run_benchmark  # noqa: E402
+from yolo_attn.inference.benchmark import BACKEND_GROUPS, check_csv_path, run_benchmark  # noqa: E402
 from yolo_attn.models import check_input_size  # noqa: E402
 
 
@@ -58,9 +58,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.train:
             from benchmarks.train_step import run_train_benchmark
 
+            csv_path = args.csv.replace(".csv", "_train.csv")
+            if csv_path:
+                check_csv_path(csv_path)
             return run_train_benchmark(args.img_size or 416, args.train_batch, args.rounds, args.weights,
-                                       compile_step=args.compile_train,
-                                       csv_path=args.csv.replace(".csv", "_train.csv"))
+                                       compile_step=args.compile_train, csv_path=csv_path)
         return run_benchmark(args.weights, args.img_size, args.batch, args.backends, args.data, args.rounds,
                              args.calib_count, args.csv or None, args.video)
     except (FileNotFoundError, KeyError, ValueError) as e:  # they name the file or option and the problem

@@ -18,7 +18,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from yolo_attn.inference.export import DEFAULT_OPSET, FORMATS, run_export
+from yolo_attn.inference.export import DEFAULT_OPSET, FORMATS, MIN_OPSET, max_opset, run_export
 from yolo_attn.utils.cli import add_pipeline_flags
 
 
@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dynamic", action="store_true", help="free batch size and input size")
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
                    help="bf16: OpenVINO only (an inference hint); int8: NNCF post-training quantization")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (13 or newer)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset, {MIN_OPSET} to {max_opset() or 'the newest the installed torch exports'}")
     p.add_argument("--data", help="data config whose training images calibrate int8")
     p.add_argument("--calib-images", help="a folder of images to calibrate int8 instead of --data")
     p.add_argument("--calib-count", type=int, default=300, help="calibration images to use")

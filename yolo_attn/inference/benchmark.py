@@ -46,6 +46,7 @@ __all__ = [
     "Variant",
     "benchmark_video",
     "build_variants",
+    "check_csv_path",
     "format_table",
     "machine_summary",
     "make_test_video",
@@ -415,6 +416,22 @@ def format_table(results: Sequence[Result], gflops: float) -> str:
     return "\n".join(lines)
 
 
+def check_csv_path(path: Union[str, os.PathLike]) -> None:
+    """Refuse a CSV path that could not be written (a folder, under a file, in a folder not writable) before
+    anything is timed, rather than after."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--csv {path}: is a folder; give a file name (e.g. {path / 'results.csv'})")
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:  # the folder write_csv would create it in
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--csv {path}: {existing} is a file, not a folder; give a path in a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--csv {path}: cannot write into {existing} (permission denied); give a path in a "
+                         f"writable folder, or --csv '' for no CSV")
+
+
 def write_csv(results: Sequence[Result], gflops: float, path: Path, machine: str) -> Path:
     """The table as CSV (one ``# machine`` comment line first), written atomically."""
     from ..utils.paths import write_atomic
@@ -508,8 +525,11 @@ def run_benchmark(
     """The command line's inference benchmark, at ``img_size`` (an int, (h, w), or None for the weights' own
     input shape: a converted Darknet cfg's width and height, 416 without weights). Returns the exit status."""
     from ..models.info import model_info
-    from .export import calibration_images, synthetic_images
+    from .export import calibration_images, check_data_config, synthetic_images
 
+    if csv_path:
+        check_csv_path(csv_path)
+    check_data_config(data, "; its train split calibrates int8 and its val split measures mAP")
     model, meta = _load_or_build(weights, log)
     groups = BACKEND_GROUPS if "all" in backends else tuple(backends)
     unknown = set(groups) - set(BACKEND_GROUPS)
@@ -553,6 +573,14 @@ def _load_or_build(weights: Optional[str], log: Log):
     if weights:
         from ..utils.checkpoint import load_model
 
+        if Path(weights).is_dir():
+            exported = sorted(Path(weights).glob("*.xml"))
+            if len(exported) == 1:
+                raise ValueError(f"--weights {weights}: is an OpenVINO export folder ({exported[0].name}); the "
+                                 f"benchmark builds every backend and precision from PyTorch weights: give the "
+                                 f"checkpoint (.pt) it was exported from")
+            raise ValueError(f"--weights {weights}: is a folder; give a weights file: our checkpoint (.pt), Darknet "
+                             f".weights or a port state dict (.pth)")
         return load_model(weights)
     from ..models import build_model
     from ..utils.checkpoint import make_meta

@@ -5,7 +5,7 @@ pre-processing) as JSON under the key ``yolo_attn`` in ONNX ``metadata_props`` /
 ``Detector.load("model.onnx")`` needs nothing else. Its outputs are the raw head maps ``p5, p4``; decoding and
 NMS stay in :class:`~yolo_attn.inference.detector.Detector`, identical for every backend.
 
-- fp32: the graph as is (ONNX opset 17 by default, >= 13).
+- fp32: the graph as is (ONNX opset 17 by default; 13 up to the newest the installed torch exports).
 - bf16 (OpenVINO): fp32 weights with a bf16 inference-precision hint (OpenVINO runs bf16 on AMX / AVX512-BF16).
 - int8: NNCF post-training quantization (mixed preset: symmetric weights, asymmetric activations, which suits
   LeakyReLU), calibrated on training images prepared as the model runs them (letterboxed, or stretched).
@@ -24,7 +24,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -40,10 +40,13 @@ __all__ = [
     "FORMATS",
     "ParityReport",
     "calibration_images",
+    "check_data_config",
+    "check_opset",
     "check_parity",
     "default_output",
     "export_meta",
     "export_model",
+    "max_opset",
     "onnx_bytes",
     "openvino_model",
     "quantize_int8",
@@ -73,6 +76,37 @@ def export_meta(meta: Dict[str, Any], img_size: Union[int, Tuple[int, int]], dyn
     return exported
 
 
+def max_opset() -> Optional[int]:
+    """The newest ONNX opset the installed torch exports (None where torch does not say)."""
+    try:
+        from torch.onnx import _constants
+    except ImportError:  # a private module: a torch without it leaves the bound to the exporter
+        return None
+    newest = getattr(_constants, "ONNX_MAX_OPSET", None)
+    return newest if isinstance(newest, int) else None
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an ONNX opset the installed torch cannot export, before any export work."""
+    newest = max_opset()
+    supported = f"use {MIN_OPSET} to {newest}" if newest is not None else f"use {MIN_OPSET} or newer"
+    if opset < MIN_OPSET:
+        raise ValueError(f"--opset {opset}: ONNX opset {opset} is too old; {supported} ({DEFAULT_OPSET} by default)")
+    if newest is not None and opset > newest:
+        raise ValueError(f"--opset {opset}: ONNX opset {opset} is newer than the installed torch "
+                         f"{torch.__version__.split('+')[0]} exports; {supported} ({DEFAULT_OPSET} by default)")
+
+
+def check_data_config(data: Union[None, PathLike, Mapping[str, Any]], hint: str = "") -> None:
+    """Refuse a folder given as a data config (the YAML reader would call it missing); ``hint``: what to do
+    instead, in the caller's words."""
+    if data is None or isinstance(data, Mapping) or str(data) in ("shapes", "default"):  # the embedded set
+        return
+    if Path(data).is_dir():
+        raise ValueError(f"--data {data}: is a folder, not a data config; give the dataset's YAML config "
+                         f"(format, root, train, val, names; configs/shapes.yaml is one){hint}")
+
+
 def onnx_bytes(model: nn.Module, meta: Dict[str, Any], img_size: Union[int, Tuple[int, int]],
                dynamic: bool = False, opset: int = DEFAULT_OPSET) -> bytes:
     """Serialize ``model`` to ONNX (input ``images`` (B, 3, H, W) RGB [0, 1]; outputs ``p5``, ``p4``) with
@@ -80,8 +114,7 @@ def onnx_bytes(model: nn.Module, meta: Dict[str, Any], img_size: Union[int, Tupl
     width free."""
     import onnx
 
-    if opset < MIN_OPSET:
-        raise ValueError(f"ONNX opset {opset} is too old; use {MIN_OPSET} or newer")
+    check_opset(opset)
     dynamic_axes = None
     if dynamic:
         dynamic_axes = {
@@ -93,10 +126,16 @@ def onnx_bytes(model: nn.Module, meta: Dict[str, Any], img_size: Union[int, Tupl
     buf = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices are not for our users
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model.eval(), (example,), buf, dynamo=False, opset_version=opset, input_names=["images"],
-            output_names=["p5", "p4"], dynamic_axes=dynamic_axes, do_constant_folding=True,
-        )
+        try:
+            torch.onnx.export(
+                model.eval(), (example,), buf, dynamo=False, opset_version=opset, input_names=["images"],
+                output_names=["p5", "p4"], dynamic_axes=dynamic_axes, do_constant_folding=True,
+            )
+        except RuntimeError as e:  # a torch whose newest opset max_opset could not read
+            if "Unsupported onnx_opset_version" not in str(e):
+                raise
+            raise ValueError(f"--opset {opset}: the installed torch {torch.__version__.split('+')[0]} cannot export "
+                             f"ONNX opset {opset}; use an older one ({DEFAULT_OPSET} by default)") from None
     proto = onnx.load_from_string(buf.getvalue())
     _set_onnx_meta(proto, meta)
     return proto.SerializeToString()
@@ -250,6 +289,10 @@ def export_model(
         raise ValueError(f"{format} export supports {', '.join(PRECISIONS[format])}, not '{precision}'{hint}")
     if precision == "int8" and calib_count < 1:
         raise ValueError(f"--calib-count {calib_count}: int8 calibration needs at least 1 image (300 by default)")
+    if precision == "int8":
+        check_data_config(data, "; to calibrate on a folder of images, pass it as --calib-images")
+    if format != "darknet":
+        check_opset(opset)
     weights = _resolve_weights_path(weights)
     if weights.suffix.lower() in (".onnx", ".xml"):
         raise ValueError(f"{weights}: is already exported; export from the PyTorch checkpoint (.pt)")
@@ -273,6 +316,8 @@ def export_model(
                          f"{out.suffix} file; give an .xml file name or a folder to write it into")
     if format == "openvino" and out.suffix.lower() != ".xml":  # a folder, dots in its name or not (exports/v1.2)
         out = out / f"{weights.stem}.xml"
+    elif format == "openvino":  # model.XML -> model.xml: OpenVINO writes (and finds its .bin by) a lower-case .xml
+        out = out.with_suffix(".xml")
     if out.parent.exists() and not out.parent.is_dir():
         raise ValueError(f"--output {output}: {out.parent} is a file, not a folder; give a folder or an "
                          f"{'.xml' if format == 'openvino' else '.onnx'} file name")
@@ -297,30 +342,31 @@ def export_model(
 
 
 def _save_openvino_atomic(model: Any, out: Path) -> None:
-    """save_model into a temp folder, then into place. A folder that holds only this IR (the export folder
-    beside a checkpoint, which predict picks up by itself) is swapped whole: a kill leaves the old IR or none,
-    never an old .xml over a new .bin. In a folder with other files the .bin and then the .xml are moved."""
+    """save_model under temp names on the same file system, then into place: a kill leaves the old IR or none,
+    never an old .xml over a new .bin.
+
+    A folder that does not exist yet is written whole under a temp name, then renamed into place. An existing
+    folder (an earlier export's, the current folder, a mount point) is never renamed or removed (the caller's
+    shell may be in it, its parent may be read-only): the old .xml goes first, then the new .bin and .xml
+    move in."""
     import openvino as ov
 
     folder = out.parent
-    own = not folder.exists() or {p.name for p in folder.iterdir()} <= {out.name, out.with_suffix(".bin").name}
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent if own else folder, prefix=f".{folder.name if own else out.stem}."))
-    os.chmod(tmp, 0o755)  # mkdtemp's is owner-only, and this folder may become the export folder itself
+    new_folder = not folder.exists()
+    if new_folder:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent if new_folder else folder,
+                                prefix=f".{folder.name if new_folder else out.stem}."))
     try:
         # compress_to_fp16=False: fp16 weights would cost fp32 parity (bf16 runs convert them anyway)
         ov.save_model(model, str(tmp / out.name), compress_to_fp16=False)
         for written in tmp.iterdir():
             os.chmod(written, 0o644)  # as write_atomic writes every other result (meant to be shared)
-        if own:
-            old = folder.with_name(f".{folder.name}.old") if folder.exists() else None
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(folder, old)
+        if new_folder:
+            os.chmod(tmp, 0o755)  # mkdtemp's is owner-only, and this folder becomes the export folder
             os.replace(tmp, folder)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
         else:
+            out.unlink(missing_ok=True)  # first: a kill from here on leaves no .xml, never the old one
             os.replace(tmp / out.with_suffix(".bin").name, out.with_suffix(".bin"))
             os.replace(tmp / out.name, out)
     finally:
