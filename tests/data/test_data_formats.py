@@ -461,6 +461,8 @@ def test_config_build_and_validation(tmp_path, voc_root, coco_root):
         load_data_config({"format": "voc", "root": str(voc_root), "train": "a", "val": "b"})
     with pytest.raises(FileNotFoundError, match="no such data config"):
         load_data_config(tmp_path / "missing.yaml")
+    with pytest.raises(ValueError, match="a folder, not a data config"):  # it said "no such data config"
+        load_data_config(tmp_path)
     digits = {"format": "voc", "root": str(voc_root), "train": "a", "val": "b"}
     assert load_data_config(dict(digits, names=[0, 1, 2]))["names"] == ["0", "1", "2"]  # unquoted digits
     with pytest.raises(ValueError, match=r'class 1 of `names` is the boolean False: .* quote the name \("no"\)'):

@@ -15,6 +15,9 @@ def read_yaml_mapping(path: Path, what: str, missing_hint: str = "", keys_hint: 
     ``what`` names the file's kind in messages ("data config"); the hints say what to do or what it holds.
     """
     path = Path(path)
+    if path.is_dir():  # "no such data config" would send the user looking for a missing file
+        hint = f"; {missing_hint}" if missing_hint else ""
+        raise ValueError(f"{path}: a folder, not a {what} (a YAML file){hint}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such {what}{f' ({missing_hint})' if missing_hint else ''}")
     try:
