@@ -443,21 +443,28 @@ def test_root_gives_the_dataset_folder_in_place_of_the_configs(tiny_data, tmp_pa
     assert yaml.safe_load((run / "config.yaml").read_text())["root"] == str(tiny_data.parent)
 
 
-def test_a_run_resumes_from_another_folder(tiny_data, tmp_path, monkeypatch):
+def test_a_run_resumes_from_another_folder(tiny_data, tmp_path, monkeypatch, caplog):
     """--data given relative to the folder the run started in: the run keeps it absolute, so that a resume
-    started anywhere finds it (it said `data.yaml: no such data config`)."""
+    started anywhere finds it (it said `data.yaml: no such data config`); the same --data given again with
+    the resume is the run's own, not an option it ignores."""
     import yolo_attn.engine.trainer as trainer
 
     real_save = _stop_after_checkpoint(monkeypatch, 0)
     monkeypatch.chdir(tiny_data.parent)
     with pytest.raises(_Stop):
-        train(_tiny_cfg(tiny_data, tmp_path, data=tiny_data.name, epochs=2, ema=False, name="moved"))
+        train(_tiny_cfg(tiny_data, tmp_path, data=tiny_data.name, epochs=3, ema=False, name="moved"))
     last = tmp_path / "runs/moved/weights/last.pt"
     assert load_checkpoint(last)["config"]["data"] == str(tiny_data.resolve())
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    _stop_after_checkpoint(monkeypatch, 1)
     monkeypatch.chdir(tmp_path)
-    train(dict(load_train_config(None, {}), resume=str(last), workers=0))
-    assert _epochs_in_csv(tmp_path / "runs/moved") == [1, 2]
+    with pytest.raises(_Stop):
+        train(dict(load_train_config(None, {}), resume=str(last), workers=0))
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    monkeypatch.chdir(tiny_data.parent)
+    with caplog.at_level(logging.WARNING, logger="yolo_attn"):
+        train(dict(load_train_config(None, {"data": tiny_data.name}), resume=str(last), workers=0))
+    assert "ignored" not in caplog.text
+    assert _epochs_in_csv(tmp_path / "runs/moved") == [1, 2, 3]
 
 
 def test_a_train_split_that_cannot_teach_is_refused_before_the_run(tmp_path):
@@ -622,6 +629,9 @@ def test_a_config_file_is_read_as_a_user_writes_it(tmp_path):
     (["--assigner", "yolox"], "assigner: 'yolox' is not one of multi, darknet"),
     (["--ema-tau", "0"], "ema_tau: 0 must be above 0"),  # a division by zero at the first EMA update
     (["--optimizer", "sgd", "--momentum", "0"], "momentum: 0 does not suit sgd"),  # Nesterov needs momentum
+    (["--time", "abc"], "time: 'abc' is not a number of minutes above 0, auto or null"),  # a TypeError at epoch 1
+    (["--time", "-5"], "time: -5 is not a number of minutes above 0"),
+    (["--amp", "bogus"], "amp: 'bogus' is not auto, true or false"),  # trained in bf16
 ])
 def test_a_flag_of_the_wrong_kind_is_one_line_naming_it(argv, message, capsys):
     from yolo_attn.engine.config import parse_train_args

@@ -155,6 +155,13 @@ def _check_types(cfg: Dict[str, Any], defaults: Dict[str, Any]) -> None:
     for key, choices in _CHOICES.items():
         if cfg.get(key) not in choices:
             raise ValueError(f"{key}: {cfg.get(key)!r} is not one of {', '.join(choices)}")
+    # keys whose default is a word but which take numbers or switches too (left out above)
+    budget = cfg.get("time")
+    if budget not in (None, "auto") and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                                         or not budget > 0):
+        raise ValueError(f"time: {budget!r} is not a number of minutes above 0, auto or null")
+    if cfg.get("amp") not in (True, False, None, "auto", "on", "off", "true", "false"):
+        raise ValueError(f"amp: {cfg.get('amp')!r} is not auto, true or false")
     # SGD's Nesterov momentum needs some; AdamW's beta1 must stay below 1
     momentum = cfg["momentum"]
     if (cfg["optimizer"] == "sgd" and momentum == 0) or (cfg["optimizer"] == "adamw" and momentum == 1):

@@ -352,6 +352,12 @@ def _resumable_run(path: Path, ckpt: Dict[str, Any]) -> Path:
     return run_dir
 
 
+def _as_kept(key: str, value: Any) -> Any:
+    """A run keeps its --data and --root absolute, so that a resume started in another folder finds them."""
+    named = key in ("data", "root") and isinstance(value, str) and value not in ("shapes", "default")
+    return str(Path(value).resolve()) if named and Path(value).exists() else value
+
+
 def _check_trainable(train_set, names: Sequence[str], where: str) -> None:
     """Refuse a train split that cannot teach anything, before a run folder is made: no images, no classes, or
     not one box (labels not where they were looked for; YOLOv5 refuses those too). Before, such runs went
@@ -401,12 +407,10 @@ def train(cfg: Dict[str, Any]) -> Path:
         # a time of None that an epochs flag brought along (load_train_config) is not an option of its own
         derived = {"time"} if cfg.get("time") is None and cfg.get("epochs") != defaults.get("epochs") else set()
         ignored = [f"{k}={cfg[k]}" for k in sorted(cfg) if k not in ("device", "workers", "resume", *derived)
-                   and cfg[k] != defaults.get(k) and cfg[k] != ckpt["config"].get(k)]
+                   and cfg[k] != defaults.get(k) and _as_kept(k, cfg[k]) != ckpt["config"].get(k)]
         cfg = dict(ckpt["config"], **keep, resume=resume_path)
     else:  # a resume from another folder finds the data where this run found it
-        for key in ("data", "root"):
-            if isinstance(cfg.get(key), str) and cfg[key] not in ("shapes", "default") and Path(cfg[key]).exists():
-                cfg[key] = str(Path(cfg[key]).resolve())
+        cfg = {**cfg, **{key: _as_kept(key, cfg.get(key)) for key in ("data", "root")}}
     if cfg.get("time") == "auto":
         cfg["time"] = EMBEDDED_TIME_BUDGET if cfg.get("data") is None else None
     if cfg.get("eval_img_size") == "auto":
