@@ -232,6 +232,27 @@ def test_our_checkpoint_gives_architecture_and_weights_but_not_its_head(tiny_dat
     assert ckpt["model"]["head_p5.pred.weight"].shape[0] == 3 * 7
 
 
+def test_attention_flags_replace_the_weights_block(tiny_data, tmp_path, caplog):
+    """--attention cbam (or --phi 3, or --attention-kw) with weights of another block trained the weights'
+    block without a word; it builds the block asked for, loads the tensors that fit and says so."""
+    from yolo_attn.utils.checkpoint import make_meta, save_checkpoint
+
+    source = build_model("se", 2)
+    path = tmp_path / "se.pt"
+    save_checkpoint({"meta": make_meta(source, ["box", "disc"], 128), "model": source.state_dict()}, path)
+    common = dict(epochs=1, weights=str(path), lr=0.0, warmup_bias_lr=0.0, ema=False, time=None)
+    for flags, attention, kw in ((dict(attention="cbam"), "cbam", {}), (dict(phi=3), "eca", {}),
+                                 (dict(phi=2, attention_kw={"reduction": 4}), "se", {"reduction": 4})):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="yolo_attn"):
+            run = train(_tiny_cfg(tiny_data, tmp_path, **common, **flags))
+        ckpt = load_checkpoint(run / "weights/last.pt")
+        assert (ckpt["meta"]["model"]["attention"], ckpt["meta"]["model"]["attention_kw"]) == (attention, kw)
+        assert "building" in caplog.text and "as asked" in caplog.text
+        key = "backbone.stage1.conv2.conv.weight"
+        assert torch.equal(ckpt["model"][key], source.state_dict()[key])
+
+
 def _run_train(args, **kw):
     return subprocess.Popen([sys.executable, str(ROOT / "tools/train.py"), *args], **kw)
 

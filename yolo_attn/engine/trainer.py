@@ -29,7 +29,7 @@ from ..eval.evaluator import evaluate
 from ..eval.report import print_report
 from ..inference.hardware import bf16_reason, cpu_features, keep_freed_memory
 from ..models import YoloV4Tiny, build_model, check_input_size
-from ..models.attention import constant_channel_gates
+from ..models.attention import constant_channel_gates, resolve_attention
 from ..models.darknet import darknet_cfg_beside, load_darknet_weights, read_darknet_cfg
 from ..models.port import strip_wrapper_prefixes
 from ..utils.checkpoint import is_our_checkpoint, load_checkpoint, load_model, make_meta, save_checkpoint
@@ -352,6 +352,18 @@ def _resumable_run(path: Path, ckpt: Dict[str, Any]) -> Path:
     return run_dir
 
 
+def _asked_attention(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """The attention block and its options that the flags ask for, where they do (--attention, a --phi other
+    than the default, --attention-kw), in the weights' terms: these replace what --weights hold (a --phi equal
+    to the default cannot be told from none, and leaves the weights' own)."""
+    asked: Dict[str, Any] = {}
+    if cfg.get("attention") is not None or cfg["phi"] != load_train_config()["phi"]:
+        asked["attention"] = resolve_attention(cfg["attention"] if cfg.get("attention") is not None else cfg["phi"])
+    if cfg.get("attention_kw"):
+        asked["attention_kw"] = dict(cfg["attention_kw"])
+    return asked
+
+
 def _as_kept(key: str, value: Any) -> Any:
     """A run keeps its --data and --root absolute, so that a resume started in another folder finds them."""
     named = key in ("data", "root") and isinstance(value, str) and value not in ("shapes", "default")
@@ -466,6 +478,13 @@ def train(cfg: Dict[str, Any]) -> Path:
     elif source is not None:
         keys = ("attention", "attention_kw", "anchors", "anchor_masks")
         arch = {k: v for k, v in source.config().items() if k in keys}
+        for key, value in _asked_attention(cfg).items():  # flags that ask for another block than the weights'
+            if value != arch[key]:
+                log.warning("%s: the weights hold %s %s; building %s as asked (the tensors that fit load)",
+                            cfg["weights"], key, arch[key], value)
+                del arch[key]
+        if "attention" not in arch:  # another block: the weights' block options are not its own
+            arch.pop("attention_kw", None)
     else:
         arch = _darknet_arch(cfg.get("weights"))
     attention = arch.get("attention", cfg.get("attention") if cfg.get("attention") is not None else cfg["phi"])
