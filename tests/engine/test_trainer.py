@@ -197,6 +197,24 @@ def test_darknet_weights_initialize_all_but_a_mismatched_head(tiny_data, tmp_pat
     assert state["head_p5.pred.weight"].shape[0] == 3 * 7
 
 
+def test_darknet_weights_with_names_carry_the_class_channels_by_name(tiny_data, tmp_path, caplog):
+    """yolov4-tiny.weights of [disc, cat, box] (names beside them) fine-tuned on [box, disc]: as for our
+    checkpoints, each class starts from its own channels; the attention asked for is built (Darknet has none)."""
+    source = build_model(0, 3)
+    save_darknet_weights(source, tmp_path / "yolov4-tiny.weights")
+    (tmp_path / "yolov4-tiny.names").write_text("disc\ncat\nbox\n")
+    with caplog.at_level(logging.INFO, logger="yolo_attn"):
+        run = train(_cfg(tiny_data, tmp_path, epochs=1, phi=1, weights=str(tmp_path / "yolov4-tiny.weights"),
+                         lr=0.0, warmup_bias_lr=0.0, ema=False, img_size=64, amp=False))
+    assert "class channels by name: 2 of 2 classes carried over" in caplog.text
+    ckpt = load_checkpoint(run / "weights/last.pt")
+    assert ckpt["meta"]["model"]["attention"] == "se"
+    got, src = ckpt["model"]["head_p5.pred.weight"], source.state_dict()["head_p5.pred.weight"]
+    for anchor in range(3):
+        for k, j in ((0, 2), (1, 0)):  # box <- source class 2, disc <- source class 0
+            assert torch.equal(got[anchor * 7 + 5 + k], src[anchor * 8 + 5 + j])
+
+
 def test_darknet_weights_bring_the_anchors_of_their_cfg(tiny_data, tmp_path):
     """obj_best.weights beside obj.cfg (Darknet's names): the cfg's anchors and masks are the weights' own; the
     config's `anchors` still replace them."""

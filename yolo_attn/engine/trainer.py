@@ -262,10 +262,19 @@ def _tuplify(x):
 
 
 def _weights_source(path: Optional[str], classes: Optional[str]) -> Tuple[Optional[YoloV4Tiny], List[str]]:
-    """The model an initial weights file holds (our checkpoint or a port state dict), read once, with its class
-    names; None for no file and for Darknet files, which carry no architecture and load layer by layer."""
-    if not path or str(path).endswith((".weights", ".conv.29")):
+    """The model an initial weights file holds (our checkpoint, a port state dict, or Darknet .weights whose
+    class names are known: --classes, or a .names beside them), read once, with its class names; None for no
+    file, for a backbone-only .conv.29 and for Darknet weights without names, which load layer by layer."""
+    if not path or str(path).endswith(".conv.29"):
         return None, []
+    if str(path).endswith(".weights"):
+        try:
+            model, meta = load_model(path, classes=classes)
+        except ValueError:
+            if classes is not None:  # names given that do not fit the file: the user's to correct
+                raise
+            return None, []
+        return model, list(meta.get("names") or [])
     model, meta = load_model(path, classes=classes, num_classes=_num_classes_in(path))
     return model, list(meta.get("names") or [])
 
@@ -475,7 +484,7 @@ def train(cfg: Dict[str, Any]) -> Path:
     source, source_names = _weights_source(cfg.get("weights"), cfg.get("classes")) if ckpt is None else (None, [])
     if ckpt is not None:
         arch = ckpt["meta"]["model"]
-    elif source is not None:
+    elif source is not None and not str(cfg["weights"]).endswith(".weights"):  # Darknet's hold no attention
         keys = ("attention", "attention_kw", "anchors", "anchor_masks")
         arch = {k: v for k, v in source.config().items() if k in keys}
         for key, value in _asked_attention(cfg).items():  # flags that ask for another block than the weights'
