@@ -19,12 +19,12 @@ from pathlib import Path
 from yolo_attn.models import check_input_size
 from yolo_attn.models.attention import phi_of, resolve_attention
 from yolo_attn.utils.checkpoint import load_model, meta_nms, meta_resize, save_checkpoint, with_pipeline
-from yolo_attn.utils.cli import add_pipeline_flags
+from yolo_attn.utils.cli import add_pipeline_flags, positive_int
 
 SOURCE_NAMES = {"port": "a state dict of the PyTorch port", "darknet": "a Darknet .weights file"}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--from", dest="source", choices=sorted(SOURCE_NAMES), required=True,
                         help="where the weights come from")
@@ -32,7 +32,7 @@ def main() -> None:
     names = parser.add_mutually_exclusive_group()
     names.add_argument("--classes", type=Path, help="class names, one per line (voc_classes.txt, coco.names), or "
                        "Darknet's .data file; Darknet: by default the .names beside its .cfg or weights")
-    names.add_argument("--num-classes", type=int, help="class count, when no names file is at hand")
+    names.add_argument("--num-classes", type=positive_int, help="class count, when no names file is at hand")
     parser.add_argument("--phi", help="Darknet: attention of the model (0-5 or a name such as cbam, default 0; "
                         "attention blocks start untrained). Port: detected from the keys; given, it must agree")
     parser.add_argument("--cfg", type=Path, help="Darknet: the .cfg of the weights, for custom anchors, masks, "
@@ -41,6 +41,11 @@ def main() -> None:
                         "Darknet .cfg's, else 416)")
     add_pipeline_flags(parser, "detector test", "the checkpoint")
     parser.add_argument("--out", type=Path, required=True, help="our checkpoint to write (.pt)")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.out.is_dir():
         parser.error(f"--out {args.out}: is a folder; give the checkpoint's file name (e.g. {args.out / 'model.pt'})")

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes-file", "--classes", dest="classes_file",
                    help="class names, one a line, for weights without names, or Darknet's .data file, which names "
                    "its .names (default: the dataset's)")
-    p.add_argument("--num-classes", type=int, help="class count, for weights without names")
+    p.add_argument("--num-classes", type=positive_int, help="class count, for weights without names")
     p.add_argument("--phi", help="attention of Darknet .weights: 0-5 or a name such as cbam (default 0)")
     p.add_argument("--cfg", dest="darknet_cfg", metavar="CFG",
                    help="Darknet .weights: their .cfg, for custom anchors, masks, "

@@ -19,7 +19,7 @@ import sys
 from typing import Optional, Sequence
 
 from yolo_attn.inference.export import DEFAULT_OPSET, FORMATS, MIN_OPSET, max_opset, run_export
-from yolo_attn.utils.cli import add_pipeline_flags
+from yolo_attn.utils.cli import add_pipeline_flags, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-count", type=int, default=300, help="calibration images to use")
     p.add_argument("--classes-file", help="class names, one per line, for weights without names (or Darknet's "
                    ".data file, which names its .names)")
-    p.add_argument("--num-classes", type=int, help="class count, for weights without names")
+    p.add_argument("--num-classes", type=positive_int, help="class count, for weights without names")
     p.add_argument("--cfg", help="Darknet .weights: their .cfg (default: the .cfg of their name beside them)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against PyTorch")
     add_pipeline_flags(p, "detector test", "the export")

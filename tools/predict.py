@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", nargs="+", help="report only these classes (indices or names)")
     p.add_argument("--classes-file", help="class names, one per line, for weights without names (or Darknet's "
                    ".data file, which names its .names)")
-    p.add_argument("--num-classes", type=int, help="class count, for weights without names")
+    p.add_argument("--num-classes", type=positive_int, help="class count, for weights without names")
     p.add_argument("--cfg", help="Darknet .weights: their .cfg, for custom anchors, masks, "
                    "scale_x_y and input size (default: the .cfg of their name beside them, else the official one's)")
     p.add_argument("--max-det", type=positive_int, default=300, help="most boxes per image")
