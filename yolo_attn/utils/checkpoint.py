@@ -267,6 +267,9 @@ def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num
                          f"(python tools/train.py --weights {path}); it has no heads to detect with")
     if report.num_classes_in_file != len(names):
         n = report.num_classes_in_file
+        if settings is not None:  # the names agree with the cfg (checked above): it is the cfg that is not theirs
+            raise ValueError(f"{path}: the file holds a {n}-class model, but {cfg} says classes={len(names)}: give "
+                             f"the .cfg these weights were trained with (--cfg)")
         given = f"{found_names} (found beside) lists {len(names)}" if found_names is not None else (
             f"{len(names)} classes were given")
         raise ValueError(f"{path}: the file holds a {n}-class model, but {given}: pass its own class list ({n} "
