@@ -128,6 +128,10 @@ def test_wrong_length_is_rejected_naming_the_file(weights_80, tmp_path, change):
     bad.write_bytes(data[:change] if change < 0 else data + b"\0" * change)
     with pytest.raises(ValueError, match="damaged.weights"):
         load_darknet_weights(build_model(0, num_classes=80), bad)
+    if change == -4:  # training a 10-class model from it: COCO's size is named too, not only the model's
+        full = len(data) - 20  # bytes after the version-2 header
+        with pytest.raises(ValueError, match=f"or {full // 4:,} with 80 classes"):
+            load_darknet_weights(build_model(0, num_classes=10), bad)
 
 
 @pytest.mark.parametrize("size", [0, 10, 20])

@@ -106,11 +106,15 @@ def load_darknet_weights(model: YoloV4Tiny, path: PathLike) -> DarknetLoadReport
         layers = len(convs)
         file_classes = outputs // na - 5
     else:
-        expected_full = fixed + per_output * model.num_anchors * (5 + model.num_classes)
+        def full(classes: int) -> str:
+            return f"{fixed + per_output * model.num_anchors * (5 + classes):,} with {classes} classes"
+
+        # the file's own class count cannot be told from a wrong length: the model's, and COCO's, for scale
+        counts = [model.num_classes] + ([80] if model.num_classes != 80 else [])
         raise ValueError(
             f"{path}: {values.size:,} float32 values after the {offset}-byte header fit no YOLOv4-tiny layout "
-            f"(expected {expected_full:,} for the full network with {model.num_classes} classes, or {partial:,} "
-            f"for yolov4-tiny.conv.29); the file is truncated, oversized or from another network"
+            f"(the full network has {' or '.join(full(c) for c in counts)}; yolov4-tiny.conv.29 {partial:,}); "
+            f"the file is truncated, oversized or from another network"
         )
 
     report = DarknetLoadReport(version, seen, layers, file_classes)
