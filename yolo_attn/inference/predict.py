@@ -210,7 +210,8 @@ def predict(
         log("interrupted: stopping; everything written so far is kept")
     finally:
         viewer.close()
-        if save_json and summary.save_dir is not None:
+        # not for a run that read nothing: its folder is taken back, not left holding an empty list
+        if save_json and summary.save_dir is not None and (summary.processed or summary.interrupted):
             write_atomic(summary.save_dir / "predictions.json", json.dumps(records, indent=1))
     return summary
 
@@ -435,8 +436,6 @@ def run_predict(
         kept = f"; the results so far are in {save_dir}" if save_dir is not None and save_dir.exists() else ""
         return fail(f"{e}{kept}")
     if summary.processed == 0 and not summary.interrupted:
-        if save_dir is not None:  # an empty predictions.json is all it holds
-            (save_dir / "predictions.json").unlink(missing_ok=True)
         remove_if_empty(save_dir)
         return fail(f"{source}: nothing could be read, so nothing was predicted")
     left = [f"{len(summary.skipped)} skipped"] if summary.skipped else []
