@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .dataset import DetectionDataset
 from .letterbox import PAD_VALUE, letterbox
-from .records import BadImageError, Record
+from .records import BadImageError, Record, target_mask
 from .transforms import Sample, TrainTransform
 
 __all__ = [
@@ -168,7 +168,7 @@ class TrainDataset(Dataset):
 
     def _train_targets(self, record: Record) -> Tuple[np.ndarray, np.ndarray]:
         """(boxes, labels) of a record that are training targets (difficult boxes only when asked)."""
-        keep = np.ones(len(record.labels), bool) if self.include_difficult else ~record.difficult
+        keep = target_mask(record.difficult, self.include_difficult)
         return record.boxes[keep], record.labels[keep]
 
     def _load_raw(self, index: int) -> Sample:

@@ -30,6 +30,7 @@ __all__ = [
     "image_header",
     "read_image",
     "size_or_zero",
+    "target_mask",
 ]
 
 LOGGER = logging.getLogger("yolo_attn.data")
@@ -304,6 +305,13 @@ def closest_name(name: str, names: Sequence[str]) -> str:
         return ""
     original = next(n for n in names if n.lower() == match[0])
     return f" (did you mean {original!r}?)"
+
+
+def target_mask(difficult: np.ndarray, include_difficult: bool) -> np.ndarray:
+    """Which boxes of a record are training targets: all, or (by default) all but the difficult ones (VOC's
+    difficult boxes, COCO's crowd regions)."""
+    difficult = np.asarray(difficult, bool)
+    return np.ones(len(difficult), bool) if include_difficult else ~difficult
 
 
 def clean_boxes(

@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy.cluster.vq import kmeans
 
+from ..data.records import target_mask
+
 __all__ = ["anchor_fit", "anchors_from_config", "box_sizes", "check_anchors", "fit_anchors", "parse_anchors",
            "split_masks"]
 
@@ -30,7 +32,7 @@ def box_sizes(dataset: Any, img_size: int) -> np.ndarray:
     with_difficult = bool(getattr(dataset, "include_difficult", False))
     for i in range(len(dataset)):
         record = dataset.get_annotation(i)
-        boxes = record.boxes if with_difficult else record.boxes[~np.asarray(record.difficult, bool)]
+        boxes = record.boxes[target_mask(record.difficult, with_difficult)]
         if len(boxes):
             gain = img_size / max(record.height, record.width)
             sizes.append((boxes[:, 2:] - boxes[:, :2]) * gain)

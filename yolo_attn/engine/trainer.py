@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..data import build_dataset, build_train_loader, load_data_config
 from ..data.letterbox import letterbox
-from ..data.records import BadImageError
+from ..data.records import BadImageError, target_mask
 from ..eval.coco import load_coco_ground_truth
 from ..eval.evaluator import evaluate
 from ..eval.report import print_report
@@ -390,7 +390,7 @@ def _check_trainable(train_set, names: Sequence[str], where: str) -> None:
     if not names:
         raise ValueError(f"{where}: no classes (empty `names`, or a COCO JSON without categories)")
     with_difficult = bool(getattr(train_set, "include_difficult", False))
-    if not any(len(r.labels) if with_difficult else (~np.asarray(r.difficult, bool)).any() for r in train_set.records):
+    if not any(target_mask(r.difficult, with_difficult).any() for r in train_set.records):
         raise ValueError(f"{where}: not one box in the train split's {len(train_set)} images{problems}: no "
                          f"label files where they were looked for ({train_set.description})? See "
                          f"`python tools/check_data.py --data {where}`")
