@@ -6,9 +6,9 @@
     python tools/predict.py --weights best.pt --source 0 --attention       # webcam 0, attention overlay
     python tools/predict.py --weights yolov4-tiny.weights --classes-file coco.names --source "imgs/*.jpg"
 
-Results go to runs/predict/<name> (exp, exp2, ...): annotated images keep their names (a name repeated in one
-run gets _2, _3, ...), videos become .mp4 at the source's fps and size; --save-txt writes labels/<stem>.txt
-(class score x1 y1 x2 y2, pixels).
+Results go to runs/predict/<name> (exp, exp2, ...; --exist-ok reuses <name>): annotated images keep their
+names (a name repeated in one run gets _2, _3, ...), videos become .mp4 at the source's fps and size;
+--save-txt writes labels/<stem>.txt (class score x1 y1 x2 y2, pixels), --save-crop crops/<class>/<stem>_<k>.jpg.
 """
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg", help="Darknet .weights: their .cfg, for custom anchors, masks, "
                    "scale_x_y and input size (default: the .cfg of their name beside them, else the official one's)")
     p.add_argument("--max-det", type=positive_int, default=300, help="most boxes per image")
+    p.add_argument("--agnostic-nms", action="store_true", help="one NMS over all classes: of overlapping boxes "
+                   "of different classes only the best is kept")
     p.add_argument("--device", default="auto",
                    help="auto (the first GPU if CUDA is present, else the CPU), cpu, cuda, cuda:N or N")
     p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"],
@@ -47,8 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(logged), else fp32; fp16: CUDA")
     p.add_argument("--save-txt", action="store_true", help="write labels/<stem>.txt per image or frame")
     p.add_argument("--save-json", action="store_true", help="write predictions.json (COCO results style)")
+    p.add_argument("--save-crop", action="store_true", help="write each box's pixels as crops/<class>/<stem>_<k>.jpg")
     p.add_argument("--no-save", action="store_true", help="do not write annotated images or videos")
     p.add_argument("--view", action="store_true", help="show a window (when a display exists); q quits")
+    p.add_argument("--vid-stride", type=positive_int, default=1, help="videos, webcams and streams: predict every "
+                   "N-th frame (the saved video has those frames at 1/N of the fps)")
+    p.add_argument("--line-width", type=positive_int, help="box line width in pixels (default: from the image size)")
+    p.add_argument("--hide-labels", action="store_true", help="draw boxes without labels")
+    p.add_argument("--hide-conf", action="store_true", help="draw labels without scores")
     view = p.add_mutually_exclusive_group()
     view.add_argument("--heatmap", action="store_true", help="overlay the objectness map")
     view.add_argument("--attention", action="store_true", help="overlay the attention neck's spatial gates and "
@@ -57,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "one mirrored, boxes pooled before NMS (finds more; about 3.4x the network work)")
     p.add_argument("--project", default="runs/predict", help="parent folder of the results")
     p.add_argument("--name", default="exp", help="results folder name (made unique: exp, exp2, ...)")
+    p.add_argument("--exist-ok", action="store_true", help="write into --project/--name even when it exists "
+                   "(its files of the same names are replaced), not into a new exp2, ...")
     return p
 
 

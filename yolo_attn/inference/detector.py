@@ -160,6 +160,9 @@ class Detector:
     ("stretch", or "darknet-letterbox" for ``letter_box=1``; ``nms_kind=greedynms`` is "darknet", no ``nms_kind``
     "darknet-iou"; at the cfg's width and height), so their detections are Darknet's; our checkpoints
     letterbox and run "iou".
+
+    ``agnostic = True`` runs any of them over all classes at once (Ultralytics' ``agnostic_nms``): of two
+    overlapping boxes of different classes only the higher-scoring one is kept.
     """
 
     def __init__(
@@ -194,6 +197,7 @@ class Detector:
         self._resize = check_resize(meta_resize(meta))
         self._augment: Optional[List[Tuple[float, bool]]] = None
         self._nms = check_nms(meta_nms(meta))
+        self.agnostic = False  # one NMS over all classes (a box suppresses overlapping boxes of other classes too)
 
     @classmethod
     def load(
@@ -421,10 +425,11 @@ class Detector:
         if self.nms != "iou":  # Darknet's NMS, over every class above the threshold per box as Darknet keeps
             decoded = decode_outputs([m.float() for m in maps], self.level_anchors, STRIDES, self.scale_x_y)
             kept = nms_postprocess(decoded, self.conf, self.iou, self.max_det, classes=self.keep_classes,
-                                   multi_label=True, nms=self.nms, nms_scales=[i.image_relative for i in infos])
+                                   multi_label=True, nms=self.nms, nms_scales=[i.image_relative for i in infos],
+                                   agnostic=self.agnostic)
         else:
             kept = decode_nms(maps, self.level_anchors, STRIDES, self.scale_x_y, self.conf, self.iou, self.max_det,
-                              classes=self.keep_classes)
+                              classes=self.keep_classes, agnostic=self.agnostic)
         return self._detections(kept, infos, (maps[0].shape[2] * STRIDES[0], maps[0].shape[3] * STRIDES[0]))
 
     def _predict_augmented(self, boxed: np.ndarray, infos: Sequence[LetterboxInfo],
@@ -436,7 +441,7 @@ class Detector:
                                    STRIDES, self.scale_x_y, scales, flips)
         kept = nms_postprocess(decoded, self.conf, self.iou, self.max_det, classes=self.keep_classes,
                                multi_label=self.nms != "iou", nms=self.nms,
-                               nms_scales=[i.image_relative for i in infos])
+                               nms_scales=[i.image_relative for i in infos], agnostic=self.agnostic)
         dets = self._detections(kept, infos, tuple(batch.shape[2:]))
         for det, source in zip(dets, sources):
             det.source = source
@@ -474,7 +479,8 @@ class Detector:
                 f"attention {attention}, conf {self.conf}, iou {self.iou}"
                 + {"stretch": ", stretched to the input", "darknet-letterbox": ", letterboxed as Darknet does"}.get(
                     self.resize, "")
-                + {"darknet": ", Darknet's DIoU NMS", "darknet-iou": ", Darknet's IoU NMS"}.get(self.nms, ""))
+                + {"darknet": ", Darknet's DIoU NMS", "darknet-iou": ", Darknet's IoU NMS"}.get(self.nms, "")
+                + (", class-agnostic NMS" if self.agnostic else ""))
 
     def _canvas(self, shapes: Sequence[Tuple[int, int]]) -> Tuple[int, int]:
         """The network input for images of these (h, w): the full input size, or with ``rect`` the smallest

@@ -37,9 +37,12 @@ def draw_detections(
     labels: np.ndarray,
     names: Sequence[str],
     line_width: Optional[int] = None,
+    hide_labels: bool = False,
+    hide_conf: bool = False,
 ) -> np.ndarray:
     """Draw boxes labelled "name 0.87" on a copy of ``image`` (BGR). Line width and font scale follow the
-    image size; a label sits above its box, or inside it when the box touches the top edge."""
+    image size unless ``line_width`` is given; a label sits above its box, or inside it when the box touches
+    the top edge. ``hide_conf`` leaves the score out of the label, ``hide_labels`` draws bare boxes."""
     out = image.copy()
     h, w = out.shape[:2]
     lw = line_width or max(round((h + w) / 2 * 0.003), 2)
@@ -49,7 +52,9 @@ def draw_detections(
         color = class_color(int(label))
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, lw, cv2.LINE_AA)
-        text = f"{name} {float(score):.2f}"
+        if hide_labels:
+            continue
+        text = name if hide_conf else f"{name} {float(score):.2f}"
         (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         above = y1 - th - baseline - 3 >= 0
         top = y1 - th - baseline - 3 if above else y1

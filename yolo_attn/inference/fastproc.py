@@ -69,9 +69,11 @@ def decode_nms(
     max_det: int = 300,
     classes: Optional[Sequence[int]] = None,
     max_candidates: int = 30000,
+    agnostic: bool = False,
 ) -> List[torch.Tensor]:
     """Raw head maps -> per image (K, 6) [x1, y1, x2, y2, score, class] in input pixels, as
-    ``postprocess(decode_outputs(maps, ...), ...)`` gives them (best class per box, class-aware NMS)."""
+    ``postprocess(decode_outputs(maps, ...), ...)`` gives them (best class per box, class-aware NMS, or one
+    NMS over all classes with ``agnostic``)."""
     batch = maps[0].shape[0]
     # a hair below the threshold, so rounding in the logit never drops a box the exact test keeps
     cut = _logit(conf_threshold) - 1e-4
@@ -93,11 +95,12 @@ def decode_nms(
     results = []
     for i in range(batch):
         pred = decoded[image_index == i] if batch > 1 else decoded
-        results.append(_select(pred, conf_threshold, iou_threshold, max_det, classes, max_candidates))
+        results.append(_select(pred, conf_threshold, iou_threshold, max_det, classes, max_candidates, agnostic))
     return results
 
 
-def _select(pred: torch.Tensor, conf: float, iou: float, max_det: int, classes, max_candidates: int) -> torch.Tensor:
+def _select(pred: torch.Tensor, conf: float, iou: float, max_det: int, classes, max_candidates: int,
+            agnostic: bool) -> torch.Tensor:
     """postprocess() for one image's decoded rows (best class per box)."""
     pred = pred[pred[:, 4] > conf]
     if not len(pred):
@@ -111,5 +114,5 @@ def _select(pred: torch.Tensor, conf: float, iou: float, max_det: int, classes, 
     if score.numel() > max_candidates:
         top = score.topk(max_candidates).indices
         boxes, score, cls = boxes[top], score[top], cls[top]
-    keep = batched_nms(boxes, score, cls, iou)[:max_det]
+    keep = batched_nms(boxes, score, torch.zeros_like(cls) if agnostic else cls, iou)[:max_det]
     return torch.cat([boxes[keep], score[keep, None], cls[keep, None].to(boxes.dtype)], dim=1)

@@ -132,11 +132,36 @@ class _OutputNames:
         return key in self.images or any(re.fullmatch(rf"{re.escape(v)}_\d+", key) for v in self.videos)
 
 
-class _Renderer:
-    """Draws the chosen view: boxes, over the objectness heat map or the attention map when asked."""
+def _save_crops(folder: Path, image: np.ndarray, det: Detections, stem: str) -> int:
+    """Each box cut from the unannotated ``image`` (BGR) as ``crops/<class name>/<stem>_<k>.jpg``, k its rank
+    in the image's detections (as Ultralytics' ``save_crop``, with the box exact, not padded). Boxes are
+    rounded outwards and clipped to the image; one with no pixel left is not written. Returns the count."""
+    from ..utils.paths import write_atomic
 
-    def __init__(self, detector: Detector, heatmap: bool, attention: bool, log: Log):
+    h, w = image.shape[:2]
+    written = 0
+    for k, (box, name) in enumerate(zip(det.boxes, det.names)):
+        x1, y1 = max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0)
+        x2, y2 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
+        if x2 <= x1 or y2 <= y1:
+            continue
+        ok, encoded = cv2.imencode(".jpg", image[y1:y2, x1:x2])
+        if ok:
+            # a class name is a folder name: path separators in it would make other folders
+            safe = re.sub(r'[\\/:*?"<>|\x00]', "_", name).strip(" .") or "_"
+            write_atomic(folder / "crops" / safe / f"{stem}_{k}.jpg", encoded.tobytes())
+            written += 1
+    return written
+
+
+class _Renderer:
+    """Draws the chosen view: boxes, over the objectness heat map or the attention map when asked;
+    ``style`` holds draw_detections' line_width, hide_labels and hide_conf."""
+
+    def __init__(self, detector: Detector, heatmap: bool, attention: bool, log: Log,
+                 style: Optional[Dict[str, Any]] = None):
         self.detector, self.heatmap, self.attention = detector, heatmap, attention
+        self.style = style or {}
         self.spatial = True
         if attention:
             model = detector.backend.torch_model
@@ -157,7 +182,7 @@ class _Renderer:
             canvas = overlay_heatmap(canvas, objectness_map(det, self.detector.num_anchors))
         if self.attention and self.spatial and attention_maps(det):
             canvas = overlay_heatmap(canvas, mean_attention_map(det))
-        return draw_detections(canvas, det.boxes, det.scores, det.labels, det.names)
+        return draw_detections(canvas, det.boxes, det.scores, det.labels, det.names, **self.style)
 
 
 def predict(
@@ -172,24 +197,33 @@ def predict(
     attention: bool = False,
     capture_factory: Callable[..., Any] = cv2.VideoCapture,
     log: Log = print,
+    save_crop: bool = False,
+    vid_stride: int = 1,
+    line_width: Optional[int] = None,
+    hide_labels: bool = False,
+    hide_conf: bool = False,
 ) -> PredictSummary:
     """Predict on every image or frame of ``source`` and write what was asked into ``save_dir``.
 
-    Annotated images keep their file names; videos become ``<stem>.mp4`` at the source's fps and size,
-    every frame included; ``--save-txt`` writes ``labels/<stem>.txt`` (``labels/<stem>_<frame>.txt`` for
-    video), ``--save-json`` one ``predictions.json``. A stem that repeats within the run (``a/img.png`` and
-    ``b/img.png``) is saved as ``img_2``, ... (with a warning). Ctrl-C stops cleanly: what was done is kept.
+    Annotated images keep their file names; videos become ``<stem>.mp4`` at the source's size, every frame
+    included (with ``vid_stride`` N every N-th frame, at 1/N of the source's fps, so the video keeps its
+    length); ``--save-txt`` writes ``labels/<stem>.txt`` (``labels/<stem>_<frame>.txt`` for video, the frame's
+    number in the source), ``--save-crop`` each box as ``crops/<class>/<stem>_<k>.jpg``, ``--save-json`` one
+    ``predictions.json``. A stem that repeats within the run (``a/img.png`` and ``b/img.png``) is saved as
+    ``img_2``, ... (with a warning). Ctrl-C stops cleanly: what was done is kept.
     """
     from ..utils.paths import write_atomic
 
-    renderer = _Renderer(detector, heatmap, attention, log)
-    sources = open_sources(source, capture_factory, warn=log)
+    renderer = _Renderer(detector, heatmap, attention, log,
+                         dict(line_width=line_width, hide_labels=hide_labels, hide_conf=hide_conf))
+    sources = open_sources(source, capture_factory, warn=log, vid_stride=vid_stride)
     summary = PredictSummary(Path(save_dir) if save_dir is not None else None)
     if summary.save_dir is not None:
         summary.save_dir.mkdir(parents=True, exist_ok=True)
     records: List[Dict[str, Any]] = []
     viewer = Viewer(view, warn=log)
     options = dict(save=save and summary.save_dir is not None, save_txt=save_txt and summary.save_dir is not None,
+                   save_crop=save_crop and summary.save_dir is not None,
                    keep_maps=heatmap, keep_gates=attention, names=_OutputNames(log), several=len(sources) > 1)
     try:
         for src in sources:
@@ -251,6 +285,8 @@ def _predict_images(detector, src: ImageFiles, renderer, viewer, summary, record
             summary.outputs.append(out)
         if options["save_txt"]:
             write_atomic(summary.save_dir / "labels" / f"{stem}.txt", _txt_lines(det))
+        if options["save_crop"]:
+            _save_crops(summary.save_dir, frame.image, det, stem)
         records.extend(_json_records(det, options["names"].image_id(stem), file_name, None))
         if not viewer.show(annotated):
             summary.stopped = True
@@ -281,14 +317,17 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
 
     name = options["names"].video(src.name, str(src.spec))
     try:
-        sink = VideoSink(summary.save_dir / f"{name}.mp4", src.fps, src.size) if options["save"] else None
+        # every stride-th frame at 1/stride of the fps: the video keeps its length
+        sink = VideoSink(summary.save_dir / f"{name}.mp4", src.fps / src.stride, src.size) if options["save"] else None
     except SourceError as e:  # of a folder's videos (a 1-pixel-wide one, say), this one only: the run goes on
         _leave_video(e, src, summary, options, log, f"skipping {src.spec}: {e}")
         return
     writer = BackgroundWriter(sink) if sink is not None else None
     where = f"{src.spec}" if src.kind == "video" else f"{src.kind} {src.spec}"
     renamed = f" (saved as {name})" if name != src.name and sink is None else ""
-    log(f"{where}: {src.size[0]}x{src.size[1]} at {src.fps:.1f} fps" + (f" -> {sink.path}" if sink else renamed))
+    every = f", every {src.stride} frames" if src.stride > 1 else ""
+    log(f"{where}: {src.size[0]}x{src.size[1]} at {src.fps:.1f} fps{every}"
+        + (f" -> {sink.path}" if sink else renamed))
     # attention gates live on the modules: one frame at a time; otherwise two frames in flight
     workers = 1 if options["keep_gates"] or detector.backend.device != "cpu" else 2
     runner = copy.copy(detector)
@@ -301,7 +340,8 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
         return det, renderer(frame.image, det)
 
     fps, start, frames, last = 0.0, time.perf_counter(), 0, time.perf_counter()
-    progress = tqdm(total=src.frame_count, unit="frame", desc=src.name, disable=None, leave=False)
+    expected = -(-src.frame_count // src.stride) if src.frame_count else None  # frames 0, stride, 2 stride, ...
+    progress = tqdm(total=expected, unit="frame", desc=src.name, disable=None, leave=False)
     try:
         with _skip_when_several(src, summary, options, log, lambda: frames), \
                 closing(pipelined(src, process, workers)) as results:
@@ -313,6 +353,8 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
                     writer.write(annotated)
                 if options["save_txt"]:
                     write_atomic(summary.save_dir / "labels" / f"{name}_{frame.index}.txt", _txt_lines(det))
+                if options["save_crop"]:
+                    _save_crops(summary.save_dir, frame.image, det, f"{name}_{frame.index}")
                 # the frame's labels file stem: unique across the videos and images of a run
                 records.extend(_json_records(det, f"{name}_{frame.index}", name, frame.index))
                 frames += 1
@@ -328,8 +370,10 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
                     summary.stopped = True
                     break
             # CAP_PROP_FRAME_COUNT is the container's estimate, sometimes a frame or two off: only a real shortfall
-            if not summary.stopped and src.frame_count and frames + max(2, src.frame_count // 100) < src.frame_count:
-                log(f"warning: {src.spec}: ended after {frames} of the {src.frame_count} frames its header gives "
+            if not summary.stopped and expected and frames + max(2, expected // 100) < expected:
+                read = f"{frames} of the {src.frame_count}" if src.stride == 1 else \
+                    f"{frames} (one in {src.stride}) of the {src.frame_count}"
+                log(f"warning: {src.spec}: ended after {read} frames its header gives "
                     f"(a truncated or damaged file?); the frames read are kept")
     finally:
         progress.close()
@@ -365,6 +409,20 @@ def _leave_video(error: SourceError, src: VideoStream, summary: PredictSummary, 
     (summary.skipped if counted is None else counted).append(str(src.spec))
 
 
+def _results_folder(path: Path, exist_ok: bool) -> Path:
+    """``path`` itself with ``exist_ok`` (a folder there is written into, its files of the same names replaced),
+    else the first free of ``path``, ``path2``, ... created as it is named: a run started at the same moment
+    gets another folder rather than sharing this one."""
+    from ..utils.paths import increment_path
+
+    if not exist_ok:
+        return increment_path(path, mkdir=True)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path}: a file stands where the results folder goes")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _views(views: Sequence[Tuple[float, bool]]) -> str:
     return " ".join(f"{scale:g}{' flipped' if flip else ''}" for scale, flip in views)
 
@@ -394,11 +452,18 @@ def run_predict(
     resize: Optional[str] = None,
     project: str = "runs/predict",
     name: str = "exp",
+    exist_ok: bool = False,
+    agnostic_nms: bool = False,
+    save_crop: bool = False,
+    vid_stride: int = 1,
+    line_width: Optional[int] = None,
+    hide_labels: bool = False,
+    hide_conf: bool = False,
     capture_factory: Callable[..., Any] = cv2.VideoCapture,
     log: Log = print,
 ) -> int:
     """The command line: load, predict, report. Returns the exit status (0 done, 1 failed, 130 Ctrl-C)."""
-    from ..utils.paths import increment_path, remove_if_empty
+    from ..utils.paths import remove_if_empty
 
     def fail(message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
@@ -422,12 +487,13 @@ def run_predict(
         detector = Detector.load(weights, classes_file, num_classes, device, backend, precision, img_size,
                                  conf, iou, max_det, classes, use_exports=True, augment=augment, nms=nms,
                                  resize=resize, cfg=cfg)
+        detector.agnostic = agnostic_nms
         log(detector.describe() + (f", test-time augmentation {_views(detector.augment)}" if augment else ""))
-        if not no_save or save_txt or save_json:
-            # created as it is named: a run started at the same moment must get another folder, not share this one
-            save_dir = increment_path(Path(project) / name, mkdir=True)
+        if not no_save or save_txt or save_json or save_crop:
+            save_dir = _results_folder(Path(project) / name, exist_ok)
         summary = predict(detector, source, save_dir, not no_save, save_txt, save_json, view, heatmap, attention,
-                          capture_factory, log)
+                          capture_factory, log, save_crop=save_crop, vid_stride=vid_stride, line_width=line_width,
+                          hide_labels=hide_labels, hide_conf=hide_conf)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

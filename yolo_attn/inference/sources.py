@@ -112,14 +112,17 @@ class VideoStream:
     """A video file, a webcam or a network stream, read through a ``cv2.VideoCapture``-like object.
 
     The first frame is read on opening (so a source that opens but yields nothing fails there, with a clear
-    message) and is kept: iteration starts with it. ``defer=True`` leaves the opening to :meth:`open`, for
-    the videos of a folder: each holds a decoder (threads and frame buffers) while open, so they are opened
-    one at a time, when their turn comes, not all at once when the folder is listed.
+    message) and is kept: iteration starts with it. ``stride`` N yields frames 0, N, 2N, ... (each keeps its
+    number in the video as ``index``); the frames between are grabbed, not decoded. ``defer=True`` leaves the
+    opening to :meth:`open`, for the videos of a folder: each holds a decoder (threads and frame buffers) while
+    open, so they are opened one at a time, when their turn comes, not all at once when the folder is listed.
     """
 
     def __init__(self, spec: Union[str, int], kind: str, capture_factory: CaptureFactory = cv2.VideoCapture,
-                 defer: bool = False):
-        self.spec, self.kind = spec, kind
+                 defer: bool = False, stride: int = 1):
+        if int(stride) < 1:
+            raise ValueError(f"the video frame stride must be 1 or more, not {stride}")
+        self.spec, self.kind, self.stride = spec, kind, int(stride)
         self.name = {"webcam": f"webcam{spec}", "stream": "stream"}.get(kind) or Path(str(spec)).stem
         self._capture_factory = capture_factory
         self.capture: Optional[cv2.VideoCapture] = None
@@ -182,6 +185,10 @@ class VideoStream:
         while True:
             try:
                 with quiet_opencv():
+                    for _ in range(-index % self.stride):  # to the next multiple of the stride
+                        if not capture.grab():
+                            return
+                        index += 1
                     ok, image = capture.read()
             except Exception as e:  # a decoder (or a stand-in capture) that raises: name the video and the frame
                 raise SourceError(self._read_error(index, e)) from e
@@ -203,9 +210,10 @@ def open_sources(
     spec: Union[str, int, os.PathLike],
     capture_factory: CaptureFactory = cv2.VideoCapture,
     warn: Warn = print,
+    vid_stride: int = 1,
 ) -> List[Source]:
     """Open what ``spec`` names: an image, a folder, a glob, a video file, a ``.txt`` list of paths (one per
-    line), a webcam index or a stream URL.
+    line), a webcam index or a stream URL. Videos, webcams and streams yield every ``vid_stride``-th frame.
 
     A folder or glob may hold images and videos: the images come as one :class:`ImageFiles`, each video as
     a :class:`VideoStream` that is not opened yet (see its ``defer``). Raises :class:`SourceError` when
@@ -214,9 +222,9 @@ def open_sources(
     text = str(spec).strip()
     # digits name a webcam, unless a file or folder of that name is here ("2024", a folder of images)
     if isinstance(spec, int) or (text.isdigit() and not Path(text).exists()):
-        return [VideoStream(int(text), "webcam", capture_factory)]
+        return [VideoStream(int(text), "webcam", capture_factory, stride=vid_stride)]
     if text.lower().startswith(STREAM_PREFIXES):
-        return [VideoStream(text, "stream", capture_factory)]
+        return [VideoStream(text, "stream", capture_factory, stride=vid_stride)]
     path = Path(text).expanduser()
     # What exists is taken literally before anything is read as a pattern: "shot[1].jpg" is a file name, and
     # as a glob it would match "shot1.jpg" instead (or nothing).
@@ -228,7 +236,7 @@ def open_sources(
         where = f"{path}: lists no images or videos"
     elif path.is_file():
         if path.suffix.lower() in VIDEO_SUFFIXES:
-            return [VideoStream(str(path), "video", capture_factory)]
+            return [VideoStream(str(path), "video", capture_factory, stride=vid_stride)]
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise SourceError(f"{path}: not an image or video file (unknown extension '{path.suffix}')")
         return [ImageFiles([path], warn)]
@@ -243,7 +251,7 @@ def open_sources(
     if not images and not videos:
         raise SourceError(where)
     sources: List[Source] = [ImageFiles(images, warn)] if images else []
-    sources += [VideoStream(str(video), "video", capture_factory, defer=True) for video in videos]
+    sources += [VideoStream(str(video), "video", capture_factory, defer=True, stride=vid_stride) for video in videos]
     return sources
 
 
