@@ -767,3 +767,43 @@ def test_a_channel_gate_that_does_not_vary_is_reported(tiny_data, tmp_path, monk
     with caplog.at_level("WARNING", logger="yolo_attn.train"):
         train(_tiny_cfg(tiny_data, tmp_path, phi=1, epochs=1, time=None))
     assert "se attention in attn_p5: the channel gate is 0.500" in caplog.text
+
+
+def test_patience_stops_a_run_whose_best_is_that_many_epochs_old_and_resume_keeps_the_count(
+        tiny_data, tmp_path, monkeypatch, caplog):
+    """Fitness by epoch 0.1, 0.3, 0.2, 0.25, 0.28, 0.9: with patience 3 the run stops after epoch 5 (index 4),
+    three epochs after its best (index 1), also when it was killed and resumed in between."""
+    import yolo_attn.engine.trainer as trainer
+
+    scores = [0.1, 0.3, 0.2, 0.25, 0.28, 0.9]
+    trained = []
+    real_epoch = trainer.train_one_epoch
+
+    def one_epoch(*args, **kw):
+        trained.append(args[7])
+        return real_epoch(*args, **kw)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", one_epoch)
+    monkeypatch.setattr(trainer, "fitness", lambda metrics: scores[trained[-1]])
+    real_save = _stop_after_checkpoint(monkeypatch, 2)
+    cfg = _cfg(tiny_data, tmp_path, img_size=64, amp=False, epochs=6, ema=False, patience=3, name="patient")
+    with pytest.raises(_Stop):
+        train(cfg)
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    run = tmp_path / "runs/patient"
+    with caplog.at_level(logging.INFO, logger="yolo_attn"):
+        train(dict(load_train_config(None, {}), resume=str(run / "weights/last.pt"), workers=0))
+    assert trained == [0, 1, 2, 3, 4]
+    assert "stopping early: no better fitness in the 3 epochs since epoch 2 (patience 3)" in caplog.text
+    assert _epochs_in_csv(run) == [1, 2, 3, 4, 5]
+    last = load_checkpoint(run / "weights/last.pt")
+    assert (last["epoch"], last["epochs"], last["best_epoch"]) == (4, 5, 1)
+    assert load_checkpoint(run / "weights/best.pt")["epoch"] == 1
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="yolo_attn"):  # finished: a resume has nothing left to do
+        train(dict(load_train_config(None, {}), resume=str(run / "weights/last.pt"), workers=0))
+    assert "already finished all 5 epochs" in caplog.text and trained == [0, 1, 2, 3, 4]
+
+    trained.clear()  # patience 0: every epoch
+    train(_cfg(tiny_data, tmp_path, img_size=64, amp=False, epochs=6, ema=False, patience=0, name="impatient"))
+    assert trained == [0, 1, 2, 3, 4, 5]

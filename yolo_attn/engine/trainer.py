@@ -553,7 +553,7 @@ def train(cfg: Dict[str, Any]) -> Path:
             _trim_csv(run_dir / "results.csv", ckpt["epoch"] + 1)
         write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False).encode())
 
-    start_epoch, best, elapsed_before = 0, -1.0, 0.0
+    start_epoch, best, best_epoch, elapsed_before = 0, -1.0, -1, 0.0
     epoch_times: List[float] = []  # of epochs done, each with its evaluation and the previous one's saving
     if ckpt is not None:
         try:
@@ -571,8 +571,12 @@ def train(cfg: Dict[str, Any]) -> Path:
         start_epoch = int(ckpt["epoch"]) + 1
         epochs = int(ckpt.get("epochs", epochs))
         best = float(ckpt.get("best_fitness", -1.0))
+        # a checkpoint from before best_epoch was kept: patience counts from the resumed epoch
+        best_epoch = int(ckpt.get("best_epoch", start_epoch - 1))
         if (weights_dir / "best.pt").is_file():  # written before last.pt: it may hold a better epoch
-            best = max(best, float(load_checkpoint(weights_dir / "best.pt", mmap=True).get("best_fitness", -1.0)))
+            saved = load_checkpoint(weights_dir / "best.pt", mmap=True)
+            if float(saved.get("best_fitness", -1.0)) > best:
+                best, best_epoch = float(saved["best_fitness"]), int(saved.get("epoch", best_epoch))
         elapsed_before = float(ckpt.get("elapsed_s", 0.0))
         epoch_times = [float(t) for t in ckpt.get("epoch_times", [])]
         if len(epoch_times) != start_epoch:  # a checkpoint from before epoch_times were saved
@@ -665,6 +669,13 @@ def train(cfg: Dict[str, Any]) -> Path:
             else:
                 is_best = score > best
                 best = max(best, score)
+            if is_best and metrics:
+                best_epoch = epoch
+            # YOLOv5's early stop: no better fitness in the last `patience` epochs. The checkpoint then says the
+            # run is finished (a --resume of it has nothing left to do).
+            stop = bool(cfg["patience"]) and bool(metrics) and not last and epoch - best_epoch >= cfg["patience"]
+            if stop:
+                epochs = epoch + 1
             state = {
                 "meta": make_meta(model, names, eval_size, loss_fn.scale_x_y),  # what predict and eval use
                 "model": {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
@@ -674,6 +685,7 @@ def train(cfg: Dict[str, Any]) -> Path:
                 "config": cfg, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None,
                 "epoch": epoch, "epochs": epochs, "epoch_times": list(epoch_times), "best_fitness": best,
+                "best_epoch": best_epoch,
                 "metrics": metrics, "elapsed_s": time.time() - t0, "rng": rng_states[0], "rng_ranks": rng_states,
             }
             # best.pt before last.pt: a kill in between resumes from the previous last.pt and trains the epoch
@@ -690,8 +702,13 @@ def train(cfg: Dict[str, Any]) -> Path:
                 log.error("epoch %d: the evaluation failed (below); the epoch's weights are in %s: %sscore them "
                           "with tools/eval.py", epoch + 1, weights_dir / "last.pt", on)
                 raise eval_error
-        if world > 1:
-            dist.barrier()
+            if stop:
+                log.info("stopping early: no better fitness in the %d epochs since epoch %d (patience %d); "
+                         "best.pt holds that epoch", epoch - best_epoch, best_epoch + 1, cfg["patience"])
+        if world > 1:  # every rank stops with the main one
+            holder = [epochs]
+            dist.broadcast_object_list(holder, src=0)
+            epochs = holder[0]
     if main:
         log.info("done: %d epochs in %.1f min; best fitness %.4f; weights in %s", epochs,
                  (time.time() - t0) / 60, best, weights_dir)
