@@ -629,3 +629,27 @@ def test_darknet_data_file_is_a_data_config(tmp_path, monkeypatch, caplog):
     with pytest.raises(ValueError, match="`labels` is 'yolov5'"):
         load_data_config({"format": "yolo", "root": str(root), "train": "data/train.txt", "val": "data/valid.list",
                           "names": ["cat", "dog"], "labels": "yolov5"})
+
+
+def test_scored_splits_keep_the_annotations_as_written_and_the_train_split_cleans_them(tmp_path):
+    """The VOC devkit scores an XML as written: a repeated box is a second object to find and a box past the
+    edge is matched by its full extent. Training boxes are cleaned (deduplicated, clipped); a scored split keeps
+    them and still reports them. With one perfect detection of the first person the devkit's AP is 0.5."""
+    from yolo_attn.eval.evaluator import GroundTruth, _score
+
+    objects = [("person", 11, 21, 60, 50, 0), ("person", 11, 21, 60, 50, 0), ("dog", 41, 11, 120, 40, 0)]
+    mini_voc(tmp_path, voc_xml(80, 60, objects))
+    cfg = load_data_config({"format": "voc", "root": str(tmp_path / "VOCdevkit"), "train": "VOC2007/train",
+                            "val": "VOC2007/train", "names": VOC_NAMES})
+    train, val = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    cleaned, written = train.get_annotation(0), val.get_annotation(0)
+    assert cleaned.boxes.tolist() == [[10, 20, 60, 50], [40, 10, 80, 40]]
+    assert written.boxes.tolist() == [[10, 20, 60, 50], [10, 20, 60, 50], [40, 10, 120, 40]]
+    assert kinds(train) == kinds(val) == {R.DUPLICATE: 1, R.OUT_OF_BOUNDS: 1}
+    assert "scored as annotated" in str(val.problems.problems) and "clipped" in str(train.problems.problems)
+
+    gt = GroundTruth("a", None, 60, 80, written.boxes.astype(float), written.labels, written.difficult)
+    # the person found exactly, the dog by its visible part (IoU 0.5 with the written box: not a match)
+    det = np.array([[10, 20, 60, 50, 0.9, 2], [40, 10, 80, 40, 0.8, 1]], np.float32)
+    result = _score([gt], [det], VOC_NAMES, [0, 1, 2], [], ("voc12",), None)
+    assert [c["voc12_ap50"] for c in result["classes"][1:]] == [0.0, 0.5]

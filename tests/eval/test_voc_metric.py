@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from yolo_attn.eval.voc import evaluate_detections, voc_ap
+from yolo_attn.eval.voc import evaluate_detection_arrays, evaluate_detections, voc_ap
 
 
 # --- A second implementation, written straight from the devkit description (voc_eval.py), loops only.
@@ -194,6 +194,17 @@ def test_empty_inputs():
 def test_class_out_of_range_is_a_clear_error():
     with pytest.raises(ValueError, match="outside 0..1"):
         evaluate_detections([(0, 2, 0.5, 1, 1, 5, 5)], {}, 2)
+
+
+def test_a_negative_image_index_is_a_clear_error():
+    """Image -1 of class 1 once shared its grouping key with image 1 of class 0: a detection there took that
+    image's ground truth as a true positive."""
+    box = np.array([[1.0, 1.0, 10.0, 10.0]])
+    args = ([-1], [1], [0.9], box, [1], [0], box, [False], 2)
+    with pytest.raises(ValueError, match="detection image index -1 is negative"):
+        evaluate_detection_arrays(*args)
+    with pytest.raises(ValueError, match="ground truth image index -2 is negative"):
+        evaluate_detection_arrays([1], [1], [0.9], box, [-2], [0], box, [False], 2)
 
 
 def test_voc_ap_direct():

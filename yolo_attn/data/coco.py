@@ -3,8 +3,9 @@
 Category ids (1-based, with gaps: 1..90 for COCO's 80 classes) map to contiguous labels in the order of
 the config's ``names`` (or, without names, of the category ids); ``dataset.category_ids[label]`` maps back.
 COCO boxes ``[x, y, w, h]`` are already 0-based continuous: ``x1 = x, x2 = x + w``.
-``iscrowd`` annotations are not training targets and are left out of records (COCO evaluation reads them
-from the JSON itself); images without annotations stay, as background images. ``image_id`` is COCO's id;
+``iscrowd`` annotations are kept as difficult boxes: never training targets, and ignored regions in the VOC
+metrics, as COCOeval ignores them (COCO evaluation reads them from the JSON itself); images without
+annotations stay, as background images. ``image_id`` is COCO's id;
 when a split combines several JSONs whose image ids collide (exports that each number from 1), every id
 becomes ``"<entry index>:<id>"`` so that images stay apart in evaluation (``dataset.id_prefixes``).
 """
@@ -56,7 +57,7 @@ class COCODataset(DetectionDataset):
     format = "coco"
 
     def __init__(self, root: Union[str, os.PathLike], entries: Sequence[Union[str, dict]],
-                 names: Optional[Sequence[str]] = None):
+                 names: Optional[Sequence[str]] = None, as_annotated: bool = False):
         log = ProblemLog()
         records: List[Record] = []
         category_ids: Optional[List[int]] = None
@@ -75,7 +76,7 @@ class COCODataset(DetectionDataset):
             if category_ids is not None and ids != category_ids:
                 raise ValueError(f"{ann_file}: category ids differ from the previous split's; cannot combine")
             category_ids = ids
-            records.extend(self._records(data, image_dir, ann_file, names, ids, log, prefix))
+            records.extend(self._records(data, image_dir, ann_file, names, ids, log, prefix, as_annotated))
         super().__init__(records, names or [], category_ids or [], log, description=f"COCO {root} {list(entries)}")
         log.warn(f"COCO {list(entries)}")
 
@@ -121,7 +122,7 @@ class COCODataset(DetectionDataset):
 
     @staticmethod
     def _records(data: dict, image_dir: Path, ann_file: Path, names: Sequence[str], category_ids: Sequence[int],
-                 log: ProblemLog, id_prefix: str = "") -> List[Record]:
+                 log: ProblemLog, id_prefix: str = "", as_annotated: bool = False) -> List[Record]:
         label_of = {cid: k for k, cid in enumerate(category_ids)}
         known_categories = {int(c["id"]) for c in data["categories"]}
         images = {img["id"]: img for img in data["images"]}
@@ -179,7 +180,7 @@ class COCODataset(DetectionDataset):
             # as COCOeval does
             boxes, labels, difficult = clean_boxes(
                 np.array(boxes, np.float32), np.array(labels, np.int64), np.array(crowd, bool), h, w,
-                f"{path} (in {ann_file.name})", log, names)
+                f"{path} (in {ann_file.name})", log, names, as_annotated)
             record_id = f"{id_prefix}{image_id}" if id_prefix else image_id
             records.append(Record(None, boxes, labels, difficult, record_id, str(path), h, w))
         return records

@@ -267,10 +267,14 @@ def build_dataset(cfg: Mapping[str, Any], split: str = "val") -> DetectionDatase
                        + ", ".join(k for k in ("train", "val", "test") if cfg.get(k)) + ")")
     entries = cfg[split] if isinstance(cfg[split], (list, tuple)) else [cfg[split]]
     fmt = cfg["format"]
+    # Splits other than train are scored, by the VOC devkit's and pycocotools' rules, which take the
+    # annotations as written: their duplicate and out-of-image boxes are reported but kept. YOLO labels are
+    # cleaned in every split, as Ultralytics validates them.
+    as_annotated = split != "train"
     if fmt == "voc":
-        ds: DetectionDataset = VOCDataset(cfg["root"], entries, cfg["names"])
+        ds: DetectionDataset = VOCDataset(cfg["root"], entries, cfg["names"], as_annotated)
     elif fmt == "coco":
-        ds = COCODataset(cfg["root"], entries, cfg.get("names"))
+        ds = COCODataset(cfg["root"], entries, cfg.get("names"), as_annotated)
     elif fmt == "yolo":
         ds = YOLOTxtDataset(cfg["root"], entries, cfg["names"], cfg.get("labels", "ultralytics"))
     else:

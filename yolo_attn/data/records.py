@@ -323,11 +323,15 @@ def clean_boxes(
     path: str,
     log: ProblemLog,
     names: Sequence[str] = (),
+    as_annotated: bool = False,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Drop boxes with non-finite coordinates, clip boxes to the image, drop zero / negative area boxes and
     exact duplicates (each reported).
 
-    Duplicates are boxes of the same class whose coordinates agree within half a pixel."""
+    Duplicates are boxes of the same class whose coordinates agree within half a pixel. ``as_annotated``
+    (splits that are scored, not trained on) reports the same problems but keeps every finite box as written:
+    the VOC devkit and pycocotools score annotations as they are, so a duplicate box is a second object to
+    find and a box past the edge is matched by its full extent."""
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     difficult = np.asarray(difficult, dtype=bool).reshape(-1)
@@ -351,15 +355,15 @@ def clean_boxes(
         box_text = "[" + ", ".join(f"{v:g}" for v in boxes[i]) + "]"
         if out[i, 2] <= out[i, 0] or out[i, 3] <= out[i, 1]:
             log.add(DEGENERATE, path, f"{name(i)} box {box_text} has zero or negative area"
-                    f" inside the {width}x{height} image; dropped")
-            keep[i] = False
+                    f" inside the {width}x{height} image; " + ("scored as annotated" if as_annotated else "dropped"))
+            keep[i] = as_annotated
         elif not np.array_equal(out[i], boxes[i]):
             log.add(OUT_OF_BOUNDS, path, f"{name(i)} box {box_text} extends outside the {width}x{height}"
-                    " image; clipped")
+                    " image; " + ("scored as annotated" if as_annotated else "clipped"))
     # A box duplicates an earlier box still kept. Which pairs are near is computed at once (a pair loop in
     # Python took seconds for an image of 1,000 boxes); the pass in order stays, since a box dropped as a
     # duplicate no longer counts for later ones.
-    candidates = np.flatnonzero(keep)
+    candidates = np.flatnonzero(keep & ((out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])))
     near = labels[candidates, None] == labels[None, candidates]
     for c in range(4):
         near &= np.abs(out[candidates, None, c] - out[None, candidates, c]) <= 0.5
@@ -368,6 +372,7 @@ def clean_boxes(
         if near[a, :a][alive[:a]].any():
             i = candidates[a]
             log.add(DUPLICATE, path, f"{name(i)} box [" + ", ".join(f"{v:g}" for v in boxes[i])
-                    + "] duplicates an earlier box; dropped")
-            keep[i] = alive[a] = False
-    return out[keep], labels[keep], difficult[keep]
+                    + "] duplicates an earlier box; " + ("scored as annotated" if as_annotated else "dropped"))
+            keep[i] = as_annotated
+            alive[a] = False
+    return (boxes if as_annotated else out)[keep], labels[keep], difficult[keep]

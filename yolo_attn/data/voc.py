@@ -116,7 +116,8 @@ class VOCDataset(DetectionDataset):
 
     format = "voc"
 
-    def __init__(self, root: Union[str, os.PathLike], image_sets: Sequence[str], names: Sequence[str] = VOC_CLASSES):
+    def __init__(self, root: Union[str, os.PathLike], image_sets: Sequence[str], names: Sequence[str] = VOC_CLASSES,
+                 as_annotated: bool = False):
         log = ProblemLog()
         records: List[Record] = []
         for entry in image_sets:
@@ -134,13 +135,13 @@ class VOCDataset(DetectionDataset):
             ids = [line.split()[0] for line in text.splitlines() if line.strip()]
             images = _image_files(year_dir / "JPEGImages")
             for image_id in ids:
-                records.extend(self._parse_one(year_dir, image_id, images, names, log))
+                records.extend(self._parse_one(year_dir, image_id, images, names, log, as_annotated))
         super().__init__(records, names, problems=log, description=f"VOC {root} {list(image_sets)}")
         log.warn(f"VOC {list(image_sets)}")
 
     @staticmethod
     def _parse_one(year_dir: Path, image_id: str, images: Dict[str, str], names: Sequence[str],
-                   log: ProblemLog) -> List[Record]:
+                   log: ProblemLog, as_annotated: bool = False) -> List[Record]:
         xml_path = year_dir / "Annotations" / f"{image_id}.xml"
         has_xml = xml_path.is_file()
         if image_id not in images:
@@ -166,5 +167,6 @@ class VOCDataset(DetectionDataset):
                 log.add(e.kind, image_path, f"{e.reason}; skipped")
                 return []
             log.add(MISSING_SIZE, xml_path, f"missing, zero or invalid <size>; read {w}x{h} from the image")
-        boxes, labels, difficult = clean_boxes(boxes, labels, difficult, h, w, str(xml_path), log, names)
+        boxes, labels, difficult = clean_boxes(boxes, labels, difficult, h, w, str(xml_path), log, names,
+                                               as_annotated)
         return [Record(None, boxes, labels, difficult, image_id, str(image_path), h, w)]

@@ -130,11 +130,14 @@ def evaluate_detection_arrays(
     gt_class = np.asarray(gt_class, dtype=np.int64).reshape(-1)
     gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
     gt_difficult = np.asarray(gt_difficult, dtype=bool).reshape(-1)
-    for what, cls in (("detection", det_class), ("ground truth", gt_class)):
+    for what, cls, image in (("detection", det_class, det_image), ("ground truth", gt_class, gt_image)):
         bad = (cls < 0) | (cls >= num_classes)
         if bad.any():
             raise ValueError(f"{what} class {int(cls[bad][0])} is outside 0..{num_classes - 1} "
                              f"(num_classes={num_classes})")
+        if (image < 0).any():  # the (class, image) grouping key below would alias it with another class's image
+            raise ValueError(f"{what} image index {int(image[image < 0][0])} is negative (indices are 0-based "
+                             f"positions)")
     if not (det_image.size == det_class.size == det_score.size == len(det_boxes)):
         raise ValueError("detection arrays differ in length")
     if not (gt_image.size == gt_class.size == gt_difficult.size == len(gt_boxes)):
