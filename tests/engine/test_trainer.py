@@ -115,11 +115,11 @@ def test_a_run_writes_weights_logs_and_plots(tiny_data, tmp_path):
     assert again.name == "exp2" and run.name == "exp"  # never overwrites
     assert yaml.safe_load((again / "config.yaml").read_text())["workers"] == auto_workers(torch.device("cpu"))
     for name in ("weights/last.pt", "weights/best.pt", "results.csv", "results.png", "config.yaml",
-                 "best_pr_curve.png"):
+                 "best_pr_curve.png", "best_confusion_matrix.png"):
         assert (run / name).is_file(), name
     rows = list(csv.DictReader(open(run / "results.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert all(r["map50"] != "" and r["map50_95"] != "" for r in rows)
+    assert all(r[k] != "" for r in rows for k in ("map50", "map50_95", "precision", "recall"))
     ckpt = load_checkpoint(run / "weights/last.pt")
     for key in ("meta", "model", "ema", "optimizer", "scheduler", "epoch", "config", "rng", "best_fitness"):
         assert key in ckpt

@@ -110,7 +110,7 @@ def test_writes_results_json_that_pycocotools_scores_the_same(tmp_path):
     preds = [(a.boxes + rng.normal(0, 1.5, a.boxes.shape).astype(np.float32), a.labels,
               rng.uniform(0.1, 1, len(a.labels))) for a in ds.annotations]
     out = evaluate(OracleModel(ds, IMG, preds), ds, img_size=IMG, output_dir=tmp_path, verbose=False)
-    assert set(out["files"]) == {"predictions", "pr_curve", "metrics"}
+    assert set(out["files"]) == {"predictions", "pr_curve", "confusion_matrix", "metrics"}
     assert (tmp_path / "pr_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((tmp_path / "predictions.json").read_text())
     assert {r["category_id"] for r in results} <= {3, 8, 40}

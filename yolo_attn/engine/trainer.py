@@ -52,7 +52,7 @@ EMBEDDED_TIME_BUDGET = 29.0  # minutes: the embedded dataset's default schedule 
 EMBEDDED_EVAL_SIZE = 416
 FIT_EPOCHS = 3  # a time budget is re-fitted after each of the first epochs (see _fit_epochs_to_time)
 RESULT_COLUMNS = ["epoch", "train/box", "train/obj", "train/cls", "lr", "map50", "map50_95", "voc07_map50",
-                  "images_per_s", "epoch_time_s", "elapsed_s"]
+                  "precision", "recall", "images_per_s", "epoch_time_s", "elapsed_s"]
 
 
 def auto_workers(device: torch.device, world: int = 1, cpus: Optional[int] = None) -> int:
@@ -646,7 +646,8 @@ def train(cfg: Dict[str, Any]) -> Path:
             else:
                 print_report(result)
                 metrics = {"map50": result["voc12_map50"], "map50_95": result["coco_map"],
-                           "voc07_map50": result["voc07_map50"]}
+                           "voc07_map50": result["voc07_map50"], "precision": result.get("precision", math.nan),
+                           "recall": result.get("recall", math.nan)}
         now = time.time()
         epoch_times.append(now - lap)
         lap = now

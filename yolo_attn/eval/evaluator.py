@@ -24,7 +24,8 @@ from ..models import STRIDES, augmented_decode, check_input_size, decode_outputs
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, check_views
 from ..utils.paths import write_atomic
 from .coco import coco_ground_truth, coco_results, evaluate_coco, load_coco_ground_truth
-from .plots import plot_pr_curves
+from .confusion import CONFUSION_CONF, CONFUSION_IOU, best_f1_point, confusion_matrix
+from .plots import plot_confusion_matrix, plot_pr_curves
 from .voc import evaluate_detection_arrays
 
 __all__ = ["METRICS", "GroundTruth", "evaluate"]
@@ -380,6 +381,15 @@ def _score(
         per_class["coco_ap"] = [coco["ap"][by_category[c]] for c in cat_ids]
         per_class["coco_ap50"] = [coco["ap50"][by_category[c]] for c in cat_ids]
 
+    point = best_f1_point(curves["recall"], curves["precision"], curves["scores"], curves["num_gt"])
+    if point is not None:  # precision and recall at the confidence of the best mean F1 (Ultralytics' P and R)
+        per_class["precision"], per_class["recall"] = point["precision"], point["recall"]
+        result.update(precision=point["mean_precision"], recall=point["mean_recall"], f1=point["mean_f1"],
+                      f1_conf=point["conf"])
+    matrix = confusion_matrix([g.boxes for g in gts], [g.labels for g in gts], [g.difficult for g in gts],
+                              detections, num_classes)
+    result["confusion_matrix"] = {"conf": CONFUSION_CONF, "iou": CONFUSION_IOU, "matrix": matrix.tolist()}
+
     hard = flat["gt_difficult"]
     images_with = [len(set(flat["gt_image"][(flat["gt_class"] == c) & ~hard].tolist())) for c in range(num_classes)]
     result["classes"] = [
@@ -414,6 +424,10 @@ def _write_outputs(
     files["pr_curve"] = str(out / "pr_curve.png")
     plot_pr_curves(curve["recall"], curve["precision"], curve["ap"], names, files["pr_curve"],
                    title=f"Precision-recall, IoU 0.5 ({curve['metric'].upper()} AP)")
+    confusion = result["confusion_matrix"]
+    files["confusion_matrix"] = str(out / "confusion_matrix.png")
+    plot_confusion_matrix(np.asarray(confusion["matrix"]), names, files["confusion_matrix"], confusion["conf"],
+                          confusion["iou"])
     summary = {k: v for k, v in result.items() if k not in ("detections", "pr_curve", "image_ids", "files")}
     files["metrics"] = str(out / "metrics.json")
     write_atomic(files["metrics"], json.dumps(_jsonable(summary), indent=2))

@@ -11,7 +11,7 @@ import numpy as np
 from ..utils.paths import write_atomic
 from .voc import interpolated_precision
 
-__all__ = ["plot_pr_curves"]
+__all__ = ["plot_confusion_matrix", "plot_pr_curves"]
 
 
 def plot_pr_curves(
@@ -49,6 +49,40 @@ def plot_pr_curves(
     ax.set_title(title if valid else f"{title} (no ground truth)")
     if valid:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small", frameon=False)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=150)
+    write_atomic(path, buf.getvalue())
+
+
+def plot_confusion_matrix(matrix: np.ndarray, names: Sequence[str], path: Union[str, os.PathLike],
+                          conf: float, iou: float) -> None:
+    """The confusion matrix (rows predicted, columns true, background last) with each true class's column
+    normalized to 1, as YOLOv5 draws it; counts are written in the cells up to 20 classes. Atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(names) + 1
+    totals = matrix.sum(axis=0, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=np.float64), where=totals > 0)
+    side = min(4.0 + 0.4 * n, 24.0)
+    fig = Figure(figsize=(side + 1.5, side), tight_layout=True)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    labels = [*names, "background"]
+    if n <= 31:
+        ax.set_xticks(range(n), labels, rotation=90, fontsize="small")
+        ax.set_yticks(range(n), labels, fontsize="small")
+    if n <= 21:
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    ax.text(j, i, f"{shares[i, j]:.2f}\n{matrix[i, j]}", ha="center", va="center", fontsize=7,
+                            color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xlabel("True")
+    ax.set_ylabel("Predicted")
+    ax.set_title(f"Confusion matrix (score > {conf:g}, IoU > {iou:g}; columns sum to 1)")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=150)
     write_atomic(path, buf.getvalue())

@@ -167,6 +167,7 @@ def evaluate_detection_arrays(
     ap: List[float] = []
     recalls: List[np.ndarray] = []
     precisions: List[np.ndarray] = []
+    ranked_score = det_score[order]
     for c in range(num_classes):
         sl = slice(class_start[c], class_start[c + 1])
         # Ignored (difficult) detections stay in the curve as repeated points, exactly as in the devkit.
@@ -185,6 +186,7 @@ def evaluate_detection_arrays(
         "num_det": np.diff(class_start).tolist(),
         "recall": recalls,
         "precision": precisions,
+        "scores": [ranked_score[class_start[c]:class_start[c + 1]] for c in range(num_classes)],
         "iou_threshold": float(iou_threshold),
         "use_07_metric": bool(use_07_metric),
     }
@@ -222,7 +224,8 @@ def evaluate_detections(
     Returns:
         dict with ``map`` (mean over classes with ground truth; NaN when none has any), ``ap`` (per class,
         NaN for a class without ground truth), ``num_gt`` (non-difficult ground truths per class),
-        ``num_det``, and per class the ranked ``recall`` and ``precision`` arrays (the PR curve).
+        ``num_det``, and per class the ranked ``recall`` and ``precision`` arrays (the PR curve) and the
+        ``scores`` they are ranked by.
     """
     image_index: Dict[Hashable, int] = {}
     gt_rows = []
