@@ -706,10 +706,10 @@ def train(cfg: Dict[str, Any]) -> Path:
             if stop:
                 log.info("stopping early: no better fitness in the %d epochs since epoch %d (patience %d); "
                          "best.pt holds that epoch", epoch - best_epoch, best_epoch + 1, cfg["patience"])
-        if world > 1:  # every rank stops with the main one
-            holder = [epochs]
-            dist.broadcast_object_list(holder, src=0)
-            epochs = holder[0]
+        if world > 1:  # every rank stops with the main one (a tensor on the device: NCCL takes only GPU tensors)
+            count = torch.tensor([epochs], device=device)
+            dist.broadcast(count, 0)
+            epochs = int(count)
     if main:
         log.info("done: %d epochs in %.1f min; best fitness %.4f; weights in %s", epochs,
                  (time.time() - t0) / 60, best, weights_dir)
