@@ -807,3 +807,10 @@ def test_patience_stops_a_run_whose_best_is_that_many_epochs_old_and_resume_keep
     trained.clear()  # patience 0: every epoch
     train(_cfg(tiny_data, tmp_path, img_size=64, amp=False, epochs=6, ema=False, patience=0, name="impatient"))
     assert trained == [0, 1, 2, 3, 4, 5]
+
+
+def test_save_period_keeps_resumable_weights_of_every_nth_epoch(tiny_data, tmp_path):
+    run = train(_tiny_cfg(tiny_data, tmp_path, epochs=3, save_period=2, ema=False, name="periodic"))
+    assert sorted(p.name for p in (run / "weights").iterdir()) == ["best.pt", "epoch2.pt", "last.pt"]
+    kept = load_checkpoint(run / "weights/epoch2.pt")
+    assert kept["epoch"] == 1 and "optimizer" in kept

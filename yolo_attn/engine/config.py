@@ -115,7 +115,7 @@ _AT_LEAST_ONE = ("epochs", "batch_size", "eval_batch_size", "eval_interval")
 _RANGES = {
     "lr": (0.0, None), "momentum": (0.0, 1.0), "weight_decay": (0.0, None), "warmup_epochs": (0.0, None),
     "warmup_bias_lr": (0.0, None), "min_lr_ratio": (0.0, 1.0), "grad_clip": (0.0, None), "ema_decay": (0.0, 1.0),
-    "freeze_epochs": (0, None), "patience": (0, None), "anchor_t": (1.0, None), "ignore_thresh": (0.0, 1.0),
+    "freeze_epochs": (0, None), "patience": (0, None), "save_period": (0, None), "anchor_t": (1.0, None), "ignore_thresh": (0.0, 1.0),
     "box": (0.0, None), "obj": (0.0, None), "cls": (0.0, None), "label_smoothing": (0.0, 1.0),
     "iou_ratio": (0.0, 1.0), "close_mosaic": (0, None), "eval_conf": (0.0, 1.0), "eval_iou": (0.0, 1.0),
 }

@@ -697,6 +697,8 @@ def train(cfg: Dict[str, Any]) -> Path:
                 for png in (run_dir / "val").glob("*.png"):  # the PR curve of the best epoch so far
                     write_atomic(run_dir / f"best_{png.name}", png.read_bytes())
             save_checkpoint(state, weights_dir / "last.pt")
+            if cfg["save_period"] and (epoch + 1) % cfg["save_period"] == 0:  # a full checkpoint, as last.pt
+                save_checkpoint(state, weights_dir / f"epoch{epoch + 1}.pt")
             plot_results(run_dir / "results.csv", run_dir / "results.png")
             if eval_error is not None:
                 on = "" if last else f"go on with --resume {weights_dir / 'last.pt'}, or "
