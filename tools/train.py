@@ -21,8 +21,8 @@ def main(argv=None) -> int:
     except (OSError, ValueError, FloatingPointError) as e:  # OSError: a file or folder that cannot be read or made
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted: the last completed epoch is in weights/last.pt (resume with --resume)", file=sys.stderr)
+    except KeyboardInterrupt as e:  # the trainer says what was kept
+        print(f"interrupted: {e}" if str(e) else "interrupted before training started", file=sys.stderr)
         return 130
     return 0
 

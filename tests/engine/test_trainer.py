@@ -361,6 +361,13 @@ def test_two_process_ddp_trains(tiny_data, tmp_path):
     # each rank's own random stream, for a resume to continue (not rank 0's on every rank)
     assert len(ckpt["rng_ranks"]) == 2
     assert not torch.equal(ckpt["rng_ranks"][0]["torch"], ckpt["rng_ranks"][1]["torch"])
+    # --batch-size is the total (2: one image a process); one that does not split is refused before the run
+    assert "batch 2, img 128, device cpu x2 (1 per process)" in out.stderr + out.stdout
+    cmd[cmd.index("--batch-size") + 1] = "3"
+    cmd[cmd.index("--name") + 1] = "odd"
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "batch_size 3 is the batch over all 2 processes" in out.stderr
+    assert not (tmp_path / "runs" / "odd").exists()
 
 
 class _Stop(Exception):
@@ -671,6 +678,15 @@ def test_a_config_file_is_read_as_a_user_writes_it(tmp_path):
     (["--time", "abc"], "time: 'abc' is not a number of minutes above 0, auto or null"),  # a TypeError at epoch 1
     (["--time", "-5"], "time: -5 is not a number of minutes above 0"),
     (["--amp", "bogus"], "amp: 'bogus' is not auto, true or false"),  # trained in bf16
+    # a negative translate failed at the first batch, leaving a run folder; the others ran, or failed in
+    # albumentations' words, or as a traceback
+    (["--aug.translate", "-0.3"], "augmentation option translate=-0.3 must be in [0, 1]"),
+    (["--aug.hsv_h", "0.7"], "augmentation option hsv_h=0.7 must be in [0, 0.5]"),
+    (["--aug.hsv_v", "-0.5"], "augmentation option hsv_v=-0.5 must be in [0, 1]"),
+    (["--aug.min_size", "-1"], "augmentation option min_size=-1 must be at least 0"),
+    (["--aug.scale", "1"], "augmentation option scale=1 must be in [0, 1)"),
+    (["--aug.mosaic", "x"], "augmentation option mosaic='x' is not a number"),
+    (["--aug", "5"], "aug: 5 is not a mapping of augmentation options"),
 ])
 def test_a_flag_of_the_wrong_kind_is_one_line_naming_it(argv, message, capsys):
     from yolo_attn.engine.config import parse_train_args
@@ -814,3 +830,63 @@ def test_save_period_keeps_resumable_weights_of_every_nth_epoch(tiny_data, tmp_p
     assert sorted(p.name for p in (run / "weights").iterdir()) == ["best.pt", "epoch2.pt", "last.pt"]
     kept = load_checkpoint(run / "weights/epoch2.pt")
     assert kept["epoch"] == 1 and "optimizer" in kept
+
+
+def test_a_resumed_schedule_keeps_its_place_in_epochs_when_an_epoch_has_other_batches():
+    """Started as 2 DDP processes (8 batches an epoch), resumed as one (16): the cosine once ran out after 3 of
+    4 epochs, the last epoch at the floor (and the other way round it never reached it)."""
+    from yolo_attn.engine.trainer import _schedule_in_epochs
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    before = WarmupCosine(optimizer, total_iters=4 * 8, warmup_iters=4)
+    for _ in range(2 * 8):
+        before.step()
+    after = WarmupCosine(optimizer, total_iters=4 * 16, warmup_iters=8)
+    after.load_state_dict(before.state_dict())
+    _schedule_in_epochs(after, 2, 16, 4)
+    assert (after.iteration, after.total_iters, after.warmup_iters) == (32, 64, 8)
+    assert after.lr_factor(after.iteration) == pytest.approx(before.lr_factor(before.iteration))
+    lrs = []
+    for _ in range(2 * 16):
+        after.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[-1] == pytest.approx(after.lr_factor(63)) and lrs[-1] > 0.05 and lrs[-2] > lrs[-1]
+    same = WarmupCosine(optimizer, total_iters=4 * 8, warmup_iters=4)
+    same.load_state_dict(before.state_dict())
+    _schedule_in_epochs(same, 2, 8, 4)  # the same batches an epoch: untouched
+    assert same.state_dict() == before.state_dict()
+
+
+def test_ctrl_c_says_what_is_kept_and_a_run_stopped_in_its_first_epoch_leaves_no_folder(
+        tiny_data, tmp_path, monkeypatch, capsys):
+    """Ctrl-C said "the last completed epoch is in weights/last.pt" even in the first epoch, when weights/ was
+    empty, and the empty run kept its name (the next run became exp2)."""
+    import yolo_attn.engine.trainer as trainer
+
+    real = trainer.train_one_epoch
+    stop_at = {"epoch": 0}
+
+    def one_epoch(*args, **kw):
+        if args[7] == stop_at["epoch"]:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", one_epoch)
+    with pytest.raises(KeyboardInterrupt, match="in the first epoch, before any weights were saved; .* removed"):
+        train(_tiny_cfg(tiny_data, tmp_path, epochs=3, ema=False, name="ctrlc"))
+    assert not (tmp_path / "runs" / "ctrlc").exists()
+
+    stop_at["epoch"] = 1
+    with pytest.raises(KeyboardInterrupt) as info:
+        train(_tiny_cfg(tiny_data, tmp_path, epochs=3, ema=False, name="ctrlc"))
+    last = tmp_path / "runs" / "ctrlc" / "weights" / "last.pt"
+    assert str(info.value) == f"epoch 1, the last completed, is in {last}: resume with --resume {last}"
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import train as tool
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    monkeypatch.setattr(tool, "train", lambda cfg: (_ for _ in ()).throw(KeyboardInterrupt("epoch 1 ...")))
+    assert tool.main([]) == 130
+    assert capsys.readouterr().err.strip().endswith("interrupted: epoch 1 ...")

@@ -21,6 +21,7 @@ Boxes are absolute xyxy in the S x S output's pixels throughout. Every random dr
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
@@ -54,18 +55,37 @@ DEFAULT_AUG: Dict[str, float] = {
 Sample = Tuple[np.ndarray, np.ndarray, np.ndarray]  # image (H, W, 3) uint8, boxes (N, 4) float32, labels (N,)
 
 
+# Each option's range: (low, high, high included). Probabilities and fractions; scale below 1 so that the
+# smallest scale stays above 0; hue at most half the colour circle (albumentations' bound); the saturation and
+# brightness gains 1 -+ x stay at or above 0.
+_AUG_RANGES = {
+    **{key: (0.0, 1.0, True) for key in ("mosaic", "mixup", "flip", "flipud", "blur", "noise", "min_visibility",
+                                         "translate", "hsv_s", "hsv_v")},
+    "scale": (0.0, 1.0, False),
+    "hsv_h": (0.0, 0.5, True),
+    "min_size": (0.0, math.inf, True),
+}
+
+
 def check_aug(aug: Optional[Mapping[str, Any]]) -> Dict[str, float]:
-    """DEFAULT_AUG updated with ``aug``; unknown keys are an error (a typo would silently do nothing)."""
+    """DEFAULT_AUG updated with ``aug``; unknown keys and values out of range are an error naming the option (a
+    typo would silently do nothing, and a negative range fail only at the first batch)."""
+    if aug is not None and not isinstance(aug, Mapping):
+        raise ValueError(f"aug: {aug!r} is not a mapping of augmentation options, e.g. {{mosaic: 0.5}} "
+                         f"(--aug.mosaic 0.5 on the command line)")
     aug = dict(aug or {})
     unknown = sorted(set(aug) - set(DEFAULT_AUG))
     if unknown:
         raise ValueError(f"unknown augmentation option(s) {unknown}; known: {sorted(DEFAULT_AUG)}")
-    out = {**DEFAULT_AUG, **{k: float(v) for k, v in aug.items()}}
-    for key in ("mosaic", "mixup", "flip", "flipud", "blur", "noise", "min_visibility"):
-        if not 0.0 <= out[key] <= 1.0:
-            raise ValueError(f"augmentation option {key}={out[key]} must be a probability in [0, 1]")
-    if not 0.0 <= out["scale"] < 1.0:
-        raise ValueError(f"augmentation option scale={out['scale']} must be in [0, 1)")
+    out = dict(DEFAULT_AUG)
+    for key, value in aug.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"augmentation option {key}={value!r} is not a number")
+        low, high, closed = _AUG_RANGES[key]
+        if not (low <= value and (value <= high if closed else value < high)):  # NaN fails too
+            bounds = f"at least {low:g}" if math.isinf(high) else f"in [{low:g}, {high:g}{']' if closed else ')'}"
+            raise ValueError(f"augmentation option {key}={value} must be {bounds}")
+        out[key] = float(value)
     return out
 
 

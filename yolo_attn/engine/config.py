@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import yaml
 
+from ..data.transforms import check_aug
 from ..utils.yamlfile import read_yaml_mapping
 from .loss import ASSIGNERS
 
@@ -115,7 +116,8 @@ _AT_LEAST_ONE = ("epochs", "batch_size", "eval_batch_size", "eval_interval")
 _RANGES = {
     "lr": (0.0, None), "momentum": (0.0, 1.0), "weight_decay": (0.0, None), "warmup_epochs": (0.0, None),
     "warmup_bias_lr": (0.0, None), "min_lr_ratio": (0.0, 1.0), "grad_clip": (0.0, None), "ema_decay": (0.0, 1.0),
-    "freeze_epochs": (0, None), "patience": (0, None), "save_period": (0, None), "anchor_t": (1.0, None), "ignore_thresh": (0.0, 1.0),
+    "freeze_epochs": (0, None), "patience": (0, None), "save_period": (0, None), "anchor_t": (1.0, None),
+    "ignore_thresh": (0.0, 1.0),
     "box": (0.0, None), "obj": (0.0, None), "cls": (0.0, None), "label_smoothing": (0.0, 1.0),
     "iou_ratio": (0.0, 1.0), "close_mosaic": (0, None), "eval_conf": (0.0, 1.0), "eval_iou": (0.0, 1.0),
 }
@@ -162,6 +164,7 @@ def _check_types(cfg: Dict[str, Any], defaults: Dict[str, Any]) -> None:
         raise ValueError(f"time: {budget!r} is not a number of minutes above 0, auto or null")
     if cfg.get("amp") not in (True, False, None, "auto", "on", "off", "true", "false"):
         raise ValueError(f"amp: {cfg.get('amp')!r} is not auto, true or false")
+    check_aug(cfg.get("aug"))  # here, not at the first batch: a bad range fails before the run starts
     # SGD's Nesterov momentum needs some; AdamW's beta1 must stay below 1
     momentum = cfg["momentum"]
     if (cfg["optimizer"] == "sgd" and momentum == 0) or (cfg["optimizer"] == "adamw" and momentum == 1):

@@ -8,10 +8,11 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -524,10 +525,15 @@ def train(cfg: Dict[str, Any]) -> Path:
     nc = len(names)
     loss_fn = build_loss(cfg, model).to(device)
 
-    loader = build_train_loader(train_set, img_size=cfg["img_size"], batch_size=cfg["batch_size"],
+    # batch_size is the total over the DDP processes, as in YOLOv5: the same run on 1 or N processes takes the
+    # same steps (and a run resumed under another process count keeps its batches an epoch)
+    if cfg["batch_size"] % world:
+        raise ValueError(f"batch_size {cfg['batch_size']} is the batch over all {world} processes and must split "
+                         f"evenly between them: give a multiple of {world}")
+    loader = build_train_loader(train_set, img_size=cfg["img_size"], batch_size=cfg["batch_size"] // world,
                                 workers=cfg["workers"], aug=cfg.get("aug") or {}, seed=cfg["seed"],
                                 distributed=world > 1)
-    lr = cfg["lr"] * (cfg["batch_size"] * world / 64 if cfg["optimizer"] == "sgd" else 1.0)
+    lr = cfg["lr"] * (cfg["batch_size"] / 64 if cfg["optimizer"] == "sgd" else 1.0)
     optimizer = build_optimizer(model, cfg["optimizer"], lr, cfg["momentum"], cfg["weight_decay"])
     epochs = int(cfg["epochs"])
     iters = len(loader)
@@ -563,6 +569,7 @@ def train(cfg: Dict[str, Any]) -> Path:
                              f"network changed since the run started (e.g. phi 5's GC block gained a bias), so "
                              f"it cannot resume; train on from its weights instead: --weights {resume_path}") from None
         scheduler.load_state_dict(ckpt["scheduler"])
+        _schedule_in_epochs(scheduler, int(ckpt["epoch"]) + 1, iters, int(ckpt.get("epochs", epochs)))
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         if ema is not None and ckpt.get("ema") is not None:
@@ -601,7 +608,8 @@ def train(cfg: Dict[str, Any]) -> Path:
     if main:
         log.info("training %s (phi %d, %s) on %d images, %d classes, %d epochs, batch %d, img %d, device %s%s, %s "
                  "-> %s", type(model).__name__, model.phi, model.attention or "no attention", len(train_set), nc,
-                 epochs, cfg["batch_size"], cfg["img_size"], device, f" x{world}" if world > 1 else "",
+                 epochs, cfg["batch_size"], cfg["img_size"], device,
+                 f" x{world} ({cfg['batch_size'] // world} per process)" if world > 1 else "",
                  _precision(amp_dtype, cfg["amp"], device), run_dir)
     # COCO data is scored against its own JSONs, crowd regions and mask areas included, as tools/eval.py does
     coco_gt = (load_coco_ground_truth(val_set.annotation_files, val_set.id_prefixes)
@@ -609,109 +617,112 @@ def train(cfg: Dict[str, Any]) -> Path:
     t0 = time.time() - elapsed_before
     lap = time.time()
     epoch = start_epoch - 1
-    while epoch + 1 < epochs:  # not a for-range: a time budget may change `epochs` in the first epochs
-        epoch += 1
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        if hasattr(loader.dataset, "set_epoch"):
-            loader.dataset.set_epoch(epoch)
-        if hasattr(loader.dataset, "close_mosaic"):
-            # Decided every epoch against the current count, which a time budget re-fits in the first epochs
-            # (a short --epochs may grow): reopened when a fit moved the last epochs away. Before the first
-            # fit the count is not the budget's yet, so that epoch keeps mosaic.
-            unfitted = cfg.get("time") and epoch == 0
-            if epoch >= epochs - cfg["close_mosaic"] and not unfitted:
-                loader.dataset.close_mosaic()
-            else:
-                loader.dataset.open_mosaic()
-        frozen = epoch < cfg["freeze_epochs"]
-        for p in model.backbone.parameters():
-            p.requires_grad_(not frozen)
-        epoch_start = time.time()
-        stats = train_one_epoch(train_model, loader, loss_fn, optimizer, scheduler, ema, device, epoch, epochs,
-                                amp_dtype, scaler, cfg["grad_clip"], cfg["channels_last"], cfg["multi_scale"],
-                                cfg["img_size"], verbose=main)
-        last = epoch == epochs - 1
-        metrics, eval_error = {}, None
-        if main and (last or (epoch + 1) % cfg["eval_interval"] == 0):
-            eval_model = ema.module if ema is not None else model
-            try:
-                result = evaluate(eval_model, val_set, img_size=eval_size, batch_size=cfg["eval_batch_size"],
-                                  conf_threshold=cfg["eval_conf"], iou_threshold=cfg["eval_iou"],
-                                  metrics=("voc07", "voc12", "coco"), device=device, amp_dtype=amp_dtype,
-                                  scale_x_y=loss_fn.scale_x_y, max_candidates=3000, output_dir=run_dir / "val",
-                                  save_json=False, verbose=True, coco_gt=coco_gt)
-            except Exception as e:  # raised once the epoch's weights are saved: its training is not lost with it
-                eval_error = e
-            else:
-                print_report(result)
-                metrics = {"map50": result["voc12_map50"], "map50_95": result["coco_map"],
-                           "voc07_map50": result["voc07_map50"], "precision": result.get("precision", math.nan),
-                           "recall": result.get("recall", math.nan)}
-        now = time.time()
-        epoch_times.append(now - lap)
-        lap = now
-        if cfg.get("time") and epoch < FIT_EPOCHS and (not last or epoch == 0):  # epoch 0: never fitted yet
-            # before the checkpoint, so that a run resumed from it keeps the fitted count and schedule (and
-            # goes on fitting from the elapsed time it restores)
-            epochs = _fit_epochs_to_time(cfg["time"], now - t0, epoch_times, world, device)
-            scheduler.set_total(epochs * iters)
-        rng_states = _rng_states(device, world)
-        if main:
-            row = {"epoch": epoch + 1, **stats, **metrics, "epoch_time_s": time.time() - epoch_start,
-                   "elapsed_s": time.time() - t0}
-            # the row before the checkpoint: a run killed in between resumes from the previous checkpoint,
-            # which drops this row (_trim_csv) and trains the epoch again; in the other order the row of an
-            # epoch whose checkpoint was written would be lost
-            _append_csv(run_dir / "results.csv", row)
-            score = fitness(metrics) if metrics else -1.0
-            if math.isnan(score):  # a val split without boxes: nothing to choose by, best.pt follows the latest
-                is_best = True
-            else:
-                is_best = score > best
-                best = max(best, score)
-            if is_best and metrics:
-                best_epoch = epoch
-            # YOLOv5's early stop: no better fitness in the last `patience` epochs. The checkpoint then says the
-            # run is finished (a --resume of it has nothing left to do).
-            stop = bool(cfg["patience"]) and bool(metrics) and not last and epoch - best_epoch >= cfg["patience"]
-            if stop:
-                epochs = epoch + 1
-            state = {
-                "meta": make_meta(model, names, eval_size, loss_fn.scale_x_y),  # what predict and eval use
-                "model": {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
-                          for k, v in model.state_dict().items()},
-                "ema": ema.module.state_dict() if ema is not None else None,
-                "ema_updates": ema.updates if ema is not None else 0,
-                "config": cfg, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "epoch": epoch, "epochs": epochs, "epoch_times": list(epoch_times), "best_fitness": best,
-                "best_epoch": best_epoch,
-                "metrics": metrics, "elapsed_s": time.time() - t0, "rng": rng_states[0], "rng_ranks": rng_states,
-            }
-            # best.pt before last.pt: a kill in between resumes from the previous last.pt and trains the epoch
-            # again, whereas in the other order last.pt would hold a best fitness that best.pt never got
-            if is_best and metrics:  # without the optimizer's state (half the file): best.pt is not resumed
-                save_checkpoint({k: v for k, v in state.items() if k not in ("optimizer", "scaler")},
-                                weights_dir / "best.pt")
-                for png in (run_dir / "val").glob("*.png"):  # the PR curve of the best epoch so far
-                    write_atomic(run_dir / f"best_{png.name}", png.read_bytes())
-            save_checkpoint(state, weights_dir / "last.pt")
-            if cfg["save_period"] and (epoch + 1) % cfg["save_period"] == 0:  # a full checkpoint, as last.pt
-                save_checkpoint(state, weights_dir / f"epoch{epoch + 1}.pt")
-            plot_results(run_dir / "results.csv", run_dir / "results.png")
-            if eval_error is not None:
-                on = "" if last else f"go on with --resume {weights_dir / 'last.pt'}, or "
-                log.error("epoch %d: the evaluation failed (below); the epoch's weights are in %s: %sscore them "
-                          "with tools/eval.py", epoch + 1, weights_dir / "last.pt", on)
-                raise eval_error
-            if stop:
-                log.info("stopping early: no better fitness in the %d epochs since epoch %d (patience %d); "
-                         "best.pt holds that epoch", epoch - best_epoch, best_epoch + 1, cfg["patience"])
-        if world > 1:  # every rank stops with the main one (a tensor on the device: NCCL takes only GPU tensors)
-            count = torch.tensor([epochs], device=device)
-            dist.broadcast(count, 0)
-            epochs = int(count)
+    with _interruption_note(run_dir, weights_dir, main, ckpt is None):
+        while epoch + 1 < epochs:  # not a for-range: a time budget may change `epochs` in the first epochs
+            epoch += 1
+            if hasattr(loader.sampler, "set_epoch"):
+                loader.sampler.set_epoch(epoch)
+            if hasattr(loader.dataset, "set_epoch"):
+                loader.dataset.set_epoch(epoch)
+            if hasattr(loader.dataset, "close_mosaic"):
+                # Decided every epoch against the current count, which a time budget re-fits in the first epochs
+                # (a short --epochs may grow): reopened when a fit moved the last epochs away. Before the first
+                # fit the count is not the budget's yet, so that epoch keeps mosaic.
+                unfitted = cfg.get("time") and epoch == 0
+                if epoch >= epochs - cfg["close_mosaic"] and not unfitted:
+                    loader.dataset.close_mosaic()
+                else:
+                    loader.dataset.open_mosaic()
+            frozen = epoch < cfg["freeze_epochs"]
+            for p in model.backbone.parameters():
+                p.requires_grad_(not frozen)
+            epoch_start = time.time()
+            stats = train_one_epoch(train_model, loader, loss_fn, optimizer, scheduler, ema, device, epoch, epochs,
+                                    amp_dtype, scaler, cfg["grad_clip"], cfg["channels_last"], cfg["multi_scale"],
+                                    cfg["img_size"], verbose=main)
+            last = epoch == epochs - 1
+            metrics, eval_error = {}, None
+            if main and (last or (epoch + 1) % cfg["eval_interval"] == 0):
+                eval_model = ema.module if ema is not None else model
+                try:
+                    result = evaluate(eval_model, val_set, img_size=eval_size, batch_size=cfg["eval_batch_size"],
+                                      conf_threshold=cfg["eval_conf"], iou_threshold=cfg["eval_iou"],
+                                      metrics=("voc07", "voc12", "coco"), device=device, amp_dtype=amp_dtype,
+                                      scale_x_y=loss_fn.scale_x_y, max_candidates=3000, output_dir=run_dir / "val",
+                                      save_json=False, verbose=True, coco_gt=coco_gt)
+                except Exception as e:  # raised once the epoch's weights are saved: its training is not lost with it
+                    eval_error = e
+                else:
+                    print_report(result)
+                    metrics = {"map50": result["voc12_map50"], "map50_95": result["coco_map"],
+                               "voc07_map50": result["voc07_map50"], "precision": result.get("precision", math.nan),
+                               "recall": result.get("recall", math.nan)}
+            now = time.time()
+            epoch_times.append(now - lap)
+            lap = now
+            if cfg.get("time") and epoch < FIT_EPOCHS and (not last or epoch == 0):  # epoch 0: never fitted yet
+                # before the checkpoint, so that a run resumed from it keeps the fitted count and schedule (and
+                # goes on fitting from the elapsed time it restores)
+                epochs = _fit_epochs_to_time(cfg["time"], now - t0, epoch_times, world, device)
+                scheduler.set_total(epochs * iters)
+            rng_states = _rng_states(device, world)
+            if main:
+                # every process trains as many images as this one, in the same time
+                stats["images_per_s"] *= world
+                row = {"epoch": epoch + 1, **stats, **metrics, "epoch_time_s": time.time() - epoch_start,
+                       "elapsed_s": time.time() - t0}
+                # the row before the checkpoint: a run killed in between resumes from the previous checkpoint,
+                # which drops this row (_trim_csv) and trains the epoch again; in the other order the row of an
+                # epoch whose checkpoint was written would be lost
+                _append_csv(run_dir / "results.csv", row)
+                score = fitness(metrics) if metrics else -1.0
+                if math.isnan(score):  # a val split without boxes: nothing to choose by, best.pt follows the latest
+                    is_best = True
+                else:
+                    is_best = score > best
+                    best = max(best, score)
+                if is_best and metrics:
+                    best_epoch = epoch
+                # YOLOv5's early stop: no better fitness in the last `patience` epochs. The checkpoint then says the
+                # run is finished (a --resume of it has nothing left to do).
+                stop = bool(cfg["patience"]) and bool(metrics) and not last and epoch - best_epoch >= cfg["patience"]
+                if stop:
+                    epochs = epoch + 1
+                state = {
+                    "meta": make_meta(model, names, eval_size, loss_fn.scale_x_y),  # what predict and eval use
+                    "model": {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
+                              for k, v in model.state_dict().items()},
+                    "ema": ema.module.state_dict() if ema is not None else None,
+                    "ema_updates": ema.updates if ema is not None else 0,
+                    "config": cfg, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "epoch": epoch, "epochs": epochs, "epoch_times": list(epoch_times), "best_fitness": best,
+                    "best_epoch": best_epoch,
+                    "metrics": metrics, "elapsed_s": time.time() - t0, "rng": rng_states[0], "rng_ranks": rng_states,
+                }
+                # best.pt before last.pt: a kill in between resumes from the previous last.pt and trains the epoch
+                # again, whereas in the other order last.pt would hold a best fitness that best.pt never got
+                if is_best and metrics:  # without the optimizer's state (half the file): best.pt is not resumed
+                    save_checkpoint({k: v for k, v in state.items() if k not in ("optimizer", "scaler")},
+                                    weights_dir / "best.pt")
+                    for png in (run_dir / "val").glob("*.png"):  # the PR curve of the best epoch so far
+                        write_atomic(run_dir / f"best_{png.name}", png.read_bytes())
+                save_checkpoint(state, weights_dir / "last.pt")
+                if cfg["save_period"] and (epoch + 1) % cfg["save_period"] == 0:  # a full checkpoint, as last.pt
+                    save_checkpoint(state, weights_dir / f"epoch{epoch + 1}.pt")
+                plot_results(run_dir / "results.csv", run_dir / "results.png")
+                if eval_error is not None:
+                    on = "" if last else f"go on with --resume {weights_dir / 'last.pt'}, or "
+                    log.error("epoch %d: the evaluation failed (below); the epoch's weights are in %s: %sscore them "
+                              "with tools/eval.py", epoch + 1, weights_dir / "last.pt", on)
+                    raise eval_error
+                if stop:
+                    log.info("stopping early: no better fitness in the %d epochs since epoch %d (patience %d); "
+                             "best.pt holds that epoch", epoch - best_epoch, best_epoch + 1, cfg["patience"])
+            if world > 1:  # every rank stops with the main one (a tensor on the device: NCCL takes only GPU tensors)
+                count = torch.tensor([epochs], device=device)
+                dist.broadcast(count, 0)
+                epochs = int(count)
     if main:
         log.info("done: %d epochs in %.1f min; best fitness %.4f; weights in %s", epochs,
                  (time.time() - t0) / 60, best, weights_dir)
@@ -719,6 +730,42 @@ def train(cfg: Dict[str, Any]) -> Path:
     if world > 1:
         dist.destroy_process_group()
     return run_dir
+
+
+@contextmanager
+def _interruption_note(run_dir: Path, weights_dir: Path, main: bool, new_run: bool) -> Iterator[None]:
+    """Ctrl-C in the epochs: the KeyboardInterrupt goes on with a message that says what is kept. A new run
+    stopped in its first epoch has nothing to resume: its folder (the config alone) is taken back, so that the
+    name is free again."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if not main:
+            raise
+        last = weights_dir / "last.pt"
+        if last.is_file():
+            epoch = int(load_checkpoint(last, mmap=True)["epoch"]) + 1
+            raise KeyboardInterrupt(f"epoch {epoch}, the last completed, is in {last}: resume with --resume "
+                                    f"{last}") from None
+        if new_run and {p.name for p in run_dir.iterdir()} <= {"config.yaml", "weights", "val"} \
+                and not any(weights_dir.iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise KeyboardInterrupt(f"in the first epoch, before any weights were saved; {run_dir} removed") from None
+        raise KeyboardInterrupt(f"before any weights were saved in {weights_dir}") from None
+
+
+def _schedule_in_epochs(scheduler: WarmupCosine, epochs_done: int, iters: int, epochs: int) -> None:
+    """A resumed schedule, counted in iterations, kept at the same point in epochs when an epoch now has another
+    number of batches than when the run started (another DDP process count, images added or removed): else its
+    cosine would end early or never finish."""
+    if epochs_done < 1 or scheduler.iteration == epochs_done * iters:
+        return
+    before = scheduler.iteration / epochs_done  # the run resumes at an epoch's end: a whole number of epochs done
+    log.info("an epoch is now %d batches, %g when the run started (another process count or dataset size): the "
+             "schedule keeps its place in epochs", iters, before)
+    scheduler.warmup_iters = round(scheduler.warmup_iters * iters / before)
+    scheduler.iteration = epochs_done * iters
+    scheduler.set_total(epochs * iters)
 
 
 def _warn_constant_gates(model: YoloV4Tiny, dataset, img_size: int, device: torch.device, count: int = 8) -> None:
