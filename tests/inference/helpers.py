@@ -82,3 +82,20 @@ def write_own_labels(detector, images: List[Path], label_dir: Path) -> None:
         lines = [f"{c} {(b[0] + b[2]) / 2 / w} {(b[1] + b[3]) / 2 / h} {(b[2] - b[0]) / w} {(b[3] - b[1]) / h}"
                  for b, c in zip(found.boxes[:3], found.labels[:3])]
         (label_dir / f"{path.stem}.txt").write_text("\n".join(lines + ["2 0.5 0.5 0.1 0.1"]))
+
+
+def run_predict_tool(weights, source, project, *args, **kw) -> int:
+    """run_predict as tools/predict.py calls it, from its own argument parser (``weights`` None: no --weights)."""
+    import sys
+
+    from yolo_attn.inference.predict import run_predict
+
+    tools = str(Path(__file__).resolve().parents[2] / "tools")
+    sys.path.insert(0, tools)
+    try:
+        import predict as tool
+    finally:
+        sys.path.remove(tools)
+    argv = (["--weights", str(weights)] if weights else []) + ["--source", str(source), "--project", str(project),
+                                                               *args]
+    return run_predict(**vars(tool.build_parser().parse_args(argv)), **kw)

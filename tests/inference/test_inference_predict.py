@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 from yolo_attn.inference.detector import Detector
-from yolo_attn.inference.predict import run_predict
 from yolo_attn.inference.sources import SourceError, open_sources
 
-from .helpers import count_frames, make_checkpoint, write_images, write_video
+from .helpers import count_frames, make_checkpoint, run_predict_tool, write_images, write_video
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,15 +25,7 @@ def ckpt(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "cbam.pt", phi=2)
 
 
-def _run(ckpt, source, project, *args, **kw) -> int:
-    """run_predict as tools/predict.py calls it, from its own argument parser."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import predict as tool
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
-    argv = (["--weights", str(ckpt)] if ckpt else []) + ["--source", str(source), "--project", str(project), *args]
-    return run_predict(**vars(tool.build_parser().parse_args(argv)), **kw)
+_run = run_predict_tool
 
 
 class FakeCapture:

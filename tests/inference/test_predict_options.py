@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,12 +13,10 @@ import torch
 from yolo_attn.inference.detector import Detections, Detector
 from yolo_attn.inference.draw import draw_detections
 from yolo_attn.inference.fastproc import decode_nms
-from yolo_attn.inference.predict import _save_crops, run_predict
+from yolo_attn.inference.predict import _save_crops
 from yolo_attn.models.decode import decode_outputs, postprocess
 
-from .helpers import count_frames, make_checkpoint, write_images, write_video
-
-ROOT = Path(__file__).resolve().parents[2]
+from .helpers import count_frames, make_checkpoint, run_predict_tool, write_images, write_video
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +24,7 @@ def ckpt(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "cbam.pt", phi=2, objectness_bias=0.0)
 
 
-def _run(ckpt, source, project, *args, **kw) -> int:
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import predict as tool
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
-    argv = ["--weights", str(ckpt), "--source", str(source), "--project", str(project), *args]
-    return run_predict(**vars(tool.build_parser().parse_args(argv)), **kw)
+_run = run_predict_tool
 
 
 def test_vid_stride_predicts_every_nth_frame_under_its_own_number(ckpt, tmp_path):

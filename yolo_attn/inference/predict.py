@@ -328,6 +328,10 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
     every = f", every {src.stride} frames" if src.stride > 1 else ""
     log(f"{where}: {src.size[0]}x{src.size[1]} at {src.fps:.1f} fps{every}"
         + (f" -> {sink.path}" if sink else renamed))
+    if sink is not None and sink.written_size != sink.size:
+        lost = " and ".join(part for part, odd in (("column", src.size[0] % 2), ("row", src.size[1] % 2)) if odd)
+        log(f"note: {sink.path} is written at {sink.written_size[0]}x{sink.written_size[1]}: the mp4v encoder "
+            f"takes even sizes only, so each frame loses its last {lost}")
     # attention gates live on the modules: one frame at a time; otherwise two frames in flight
     workers = 1 if options["keep_gates"] or detector.backend.device != "cpu" else 2
     runner = copy.copy(detector)
@@ -369,8 +373,13 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
                 if viewer.enabled and not viewer.show(draw_fps(annotated.copy(), fps)):
                     summary.stopped = True
                     break
+            if not summary.stopped and src.kind != "video":
+                # a webcam or stream has no end of its own: no frame means it ended, was unplugged or stalled
+                log(f"warning: {where}: no frame after {frames} frames (the {src.kind} ended or stopped "
+                    f"responding); the frames read are kept")
+                summary.stopped_early.append(str(src.spec))
             # CAP_PROP_FRAME_COUNT is the container's estimate, sometimes a frame or two off: only a real shortfall
-            if not summary.stopped and expected and frames + max(2, expected // 100) < expected:
+            elif not summary.stopped and expected and frames + max(2, expected // 100) < expected:
                 read = f"{frames} of the {src.frame_count}" if src.stride == 1 else \
                     f"{frames} (one in {src.stride}) of the {src.frame_count}"
                 log(f"warning: {src.spec}: ended after {read} frames its header gives "

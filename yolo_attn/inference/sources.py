@@ -9,7 +9,9 @@ from __future__ import annotations
 import glob
 import math
 import os
+import socket
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,8 @@ __all__ = [
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts", ".gif")
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 DEFAULT_FPS = 30.0  # webcams and streams often report 0 fps
+MAX_FILE_FPS = 1000.0  # slow-motion files go to 1000 fps; a larger value is a broken header
+X11_SOCKET_DIR = "/tmp/.X11-unix"  # where a local X server's socket X<n> lies
 
 CaptureFactory = Callable[..., "cv2.VideoCapture"]
 Warn = Callable[[str], None]
@@ -116,6 +120,10 @@ class VideoStream:
     number in the video as ``index``); the frames between are grabbed, not decoded. ``defer=True`` leaves the
     opening to :meth:`open`, for the videos of a folder: each holds a decoder (threads and frame buffers) while
     open, so they are opened one at a time, when their turn comes, not all at once when the folder is listed.
+
+    Reads may run in another thread than :meth:`close` (the reader of :func:`~yolo_attn.inference.video.pipelined`):
+    a capture is never released while a read on it is in progress, as FFmpeg would free what that read uses;
+    a close that comes during a read leaves the release to the reading thread, once its read returns.
     """
 
     def __init__(self, spec: Union[str, int], kind: str, capture_factory: CaptureFactory = cv2.VideoCapture,
@@ -128,6 +136,8 @@ class VideoStream:
         self.capture: Optional[cv2.VideoCapture] = None
         self._first: Optional[np.ndarray] = None
         self.fps, self.frame_count, self.size = DEFAULT_FPS, None, (0, 0)
+        self._lock = threading.Lock()  # guards `capture` and `_reading` between the reading thread and close()
+        self._reading = False
         if not defer:
             self.open()
 
@@ -154,7 +164,9 @@ class VideoStream:
             raise SourceError(self._open_error(opened))
         self.capture, self._first = capture, first
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-        self.fps = fps if math.isfinite(fps) and 0.0 < fps <= 240.0 else DEFAULT_FPS
+        # webcams and streams report 0, or bogus values like 1000 or 90000; a file's header is trusted further
+        top = MAX_FILE_FPS if self.kind == "video" else 240.0
+        self.fps = fps if math.isfinite(fps) and 0.0 < fps <= top else DEFAULT_FPS
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = count if self.kind == "video" and count > 0 else None
         self.size = (first.shape[1], first.shape[0])  # (w, h), from the frame itself
@@ -177,12 +189,18 @@ class VideoStream:
         return f"{self.spec}: no frame could be read from this video (empty or corrupt)"
 
     def __iter__(self) -> Iterator[Frame]:
-        capture = self.open().capture  # kept: close() from another thread ends the reads, as release() does
+        # kept: a close() from another thread sets self.capture to None, and this thread still has to release
+        # the capture when that close() came during one of its reads
+        capture = self.open().capture
         index = 0
         if self._first is not None:
             yield Frame(self._first, self.name, 0, str(self.spec))
             self._first, index = None, 1
         while True:
+            with self._lock:
+                if self.capture is not capture:  # closed between two reads
+                    return
+                self._reading = True
             try:
                 with quiet_opencv():
                     for _ in range(-index % self.stride):  # to the next multiple of the stride
@@ -192,15 +210,25 @@ class VideoStream:
                     ok, image = capture.read()
             except Exception as e:  # a decoder (or a stand-in capture) that raises: name the video and the frame
                 raise SourceError(self._read_error(index, e)) from e
-            if not ok or image is None:
+            finally:
+                with self._lock:
+                    self._reading = False
+                    closed = self.capture is not capture
+                if closed:  # close() came during this read and left the release to this thread
+                    capture.release()
+            if not ok or image is None or closed:
                 return
             yield Frame(image, self.name, index, str(self.spec))
             index += 1
 
     def close(self) -> None:
-        if self.capture is not None:
-            self.capture.release()
-            self.capture = None
+        """Release the capture; during a read in another thread, that thread releases it once its read returns
+        (a stalled stream's read may never return: its thread is a daemon, so the process still exits)."""
+        with self._lock:
+            capture, self.capture = self.capture, None
+            if capture is None or self._reading:
+                return
+        capture.release()
 
 
 Source = Union[ImageFiles, VideoStream]
@@ -287,12 +315,14 @@ def _listed_files(listing: Path, warn: Warn) -> List[Path]:
 
 
 class VideoSink:
-    """Writes annotated frames to an .mp4 at the source's fps and size. It writes to a temporary name and
+    """Writes annotated frames to an .mp4 at the source's fps and size; the mp4v encoder takes even sizes only, so
+    an odd width or height loses its last column or row (``written_size``). It writes to a temporary name and
     moves it into place on :meth:`close`, which is idempotent: call it from ``finally``."""
 
     def __init__(self, path: Union[str, os.PathLike], fps: float, size: Tuple[int, int]):
         self.path = Path(path)
         self.size = size
+        self.written_size = (size[0] - size[0] % 2, size[1] - size[1] % 2)  # what OpenCV's mp4v writer keeps
         self.frames = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.stem}.part{self.path.suffix}")
@@ -312,14 +342,20 @@ class VideoSink:
         self.frames += 1
 
     def close(self) -> None:
+        """Finish the video and move it into place; a :class:`SourceError` when what was written is no video."""
         if self._writer is None:
             return
         self._writer.release()
         self._writer = None
         if self.frames == 0:  # a header without frames plays nowhere: no video rather than a broken one
             self._tmp.unlink(missing_ok=True)
-        elif self._tmp.exists():
-            os.replace(self._tmp, self.path)
+            return
+        # VideoWriter.write returns nothing and a failed write only logs a line: a full disk would otherwise
+        # put an unplayable file (no index) in place as the result
+        if not _readable_video(self._tmp):
+            raise SourceError(f"{self.path}: writing the video failed, the file is unreadable (the disk is full, or "
+                              f"the folder became unwritable); what was written is left as {self._tmp.name}")
+        os.replace(self._tmp, self.path)
 
     def __enter__(self) -> "VideoSink":
         return self
@@ -328,18 +364,69 @@ class VideoSink:
         self.close()
 
 
-def display_available() -> bool:
-    """True when an OpenCV window can open: a GUI backend is built in and (on Linux) a display is set.
+def _readable_video(path: Path) -> bool:
+    """True when ``path`` opens as a video and its first frame decodes (cheap: one frame, whatever the length)."""
+    if not path.is_file():
+        return False
+    with quiet_opencv():
+        capture = cv2.VideoCapture(str(path))
+        try:
+            return capture.isOpened() and capture.read()[0]
+        finally:
+            capture.release()
 
-    Checked before any window call because OpenCV's Qt backend aborts the process without a display.
+
+def display_available() -> bool:
+    """True when an OpenCV window can open: a GUI backend is built in and (on Linux) a display server answers.
+
+    Checked before any window call because OpenCV's Qt backend aborts the process without a display, also
+    when $DISPLAY is set but nothing listens there (docker, ssh without X forwarding).
     """
     info = cv2.getBuildInformation()
     gui = info.split("GUI:", 1)[1].splitlines()[0].strip() if "GUI:" in info else "NONE"
     if gui.upper().startswith("NONE"):
         return False
     if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+        return _wayland_reachable(os.environ.get("WAYLAND_DISPLAY")) or _x11_reachable(os.environ.get("DISPLAY"))
     return True
+
+
+def _wayland_reachable(display: Optional[str]) -> bool:
+    """True when the Wayland socket ``display`` names exists (a name in $XDG_RUNTIME_DIR, or an absolute path)."""
+    if not display:
+        return False
+    path = Path(display) if os.path.isabs(display) else Path(os.environ.get("XDG_RUNTIME_DIR", "")) / display
+    return path.is_socket()
+
+
+def _x11_reachable(display: Optional[str]) -> bool:
+    """True when the X server ``display`` names accepts a connection: ``:N`` (or ``unix:N``) is the local socket
+    X<N>, ``host:N`` is TCP port 6000 + N there (ssh's X forwarding: ``localhost:10``)."""
+    if not display:
+        return False
+    host, _, number = display.rpartition(":")
+    number = number.split(".")[0]  # ":0.1" is screen 1 of display 0
+    if not number.isdigit():
+        return True  # a form this does not know: let Qt try, as before
+    if host in ("", "unix"):
+        # the socket file, else Linux's abstract socket of that name (visible in containers without the file)
+        addresses = [os.path.join(X11_SOCKET_DIR, f"X{number}"), f"\0/tmp/.X11-unix/X{number}"]
+        return any(_connects(address) for address in addresses)
+    return _connects((host, 6000 + int(number)))
+
+
+def _connects(address: Union[str, Tuple[str, int]]) -> bool:
+    """True when a connection to ``address`` (a unix socket path, or host and TCP port) opens within a second."""
+    try:
+        if isinstance(address, str):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(1.0)
+                probe.connect(address)
+        else:
+            socket.create_connection(address, timeout=1.0).close()
+        return True
+    except OSError:
+        return False
 
 
 @dataclass

@@ -64,7 +64,9 @@ def _read_ahead(items: Iterable[T], depth: int, stop: threading.Event) -> Iterat
                 raise item
             yield item
     finally:
-        # the caller releases the capture next: let the read in progress finish first
+        # the caller closes the source next: let the read in progress finish first. A read still stalled after
+        # _READ_WAIT_S (a stream that stopped sending) is left to this daemon thread; VideoStream.close() then
+        # leaves the capture's release to it, as releasing it under a running read crashes FFmpeg
         stop.set()
         deadline = time.monotonic() + _READ_WAIT_S
         while thread.is_alive() and time.monotonic() < deadline:
