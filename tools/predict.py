@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the file's own; for .pt with no --backend either, the fastest for this machine "
                    "(logged), else fp32; fp16: CUDA")
     p.add_argument("--save-txt", action="store_true", help="write labels/<stem>.txt per image or frame")
+    p.add_argument("--txt-format", choices=["pixels", "yolo"], default="pixels", help="pixels: class score x1 y1 "
+                   "x2 y2 in pixels; yolo: class x_center y_center width height as fractions of the image (YOLO "
+                   "labels, as Ultralytics' --save-txt writes them)")
+    p.add_argument("--save-conf", action="store_true", help="--txt-format yolo: the score after each box")
     p.add_argument("--save-json", action="store_true", help="write predictions.json (COCO results style)")
     p.add_argument("--save-crop", action="store_true", help="write each box's pixels as crops/<class>/<stem>_<k>.jpg")
     p.add_argument("--no-save", action="store_true", help="do not write annotated images or videos")

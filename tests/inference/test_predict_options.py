@@ -155,3 +155,23 @@ def test_exist_ok_writes_into_the_named_folder(ckpt, tmp_path, capsys):
     (tmp_path / "runs" / "file").write_text("not a folder")
     assert _run(ckpt, image, tmp_path / "runs", "--exist-ok", "--name", "file") == 1
     assert "runs/file: a file stands where the results folder goes" in capsys.readouterr().err
+
+
+def test_yolo_txt_format_writes_labels_that_train(ckpt, tmp_path):
+    """--txt-format yolo (Ultralytics' --save-txt): class, centre and size as fractions of the image, the score
+    only with --save-conf; read back by the YOLO label reader, they are the detections' boxes."""
+    from yolo_attn.data import records as R
+    from yolo_attn.data.yolo_txt import parse_label_file
+
+    image = write_images(tmp_path / "in", 1)[0]  # 160x120
+    assert _run(ckpt, image, tmp_path / "runs", "--no-save", "--save-txt", "--txt-format", "yolo") == 0
+    assert _run(ckpt, image, tmp_path / "runs", "--no-save", "--save-txt", "--txt-format", "yolo",
+                "--save-conf") == 0
+    det = Detector.load(ckpt)(image)
+    plain = tmp_path / "runs" / "exp" / "labels" / "img0.txt"
+    boxes, labels = parse_label_file(plain, ["cat", "dog", "bird"], 120, 160, R.ProblemLog())
+    np.testing.assert_array_equal(labels, det.labels)
+    np.testing.assert_allclose(boxes, det.boxes, atol=1e-3)
+    assert {len(line.split()) for line in plain.read_text().splitlines()} == {5}
+    rows = np.loadtxt(tmp_path / "runs" / "exp2" / "labels" / "img0.txt", ndmin=2)
+    np.testing.assert_allclose(rows[:, 5], det.scores, atol=1e-5)

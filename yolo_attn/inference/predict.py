@@ -56,12 +56,21 @@ def _describe(det: Detections) -> str:
     return ", ".join(f"{c} {n}" for n, c in zip(names, counts))
 
 
-def _txt_lines(det: Detections) -> str:
-    """One line per box: class index, score, x1, y1, x2, y2 in pixels."""
-    return "".join(
-        f"{int(c)} {float(s):.6f} {b[0]:.2f} {b[1]:.2f} {b[2]:.2f} {b[3]:.2f}\n"
-        for b, s, c in zip(det.boxes, det.scores, det.labels)
-    )
+def _txt_lines(det: Detections, txt_format: str = "pixels", save_conf: bool = False) -> str:
+    """One line per box. ``pixels``: class index, score, x1, y1, x2, y2 in pixels. ``yolo``: YOLO label format
+    (Ultralytics' save_txt), class index, centre x, centre y, width, height as fractions of the image, then
+    the score with ``save_conf``: files that train as labels (pseudo-labelling)."""
+    if txt_format == "pixels":
+        return "".join(
+            f"{int(c)} {float(s):.6f} {b[0]:.2f} {b[1]:.2f} {b[2]:.2f} {b[3]:.2f}\n"
+            for b, s, c in zip(det.boxes, det.scores, det.labels)
+        )
+    h, w = det.image_shape
+    lines = []
+    for b, s, c in zip(det.boxes, det.scores, det.labels):
+        xc, yc, bw, bh = (b[0] + b[2]) / 2 / w, (b[1] + b[3]) / 2 / h, (b[2] - b[0]) / w, (b[3] - b[1]) / h
+        lines.append(f"{int(c)} {xc:.6f} {yc:.6f} {bw:.6f} {bh:.6f}" + (f" {float(s):.6f}" if save_conf else "") + "\n")
+    return "".join(lines)
 
 
 def _json_records(det: Detections, image_id: Union[int, str], file_name: str, frame: Optional[int]) -> List[dict]:
@@ -202,15 +211,18 @@ def predict(
     line_width: Optional[int] = None,
     hide_labels: bool = False,
     hide_conf: bool = False,
+    txt_format: str = "pixels",
+    save_conf: bool = False,
 ) -> PredictSummary:
     """Predict on every image or frame of ``source`` and write what was asked into ``save_dir``.
 
     Annotated images keep their file names; videos become ``<stem>.mp4`` at the source's size, every frame
     included (with ``vid_stride`` N every N-th frame, at 1/N of the source's fps, so the video keeps its
     length); ``--save-txt`` writes ``labels/<stem>.txt`` (``labels/<stem>_<frame>.txt`` for video, the frame's
-    number in the source), ``--save-crop`` each box as ``crops/<class>/<stem>_<k>.jpg``, ``--save-json`` one
-    ``predictions.json``. A stem that repeats within the run (``a/img.png`` and ``b/img.png``) is saved as
-    ``img_2``, ... (with a warning). Ctrl-C stops cleanly: what was done is kept.
+    number in the source; ``txt_format`` "pixels" or "yolo", see :func:`_txt_lines`), ``--save-crop`` each box
+    as ``crops/<class>/<stem>_<k>.jpg``, ``--save-json`` one ``predictions.json``. A stem that repeats within
+    the run (``a/img.png`` and ``b/img.png``) is saved as ``img_2``, ... (with a warning). Ctrl-C stops cleanly:
+    what was done is kept.
     """
     from ..utils.paths import write_atomic
 
@@ -223,7 +235,7 @@ def predict(
     records: List[Dict[str, Any]] = []
     viewer = Viewer(view, warn=log)
     options = dict(save=save and summary.save_dir is not None, save_txt=save_txt and summary.save_dir is not None,
-                   save_crop=save_crop and summary.save_dir is not None,
+                   save_crop=save_crop and summary.save_dir is not None, txt=(txt_format, save_conf),
                    keep_maps=heatmap, keep_gates=attention, names=_OutputNames(log), several=len(sources) > 1)
     try:
         for src in sources:
@@ -284,7 +296,7 @@ def _predict_images(detector, src: ImageFiles, renderer, viewer, summary, record
             out = _save_image(summary.save_dir / file_name, annotated)
             summary.outputs.append(out)
         if options["save_txt"]:
-            write_atomic(summary.save_dir / "labels" / f"{stem}.txt", _txt_lines(det))
+            write_atomic(summary.save_dir / "labels" / f"{stem}.txt", _txt_lines(det, *options["txt"]))
         if options["save_crop"]:
             _save_crops(summary.save_dir, frame.image, det, stem)
         records.extend(_json_records(det, options["names"].image_id(stem), file_name, None))
@@ -356,7 +368,8 @@ def _predict_video(detector, src: VideoStream, renderer, viewer, summary, record
                 if writer is not None:
                     writer.write(annotated)
                 if options["save_txt"]:
-                    write_atomic(summary.save_dir / "labels" / f"{name}_{frame.index}.txt", _txt_lines(det))
+                    write_atomic(summary.save_dir / "labels" / f"{name}_{frame.index}.txt",
+                                 _txt_lines(det, *options["txt"]))
                 if options["save_crop"]:
                     _save_crops(summary.save_dir, frame.image, det, f"{name}_{frame.index}")
                 # the frame's labels file stem: unique across the videos and images of a run
@@ -468,6 +481,8 @@ def run_predict(
     line_width: Optional[int] = None,
     hide_labels: bool = False,
     hide_conf: bool = False,
+    txt_format: str = "pixels",
+    save_conf: bool = False,
     capture_factory: Callable[..., Any] = cv2.VideoCapture,
     log: Log = print,
 ) -> int:
@@ -502,7 +517,7 @@ def run_predict(
             save_dir = _results_folder(Path(project) / name, exist_ok)
         summary = predict(detector, source, save_dir, not no_save, save_txt, save_json, view, heatmap, attention,
                           capture_factory, log, save_crop=save_crop, vid_stride=vid_stride, line_width=line_width,
-                          hide_labels=hide_labels, hide_conf=hide_conf)
+                          hide_labels=hide_labels, hide_conf=hide_conf, txt_format=txt_format, save_conf=save_conf)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
