@@ -43,6 +43,12 @@ DEFAULT_FPS = 30.0  # webcams and streams often report 0 fps
 MAX_FILE_FPS = 1000.0  # slow-motion files go to 1000 fps; a larger value is a broken header
 X11_SOCKET_DIR = "/tmp/.X11-unix"  # where a local X server's socket X<n> lies
 
+# FFmpeg's own log (a failed open prints pages of internals; "moov atom not found" for a broken file) goes
+# straight to stderr. OpenCV reads this once, when FFmpeg is first used in the process: so it is set on import,
+# not around each open (a video written before would have fixed FFmpeg's level already). Our errors say what
+# went wrong in one line.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 CaptureFactory = Callable[..., "cv2.VideoCapture"]
 Warn = Callable[[str], None]
 
@@ -65,7 +71,6 @@ class Frame:
 def quiet_opencv() -> Iterator[None]:
     """Silence OpenCV's and FFmpeg's logging (failed opens print pages of internals) for the block."""
     previous = cv2.utils.logging.getLogLevel()
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read by OpenCV at each FFmpeg open
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         yield
