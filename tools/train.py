@@ -8,6 +8,7 @@
 
 Every key of configs/train.yaml is a flag (--lr 1e-3, --aug.mosaic 0.5); --config FILE sets many at once.
 """
+import os
 import sys
 
 from yolo_attn.engine.config import parse_train_args
@@ -22,7 +23,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # the trainer says what was kept
-        print(f"interrupted: {e}" if str(e) else "interrupted before training started", file=sys.stderr)
+        if int(os.environ.get("RANK", 0)) == 0:  # under DDP the main process speaks for all
+            print(f"interrupted: {e}" if str(e) else "interrupted before training started", file=sys.stderr)
         return 130
     return 0
 

@@ -24,6 +24,9 @@ def test_best_f1_point_counts_the_detections_at_each_confidence():
     assert np.isnan(point["precision"][2])  # no ground truth
     assert point["mean_f1"] == pytest.approx((0.8 + 1.0) / 2)
     assert best_f1_point([np.zeros(0)], [np.zeros(0)], [np.zeros(0)], [0]) is None
+    # no true positive: confidence 0, where the precision is the detections' (0), not 1 at a cut keeping none
+    none = best_f1_point([np.zeros(3)], [np.zeros(3)], [np.array([0.9, 0.5, 0.1])], [2])
+    assert (none["conf"], none["precision"], none["recall"]) == (0.0, [0.0], [0.0])
 
 
 def test_confusion_matrix_pairs_one_to_one_by_iou_and_ignores_difficult_objects():
@@ -58,3 +61,7 @@ def test_precision_recall_columns_and_summary_line():
         ("preprocess", "inference", "postprocess"), 0.0)})
     assert "P 0.750  R 1.000  F1 0.833 at conf 0.400" in summary
     assert np.asarray(result["confusion_matrix"]["matrix"]).tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 0]]
+    # an evaluation cut above 0.25 is the matrix's cut, and says so (the 0.4 dog is left out: missed)
+    strict = _score([gt], [det], ["cat", "dog"], [0, 1], [], ("voc12",), None, confusion_conf=0.5)
+    assert strict["confusion_matrix"]["conf"] == 0.5
+    assert np.asarray(strict["confusion_matrix"]["matrix"]).tolist() == [[1, 0, 0], [0, 0, 1], [0, 1, 0]]

@@ -88,6 +88,10 @@ OUT_OF_BOUNDS = "box out of bounds (clipped)"
 DEGENERATE = "zero or negative area box (dropped)"
 MISSING_DIFFICULT = "missing <difficult> (taken as 0)"
 DUPLICATE = "duplicate box (dropped)"
+# the same problems in a split that is scored, not trained on: kept as written (see clean_boxes)
+OUT_OF_BOUNDS_KEPT = "box out of bounds (scored as annotated)"
+DEGENERATE_KEPT = "zero or negative area box (scored as annotated)"
+DUPLICATE_KEPT = "duplicate box (scored as annotated)"
 BAD_BOX = "unparsable box (dropped)"
 MISSING_SIZE = "missing or wrong image size"
 COCO_MISSING_IMAGE = "annotation points to a missing image"
@@ -351,15 +355,18 @@ def clean_boxes(
     out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
     out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
 
+    # what a problem box becomes: in a scored split, kept as written
+    degenerate, outside, duplicate = ((DEGENERATE_KEPT, OUT_OF_BOUNDS_KEPT, DUPLICATE_KEPT) if as_annotated
+                                      else (DEGENERATE, OUT_OF_BOUNDS, DUPLICATE))
+    dropped, clipped = ("scored as annotated",) * 2 if as_annotated else ("dropped", "clipped")
     for i in np.flatnonzero(keep):
         box_text = "[" + ", ".join(f"{v:g}" for v in boxes[i]) + "]"
         if out[i, 2] <= out[i, 0] or out[i, 3] <= out[i, 1]:
-            log.add(DEGENERATE, path, f"{name(i)} box {box_text} has zero or negative area"
-                    f" inside the {width}x{height} image; " + ("scored as annotated" if as_annotated else "dropped"))
+            log.add(degenerate, path, f"{name(i)} box {box_text} has zero or negative area inside the "
+                    f"{width}x{height} image; {dropped}")
             keep[i] = as_annotated
         elif not np.array_equal(out[i], boxes[i]):
-            log.add(OUT_OF_BOUNDS, path, f"{name(i)} box {box_text} extends outside the {width}x{height}"
-                    " image; " + ("scored as annotated" if as_annotated else "clipped"))
+            log.add(outside, path, f"{name(i)} box {box_text} extends outside the {width}x{height} image; {clipped}")
     # A box duplicates an earlier box still kept. Which pairs are near is computed at once (a pair loop in
     # Python took seconds for an image of 1,000 boxes); the pass in order stays, since a box dropped as a
     # duplicate no longer counts for later ones.
@@ -371,8 +378,8 @@ def clean_boxes(
     for a in range(1, len(candidates)):
         if near[a, :a][alive[:a]].any():
             i = candidates[a]
-            log.add(DUPLICATE, path, f"{name(i)} box [" + ", ".join(f"{v:g}" for v in boxes[i])
-                    + "] duplicates an earlier box; " + ("scored as annotated" if as_annotated else "dropped"))
+            log.add(duplicate, path, f"{name(i)} box [" + ", ".join(f"{v:g}" for v in boxes[i])
+                    + f"] duplicates an earlier box; {dropped}")
             keep[i] = as_annotated
             alive[a] = False
     return (boxes if as_annotated else out)[keep], labels[keep], difficult[keep]

@@ -49,7 +49,9 @@ def best_f1_point(recall: Sequence[np.ndarray], precision: Sequence[np.ndarray],
     with np.errstate(invalid="ignore"):
         f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
     mean = f1.mean(axis=0)
-    best = int(np.flatnonzero(mean == mean.max())[-1])  # of equal F1s the highest confidence: it keeps fewest
+    # of equal F1s the highest confidence (it keeps fewest boxes); but with no true positive at all (F1 0
+    # everywhere) confidence 0, as Ultralytics' argmax: at 1 nothing is kept and precision would read 1
+    best = int(np.flatnonzero(mean == mean.max())[-1]) if mean.max() > 0 else 0
 
     def per_class(values: np.ndarray) -> list:
         out = [float("nan")] * len(num_gt)

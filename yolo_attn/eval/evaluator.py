@@ -277,7 +277,8 @@ def evaluate(
     results_json = coco_results([g.image_id for g in gts], detections, cat_ids) if want_json else []
     if "coco" in metrics and coco_gt is not None and not isinstance(coco_gt, COCO):
         coco_gt = load_coco_ground_truth(coco_gt)
-    result = _score(gts, detections, names, cat_ids, results_json, metrics, coco_gt)
+    result = _score(gts, detections, names, cat_ids, results_json, metrics, coco_gt,
+                    max(CONFUSION_CONF, conf_threshold))
     n = max(len(gts), 1)
     speed = {k: 1000.0 * v / n for k, v in seconds.items()}
     speed["total"] = sum(speed.values())
@@ -358,6 +359,7 @@ def _category_ids(category_ids: Optional[Sequence[int]], num_classes: int) -> Li
 def _score(
     gts: List[GroundTruth], detections: List[np.ndarray], names: List[str],
     cat_ids: List[int], results_json: List[Dict[str, Any]], metrics: Sequence[str], coco_gt: Optional[COCO],
+    confusion_conf: float = CONFUSION_CONF,
 ) -> Dict[str, Any]:
     num_classes = len(names)
     flat = _flatten(gts, detections)
@@ -386,9 +388,10 @@ def _score(
         per_class["precision"], per_class["recall"] = point["precision"], point["recall"]
         result.update(precision=point["mean_precision"], recall=point["mean_recall"], f1=point["mean_f1"],
                       f1_conf=point["conf"])
+    # at YOLOv5's 0.25, or the evaluation's own cut when that is higher (nothing lower is left to count)
     matrix = confusion_matrix([g.boxes for g in gts], [g.labels for g in gts], [g.difficult for g in gts],
-                              detections, num_classes)
-    result["confusion_matrix"] = {"conf": CONFUSION_CONF, "iou": CONFUSION_IOU, "matrix": matrix.tolist()}
+                              detections, num_classes, conf=confusion_conf)
+    result["confusion_matrix"] = {"conf": confusion_conf, "iou": CONFUSION_IOU, "matrix": matrix.tolist()}
 
     hard = flat["gt_difficult"]
     images_with = [len(set(flat["gt_image"][(flat["gt_class"] == c) & ~hard].tolist())) for c in range(num_classes)]

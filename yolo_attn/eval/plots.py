@@ -71,9 +71,10 @@ def plot_confusion_matrix(matrix: np.ndarray, names: Sequence[str], path: Union[
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     labels = [*names, "background"]
-    if n <= 31:
-        ax.set_xticks(range(n), labels, rotation=90, fontsize="small")
-        ax.set_yticks(range(n), labels, fontsize="small")
+    if n <= 101:  # names on both axes up to 100 classes (COCO's 80 included), smaller as they grow
+        size = "small" if n <= 31 else 4 if n <= 61 else 3
+        ax.set_xticks(range(n), labels, rotation=90, fontsize=size)
+        ax.set_yticks(range(n), labels, fontsize=size)
     if n <= 21:
         for i in range(n):
             for j in range(n):
