@@ -228,7 +228,6 @@ def _parse_cfg(text: str, path: PathLike) -> List[Tuple[str, int, Dict[str, Tupl
     return sections
 
 
-
 def _number(opts: Dict[str, Tuple[str, int]], key: str, default: str, where: str, kind: type = int):
     """``opts[key]`` (or ``default``) read as Darknet's atoi / atof do: the leading number, the rest ignored
     (``80.0`` is 80, ``255;x`` is 255); ``where`` names the section when there is no number at all."""
