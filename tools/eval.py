@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="view scales for --augment (default: %(default)s)")
     p.add_argument("--augment-flips", type=int, nargs="+", default=[int(f) for f in DEFAULT_FLIPS], choices=[0, 1],
                    metavar="F", help="1 to mirror the view of the same position (default: %(default)s)")
+    p.add_argument("--single-cls", action="store_true", help="every box of the data as one class, for a model "
+                   "trained with --single-cls")
     p.add_argument("--project", default="runs/eval", help="parent folder of the results")
     p.add_argument("--name", default="exp", help="results folder name (made unique: exp, exp2, ...)")
     return p

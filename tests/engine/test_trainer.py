@@ -892,3 +892,17 @@ def test_ctrl_c_says_what_is_kept_and_a_run_stopped_in_its_first_epoch_leaves_no
     assert capsys.readouterr().err.strip().endswith("interrupted: epoch 1 ...")
     monkeypatch.setenv("RANK", "1")  # under DDP only the main process says it
     assert tool.main([]) == 130 and "interrupted" not in capsys.readouterr().err
+
+
+def test_single_cls_trains_every_box_as_one_class_and_eval_scores_it_so(tiny_data, tmp_path):
+    from yolo_attn.eval.run import run_eval
+
+    run = train(_tiny_cfg(tiny_data, tmp_path, epochs=1, ema=False, single_cls=True, name="one"))
+    model, meta = load_model(run / "weights/last.pt")
+    assert meta["names"] == ["item"] and model.num_classes == 1
+    val_boxes = sum(len((p.read_text()).split("\n")) - 1 for p in (tiny_data.parent / "labels/val").iterdir())
+    with pytest.raises(ValueError, match="one class \\(item\\) and the data 2: a model trained with --single-cls"):
+        run_eval(run / "weights/last.pt", tiny_data, img_size=64, workers=0, project=tmp_path / "eval")
+    result = run_eval(run / "weights/last.pt", tiny_data, img_size=64, workers=0, project=tmp_path / "eval",
+                      single_cls=True)
+    assert [(c["class"], c["ground_truths"]) for c in result["classes"]] == [("item", val_boxes)]

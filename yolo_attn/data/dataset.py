@@ -79,3 +79,12 @@ class DetectionDataset(Dataset):
         for r in self.records:
             np.add.at(counts, r.labels, 1)
         return counts
+
+    def as_single_class(self, name: str = "item") -> "DetectionDataset":
+        """Every box as class 0, ``name`` (Ultralytics' ``single_cls``: one detector of "something there").
+        In place; returns the dataset. Its scores no longer follow a COCO JSON's categories."""
+        for r in self.records:
+            r.labels = np.zeros_like(r.labels)
+        self.names, self.category_ids = [name], [1]
+        self.format = f"{self.format} (single class)"  # not "coco": scored against its records, not its JSON
+        return self

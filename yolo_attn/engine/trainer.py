@@ -51,6 +51,7 @@ EMBEDDED_TIME_BUDGET = 29.0  # minutes: the embedded dataset's default schedule 
 # The embedded images are 320-416 px: trained at 320 for speed, the model scores higher seen at their native
 # size (measured on a 28-minute phi 2 run: VOC12 mAP@0.5 0.791 at 320, 0.851 at 416, 0.866 at 480, 0.851 at 544)
 EMBEDDED_EVAL_SIZE = 416
+SINGLE_CLASS = "item"  # the one class of --single-cls, as YOLOv5 names it
 FIT_EPOCHS = 3  # a time budget is re-fitted after each of the first epochs (see _fit_epochs_to_time)
 RESULT_COLUMNS = ["epoch", "train/box", "train/obj", "train/cls", "lr", "map50", "map50_95", "voc07_map50",
                   "precision", "recall", "images_per_s", "epoch_time_s", "elapsed_s"]
@@ -477,6 +478,11 @@ def train(cfg: Dict[str, Any]) -> Path:
         data_cfg = {**data_cfg, "names": list(train_set.names)}
     val_set = build_dataset(data_cfg, "val") if main else None
     names = list(data_cfg["names"] or train_set.names)
+    if cfg["single_cls"]:
+        names = [SINGLE_CLASS]
+        for dataset in (train_set, val_set):
+            if dataset is not None:
+                dataset.as_single_class(SINGLE_CLASS)
     _check_trainable(train_set, names, data_cfg.get("path") or "the data config")
 
     # The architecture comes from the checkpoint being resumed, else from --weights when they carry one

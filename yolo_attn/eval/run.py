@@ -50,18 +50,22 @@ def run_eval(
     augment: bool = False,
     augment_scales: Sequence[float] = DEFAULT_SCALES,
     augment_flips: Sequence[bool] = DEFAULT_FLIPS,
+    single_cls: bool = False,
 ) -> Dict[str, Any]:
     """Load ``weights`` (our .pt, Darknet .weights, port state dict, or an ONNX / OpenVINO export), evaluate
     on ``split`` of the data config ``data`` (None: the embedded shapes dataset; ``root``: its dataset folder in
     place of the config's), print the per-class table and summary, and write the results into ``project/name``
     (made unique: exp, exp2, ...). ``augment``: test-time augmentation with the given views
-    (:mod:`yolo_attn.models.tta`). Returns :func:`~yolo_attn.eval.evaluate`'s
+    (:mod:`yolo_attn.models.tta`). ``single_cls``: every box of the data as one class, as a model trained
+    with ``--single-cls`` saw them. Returns :func:`~yolo_attn.eval.evaluate`'s
     dict, with ``save_dir``. ``nms`` and ``resize`` default to the weights' own (Darknet .weights: their cfg's,
     as Darknet's ``detector map`` runs them; see :class:`~yolo_attn.inference.Detector`)."""
     keep_freed_memory()
     device = str(resolve_device(device))  # a clear error now, not a traceback after the dataset has loaded
     cfg = load_data_config(data, {"root": str(root)} if root else None)
     dataset = build_dataset(cfg, split)
+    if single_cls:
+        dataset.as_single_class()
     if Path(weights).suffix.lower() in (".onnx", ".xml") or Path(weights).is_dir():
         # an export (ONNX, OpenVINO IR or its folder) runs through its own backend, as tools/predict.py runs it
         from ..inference.detector import Detector
@@ -74,6 +78,9 @@ def run_eval(
         classes = classes_file if classes_file is not None else (None if num_classes is not None else dataset.names)
         model, meta = load_model(weights, classes=classes, num_classes=num_classes, phi=phi, cfg=darknet_cfg)
     ours, theirs = list(meta["names"]), list(dataset.names)
+    if len(ours) == 1 and len(theirs) > 1:
+        raise ValueError(f"{weights}: the model has one class ({ours[0]}) and the data {len(theirs)}: a model "
+                         f"trained with --single-cls is evaluated with --single-cls")
     if ours != theirs and sorted(ours) == sorted(theirs) and len(set(ours)) == len(ours):
         # the same classes in another order (a COCO JSON lists them by category id): scored by name
         print("note: the model's classes are the dataset's in another order; each is scored as the dataset's "
@@ -84,7 +91,7 @@ def run_eval(
               f"reported under the dataset's names", file=sys.stderr)
     metrics = METRICS if "all" in metric else tuple(metric)
     coco_gt = None
-    if cfg["format"] == "coco" and "coco" in metrics:
+    if dataset.format == "coco" and "coco" in metrics:  # not for --single-cls: the JSON has its categories
         # Score COCO data against its own JSONs (merged when the split has several): crowd regions and mask
         # areas give the official numbers.
         coco_gt = load_coco_ground_truth(dataset.annotation_files, dataset.id_prefixes)
