@@ -82,9 +82,8 @@ class DetectionDataset(Dataset):
 
     def as_single_class(self, name: str = "item") -> "DetectionDataset":
         """Every box as class 0, ``name`` (Ultralytics' ``single_cls``: one detector of "something there").
-        In place; returns the dataset. Its scores no longer follow a COCO JSON's categories."""
+        In place; returns the dataset. Score it against its records: a COCO JSON still has its own categories."""
         for r in self.records:
             r.labels = np.zeros_like(r.labels)
         self.names, self.category_ids = [name], [1]
-        self.format = f"{self.format} (single class)"  # not "coco": scored against its records, not its JSON
         return self

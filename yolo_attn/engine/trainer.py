@@ -619,7 +619,7 @@ def train(cfg: Dict[str, Any]) -> Path:
                  _precision(amp_dtype, cfg["amp"], device), run_dir)
     # COCO data is scored against its own JSONs, crowd regions and mask areas included, as tools/eval.py does
     coco_gt = (load_coco_ground_truth(val_set.annotation_files, val_set.id_prefixes)
-               if main and getattr(val_set, "format", None) == "coco" else None)
+               if main and getattr(val_set, "format", None) == "coco" and not cfg["single_cls"] else None)
     t0 = time.time() - elapsed_before
     lap = time.time()
     epoch = start_epoch - 1

@@ -91,7 +91,7 @@ def run_eval(
               f"reported under the dataset's names", file=sys.stderr)
     metrics = METRICS if "all" in metric else tuple(metric)
     coco_gt = None
-    if dataset.format == "coco" and "coco" in metrics:  # not for --single-cls: the JSON has its categories
+    if cfg["format"] == "coco" and "coco" in metrics and not single_cls:  # the JSON keeps its categories
         # Score COCO data against its own JSONs (merged when the split has several): crowd regions and mask
         # areas give the official numbers.
         coco_gt = load_coco_ground_truth(dataset.annotation_files, dataset.id_prefixes)
