@@ -113,7 +113,9 @@ def test_a_run_writes_weights_logs_and_plots(tiny_data, tmp_path):
     run = train(cfg)
     again = train(dict(cfg, eval_img_size=160, workers="auto"))
     assert again.name == "exp2" and run.name == "exp"  # never overwrites
-    assert yaml.safe_load((again / "config.yaml").read_text())["workers"] == auto_workers(torch.device("cpu"))
+    # "auto" as the run resolved it, for the device it trained on (cfg's device: auto, the GPU where there is one)
+    saved = yaml.safe_load((again / "config.yaml").read_text())["workers"]
+    assert saved == auto_workers(resolve_device(cfg["device"]))
     for name in ("weights/last.pt", "weights/best.pt", "results.csv", "results.png", "config.yaml",
                  "best_pr_curve.png", "best_confusion_matrix.png"):
         assert (run / name).is_file(), name
@@ -350,7 +352,7 @@ def test_two_process_ddp_trains(tiny_data, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
            str(ROOT / "tools/train.py"), "--data", str(tiny_data), "--img-size", "128", "--batch-size", "2",
-           "--workers", "0", "--epochs", "1", "--phi", "2",
+           "--workers", "0", "--epochs", "1", "--phi", "2", "--device", "cpu",  # gloo on the CPU: GPUs or not
            "--project", str(tmp_path / "runs"), "--name", "ddp"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -82,7 +82,7 @@ def _decoded(ckpt, boxed: np.ndarray) -> torch.Tensor:
 
 def test_pipeline_matches_letterbox_decode_nms_by_hand(ckpt, rng):
     """A 64x128 image is scaled by 1 and padded by 32 rows: the detector must undo exactly that."""
-    det = Detector.load(ckpt, conf=0.2, precision="fp32")  # the reference below runs in fp32
+    det = Detector.load(ckpt, conf=0.2, precision="fp32", device="cpu")  # as the reference below runs
     image = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
     result = det(image)
     boxed, info = letterbox(image, IMG_SIZE)
@@ -98,7 +98,7 @@ def test_pipeline_matches_letterbox_decode_nms_by_hand(ckpt, rng):
 def _darknet_nms_by_hand(ckpt, rng, nms: str, described: str):
     """A detector with Darknet's NMS ``nms`` against the fp32 model's decoded maps of the letterboxed image with
     that NMS over every class above conf: same labels and scores. Returns (detector, image, decoded, expected)."""
-    det = Detector.load(ckpt, conf=0.05, precision="fp32", nms=nms)
+    det = Detector.load(ckpt, conf=0.05, precision="fp32", nms=nms, device="cpu")
     assert described in det.describe()
     image = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
     result = det(image)
@@ -137,7 +137,7 @@ def test_stretch_resize_matches_the_stretched_image_by_hand(ckpt, rng):
     """resize="stretch" (Darknet's detector test): a 48x256 image is stretched to the 128x128 input, x by 0.5
     and y by 8/3, the network runs on exactly that, and boxes are scaled back per axis; the video path's rect canvas
     does not apply."""
-    det = Detector.load(ckpt, conf=0.2, precision="fp32", resize="stretch")
+    det = Detector.load(ckpt, conf=0.2, precision="fp32", resize="stretch", device="cpu")
     assert "stretched to the input" in det.describe()
     image = rng.integers(0, 255, (48, 256, 3), dtype=np.uint8)
     det.rect = True
@@ -149,7 +149,7 @@ def test_stretch_resize_matches_the_stretched_image_by_hand(ckpt, rng):
     boxes = expected[:, :4].numpy() / [0.5, 128 / 48, 0.5, 128 / 48]
     np.testing.assert_allclose(result.boxes, boxes.clip(0, [256, 48, 256, 48]), atol=1e-3)
     np.testing.assert_array_equal(result.labels, expected[:, 5].long().numpy())
-    letterboxed = Detector.load(ckpt, conf=0.2, precision="fp32")(image)
+    letterboxed = Detector.load(ckpt, conf=0.2, precision="fp32", device="cpu")(image)
     assert len(letterboxed) != len(result) or not np.allclose(letterboxed.boxes, result.boxes, atol=1)
     with pytest.raises(ValueError, match="unknown resize 'squash'; use one of letterbox, stretch, darknet-letterbox"):
         det.resize = "squash"
@@ -159,7 +159,7 @@ def test_darknet_letterbox_runs_on_darknets_canvas_and_maps_back_as_darknet(ckpt
     """resize="darknet-letterbox" (letter_box=1): a 45x128 image is pasted at row 41 of the 128x128 input (the
     integer half of the 83 px margin) and its boxes are mapped back from 41.5, as correct_yolo_boxes does; the
     video path's rect canvas does not apply."""
-    det = Detector.load(ckpt, conf=0.2, precision="fp32", resize="darknet-letterbox")
+    det = Detector.load(ckpt, conf=0.2, precision="fp32", resize="darknet-letterbox", device="cpu")
     assert "letterboxed as Darknet does" in det.describe()
     image = rng.integers(0, 255, (45, 128, 3), dtype=np.uint8)
     det.rect = True

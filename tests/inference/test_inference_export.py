@@ -43,10 +43,10 @@ def test_onnx_parity_static(tmp_path, phi):
 
 def test_onnx_dynamic_runs_other_sizes_and_batches(ckpt, tmp_path):
     out = export_model(ckpt, "onnx", tmp_path / "dyn.onnx", dynamic=True, log=lambda s: None)
-    det = Detector.load(out, img_size=160)
+    det = Detector.load(out, img_size=160, device="cpu")
     assert det.input_shape == (160, 160) and det.batch_size > 1
     images = _images()
-    reference = Detector.load(ckpt, precision="fp32", img_size=160)  # the export is fp32
+    reference = Detector.load(ckpt, precision="fp32", img_size=160, device="cpu")  # the export is fp32, on the CPU
     for got, want in zip(det(images), reference(images)):  # batched through ONNX Runtime
         assert len(got) == len(want) > 0
         np.testing.assert_array_equal(got.labels, want.labels)
@@ -77,7 +77,7 @@ def test_predict_runs_an_onnx_model_with_the_same_results(ckpt, tmp_path):
     image = write_images(tmp_path / "in", 1)[0]
     for weights, name in ((ckpt, "pt"), (out, "onnx")):
         assert run_predict(str(weights), str(image), project=str(tmp_path / "runs"), name=name, save_txt=True,
-                           precision="fp32", log=lambda s: None) == 0
+                           precision="fp32", device="cpu", log=lambda s: None) == 0  # both on the CPU
     pt, onnx = ((tmp_path / "runs" / n / "labels" / f"{image.stem}.txt").read_text() for n in ("pt", "onnx"))
     assert pt.count("\n") > 0
     np.testing.assert_allclose(np.loadtxt(pt.splitlines()), np.loadtxt(onnx.splitlines()), atol=0.02)
@@ -125,9 +125,9 @@ def test_openvino_parity_and_bf16_hint(ckpt, tmp_path):
 @needs_openvino
 def test_pytorch_weights_run_on_other_backends_in_memory(ckpt):
     images = _images()
-    reference = Detector.load(ckpt, precision="fp32")(images)
+    reference = Detector.load(ckpt, precision="fp32", device="cpu")(images)  # where the other backends run
     for backend in ("onnxruntime", "openvino"):
-        det = Detector.load(ckpt, backend=backend, precision="fp32")
+        det = Detector.load(ckpt, backend=backend, precision="fp32", device="cpu")
         assert det.backend.name == backend
         for got, want in zip(det(images), reference):
             np.testing.assert_array_equal(got.labels, want.labels)
@@ -143,7 +143,7 @@ def test_int8_openvino_from_a_calibration_folder(ckpt, tmp_path):
     det = Detector.load(out)
     assert det.backend.precision == "int8" and det.meta["precision"] == "int8"
     # quantized: close, not exact (random weights quantize worse than trained ones)
-    reference = Detector.load(ckpt, precision="fp32")
+    reference = Detector.load(ckpt, precision="fp32", device="cpu")
     batch, _ = reference.preprocess(_images())
     for got, want in zip(det.forward(batch)[0], reference.forward(batch)[0]):
         assert np.corrcoef(got.numpy().ravel(), want.numpy().ravel())[0, 1] > 0.95
@@ -176,7 +176,7 @@ def test_an_exported_model_evaluates_like_the_checkpoint(ckpt, tmp_path):
     out = export_model(ckpt, "onnx", tmp_path / "m.onnx", log=lambda s: None)
     scores = []
     for weights in (ckpt, out):
-        module = Detector.load(weights).as_module()
+        module = Detector.load(weights, device="cpu").as_module()  # both on the CPU: the same kernels
         assert module.num_classes == len(NAMES)
         result = evaluate(module, dataset, img_size=IMG_SIZE, batch_size=2, metrics=["voc07"], verbose=False)
         scores.append(result["voc07_map50"])

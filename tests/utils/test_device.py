@@ -41,6 +41,23 @@ def test_cuda_index_and_local_rank():
         resolve_device(f"cuda:{count}")
 
 
+def test_a_missing_index_and_a_ddp_rank_without_a_gpu_are_told_apart(monkeypatch):
+    """On a 1-GPU machine, cuda:5 names a GPU it lacks; a second DDP process (local rank 1) has no GPU of its own:
+    that message says how many processes fit, or to train on the CPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("auto", local_rank=0) == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match=r"^device 'cuda:5': this machine has 1 CUDA device\(s\), cuda:0 to cuda:0$"):
+        resolve_device("cuda:5")
+    with pytest.raises(ValueError) as error:
+        resolve_device("auto", local_rank=1)
+    assert str(error.value) == (
+        "device 'auto': DDP process of local rank 1 needs cuda:1, but this machine has 1 CUDA device(s); start at "
+        "most 1 process(es) per node (torchrun --nproc_per_node 1), or train on the CPU with --device cpu")
+    assert resolve_device("cpu", local_rank=1) == torch.device("cpu")  # the CPU takes any number of processes
+
+
 @no_cuda
 def test_train_tool_reports_a_missing_gpu_in_one_line(tmp_path):
     """tools/train.py printed a RuntimeError traceback for --device cuda on a machine without one."""

@@ -31,6 +31,11 @@ def resolve_device(name: Union[None, int, str, torch.device] = "auto", local_ran
         count = torch.cuda.device_count()
         if local_rank >= 0:
             device = torch.device("cuda", local_rank)
+            if local_rank >= count:  # more DDP processes on this node than GPUs
+                raise ValueError(f"device '{name}': DDP process of local rank {local_rank} needs cuda:{local_rank}, "
+                                 f"but this machine has {count} CUDA device(s); start at most {count} process(es) "
+                                 f"per node (torchrun --nproc_per_node {count}), or train on the CPU with "
+                                 f"--device cpu")
         if device.index is not None and device.index >= count:
             raise ValueError(f"device '{name}': this machine has {count} CUDA device(s), cuda:0 to "
                              f"cuda:{count - 1}")
