@@ -7,9 +7,11 @@
 
 Every variant trains its own copy of the same model on the same batch (random pixels, a realistic number of
 boxes per image: the speed of a step does not depend on what the pixels show) with the same SGD. Rounds visit
-every variant in turn; medians with min-max.
+every variant in turn; medians with min-max. On a GPU (``--device cuda``) the mixed precision is fp16
+autocast with a GradScaler, as the trainer runs there, and bf16 autocast is timed beside it; each step ends
+with the loss read back (``loss.item()``), so the GPU's work is inside the time.
 
-    python tools/benchmark.py --train [--img-size 416] [--train-batch 8] [--rounds 5] [--compile-train]
+    python tools/benchmark.py --train [--img-size 416] [--train-batch 8] [--rounds 5] [--compile-train] [--device cuda]
 """
 from __future__ import annotations
 
@@ -78,24 +80,29 @@ def _reference_step(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
 
 def _our_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, amp_dtype: Optional[torch.dtype],
               channels_last: bool, compile_model: bool = False) -> Callable[[], float]:
-    """The step of yolo_attn.engine.trainer.train_one_epoch (without data loading and logging)."""
+    """The step of yolo_attn.engine.trainer.train_one_epoch (without data loading and logging), on the
+    images' device; fp16 with a GradScaler, as the trainer runs it on CUDA."""
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    loss_fn = YoloLoss(model.level_anchors(), model.num_classes, "multi")
+    loss_fn = YoloLoss(model.level_anchors(), model.num_classes, "multi").to(images.device)
     optimizer = _sgd(model)
     ema = ModelEMA(model)
     forward = torch.compile(model) if compile_model else model
     size = tuple(images.shape[2:])
+    device_type = images.device.type
+    scaler = torch.amp.GradScaler(device_type, enabled=amp_dtype == torch.float16)
 
     def step() -> float:
-        with torch.autocast("cpu", dtype=amp_dtype, enabled=amp_dtype is not None):
+        with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
             outputs = forward(images)
         loss, _ = loss_fn(outputs, targets, size)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         ema.update(model)
         return loss.item()
 
@@ -111,25 +118,32 @@ def phase_times(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, s
     step's time goes, without a profiler's overhead (which inflates the small memory-bound operations)."""
     model = copy.deepcopy(model).train().to(memory_format=torch.channels_last)
     images = images.contiguous(memory_format=torch.channels_last)
-    loss_fn = YoloLoss(model.level_anchors(), model.num_classes, "multi")
+    loss_fn = YoloLoss(model.level_anchors(), model.num_classes, "multi").to(images.device)
     optimizer = _sgd(model)
     ema = ModelEMA(model)
+    device = images.device
+
+    def mark() -> float:
+        if device.type == "cuda":  # the GPU's queued work belongs to the phase that queued it
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
     times: Dict[str, List[float]] = {name: [] for name in PHASES}
     for i in range(steps + 1):  # the first step allocates: not timed
-        marks = [time.perf_counter()]
-        with torch.autocast("cpu", dtype=amp_dtype, enabled=amp_dtype is not None):
+        marks = [mark()]
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             outputs = model(images)
-        marks.append(time.perf_counter())
+        marks.append(mark())
         loss, _ = loss_fn(outputs, targets, tuple(images.shape[2:]))
-        marks.append(time.perf_counter())
+        marks.append(mark())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        marks.append(time.perf_counter())
+        marks.append(mark())
         nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         optimizer.step()
-        marks.append(time.perf_counter())
+        marks.append(mark())
         ema.update(model)
-        marks.append(time.perf_counter())
+        marks.append(mark())
         if i:
             for name, a, b in zip(PHASES, marks, marks[1:]):
                 times[name].append((b - a) * 1000.0)
@@ -138,20 +152,26 @@ def phase_times(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, s
 
 def train_variants(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                    compile_step: bool = False) -> List[TrainVariant]:
-    fresh = lambda: copy.deepcopy(model).train()  # noqa: E731 - each variant trains its own copy
+    """The step variants on the images' device (the model is copied there): bf16 autocast on a CPU; fp16
+    autocast with a GradScaler (the trainer's CUDA precision) and bf16 on a GPU."""
+    fresh = lambda: copy.deepcopy(model).train().to(images.device)  # noqa: E731 - each trains its own copy
+    amp, name = _mixed_precision(images.device)
     variants = [
         ("reference: fp32 eager NCHW, loop-built targets", lambda: _reference_step(fresh(), images, targets)),
         ("ours: fp32 NCHW, vectorized loss", lambda: _our_step(fresh(), images, targets, None, False)),
         ("ours: fp32 channels-last", lambda: _our_step(fresh(), images, targets, None, True)),
-        ("ours: bf16 autocast NCHW", lambda: _our_step(fresh(), images, targets, torch.bfloat16, False)),
-        ("ours: bf16 autocast channels-last", lambda: _our_step(fresh(), images, targets, torch.bfloat16, True)),
+        (f"ours: {name} NCHW", lambda: _our_step(fresh(), images, targets, amp, False)),
+        (f"ours: {name} channels-last", lambda: _our_step(fresh(), images, targets, amp, True)),
     ]
+    if amp != torch.bfloat16:
+        variants.append(("ours: bf16 autocast channels-last",
+                         lambda: _our_step(fresh(), images, targets, torch.bfloat16, True)))
     if compile_step:
         variants += [
             ("ours: torch.compile fp32 NCHW",
              lambda: _our_step(fresh(), images, targets, None, False, compile_model=True)),
-            ("ours: torch.compile bf16 autocast channels-last",
-             lambda: _our_step(fresh(), images, targets, torch.bfloat16, True, compile_model=True)),
+            (f"ours: torch.compile {name} channels-last",
+             lambda: _our_step(fresh(), images, targets, amp, True, compile_model=True)),
         ]
     built = []
     for name, make in variants:
@@ -162,11 +182,22 @@ def train_variants(model: nn.Module, images: torch.Tensor, targets: torch.Tensor
     return built
 
 
+def _mixed_precision(device: torch.device):
+    """The trainer's mixed precision on ``device`` and its name: fp16 (+ GradScaler) on CUDA, bf16 on a CPU."""
+    if device.type == "cuda":
+        return torch.float16, "fp16 autocast + GradScaler"
+    return torch.bfloat16, "bf16 autocast"
+
+
 def run_train_benchmark(img_size: int = 416, batch: int = 8, rounds: int = 5, weights: Optional[str] = None,
                         num_classes: int = 10, compile_step: bool = False,
-                        csv_path: Optional[str] = "benchmarks/results_train.csv",
+                        csv_path: Optional[str] = "benchmarks/results_train.csv", device: str = "cpu",
                         log: Callable[[str], None] = print) -> int:
-    """Time the training-step variants in interleaved rounds; print a table, write CSV; returns 0."""
+    """Time the training-step variants in interleaved rounds on ``device``; print a table, write CSV;
+    returns 0."""
+    from yolo_attn.utils.device import resolve_device
+
+    device = resolve_device(device)
     if weights:
         from yolo_attn.utils.checkpoint import load_model
 
@@ -175,7 +206,8 @@ def run_train_benchmark(img_size: int = 416, batch: int = 8, rounds: int = 5, we
         torch.manual_seed(0)
         model = build_model(0, num_classes)
     images, targets = make_batch(batch, img_size, model.num_classes)
-    machine = machine_summary()
+    images, targets = images.to(device), targets.to(device)
+    machine = machine_summary(device)
     log(f"machine: {machine}")
     log(f"training step at {img_size}, batch {batch}, {len(targets)} boxes; building and warming up ...")
     variants = train_variants(model, images, targets, compile_step)
@@ -205,8 +237,9 @@ def run_train_benchmark(img_size: int = 416, batch: int = 8, rounds: int = 5, we
     from yolo_attn.models.info import model_info
 
     gflop = model_info(model, img_size)["gflops"] * batch  # the forward's; the backward does about twice as much
-    phases = phase_times(model, images, targets)
-    log("ours, bf16 autocast channels-last, by phase (medians of 5 steps): " + ", ".join(
+    amp, name = _mixed_precision(device)
+    phases = phase_times(model.to(device), images, targets, amp_dtype=amp)
+    log(f"ours, {name.split(' +')[0]} channels-last, by phase (medians of 5 steps): " + ", ".join(
         f"{name} {ms:.0f} ms" for name, ms in phases.items())
         + f"; forward {1000 * gflop / phases['forward']:.0f} GFLOP/s, backward about "
         f"{2000 * gflop / phases['backward']:.0f} GFLOP/s")

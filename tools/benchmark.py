@@ -5,6 +5,7 @@
     python tools/benchmark.py --backends torch openvino --batch 1 --rounds 20
     python tools/benchmark.py --weights best.pt --video          # + a generated 720p video, end to end
     python tools/benchmark.py --train                            # training step: reference-style vs ours
+    python tools/benchmark.py --device cuda --backends torch compile   # the PyTorch variants on a GPU
 
 Warm-up, then interleaved rounds; medians with min-max; ms, img/s, achieved GFLOP/s and the speed-up over the
 plain fp32 eager model; the table is printed and written as CSV (--csv). Run it on a quiet machine: the load
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", action="store_true", help="time a training step instead (416, batch 8 by default)")
     p.add_argument("--train-batch", type=int, default=8, help="batch size of the training step")
     p.add_argument("--compile-train", action="store_true", help="with --train: also time a torch.compile'd step")
+    p.add_argument("--device", default="cpu", help="cpu (the default), or cuda / cuda:N / 0 for the PyTorch "
+                   "variants on a GPU (fp32, channels-last, fp16, bf16; compiled with --backends compile)")
     return p
 
 
@@ -62,9 +65,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if csv_path:
                 check_csv_path(csv_path)
             return run_train_benchmark(args.img_size or 416, args.train_batch, args.rounds, args.weights,
-                                       compile_step=args.compile_train, csv_path=csv_path)
+                                       compile_step=args.compile_train, csv_path=csv_path, device=args.device)
         return run_benchmark(args.weights, args.img_size, args.batch, args.backends, args.data, args.rounds,
-                             args.calib_count, args.csv or None, args.video)
+                             args.calib_count, args.csv or None, args.video, args.device)
     except (FileNotFoundError, KeyError, ValueError) as e:  # they name the file or option and the problem
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 1

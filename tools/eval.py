@@ -39,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="image loading processes (0: in this process)")
     p.add_argument("--device", default="auto",
                    help="auto (the first GPU if CUDA is present, else the CPU), cpu, cuda, cuda:N or N")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16: autocast (fast on CPUs with AMX, and on some with AVX512-BF16)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="bf16: autocast (fast on CPUs with AMX, and on some with AVX512-BF16); fp16: autocast on "
+                   "CUDA (as training validates there)")
     p.add_argument("--save-json", action=argparse.BooleanOptionalAction, default=True,
                    help="write predictions.json, the COCO-format results (default: on)")
     p.add_argument("--classes-file", "--classes", dest="classes_file",

@@ -24,6 +24,9 @@ __all__ = ["run_eval"]
 PathLike = Union[str, os.PathLike]
 
 
+_AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast of each --precision
+
+
 def run_eval(
     weights: PathLike,
     data: Optional[PathLike] = None,
@@ -62,6 +65,11 @@ def run_eval(
     as Darknet's ``detector map`` runs them; see :class:`~yolo_attn.inference.Detector`)."""
     keep_freed_memory()
     device = str(resolve_device(device))  # a clear error now, not a traceback after the dataset has loaded
+    if precision not in _AMP_DTYPES:
+        raise ValueError(f"precision '{precision}': use {', '.join(_AMP_DTYPES)}")
+    if precision == "fp16" and not device.startswith("cuda"):  # CPUs emulate fp16: many times slower
+        raise ValueError(f"precision fp16 runs on CUDA, and the device is {device}; on a CPU use --precision "
+                         f"fp32 or bf16")
     cfg = load_data_config(data, {"root": str(root)} if root else None)
     dataset = build_dataset(cfg, split)
     if single_cls:
@@ -70,7 +78,7 @@ def run_eval(
         # an export (ONNX, OpenVINO IR or its folder) runs through its own backend, as tools/predict.py runs it
         from ..inference.detector import Detector
 
-        detector = Detector.load(weights, device=device, precision="bf16" if precision == "bf16" else None,
+        detector = Detector.load(weights, device=device, precision=None if precision == "fp32" else precision,
                                  img_size=img_size, cfg=darknet_cfg)
         model, meta = detector.as_module(), detector.meta
     else:
@@ -101,7 +109,7 @@ def run_eval(
             model, dataset,
             img_size=img_size or meta_input_shape(meta),
             batch_size=batch_size, conf_threshold=conf, iou_threshold=iou, metrics=metrics, device=device,
-            workers=workers, amp_dtype=torch.bfloat16 if precision == "bf16" else None, max_det=max_det,
+            workers=workers, amp_dtype=_AMP_DTYPES[precision], max_det=max_det,
             nms=nms or meta_nms(meta), resize=resize or meta_resize(meta),
             scale_x_y=float(meta.get("scale_x_y", 1.05)), preprocess=meta.get("preprocess"),
             coco_gt=coco_gt, output_dir=save_dir, save_json=save_json, verbose=True,

@@ -14,6 +14,10 @@ letterboxed inputs:
 
 "2 workers" variants split a batch into single images run by two threads at once (one core each): sustained
 throughput, as the video pipeline runs.
+
+On a GPU (``--device cuda``) the PyTorch variants run there (fp32, channels-last, fp16, bf16; compiled), each
+call including the copy of the batch in and of the maps out, as :class:`~.backends.TorchBackend` does for
+the detector; the CPU-only runtimes (ONNX Runtime without its CUDA provider, OpenVINO, OpenCV) are skipped.
 """
 from __future__ import annotations
 
@@ -141,9 +145,10 @@ class Result:
         return 1000.0 * self.batch / self.median if self.times_ms else float("nan")
 
 
-def machine_summary() -> str:
-    """CPU, features, cores, load, library versions and the malloc setting: the line every table is quoted
-    with. Like every tool it lets malloc keep freed memory (:func:`~.hardware.keep_freed_memory`)."""
+def machine_summary(device: Union[str, torch.device] = "cpu") -> str:
+    """CPU, features, cores, load, library versions and the malloc setting (and the GPU, for a CUDA
+    ``device``): the line every table is quoted with. Like every tool it lets malloc keep freed memory
+    (:func:`~.hardware.keep_freed_memory`)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -157,7 +162,11 @@ def machine_summary() -> str:
             versions.append(f"{module} {__import__(module).__version__.split('-')[0]}")
         except ImportError:
             pass
-    return (f"{cpu}, {os.cpu_count()} cores, {cpu_features().summary()}; load average {load}; "
+    gpu = ""
+    if torch.device(device).type == "cuda":
+        gpu = (f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}, cuDNN "
+               f"{torch.backends.cudnn.version()}); ")
+    return (f"{gpu}{cpu}, {os.cpu_count()} cores, {cpu_features().summary()}; load average {load}; "
             f"{', '.join(versions)}; torch threads {torch.get_num_threads()}; "
             f"malloc {'keeps freed memory' if keep_freed_memory() else 'as is'}")
 
@@ -175,9 +184,15 @@ def build_variants(
     img_size: Size,
     groups: Sequence[str] = BACKEND_GROUPS,
     calibration: Optional[Sequence[np.ndarray]] = None,
+    device: str = "cpu",
+    log: Log = print,
 ) -> List[Variant]:
-    """The variants to time, baseline first. ``calibration``: RGB images for int8 (training images)."""
+    """The variants to time, baseline first. ``calibration``: RGB images for int8 (training images). On a CUDA
+    ``device``, the PyTorch variants there (see the module's docstring)."""
     from .export import export_meta, quantize_int8
+
+    if torch.device(device).type == "cuda":
+        return _cuda_variants(model, img_size, groups, device, log)
 
     fresh = lambda: copy.deepcopy(model).eval()  # noqa: E731 - every torch variant changes its own copy
     installed = set(available_backends())
@@ -242,6 +257,26 @@ def build_variants(
         ]
     if "opencv" in groups:
         v.append(Variant("opencv dnn fp32", "opencv", "fp32", lambda: _OpenCvDnn(onnx_model())))
+    return v
+
+
+def _cuda_variants(model: nn.Module, img_size: Size, groups: Sequence[str], device: str,
+                   log: Log) -> List[Variant]:
+    """The PyTorch variants on a GPU: fp32 as built (the baseline), BN folded and channels-last, fp16 (the
+    detector's choice there), bf16; with the compile group, fp16 compiled."""
+    fresh = lambda: copy.deepcopy(model).eval()  # noqa: E731 - every torch variant changes its own copy
+    skipped = sorted(set(groups) - {"torch", "compile"})
+    if skipped:
+        log(f"on {device}: {', '.join(skipped)} skipped (they run on the CPU: time them with --device cpu)")
+    v = [Variant("torch fp32 eager NCHW (baseline)", "torch", "fp32",
+                 lambda: TorchBackend(fresh(), "fp32", device, fuse=False, channels_last=False), baseline=True)]
+    if "torch" in groups:
+        v += [Variant(f"torch {precision} channels-last BN folded", "torch", precision,
+                      lambda precision=precision: TorchBackend(fresh(), precision, device))
+              for precision in ("fp32", "fp16", "bf16")]
+    if "compile" in groups:
+        v.append(Variant("torch.compile fp16 (frozen)", "compile", "fp16",
+                         lambda: _compiled(TorchBackend(fresh(), "fp16", device, compile=True), img_size)))
     return v
 
 
@@ -473,15 +508,15 @@ def make_test_video(path: Path, frames: int = 300, size=(1280, 720), fps: float 
 
 
 def benchmark_video(weights: str, video: Path, out_dir: Path, backend: Optional[str] = None,
-                    precision: Optional[str] = None, log: Log = print) -> Dict[str, float]:
+                    precision: Optional[str] = None, device: str = "auto", log: Log = print) -> Dict[str, float]:
     """Predict on ``video`` exactly as ``tools/predict.py`` does (decode, inference, drawing, encode, threads
     overlapping) and return frames and frames per second; plus each stage alone, for the note."""
     from .predict import run_predict
 
     lines: List[str] = []
     start = time.perf_counter()
-    status = run_predict(weights, str(video), backend=backend, precision=precision, project=str(out_dir),
-                         name="video", log=lambda s: (lines.append(s), log(s)))
+    status = run_predict(weights, str(video), backend=backend, precision=precision, device=device,
+                         project=str(out_dir), name="video", log=lambda s: (lines.append(s), log(s)))
     elapsed = time.perf_counter() - start
     if status != 0:
         raise RuntimeError(f"prediction on {video} failed (exit {status})")
@@ -520,13 +555,17 @@ def run_benchmark(
     calib_count: int = 300,
     csv_path: Optional[str] = "benchmarks/results.csv",
     video: bool = False,
+    device: str = "cpu",
     log: Log = print,
 ) -> int:
     """The command line's inference benchmark, at ``img_size`` (an int, (h, w), or None for the weights' own
-    input shape: a converted Darknet cfg's width and height, 416 without weights). Returns the exit status."""
+    input shape: a converted Darknet cfg's width and height, 416 without weights), on ``device`` (the CPU, or
+    a GPU for the PyTorch variants). Returns the exit status."""
+    from ..utils.device import resolve_device
     from ..models.info import model_info
     from .export import calibration_images, check_data_config, synthetic_images
 
+    device = str(resolve_device(device))  # a clear error before anything is built
     if csv_path:
         check_csv_path(csv_path)
     check_data_config(data, "; its train split calibrates int8 and its val split measures mAP")
@@ -538,7 +577,7 @@ def run_benchmark(
         return 1
     img_size = as_hw(img_size) if img_size is not None else meta_input_shape(meta)
     gflops = model_info(model, img_size)["gflops"]
-    machine = machine_summary()
+    machine = machine_summary(device)
     log(f"machine: {machine}")
     log(f"model: {meta['model'].get('attention') or 'no attention'}, {len(meta['names'])} classes, "
         f"{gflops:.3f} GFLOP per image at {img_size[1]}x{img_size[0]}")
@@ -547,7 +586,7 @@ def run_benchmark(
     else:
         calibration = synthetic_images(32)
         log("no --data: int8 is calibrated on synthetic pictures (timings are valid, accuracy is not measured)")
-    variants = build_variants(model, meta, img_size, groups, calibration)
+    variants = build_variants(model, meta, img_size, groups, calibration, device, log)
     results = time_variants(variants, calibration[:8], meta, img_size, batch, rounds, log=log)
     if data is not None:
         from ..data import build_dataset, load_data_config
@@ -561,7 +600,7 @@ def run_benchmark(
         log(f"written {write_csv(results, gflops, Path(csv_path), machine)}")
     if video and weights:
         clip = make_test_video(Path("runs/benchmark/clip720.mp4"))
-        stats = benchmark_video(weights, clip, Path("runs/benchmark"), log=log)
+        stats = benchmark_video(weights, clip, Path("runs/benchmark"), device=device, log=log)
         log(f"video 1280x720, {stats['frames']} frames: {stats['fps']:.1f} FPS end to end "
             f"(decode alone {stats['decode_ms']:.1f} ms/frame, encode alone {stats['encode_ms']:.1f} ms/frame)")
     return 0
