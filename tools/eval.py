@@ -5,9 +5,10 @@
     python tools/eval.py --weights yolov4-tiny.weights --data configs/coco.yaml --metric coco
     python tools/eval.py --weights best.pt --augment        # test-time augmentation (scales + flip)
 
-Prints a per-class table (class, images, ground truths, detections, AP per metric), one mAP line per metric
-and the time per image (pre-process, inference, post-process). Writes predictions.json (COCO results with
-the dataset's original category ids), pr_curve.png and metrics.json into runs/eval/<name> (exp, exp2, ...).
+Prints a per-class table (class, images, ground truths, detections, P and R at the best mean-F1 confidence,
+AP per metric), one mAP line per metric, the P/R/F1 line and the time per image (pre-process, inference,
+post-process). Writes predictions.json (COCO results with the dataset's original category ids),
+pr_curve.png, confusion_matrix.png and metrics.json into runs/eval/<name> (exp, exp2, ...).
 """
 from __future__ import annotations
 

@@ -262,13 +262,17 @@ def test_attention_flags_replace_the_weights_block(tiny_data, tmp_path, caplog):
     save_checkpoint({"meta": make_meta(source, ["box", "disc"], 128), "model": source.state_dict()}, path)
     common = dict(epochs=1, weights=str(path), lr=0.0, warmup_bias_lr=0.0, ema=False, time=None)
     for flags, attention, kw in ((dict(attention="cbam"), "cbam", {}), (dict(phi=3), "eca", {}),
-                                 (dict(phi=2, attention_kw={"reduction": 4}), "se", {"reduction": 4})):
+                                 (dict(phi=2, attention_kw={"reduction": 4}), "se", {"reduction": 4}),
+                                 (dict(phi=0), None, {})):
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="yolo_attn"):
+        with caplog.at_level(logging.INFO, logger="yolo_attn"):
             run = train(_tiny_cfg(tiny_data, tmp_path, **common, **flags))
         ckpt = load_checkpoint(run / "weights/last.pt")
         assert (ckpt["meta"]["model"]["attention"], ckpt["meta"]["model"]["attention_kw"]) == (attention, kw)
         assert "building" in caplog.text and "as asked" in caplog.text
+        if attention is None:  # no block: said as a name, and the SE tensors are absent here, not of other shapes
+            assert "the weights hold attention se; building none as asked" in caplog.text
+            assert "skipped (not in this model): attn_" in caplog.text and "shape differs" not in caplog.text
         key = "backbone.stage1.conv2.conv.weight"
         assert torch.equal(ckpt["model"][key], source.state_dict()[key])
 

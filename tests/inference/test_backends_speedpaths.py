@@ -104,7 +104,9 @@ def test_auto_choice_uses_a_fresh_int8_export_beside_the_weights(tmp_path, unrea
     assert auto_choice("cpu", weights, features=BF16_NO_AMX, installed=lambda m: False).backend == "torch"
     old = time.time() - 100
     os.utime(export, (old, old))  # retrained since the export: stale
-    assert auto_choice("cpu", weights, features=BF16_NO_AMX, installed=lambda m: True).backend == "torch"
+    stale = auto_choice("cpu", weights, features=BF16_NO_AMX, installed=lambda m: True)
+    assert stale.backend == "torch"
+    assert f"{export} is passed over: it is not an export of these weights" in stale.describe()  # said, not silent
 
 
 def _fake_export(weights: Path, folder: str) -> Path:

@@ -308,10 +308,12 @@ def _init_weights(model: YoloV4Tiny, path: str, source: Optional[YoloV4Tiny], so
     own = model.state_dict()
     loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape
               and not (by_name and ".pred." in k)}
-    skipped = sorted(set(state) - set(loaded) - ({k for k in state if ".pred." in k} if by_name else set()))
+    differs = sorted(k for k in state if k in own and k not in loaded and not (by_name and ".pred." in k))
+    absent = sorted(k for k in state if k not in own)  # another attention block's tensors
     model.load_state_dict(loaded, strict=False)
-    log.info("%s: loaded %d of %d tensors%s", path, len(loaded), len(own),
-             f"; skipped (shape differs): {', '.join(skipped)}" if skipped else "")
+    log.info("%s: loaded %d of %d tensors%s%s", path, len(loaded), len(own),
+             f"; skipped (shape differs): {', '.join(differs)}" if differs else "",
+             f"; skipped (not in this model): {', '.join(absent)}" if absent else "")
     if by_name:
         _heads_by_name(model, source, source_names, names, path)
     elif source_names and list(source_names) != list(names) and len(source_names) == len(names):
@@ -393,9 +395,9 @@ def _check_trainable(train_set, names: Sequence[str], where: str) -> None:
         raise ValueError(f"{where}: no classes (empty `names`, or a COCO JSON without categories)")
     with_difficult = bool(getattr(train_set, "include_difficult", False))
     if not any(target_mask(r.difficult, with_difficult).any() for r in train_set.records):
-        raise ValueError(f"{where}: not one box in the train split's {len(train_set)} images{problems}: no "
-                         f"label files where they were looked for ({train_set.description})? See "
-                         f"`python tools/check_data.py --data {where}`")
+        raise ValueError(f"{where}: not one box in the train split's {len(train_set)} images{problems}: are "
+                         f"the label files missing where they were looked for ({train_set.description}), or "
+                         f"empty? See `python tools/check_data.py --data {where}`")
 
 
 def _num_classes_in(path: str) -> Optional[int]:
@@ -497,7 +499,7 @@ def train(cfg: Dict[str, Any]) -> Path:
         for key, value in _asked_attention(cfg).items():  # flags that ask for another block than the weights'
             if value != arch[key]:
                 log.warning("%s: the weights hold %s %s; building %s as asked (the tensors that fit load)",
-                            cfg["weights"], key, arch[key], value)
+                            cfg["weights"], key, arch[key] or "none", value or "none")
                 del arch[key]
         if "attention" not in arch:  # another block: the weights' block options are not its own
             arch.pop("attention_kw", None)

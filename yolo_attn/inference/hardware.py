@@ -229,6 +229,20 @@ def export_for(weights: Path, precision: str) -> Optional[Path]:
     return candidate if candidate.stat().st_mtime >= weights.stat().st_mtime else None
 
 
+def _stale_note(weights: Path, precision: str) -> str:
+    """For the log line: the export of ``precision`` beside ``weights`` that export_for passed over (made from
+    other weights, older than them, or unreadable); empty where there is none."""
+    from .export import default_output  # here: export.py imports backends.py, which imports this module
+
+    candidate = default_output(weights, "openvino", precision)
+    if not candidate.is_file():
+        return ""
+    flags = {"fp32": "", "bf16": " --precision bf16", "int8": " --precision int8 --data CONFIG"}[precision]
+    return (f"; {candidate} is passed over: it is not an export of these weights (made from other or older "
+            f"weights, or unreadable): re-export it (tools/export.py --weights {weights} --format openvino{flags}) "
+            f"to use it")
+
+
 def _export_meta(xml: Path) -> Dict[str, Any]:
     """The yolo_attn meta an OpenVINO IR carries (graph only; nothing is compiled)."""
     return copy.deepcopy(_ir_facts(xml)[0])  # the cached one stays as read
@@ -293,6 +307,7 @@ def auto_choice(
         for precision in ("int8", "fp32", "bf16"):
             export = export_for(weights, precision)
             if export is None:
+                unfit = unfit or _stale_note(weights, precision)
                 continue
             fixed = fixed_input_size(export) if input_shape is not None or any_size else None
             if fixed is not None and (any_size or fixed != tuple(input_shape)):
