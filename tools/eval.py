@@ -25,7 +25,7 @@ from yolo_attn.utils.cli import add_pipeline_flags, fraction, positive_int
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", required=True, help="our .pt, Darknet .weights, a port state dict (.pth), or an "
-                   "export (.onnx, OpenVINO .xml or its folder)")
+                   "export (.onnx, .torchscript, OpenVINO .xml or its folder)")
     p.add_argument("--data", help="data config YAML (default: the embedded shapes dataset)")
     p.add_argument("--root", help="the dataset folder, in place of the data config's root (or Ultralytics path)")
     p.add_argument("--split", default="val", help="split of the data config to evaluate (val, test, train)")

@@ -1,10 +1,11 @@
-"""Export a checkpoint to ONNX or OpenVINO IR, with class names and decode settings inside (or, for phi 0, to
-Darknet's .weights + .cfg + .names), then check it against PyTorch.
+"""Export a checkpoint to ONNX, OpenVINO IR or TorchScript, with class names and decode settings inside (or, for
+phi 0, to Darknet's .weights + .cfg + .names), then check it against PyTorch.
 
     python tools/export.py --weights best.pt --format onnx                       # best.onnx, 416x416, batch 1
     python tools/export.py --weights best.pt --format onnx --dynamic             # any batch and size
     python tools/export.py --weights best.pt --format openvino --precision bf16  # best_openvino_bf16/best.xml
     python tools/export.py --weights best.pt --format openvino --precision int8 --data configs/voc.yaml
+    python tools/export.py --weights best.pt --format torchscript                # best.torchscript (LibTorch, any size)
     python tools/export.py --weights best.pt --format darknet                    # best_darknet/best.{weights,cfg,names}
     python tools/export.py --weights yolov4-tiny.weights --format onnx --resize letterbox --nms iou
 
@@ -26,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", help="our .pt, or Darknet .weights / port .pth with --classes-file")
     p.add_argument("--format", choices=FORMATS, default="onnx")
-    p.add_argument("--output", help="file (.onnx / .xml / .weights), or a folder to write it into; default: beside "
-                   "the weights")
+    p.add_argument("--output", help="file (.onnx / .xml / .torchscript / .weights), or a folder to write it into; "
+                   "default: beside the weights")
     p.add_argument("--img-size", type=int, help="input size, a multiple of 32 (default: the checkpoint's)")
     p.add_argument("--dynamic", action="store_true", help="free batch size and input size")
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",

@@ -23,7 +23,7 @@ from yolo_attn.utils.cli import add_pipeline_flags, fraction, positive_int
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", help="our .pt, Darknet .weights / port .pth (with --classes-file), .onnx, "
-                   "or an OpenVINO .xml (or its folder)")
+                   ".torchscript, or an OpenVINO .xml (or its folder)")
     p.add_argument("--source", help="image, folder, glob, .txt list of paths, video, webcam index (0; a file or "
                                     "folder of that name is taken first) or stream URL")
     p.add_argument("--conf", type=fraction, default=0.25, help="minimum score (objectness x class probability)")

@@ -74,8 +74,8 @@ def run_eval(
     dataset = build_dataset(cfg, split)
     if single_cls:
         dataset.as_single_class()
-    if Path(weights).suffix.lower() in (".onnx", ".xml") or Path(weights).is_dir():
-        # an export (ONNX, OpenVINO IR or its folder) runs through its own backend, as tools/predict.py runs it
+    if Path(weights).suffix.lower() in (".onnx", ".xml", ".torchscript") or Path(weights).is_dir():
+        # an export (ONNX, OpenVINO IR or its folder, TorchScript) runs through its own backend, as predict runs it
         from ..inference.detector import Detector
 
         detector = Detector.load(weights, device=device, precision=None if precision == "fp32" else precision,

@@ -1,4 +1,4 @@
-"""Network execution behind one small interface: PyTorch, ONNX Runtime and OpenVINO.
+"""Network execution behind one small interface: PyTorch (eager, or a TorchScript export), ONNX Runtime and OpenVINO.
 
 Every backend takes a float batch ``(B, 3, H, W)`` RGB in [0, 1] and returns the raw head maps
 ``[p5, p4]`` as float32 CPU tensors, exactly what :class:`~yolo_attn.models.YoloV4Tiny` returns. Prediction
@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import threading
+import warnings
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type, Union
 
@@ -39,6 +40,7 @@ __all__ = [
     "OnnxRuntimeBackend",
     "OpenVinoBackend",
     "TorchBackend",
+    "TorchScriptBackend",
     "available_backends",
     "create_backend",
     "register_backend",
@@ -46,6 +48,7 @@ __all__ = [
 
 LOGGER = logging.getLogger("yolo_attn.inference")
 META_KEY = "yolo_attn"  # ONNX metadata_props key / OpenVINO rt_info key holding the checkpoint meta as JSON
+TORCHSCRIPT_META_FILE = "yolo_attn.json"  # the same JSON, as an extra file of a TorchScript archive
 PathLike = Union[str, os.PathLike]
 BACKENDS: Dict[str, Type["Backend"]] = {}
 
@@ -178,6 +181,43 @@ class TorchBackend(Backend):
         if not self.channels_last:
             batch = batch.contiguous()
         return [o.float().cpu() for o in self._forward(batch)]
+
+
+@register_backend
+class TorchScriptBackend(Backend):
+    """A TorchScript export (``.torchscript``, ``tools/export.py --format torchscript``): the model traced with
+    BatchNorm folded, run by torch's own interpreter (as LibTorch runs it from C++), channels-last, in fp32 or,
+    on CUDA, fp16. The checkpoint meta travels inside the archive (``yolo_attn.json``). A traced convolutional
+    network takes any input size and batch, so every export runs at any size."""
+
+    name = "torchscript"
+    precisions = ("fp32", "fp16")
+
+    def __init__(self, model: PathLike, precision: Optional[str] = None, device: str = "cpu"):
+        self.device = str(resolve_device(device))
+        self.precision = self._check_precision(precision or "fp32")
+        if self.precision == "fp16" and not self.device.startswith("cuda"):
+            raise ValueError("fp16 runs on CUDA; on a CPU a TorchScript export runs in fp32")
+        extra = {TORCHSCRIPT_META_FILE: ""}
+        try:
+            # a TorchScript archive holds tensors and a graph of torch operations, unpickled by torch's own
+            # restricted reader: no Python of the file's runs
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 points to torch.export
+                module = torch.jit.load(str(model), map_location=self.device, _extra_files=extra)
+        except Exception as e:  # RuntimeError / ValueError from the archive reader: torn, or not TorchScript
+            raise ValueError(f"{model}: not a TorchScript file torch can read ({_first_line(e)})") from None
+        self.meta = _parse_meta(extra[TORCHSCRIPT_META_FILE], model)
+        self.dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        self.module = module.eval().to(self.dtype)
+
+    def describe(self) -> str:
+        return f"torchscript {self.precision} (channels-last) on {self.device}"
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> List[torch.Tensor]:
+        batch = batch.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        return [o.float().cpu() for o in self.module(batch)]
 
 
 @register_backend

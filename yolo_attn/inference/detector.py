@@ -4,7 +4,7 @@
 
     from yolo_attn import Detector
 
-    det = Detector.load("runs/train/exp/best.pt")   # or .weights / port .pth (with classes=), .onnx, OpenVINO .xml
+    det = Detector.load("runs/train/exp/best.pt")   # or .weights / .pth (with classes=), .onnx, .torchscript, .xml
     result = det("street.jpg")                       # a path, an RGB numpy array, a PIL image, or a list of them
     for box, score, name in zip(result.boxes, result.scores, result.names):
         print(name, score, box)                      # box: x1, y1, x2, y2 in pixels of the original image
@@ -38,6 +38,8 @@ from .hardware import AutoChoice, auto_choice, export_for, keep_freed_memory
 __all__ = ["Detections", "Detector", "load_image", "missing_weights_message"]
 
 PathLike = Union[str, os.PathLike]
+# exported files and the backends that run them, the file's own first
+EXPORT_SUFFIXES = {".onnx": ("onnxruntime", "openvino"), ".xml": ("openvino",), ".torchscript": ("torchscript",)}
 ImageLike = Union[PathLike, np.ndarray, Any]  # Any: a PIL image
 
 _INTERPOLATIONS = {
@@ -223,7 +225,8 @@ class Detector:
 
         Args:
             path: our checkpoint (.pt), Darknet .weights or a port state dict (these two need ``classes``
-                or ``num_classes``), an exported .onnx, or an OpenVINO IR (.xml, or a folder holding one).
+                or ``num_classes``), an exported .onnx or .torchscript, or an OpenVINO IR (.xml, or a folder
+                holding one).
             classes: class names (a list, or a file with one per line) for weights that carry none.
             device: "auto" (the first GPU when CUDA is present, else the CPU), "cpu", "cuda", "cuda:N".
             backend: "torch", "onnxruntime" or "openvino"; by default the one the file is made for, and for
@@ -256,9 +259,11 @@ class Detector:
         suffix = path.suffix.lower()
         if cfg is not None and suffix != ".weights":
             raise ValueError(f"{cfg}: a Darknet .cfg goes with Darknet .weights, not with {path}")
-        if suffix in (".onnx", ".xml"):
-            kind = backend or ("onnxruntime" if suffix == ".onnx" else "openvino")
-            allowed = ("onnxruntime", "openvino") if suffix == ".onnx" else ("openvino",)
+        if suffix in EXPORT_SUFFIXES:
+            if suffix == ".torchscript" and backend == "torch":  # torch runs it, through its interpreter
+                backend = "torchscript"
+            kind = backend or EXPORT_SUFFIXES[suffix][0]
+            allowed = EXPORT_SUFFIXES[suffix]
             if kind not in allowed:
                 raise ValueError(f"{path}: a {suffix} model runs with --backend {' or '.join(allowed)}, not {kind}")
             runner = create_backend(kind, path, precision, device)

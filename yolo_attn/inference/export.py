@@ -33,7 +33,7 @@ import torch.nn as nn
 from ..data.letterbox import PAD_VALUE, as_hw, fit_to_input
 from ..models.yolo import check_input_size
 from ..utils.checkpoint import meta_input_shape, meta_nms, meta_resize
-from .backends import META_KEY
+from .backends import META_KEY, TORCHSCRIPT_META_FILE
 from .hardware import weights_fingerprint
 
 __all__ = [
@@ -54,8 +54,9 @@ __all__ = [
     "synthetic_images",
 ]
 
-FORMATS = ("onnx", "openvino", "darknet")
-PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8"), "darknet": ("fp32",)}
+FORMATS = ("onnx", "openvino", "torchscript", "darknet")
+PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8"), "torchscript": ("fp32",),
+              "darknet": ("fp32",)}
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
 # files that an OpenVINO --output of this name would be taken for (a folder named model.onnx holding the IR)
@@ -139,6 +140,23 @@ def onnx_bytes(model: nn.Module, meta: Dict[str, Any], img_size: Union[int, Tupl
     proto = onnx.load_from_string(buf.getvalue())
     _set_onnx_meta(proto, meta)
     return proto.SerializeToString()
+
+
+def torchscript_bytes(model: nn.Module, meta: Dict[str, Any], img_size: Union[int, Tuple[int, int]]) -> bytes:
+    """``model`` traced (BatchNorm folded, channels-last, fp32) into a TorchScript archive with ``meta`` inside.
+    The trace records no input size: the archive runs at any size and batch (multiples of 32)."""
+    model = copy.deepcopy(model).float().eval()
+    if hasattr(model, "fuse"):
+        model.fuse()
+    model = model.to(memory_format=torch.channels_last)
+    example = torch.rand(1, 3, *as_hw(img_size)).contiguous(memory_format=torch.channels_last)
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the shape check, skipped while tracing
+        warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 points to torch.export; LibTorch reads these
+        traced = torch.jit.trace(model, example)
+        torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_META_FILE: json.dumps(meta, default=str)})
+    return buffer.getvalue()
 
 
 def _set_onnx_meta(proto: Any, meta: Dict[str, Any]) -> None:
@@ -245,10 +263,10 @@ def quantize_int8(model: Any, images: Sequence[np.ndarray], meta: Dict[str, Any]
 
 def default_output(weights: Path, fmt: str, precision: str) -> Path:
     """best.pt -> best.onnx, best_int8.onnx, best_openvino/best.xml, best_openvino_bf16/best.xml,
-    best_darknet/best.weights."""
+    best.torchscript, best_darknet/best.weights."""
     tag = "" if precision == "fp32" else f"_{precision}"
-    if fmt == "onnx":
-        return weights.with_name(f"{weights.stem}{tag}.onnx")
+    if fmt in ("onnx", "torchscript"):
+        return weights.with_name(f"{weights.stem}{tag}.{fmt}")
     if fmt == "darknet":
         return weights.parent / f"{weights.stem}_darknet" / f"{weights.stem}.weights"
     return weights.parent / f"{weights.stem}_openvino{tag}" / f"{weights.stem}.xml"
@@ -272,10 +290,12 @@ def export_model(
     resize: Optional[str] = None,
     nms: Optional[str] = None,
 ) -> Path:
-    """Export PyTorch weights (our .pt, Darknet .weights or a port state dict) to ONNX, OpenVINO IR or Darknet.
+    """Export PyTorch weights (our .pt, Darknet .weights or a port state dict) to ONNX, OpenVINO IR, TorchScript
+    or Darknet.
 
-    Returns the written file (.onnx, the IR's .xml with its .bin beside it, or the .weights with its .cfg and
-    .names beside it). ``cfg``: the .cfg of Darknet ``weights`` (see :func:`~yolo_attn.utils.checkpoint.load_model`).
+    Returns the written file (.onnx, the IR's .xml with its .bin beside it, .torchscript, or the .weights with its
+    .cfg and .names beside it). ``cfg``: the .cfg of Darknet ``weights`` (see
+    :func:`~yolo_attn.utils.checkpoint.load_model`).
     ``resize`` / ``nms``: how the export runs by default, where not the weights' own way (a Darknet export's cfg
     says ``letter_box`` and ``nms_kind``; int8 calibrates on images fitted so).
     """
@@ -294,7 +314,7 @@ def export_model(
     if format != "darknet":
         check_opset(opset)
     weights = _resolve_weights_path(weights)
-    if weights.suffix.lower() in (".onnx", ".xml"):
+    if weights.suffix.lower() in (".onnx", ".xml", ".torchscript"):
         raise ValueError(f"{weights}: is already exported; export from the PyTorch checkpoint (.pt)")
     if format == "darknet" and dynamic:
         raise ValueError("--dynamic: a Darknet .cfg fixes the input size (Darknet reads it at load; edit its "
@@ -307,10 +327,14 @@ def export_model(
     if format == "darknet":
         return export_darknet(model, meta, weights, output, size, log)
     out = Path(output) if output else default_output(weights, format, precision)
-    if format == "onnx" and (out.is_dir() or not out.suffix):  # a folder to export into: named as beside the weights
+    single_file = {"onnx": "an ONNX export is a .onnx file", "torchscript": "a TorchScript export is a "
+                   ".torchscript file (a .pt would be taken for a checkpoint)"}
+    if format in single_file and (out.is_dir() or not out.suffix):  # a folder to export into: named as beside them
         out = out / default_output(weights, format, precision).name
-    elif format == "onnx" and out.suffix.lower() != ".onnx":
-        raise ValueError(f"--output {output}: an ONNX export is a .onnx file (or give a folder to write it into)")
+    elif format in single_file and out.suffix.lower() != f".{format}":
+        raise ValueError(f"--output {output}: {single_file[format]} (or give a folder to write it into)")
+    if format in single_file and out.exists() and out.resolve() == weights.resolve():
+        raise ValueError(f"--output {output}: would write over the weights being exported, {weights}")
     if format == "openvino" and out.suffix.lower() in _OTHER_MODEL_SUFFIXES and not out.is_dir():
         raise ValueError(f"--output {output}: an OpenVINO export is an .xml file (its .bin goes beside it), not a "
                          f"{out.suffix} file; give an .xml file name or a folder to write it into")
@@ -320,8 +344,16 @@ def export_model(
         out = out.with_suffix(".xml")
     if out.parent.exists() and not out.parent.is_dir():
         raise ValueError(f"--output {output}: {out.parent} is a file, not a folder; give a folder or an "
-                         f"{'.xml' if format == 'openvino' else '.onnx'} file name")
-    exported_meta = dict(export_meta(meta, size, dynamic, precision, weights.name), weights_source=fingerprint)
+                         f"{dict(openvino='.xml', torchscript='.torchscript').get(format, '.onnx')} file name")
+    # a trace takes any size: recorded as dynamic, whatever --dynamic says
+    exported_meta = dict(export_meta(meta, size, dynamic or format == "torchscript", precision, weights.name),
+                         weights_source=fingerprint)
+    if format == "torchscript":
+        from ..utils.paths import write_atomic
+
+        write_atomic(out, torchscript_bytes(model, exported_meta, size))
+        log(f"exported {weights} -> {out} (torchscript fp32, any batch and size; {size[1]}x{size[0]} by default)")
+        return out
 
     onnx_model = onnx_bytes(model, exported_meta, size, dynamic, opset)
     calib = calibration_images(data, calib_images, calib_count, log) if precision == "int8" else None
@@ -497,8 +529,8 @@ def check_parity(
 
     if Path(exported).suffix == ".weights":  # a Darknet export, read back with its .cfg and .names, in fp32
         target = Detector.load(exported, conf=conf, backend="torch", precision="fp32", device="cpu")
-    else:
-        target = Detector.load(exported, conf=conf)
+    else:  # on the CPU, as the reference below runs (a GPU's fp16 or TF32 would differ by design)
+        target = Detector.load(exported, conf=conf, device="cpu")
     model, meta = load_model(weights, classes, num_classes, cfg=cfg)
     reference = Detector(TorchBackend(model, fuse=False), meta, target.input_shape, conf=conf)
     target.nms = reference.nms  # the same NMS on both sides (a Darknet export's cfg may name another)

@@ -307,9 +307,10 @@ def load_model(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(missing_weights_message(path))
-    if path.suffix.lower() in (".onnx", ".xml", ".bin"):  # else torch.load's "pickled data" reads as a threat
-        raise ValueError(f"{path}: an exported model (ONNX / OpenVINO), which runs in tools/predict.py and "
-                         f"tools/eval.py but holds no PyTorch weights; use the checkpoint it was exported from")
+    if path.suffix.lower() in (".onnx", ".xml", ".bin", ".torchscript"):  # torch.load would call them threats
+        raise ValueError(f"{path}: an exported model (ONNX / OpenVINO / TorchScript), which runs in "
+                         f"tools/predict.py and tools/eval.py but is not a checkpoint; use the checkpoint it was "
+                         f"exported from")
     if path.suffix.lower() == ".weights" or path.name.endswith(".conv.29"):
         return _load_darknet(path, classes, num_classes, phi, cfg)
     if cfg is not None:
