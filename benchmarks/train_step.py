@@ -122,6 +122,7 @@ def phase_times(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, s
     optimizer = _sgd(model)
     ema = ModelEMA(model)
     device = images.device
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # as the trainer, on CUDA
 
     def mark() -> float:
         if device.type == "cuda":  # the GPU's queued work belongs to the phase that queued it
@@ -137,10 +138,12 @@ def phase_times(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, s
         loss, _ = loss_fn(outputs, targets, tuple(images.shape[2:]))
         marks.append(mark())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         marks.append(mark())
+        scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         marks.append(mark())
         ema.update(model)
         marks.append(mark())

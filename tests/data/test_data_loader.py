@@ -152,3 +152,12 @@ def test_eval_loader_maps_back(tmp_path):
     assert back[0, 2] <= 64 and back[0, 3] <= 49
     np.testing.assert_allclose(back * info["letterbox"].scale + [info["letterbox"].pad_x, info["letterbox"].pad_y] * 2,
                                boxes, atol=1e-3)
+
+
+def test_memory_is_pinned_only_for_training_on_a_gpu(tmp_path, monkeypatch):
+    """Pinning opens a CUDA context (on GPU 0): a run on the CPU of a GPU machine, each rank of DDP on the CPU
+    included, must not pin; the trainer says where it trains."""
+    ds = small_dataset(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert build_train_loader(ds, img_size=SIZE, workers=0).pin_memory  # no word from the caller: as before
+    assert not build_train_loader(ds, img_size=SIZE, workers=0, pin_memory=False).pin_memory

@@ -912,3 +912,22 @@ def test_single_cls_trains_every_box_as_one_class_and_eval_scores_it_so(tiny_dat
     result = run_eval(run / "weights/last.pt", tiny_data, img_size=64, workers=0, project=tmp_path / "eval",
                       single_cls=True)
     assert [(c["class"], c["ground_truths"]) for c in result["classes"]] == [("item", val_boxes)]
+
+
+def test_checkpoint_state_goes_to_the_cpu_whole_and_loads_back():
+    """Saved EMA and optimizer state are CPU tensors (a GPU run's best.pt loads with a plain torch.load on a
+    machine without one), in the same structure, which the optimizer loads back."""
+    from yolo_attn.engine.trainer import _to_cpu
+
+    model = build_model(0, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.rand(1, 3, 64, 64))[0].sum().backward()
+    optimizer.step()
+    state = optimizer.state_dict()
+    moved = _to_cpu(state)
+    assert moved["param_groups"] == state["param_groups"] and moved["state"].keys() == state["state"].keys()
+    for key, value in state["state"][0].items():
+        assert torch.equal(moved["state"][0][key], value) and moved["state"][0][key].device.type == "cpu"
+    again = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    again.load_state_dict(moved)
+    assert torch.equal(again.state_dict()["state"][0]["exp_avg"], state["state"][0]["exp_avg"])

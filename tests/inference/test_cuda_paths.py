@@ -105,3 +105,22 @@ def test_benchmarks_run_on_cuda(tmp_path):
     assert run_train_benchmark(64, 2, rounds=1, csv_path=str(tmp_path / "t.csv"), device="cuda",
                                log=lines.append) == 0
     assert "ours: fp16 autocast + GradScaler channels-last" in "\n".join(lines)
+
+
+@needs_cuda
+def test_a_gpu_runs_checkpoints_hold_cpu_tensors_only(tmp_path):
+    """The checkpoints of a run on the GPU (model, EMA, optimizer state) load with a plain torch.load on a
+    machine without one."""
+    from yolo_attn.engine.config import load_train_config
+    from yolo_attn.engine.trainer import train
+
+    from ..engine.conftest import write_tiny_dataset
+
+    config = write_tiny_dataset(tmp_path / "data")
+    cfg = load_train_config(None, dict(data=str(config), img_size=64, batch_size=4, workers=0, epochs=1,
+                                       device="cuda", project=str(tmp_path / "runs"), phi=2))
+    run = train(cfg)
+    ckpt = torch.load(run / "weights/last.pt", weights_only=True)  # no map_location
+    tensors = [v for part in ("model", "ema") for v in ckpt[part].values()]
+    tensors += [v for s in ckpt["optimizer"]["state"].values() for v in s.values() if torch.is_tensor(v)]
+    assert tensors and all(t.device.type == "cpu" for t in tensors)  # (the trainer's resume tests load them)

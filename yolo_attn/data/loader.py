@@ -298,11 +298,13 @@ def build_train_loader(
     include_difficult: Optional[bool] = None,
     cache: Union[str, bool] = "auto",
     prefetch_factor: int = 2,
+    pin_memory: Optional[bool] = None,
 ) -> DataLoader:
     """A training DataLoader over ``ds`` (batch format in the module docstring).
 
     ``loader.dataset`` is the :class:`TrainDataset` (``set_epoch``, ``close_mosaic``). Workers are
-    persistent and seeded; pin_memory is on only with CUDA; under ``distributed`` each rank reads its
+    persistent and seeded; ``pin_memory`` for training on a GPU (None: where CUDA is present; the trainer
+    says whether it trains there, as pinning makes a CUDA context); under ``distributed`` each rank reads its
     own share (rank and world size from ``torch.distributed``, else ``RANK`` / ``WORLD_SIZE``).
     """
     train_ds = TrainDataset(ds, img_size, aug, seed, include_difficult, cache)
@@ -313,7 +315,8 @@ def build_train_loader(
         kwargs = dict(persistent_workers=True, prefetch_factor=prefetch_factor,
                       worker_init_fn=partial(_worker_init, seed, rank))
     return DataLoader(train_ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=collate_train, pin_memory=torch.cuda.is_available(),
+                      collate_fn=collate_train,
+                      pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
                       drop_last=len(sampler) >= batch_size, generator=torch.Generator().manual_seed(seed),
                       **kwargs)
 

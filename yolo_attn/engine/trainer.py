@@ -11,6 +11,7 @@ import random
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -241,6 +242,19 @@ def _set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def _to_cpu(state: Any) -> Any:
+    """``state`` (a state dict, nested dicts and lists of tensors) with every tensor on the CPU, for saving.
+    Loading moves them back: load_state_dict copies into the model's tensors, and the optimizer's
+    load_state_dict moves its state to each parameter's device."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {k: _to_cpu(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_cpu(v) for v in state)
+    return state
+
+
 def _rng_states(device: torch.device, world: int) -> List[Dict[str, Any]]:
     """Every rank's RNG state, by rank (a collective under DDP: every rank calls it)."""
     state = _rng_state(device)
@@ -448,12 +462,14 @@ def train(cfg: Dict[str, Any]) -> Path:
     device = resolve_device(cfg["device"], local_rank if world > 1 else -1)
     if cfg.get("workers") in (None, "auto"):
         cfg["workers"] = auto_workers(device, world)
-    if world > 1 and device.type == "cuda" and device.index is not None:
+    if device.type == "cuda" and device.index is not None:
         # before the process group: NCCL's object broadcasts and barriers use the current GPU, cuda:0 on
-        # every rank otherwise
+        # every rank otherwise; and alone on cuda:1, the loader's pinning thread would open a context on cuda:0
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # rank 0 validates, saves and plots alone while the others wait in the next collective: NCCL's 10-minute
+        # default would kill a run whose validation (COCO val, early epochs at conf 0.001) takes longer
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=3))
     main = rank == 0
     logging.basicConfig(level=logging.INFO if main else logging.WARNING, format="%(message)s")
     if ignored and main:
@@ -540,7 +556,7 @@ def train(cfg: Dict[str, Any]) -> Path:
                          f"evenly between them: give a multiple of {world}")
     loader = build_train_loader(train_set, img_size=cfg["img_size"], batch_size=cfg["batch_size"] // world,
                                 workers=cfg["workers"], aug=cfg.get("aug") or {}, seed=cfg["seed"],
-                                distributed=world > 1)
+                                distributed=world > 1, pin_memory=device.type == "cuda")
     lr = cfg["lr"] * (cfg["batch_size"] / 64 if cfg["optimizer"] == "sgd" else 1.0)
     optimizer = build_optimizer(model, cfg["optimizer"], lr, cfg["momentum"], cfg["weight_decay"])
     epochs = int(cfg["epochs"])
@@ -700,9 +716,10 @@ def train(cfg: Dict[str, Any]) -> Path:
                     "meta": make_meta(model, names, eval_size, loss_fn.scale_x_y),  # what predict and eval use
                     "model": {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
                               for k, v in model.state_dict().items()},
-                    "ema": ema.module.state_dict() if ema is not None else None,
+                    # on the CPU, as "model": a plain torch.load of best.pt works on machines without a GPU
+                    "ema": _to_cpu(ema.module.state_dict()) if ema is not None else None,
                     "ema_updates": ema.updates if ema is not None else 0,
-                    "config": cfg, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "config": cfg, "optimizer": _to_cpu(optimizer.state_dict()), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else None,
                     "epoch": epoch, "epochs": epochs, "epoch_times": list(epoch_times), "best_fitness": best,
                     "best_epoch": best_epoch,

@@ -88,7 +88,7 @@ def decode_nms(
         s = scale_x_y
         grid = torch.stack([xi, yi], 1).to(rows.dtype)
         xy = (rows[:, 0:2].sigmoid() * s - 0.5 * (s - 1.0) + grid) * stride
-        wh = rows[:, 2:4].exp() * torch.as_tensor(anchors, dtype=rows.dtype)[ai]
+        wh = rows[:, 2:4].exp() * torch.as_tensor(anchors, dtype=rows.dtype, device=rows.device)[ai]
         per_level.append((bi, torch.cat([xy - wh / 2, xy + wh / 2, rows[:, 4:].sigmoid()], 1)))
     image_index = torch.cat([bi for bi, _ in per_level])
     decoded = torch.cat([d for _, d in per_level])
@@ -109,7 +109,7 @@ def _select(pred: torch.Tensor, conf: float, iou: float, max_det: int, classes, 
     keep = score > conf
     boxes, score, cls = pred[keep, :4], score[keep], cls[keep]
     if classes is not None:
-        keep = torch.isin(cls, torch.as_tensor(list(classes)))
+        keep = torch.isin(cls, torch.as_tensor(list(classes), device=cls.device))
         boxes, score, cls = boxes[keep], score[keep], cls[keep]
     if score.numel() > max_candidates:
         top = score.topk(max_candidates).indices
