@@ -931,3 +931,14 @@ def test_checkpoint_state_goes_to_the_cpu_whole_and_loads_back():
     again = torch.optim.AdamW(model.parameters(), lr=1e-3)
     again.load_state_dict(moved)
     assert torch.equal(again.state_dict()["state"][0]["exp_avg"], state["state"][0]["exp_avg"])
+
+
+def test_help_lists_every_option_with_its_default(capsys):
+    from yolo_attn.engine.config import _defaults, parse_train_args
+
+    with pytest.raises(SystemExit):
+        parse_train_args(["--help"])
+    text = capsys.readouterr().out
+    for key, value in _defaults().items():
+        assert f"\n  {key}:" in text, key
+    assert "  patience: 100 " in text and "# stop when the best fitness" in text  # defaults and what they do

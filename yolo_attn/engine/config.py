@@ -171,11 +171,23 @@ def _check_types(cfg: Dict[str, Any], defaults: Dict[str, Any]) -> None:
         raise ValueError(f"momentum: {momentum} does not suit {cfg['optimizer']} (sgd: above 0, adamw: below 1)")
 
 
+def _options_text() -> str:
+    """The options for --help: configs/train.yaml itself (each key, its default and what it does), which is
+    what the flags override, so the help cannot drift from it."""
+    if not DEFAULT_TRAIN_CONFIG.is_file():
+        return ""
+    lines = DEFAULT_TRAIN_CONFIG.read_text(encoding="utf-8").splitlines()
+    first = next((i for i, line in enumerate(lines) if line and not line.startswith("#")), len(lines))
+    return "options (--key value; the defaults of configs/train.yaml):\n" + "\n".join(
+        f"  {line}" if line else "" for line in lines[first:])
+
+
 def parse_train_args(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Parse ``tools/train.py`` arguments: ``--config FILE`` plus ``--key value`` for any config key."""
     parser = argparse.ArgumentParser(
-        description="Train YOLOv4-tiny with an attention neck. Any key of configs/train.yaml is a flag "
-        "(--epochs 10, --aug.mosaic 0.5); with no --data the embedded shapes dataset is used.",
+        description="Train YOLOv4-tiny with an attention neck. Any key of configs/train.yaml is a flag\n"
+        "(--epochs 10, --batch-size 16, --aug.mosaic 0.5); with no --data the embedded shapes dataset is used.",
+        epilog=_options_text(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="YAML file of options (over configs/train.yaml)")
     args, rest = parser.parse_known_args(argv)
