@@ -14,7 +14,11 @@ setup(
     long_description=(here / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["yolo_attn", "yolo_attn.*"]),
+    packages=find_packages(include=["yolo_attn", "yolo_attn.*"]) + ["yolo_attn.configs"],
+    # configs/ ships inside the package as yolo_attn/configs, so that an installed (not editable) copy has the
+    # training defaults (configs/train.yaml) and the example data configs
+    package_dir={"yolo_attn.configs": "configs"},
+    package_data={"yolo_attn.configs": ["*.yaml"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.1",

@@ -14,7 +14,19 @@ from .loss import ASSIGNERS
 
 __all__ = ["DEFAULT_TRAIN_CONFIG", "STRING_KEYS", "load_train_config", "parse_train_args"]
 
-DEFAULT_TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train.yaml"
+
+def _default_train_config() -> Path:
+    """configs/train.yaml: the repository's in a checkout (or an editable install), else the copy that setup.py
+    packs as yolo_attn/configs into an installed one."""
+    here = Path(__file__).resolve()
+    for folder in (here.parents[2] / "configs", here.parents[1] / "configs"):
+        if (folder / "train.yaml").is_file():
+            return folder / "train.yaml"
+    return here.parents[2] / "configs" / "train.yaml"
+
+
+DEFAULT_TRAIN_CONFIG = _default_train_config()
+
 # Names, paths and choices: their values stay text, so a run called 2024, a folder named "123" or a file
 # named "yes" is not read as a number or a boolean. Those that default to null still take null (~, empty).
 STRING_KEYS = ("name", "project", "device", "optimizer", "assigner", "data", "root", "weights", "classes", "resume")
