@@ -561,8 +561,8 @@ def run_benchmark(
     """The command line's inference benchmark, at ``img_size`` (an int, (h, w), or None for the weights' own
     input shape: a converted Darknet cfg's width and height, 416 without weights), on ``device`` (the CPU, or
     a GPU for the PyTorch variants). Returns the exit status."""
-    from ..utils.device import resolve_device
     from ..models.info import model_info
+    from ..utils.device import resolve_device
     from .export import calibration_images, check_data_config, synthetic_images
 
     device = str(resolve_device(device))  # a clear error before anything is built
