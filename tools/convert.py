@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Optional, Sequence
 
 from yolo_attn.models import check_input_size
 from yolo_attn.models.attention import phi_of, resolve_attention
-from yolo_attn.utils.checkpoint import load_model, meta_nms, meta_resize, save_checkpoint, with_pipeline
+from yolo_attn.utils.checkpoint import (is_our_checkpoint, load_checkpoint, load_model, meta_nms, meta_resize,
+                                        save_checkpoint, with_pipeline)
 from yolo_attn.utils.cli import add_pipeline_flags, positive_int
 
 SOURCE_NAMES = {"port": "a state dict of the PyTorch port", "darknet": "a Darknet .weights file"}
@@ -44,11 +46,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_out(out: Path, inputs: Sequence[Optional[Path]]) -> Optional[str]:
+    """Why ``out`` must not be written, or None. A checkpoint is a .pt (or .pth) file; it never replaces one
+    of the files being converted, nor a file that is not an earlier conversion (a run's checkpoint: its
+    training state would be lost)."""
+    if out.is_dir():
+        return f"is a folder; give the checkpoint's file name (e.g. {out / 'model.pt'})"
+    if out.suffix.lower() not in (".pt", ".pth"):
+        return "our checkpoints are .pt files (or .pth); give such a name"
+    if not out.exists():
+        return None
+    if any(p is not None and p.exists() and out.resolve() == p.resolve() for p in inputs):
+        return "is one of the files being converted; give another name"
+    try:
+        existing = load_checkpoint(out, mmap=True)
+    except ValueError:
+        existing = None
+    if not is_our_checkpoint(existing) or existing["meta"].get("source") not in SOURCE_NAMES:
+        return "exists and is not an earlier conversion (a training run's checkpoint, or another file); give " \
+               "another name, or move it away first"
+    return None  # an earlier conversion: replaced (atomically)
+
+
 def main() -> None:
     parser = build_parser()
     args = parser.parse_args()
-    if args.out.is_dir():
-        parser.error(f"--out {args.out}: is a folder; give the checkpoint's file name (e.g. {args.out / 'model.pt'})")
+    problem = check_out(args.out, [args.weights, args.cfg, args.classes])
+    if problem:
+        parser.error(f"--out {args.out}: {problem}")
     try:
         if args.img_size is not None:
             check_input_size(args.img_size, "--img-size")

@@ -494,6 +494,34 @@ def test_darknet_weights_convert_too(tmp_path, monkeypatch):
     assert load_model(out)[0].phi == 2
 
 
+def test_converter_never_writes_over_its_inputs_or_a_training_checkpoint(tmp_path, monkeypatch, capsys):
+    """--out equal to the weights (or their cfg) replaced them with a checkpoint and the Darknet file was lost;
+    --out run/best.pt lost the run's checkpoint. An earlier conversion is still replaced."""
+    from yolo_attn.utils.checkpoint import make_meta, save_checkpoint
+
+    weights = tmp_path / "tiny.weights"
+    save_darknet_weights(build_model(0, 3), weights)
+    cfg = tmp_path / "other.cfg"  # not the one of the weights' name, which would be read for the conversions below
+    cfg.write_text("not read before --out is checked")
+    trained = tmp_path / "best.pt"
+    model = build_model(0, 3)
+    save_checkpoint({"meta": make_meta(model, ["a", "b", "c"], 64), "model": model.state_dict(), "epoch": 9}, trained)
+    kept = {path: path.read_bytes() for path in (weights, cfg, trained)}
+    for out, message in ((weights, "our checkpoints are .pt files"), (cfg, "our checkpoints are .pt files"),
+                         (tmp_path / "x.onnx", "our checkpoints are .pt files"),
+                         (trained, "exists and is not an earlier conversion")):
+        with pytest.raises(SystemExit):
+            run_convert(monkeypatch, "--from", "darknet", "--weights", weights, "--cfg", cfg, "--num-classes", 3,
+                        "--out", out)
+        assert f"--out {out}: {message}" in capsys.readouterr().err
+    assert all(path.read_bytes() == data for path, data in kept.items()) and not (tmp_path / "x.onnx").exists()
+    converted = tmp_path / "tiny.pt"
+    for phi in ("0", "cbam"):  # converting again over an earlier conversion replaces it
+        run_convert(monkeypatch, "--from", "darknet", "--weights", weights, "--num-classes", 3, "--phi", phi,
+                    "--out", converted)
+    assert load_model(converted)[0].phi == 2
+
+
 def test_converter_names_an_unknown_attention(tmp_path, monkeypatch, capsys):
     weights = tmp_path / "tiny.weights"
     save_darknet_weights(build_model(0, 3), weights)
