@@ -27,6 +27,8 @@ from .records import (
 
 __all__ = ["COCODataset", "coco_split_paths"]
 
+COCO_SHARED_FILE = "image file given several ids"  # a problem kind, as those of records.py
+
 
 def coco_split_paths(root: Union[str, os.PathLike], entry: Union[str, dict]) -> Tuple[Path, Path]:
     """(image folder, annotation JSON) for a config entry.
@@ -131,10 +133,18 @@ class COCODataset(DetectionDataset):
         counts = Counter(img["id"] for img in data["images"])
         duplicated = {image_id for image_id, count in counts.items() if count > 1}
         for image_id in duplicated:
-            names = ", ".join(str(img.get("file_name")) for img in data["images"] if img["id"] == image_id)
+            # not `names`: that is the class names, which the box messages below still need
+            listed = ", ".join(str(img.get("file_name")) for img in data["images"] if img["id"] == image_id)
             log.add(COCO_DUPLICATE_IMAGE_ID, ann_file, f"image id {image_id} is given to {counts[image_id]} "
-                    f"images ({names}); they and their annotations are skipped")
+                    f"images ({listed}); they and their annotations are skipped")
             del images[image_id]
+        ids_of_file: Dict[str, List[int]] = defaultdict(list)
+        for image_id, img in images.items():
+            ids_of_file[str(img.get("file_name"))].append(image_id)
+        for file_name, ids in ids_of_file.items():
+            if len(ids) > 1:  # pycocotools scores them as separate images: kept, but surely not meant
+                log.add(COCO_SHARED_FILE, ann_file, f"{file_name} is the file of image ids "
+                        f"{', '.join(map(str, ids))}; each is kept with its own annotations")
         files = set(os.listdir(image_dir)) if image_dir.is_dir() else set()
         per_image: Dict[int, list] = defaultdict(list)
         for ann in data.get("annotations") or []:
