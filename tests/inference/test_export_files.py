@@ -104,3 +104,33 @@ def test_a_torch_file_holding_a_disallowed_object_is_still_refused_as_pickled(tm
     with pytest.raises(ValueError, match="refused to unpickle it, since that could run code") as err:
         load_checkpoint(path)
     assert "reads as" not in str(err.value)
+
+
+@needs_openvino
+def test_an_ir_without_its_bin_or_with_a_torn_one_says_so(ckpt, tmp_path):
+    """OpenVINO's error was cut to its first line, "Exception from src/inference/src/cpp/core.cpp:84:"."""
+    out = export_model(ckpt, "openvino", tmp_path / "ov", img_size=SIZE, log=lambda s: None)
+    data = out.with_suffix(".bin").read_bytes()
+    out.with_suffix(".bin").unlink()
+    with pytest.raises(ValueError, match=r"tiny.xml: its weights, tiny.bin, are not beside it \(an OpenVINO IR is "
+                                         r"the .xml and the .bin of its name; copy both\)"):
+        Detector.load(out)
+    out.with_suffix(".bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"tiny.xml: not a loadable OpenVINO/ONNX model \((?!Exception from).+\)"):
+        Detector.load(out)
+
+
+def test_names_given_for_a_checkpoint_are_said_to_be_unused_and_size_zero_is_refused(ckpt, tmp_path, caplog):
+    """--classes-file with our checkpoint (which carries its names) was ignored without a word; --img-size 0 was
+    taken as "the checkpoint's size" while -32 and 100 were refused."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="yolo_attn"):
+        Detector.load(ckpt, classes=["x", "y", "z"], device="cpu")
+    assert "carries its class names (cat, dog, bird), which are used; --classes-file / --num-classes" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="yolo_attn"):
+        Detector.load(ckpt, device="cpu")
+    assert "carries its class names" not in caplog.text
+    with pytest.raises(ValueError, match="image size 0: YOLOv4-tiny needs a width and height that are positive"):
+        export_model(ckpt, "onnx", tmp_path / "m.onnx", img_size=0, log=lambda s: None)

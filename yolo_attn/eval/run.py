@@ -12,7 +12,7 @@ import torch.nn as nn
 from ..data.config import build_dataset, load_data_config
 from ..inference.hardware import keep_freed_memory
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES
-from ..utils.checkpoint import load_model, meta_input_shape, meta_nms, meta_resize
+from ..utils.checkpoint import load_model, meta_input_shape, meta_nms, meta_resize, warn_names_unused
 from ..utils.device import resolve_device
 from ..utils.paths import increment_path, remove_if_empty
 from .coco import load_coco_ground_truth
@@ -85,6 +85,7 @@ def run_eval(
         # Weights without class names (Darknet, the port) take the dataset's unless told otherwise.
         classes = classes_file if classes_file is not None else (None if num_classes is not None else dataset.names)
         model, meta = load_model(weights, classes=classes, num_classes=num_classes, phi=phi, cfg=darknet_cfg)
+        warn_names_unused(weights, meta, classes_file, num_classes)
     ours, theirs = list(meta["names"]), list(dataset.names)
     if len(ours) == 1 and len(theirs) > 1:
         raise ValueError(f"{weights}: the model has one class ({ours[0]}) and the data {len(theirs)}: a model "

@@ -24,6 +24,7 @@ import re
 import threading
 import warnings
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type, Union
 
 import numpy as np
@@ -295,10 +296,14 @@ class OpenVinoBackend(Backend):
         meta_text = None
         if isinstance(model, (str, os.PathLike)):
             path = str(model)
+            weights = Path(path).with_suffix(".bin")
+            if path.lower().endswith(".xml") and not weights.is_file():
+                raise ValueError(f"{path}: its weights, {weights.name}, are not beside it (an OpenVINO IR is the "
+                                 f".xml and the .bin of its name; copy both)")
             try:
                 model = self._core.read_model(path)
-            except Exception as e:  # OpenVINO raises RuntimeError with the whole C++ context
-                raise ValueError(f"{path}: not a loadable OpenVINO/ONNX model ({_first_line(e)})") from None
+            except Exception as e:  # OpenVINO raises RuntimeError with the whole C++ context, its cause last
+                raise ValueError(f"{path}: not a loadable OpenVINO/ONNX model ({_last_line(e)})") from None
             if path.lower().endswith(".onnx"):  # OpenVINO's ONNX reader drops metadata_props
                 meta_text = _onnx_metadata(path)
         self.device = device
@@ -423,6 +428,12 @@ def create_backend(name: str, model: Any, precision: Optional[str] = None, devic
 
 def _label(model: Any) -> str:
     return str(model) if isinstance(model, (str, os.PathLike)) else "in-memory model"
+
+
+def _last_line(e: Exception) -> str:
+    """The last non-empty line of an error: where OpenVINO says what is wrong, after its C++ call stack."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[-1][:200] if lines else type(e).__name__
 
 
 def _first_line(e: Exception) -> str:

@@ -29,7 +29,7 @@ from ..models.decode import check_nms, decode_outputs
 from ..models.decode import postprocess as nms_postprocess
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, augmented_decode, check_views
 from ..models.yolo import STRIDES, check_input_size
-from ..utils.checkpoint import meta_input_shape, meta_nms, meta_resize, missing_weights_message
+from ..utils.checkpoint import meta_input_shape, meta_nms, meta_resize, missing_weights_message, warn_names_unused
 from ..utils.device import resolve_device
 from .backends import Backend, create_backend
 from .fastproc import decode_nms, letterbox_batch
@@ -278,6 +278,8 @@ class Detector:
         # froze when it was made: it could run other settings than the ones asked for now.
         own = None if suffix == ".weights" else _checkpoint_meta(path)
         ours = own is not None
+        if ours:  # it runs with its own names, whichever backend or export runs it
+            warn_names_unused(path, own, classes, num_classes)
         choice = _choose(path, backend, precision, device, use_exports and ours, img_size, bool(augment), ours)
         if choice is not None and choice.weights is not None and img_size is None:
             # the checkpoint's size, not the one the export was made at (a --dynamic 320 export would set it)

@@ -299,7 +299,7 @@ def export_model(
     ``resize`` / ``nms``: how the export runs by default, where not the weights' own way (a Darknet export's cfg
     says ``letter_box`` and ``nms_kind``; int8 calibrates on images fitted so).
     """
-    from ..utils.checkpoint import load_model, with_pipeline
+    from ..utils.checkpoint import load_model, warn_names_unused, with_pipeline
     from .detector import _resolve_weights_path
 
     if format not in FORMATS:
@@ -322,8 +322,9 @@ def export_model(
     # of the file as loaded (one rewritten meanwhile is another); Darknet files record no source
     fingerprint = weights_fingerprint(weights) if format != "darknet" else None
     model, meta = load_model(weights, classes, num_classes, cfg=cfg)
+    warn_names_unused(weights, meta, classes, num_classes)
     meta = with_pipeline(meta, resize, nms)
-    size = check_input_size(img_size or meta_input_shape(meta), "image size")  # (h, w)
+    size = check_input_size(meta_input_shape(meta) if img_size is None else img_size, "image size")  # (h, w)
     if format == "darknet":
         return export_darknet(model, meta, weights, output, size, log)
     out = Path(output) if output else default_output(weights, format, precision)

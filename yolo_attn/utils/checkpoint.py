@@ -35,6 +35,7 @@ __all__ = [
     "meta_input_shape",
     "meta_nms",
     "meta_resize",
+    "warn_names_unused",
     "missing_weights_message",
     "model_from_checkpoint",
     "read_class_names",
@@ -285,6 +286,15 @@ def _load_darknet(path: Path, classes: Union[None, PathLike, Sequence[str]], num
     # Darknet's own pipeline by default (flags override; see meta_resize, meta_nms)
     meta["preprocess"], meta["nms"] = {"resize": resize}, nms
     return model.eval(), meta
+
+
+def warn_names_unused(path: PathLike, meta: Dict[str, Any], classes: Any, num_classes: Optional[int]) -> None:
+    """Say that --classes-file / --num-classes went unused: our checkpoints carry their class names (a user
+    who meant to rename the classes would otherwise never know)."""
+    if (classes is not None or num_classes is not None) and meta.get("source") not in ("darknet", "port"):
+        names = ", ".join(meta["names"][:5]) + (", ..." if len(meta["names"]) > 5 else "")
+        log.warning("%s: carries its class names (%s), which are used; --classes-file / --num-classes are for "
+                    "weights without names (Darknet, the port)", path, names)
 
 
 def load_model(

@@ -53,7 +53,10 @@ def write_atomic(path: Union[str, os.PathLike], data: Union[bytes, str]) -> None
     """Write ``data`` to a temp file next to ``path``, then rename over it: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # its message would name the temp file, which the caller never asked for
+        raise OSError(e.errno, f"cannot write {path} ({e.strerror})") from None
     try:
         os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are meant to be shared
         with os.fdopen(fd, "wb") as f:
