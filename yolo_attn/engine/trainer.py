@@ -178,12 +178,13 @@ def train_one_epoch(
         with autocast:
             outputs = model(images)
         loss, parts = loss_fn(outputs, targets.to(device), images.shape[2:])
-        if not torch.isfinite(loss):
+        # one read-back a step (on a GPU each one stalls the queue): the logged parts and the check together
+        box, obj, cls, total = torch.stack([parts["box"], parts["obj"], parts["cls"], loss.detach()]).float().cpu()
+        if not torch.isfinite(total):
             paths = ", ".join(str(info.get("path", "?")) for info in infos)
             raise FloatingPointError(
-                f"epoch {epoch + 1}, batch {i}: loss is {loss.item()} (box {parts['box'].item():.4g}, "
-                f"obj {parts['obj'].item():.4g}, cls {parts['cls'].item():.4g}); images: {paths}. "
-                f"Check these samples with tools/check_data.py, or lower --lr")
+                f"epoch {epoch + 1}, batch {i}: loss is {total.item()} (box {box.item():.4g}, obj {obj.item():.4g}, "
+                f"cls {cls.item():.4g}); images: {paths}. Check these samples with tools/check_data.py, or lower --lr")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -199,7 +200,7 @@ def train_one_epoch(
             optimizer.step()
         if ema is not None:
             ema.update(model)
-        sums += torch.stack([parts["box"], parts["obj"], parts["cls"]]).cpu()
+        sums += torch.stack([box, obj, cls])
         seen += images.shape[0]
         if verbose:
             rate = seen / (time.perf_counter() - start)
