@@ -143,3 +143,91 @@ def test_darknet_relative_voc_lines_check(tmp_path, capsys, monkeypatch):
     code, out = run_tool(["--data", "voc.data"], capsys)
     assert code == 0, out
     assert "train: 2 images, 2 boxes" in out and "val: 1 images, 1 boxes" in out
+
+
+def yolo_images(root, names=("a", "b", "c")):
+    for name in names:
+        write_jpeg(root / "images" / "train" / f"{name}.jpg", 64, 64)
+
+
+def test_yolo_split_without_label_files_fails(tmp_path, capsys):
+    """No labels/ folder at all: each image is listed as a background image (not a problem by itself), and the
+    split with not one box is a problem naming where the labels were looked for, as training refuses it."""
+    root = tmp_path / "yolo"
+    yolo_images(root)
+    cfg = write_config(tmp_path, f"format: yolo\nroot: {root}\ntrain: images/train\nval: images/train\n"
+                                 "names: [cat]\n")
+    code, out = run_tool(["--data", cfg], capsys)
+    assert code == 1, out
+    assert f"{R.MISSING_LABEL}, not a problem (3):" in out
+    assert str(root / "labels" / "train" / "a.txt") in out
+    assert "split train: 3 images and not one box: 3 have no label file" in out and "training refuses it" in out
+    assert "(3 without a label file)" in out
+    # one labelled image: the others are background images, and the check passes
+    (root / "labels" / "train").mkdir(parents=True)
+    (root / "labels" / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    code, out = run_tool(["--data", cfg], capsys)
+    assert code == 0, out
+    assert f"{R.MISSING_LABEL}, not a problem (2):" in out and "no problems found" in out
+
+
+def test_darknet_list_of_images_folder_without_labels_fails(tmp_path, capsys, monkeypatch):
+    """A Darknet list of .../images/train/*.jpg with the labels in .../labels/train: Darknet's rule looks beside
+    the images, finds nothing, and the check says so instead of passing."""
+    root = tmp_path / "set"
+    yolo_images(root, ("a", "b"))
+    (root / "labels" / "train").mkdir(parents=True)
+    for name in ("a", "b"):
+        (root / "labels" / "train" / f"{name}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "train.txt").write_text("".join(f"{root / 'images' / 'train' / n}.jpg\n" for n in ("a", "b")))
+    (tmp_path / "obj.names").write_text("cat\n")
+    (tmp_path / "obj.data").write_text("train=train.txt\nvalid=train.txt\nnames=obj.names\n")
+    monkeypatch.chdir(tmp_path)
+    code, out = run_tool(["--data", "obj.data"], capsys)
+    assert code == 1, out
+    assert "split train: 2 images and not one box" in out and str(root / "images" / "train" / "a.txt") in out
+
+
+def test_image_listed_twice_is_reported(tmp_path, voc_root, capsys):
+    (voc_root / "VOC2012" / "ImageSets" / "Main" / "trainval.txt").write_text("2012_000001\n2012_000001\n")
+    cfg = write_config(tmp_path, f"format: voc\nroot: {voc_root}\ntrain: [VOC2012/trainval]\n"
+                                 "val: [VOC2012/trainval]\nnames: [cat, dog, person]\n")
+    code, out = run_tool(["--data", cfg], capsys)
+    assert code == 1, out
+    assert f"{R.LISTED_TWICE} (2):" in out and "2012_000001.jpg: listed 2 times in the train split" in out
+    root = tmp_path / "yolo"
+    yolo_images(root, ("a", "b"))
+    (root / "labels" / "train").mkdir(parents=True)
+    for name in ("a", "b"):
+        (root / "labels" / "train" / f"{name}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "train.txt").write_text("images/train/a.jpg\nimages/train/b.jpg\n./images/train/a.jpg\n")
+    cfg = write_config(tmp_path, f"format: yolo\nroot: {root}\ntrain: train.txt\nval: images/train\n"
+                                 "names: [cat]\n")
+    code, out = run_tool(["--data", cfg], capsys)
+    assert code == 1, out
+    assert f"{R.LISTED_TWICE} (1):" in out and "a.jpg: listed 2 times in the train split" in out
+
+
+def test_split_option_requires_only_that_split(tmp_path, capsys):
+    root = tmp_path / "yolo"
+    yolo_images(root, ("a",))
+    (root / "labels" / "train").mkdir(parents=True)
+    (root / "labels" / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    cfg = write_config(tmp_path, f"format: yolo\nroot: {root}\ntrain: images/train\nnames: [cat]\n")
+    code, out = run_tool(["--data", cfg, "--split", "train"], capsys)
+    assert code == 0, out
+    assert "train: 1 images, 1 boxes" in out and "val:" not in out
+    code = run_tool(["--data", cfg], capsys)[0]  # checking every split: the missing one is still an error
+    assert code == 2
+
+
+def test_yolo_nan_value_is_non_finite(tmp_path, capsys):
+    root = tmp_path / "yolo"
+    yolo_images(root, ("a",))
+    (root / "labels" / "train").mkdir(parents=True)
+    (root / "labels" / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n0 nan 0.5 0.2 0.2\n")
+    cfg = write_config(tmp_path, f"format: yolo\nroot: {root}\ntrain: images/train\nval: images/train\n"
+                                 "names: [cat]\n")
+    code, out = run_tool(["--data", cfg], capsys)
+    assert code == 1, out
+    assert "line 2 '0 nan 0.5 0.2 0.2': non-finite value (nan); skipped" in out and "pixel coordinates" not in out

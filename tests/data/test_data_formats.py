@@ -149,8 +149,6 @@ def test_coco_image_id_given_to_two_images_skips_both_with_their_annotations(coc
 def test_coco_box_messages_name_classes_after_a_duplicate_id_and_a_shared_file_is_reported(coco_root):
     """Box messages named the class by the file names of an image id given twice (a variable was reused), and
     one file under two image ids (each kept, as pycocotools scores them) went unsaid."""
-    from yolo_attn.data.coco import COCO_SHARED_FILE
-
     ann_file = coco_root / "annotations" / "instances_val2017.json"
     data = json.loads(ann_file.read_text())
     data["images"] += [{"id": 50, "file_name": "x.jpg", "height": 40, "width": 50},
@@ -162,7 +160,8 @@ def test_coco_box_messages_name_classes_after_a_duplicate_id_and_a_shared_file_i
     messages = {p.kind: p.message for p in ds.problems.problems}
     assert "image id 50 is given to 2 images (x.jpg, y.jpg)" in messages[R.COCO_DUPLICATE_IMAGE_ID]
     assert messages[R.OUT_OF_BOUNDS].startswith("person box [70, 50, 100, 80]")  # was: "x box ..."
-    assert messages[COCO_SHARED_FILE] == "a.jpg is the file of image ids 10, 60; each is kept with its own annotations"
+    assert messages[R.COCO_SHARED_FILE] == ("a.jpg is the file of image ids 10, 60; each is kept with its own "
+                                            "annotations")
 
 
 def test_coco_crowd_regions_are_never_training_boxes(coco_root):

@@ -1,9 +1,11 @@
 """Dataset health check behind ``tools/check_data.py``: every problem, with its file and reason, counted.
 
 Beyond what the adapters report while reading annotations, the check scans the folders (VOC: annotations
-without images and images without annotations; YOLO: label files without images) and decodes every image
+without images and images without annotations; YOLO: label files without images), finds images a split lists
+more than once and splits (other than test, which may be unlabelled) with not one box, and decodes every image
 (unreadable, truncated, zero-byte, size differing from the annotation). Conversions that are handled
-(grayscale, palette, alpha, 16-bit, EXIF rotation) are listed as notes, not problems.
+(grayscale, palette, alpha, 16-bit, EXIF rotation) are listed as notes, not problems; so are YOLO images without
+a label file, which train as background images.
 """
 from __future__ import annotations
 
@@ -15,18 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .config import build_dataset
+from .config import build_dataset, load_data_config
 from .dataset import DetectionDataset
 from .records import (
-    IMAGE_SUFFIXES, MISSING_ANNOTATION, MISSING_IMAGE, MISSING_SIZE, ORPHAN_LABEL, BadImageError, DataProblem,
-    ProblemLog, exif_orientation, open_image_header, read_image,
+    IMAGE_SUFFIXES, LISTED_TWICE, MISSING_ANNOTATION, MISSING_IMAGE, MISSING_LABEL, MISSING_SIZE, ORPHAN_LABEL,
+    BadImageError, DataProblem, ProblemLog, exif_orientation, open_image_header, read_image,
 )
 from .voc import voc_year_dir
 from .yolo_txt import image_label_pairs
 
-__all__ = ["CheckReport", "check_data"]
+__all__ = ["CheckReport", "check_data", "load_check_config"]
 
 CONFIG_ERROR = "split cannot be read"
+NO_BOXES = "split without one box"
+_BACKGROUND_EXAMPLES = 5  # background images are normal: a few show where labels were looked for
 _MODE_NOTES = {"L": "grayscale", "LA": "grayscale with alpha (alpha dropped)", "P": "palette",
                "PA": "palette with alpha (alpha dropped)", "RGBA": "RGBA (alpha dropped)", "CMYK": "CMYK",
                "I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer", "F": "float",
@@ -35,10 +39,12 @@ _MODE_NOTES = {"L": "grayscale", "LA": "grayscale with alpha (alpha dropped)", "
 
 @dataclass
 class CheckReport:
-    """What :func:`check_data` found: problems (each naming its file), notes, and counts per split."""
+    """What :func:`check_data` found: problems (each naming its file), notes, and counts per split.
+    ``background`` lists YOLO images without a label file: reported, but not problems."""
 
     problems: ProblemLog = field(default_factory=ProblemLog)
     notes: List[str] = field(default_factory=list)
+    background: ProblemLog = field(default_factory=ProblemLog)
     splits: Dict[str, Dict[str, int]] = field(default_factory=dict)
 
     @property
@@ -57,6 +63,13 @@ class CheckReport:
             lines += [f"  {p}" for p in shown]
             if len(shown) < len(items):
                 lines.append(f"  ... and {len(items) - len(shown)} more")
+        if self.background:
+            items = self.background.problems
+            lines.append(f"{MISSING_LABEL}, not a problem ({len(items)}):")
+            shown = items[:_BACKGROUND_EXAMPLES if max_lines is None else max_lines]
+            lines += [f"  {p}" for p in shown]
+            if len(shown) < len(items):
+                lines.append(f"  ... and {len(items) - len(shown)} more (--max-lines N to list more)")
         if self.notes:
             lines.append(f"converted on load, not problems ({len(self.notes)}):")
             shown = self.notes if max_lines is None else self.notes[:max_lines]
@@ -66,7 +79,8 @@ class CheckReport:
         lines.append("summary:")
         for split, counts in self.splits.items():
             lines.append(f"  {split}: {counts.get('images', 0)} images, {counts.get('boxes', 0)} boxes"
-                         f" ({counts.get('difficult', 0)} difficult), {counts.get('empty', 0)} without objects")
+                         f" ({counts.get('difficult', 0)} difficult), {counts.get('empty', 0)} without objects"
+                         + (f" ({counts['unlabelled']} without a label file)" if counts.get("unlabelled") else ""))
         counts = Counter(p.kind for p in self.problems.problems)
         for kind, n in counts.most_common():
             lines.append(f"  {n:6d}  {kind}")
@@ -129,6 +143,47 @@ def _scan_yolo(cfg: Mapping[str, Any], entries: Sequence[str], log: ProblemLog) 
                     log.add(ORPHAN_LABEL, label, "no image with this name in the matching images folder")
 
 
+def _unlabelled(cfg: Mapping[str, Any], split: str, ds: DetectionDataset) -> List[Tuple[str, Path]]:
+    """(image, where its label file was looked for) of each YOLO image of a split that has no label file, by the
+    config's label rule (background images, to the adapter)."""
+    labels: Dict[str, Path] = {}
+    for entry in cfg.get(split) or []:
+        try:
+            pairs = image_label_pairs(cfg["root"], entry, cfg.get("labels", "ultralytics"))
+        except (FileNotFoundError, ValueError):  # reported with the split
+            continue
+        labels.update((str(image), label) for image, label in pairs)
+    return [(r.path, labels[r.path]) for r in ds.records if r.path in labels and not labels[r.path].is_file()]
+
+
+def _listed_twice(split: str, entries: Sequence[Any], ds: DetectionDataset, log: ProblemLog) -> None:
+    """Report images a split lists more than once (a VOC id, a YOLO list's line or folder given twice).
+
+    Reported only: loading keeps every listing, as evaluation scores images whose ids repeat by position."""
+    counts = Counter(os.path.normpath(r.path) for r in ds.records)
+    for path, n in counts.items():
+        if n > 1:
+            log.add(LISTED_TWICE, path, f"listed {n} times in the {split} split ({', '.join(map(str, entries))});"
+                    f" each listing is loaded, so it counts {n} times in training and in scores: remove the repeats")
+
+
+def _no_boxes(cfg: Mapping[str, Any], split: str, ds: DetectionDataset,
+              unlabelled: Sequence[Tuple[str, Path]]) -> str:
+    """Why a split with images has not one box, for the :data:`NO_BOXES` problem."""
+    if unlabelled:
+        why = f"{len(unlabelled)} have no label file (the first looked for at {unlabelled[0][1]})"
+        if len(unlabelled) < len(ds):
+            why += ", the others' label files hold no usable line"
+    elif cfg["format"] == "yolo":
+        why = "every label file is empty or holds no usable line"
+    else:
+        why = "no annotation holds a usable object"
+    if len(ds.problems):
+        why += " (see the problems above)"
+    consequence = {"train": "; training refuses it", "val": "; there is nothing to score"}.get(split, "")
+    return f"split {split}: {len(ds)} images and not one box: {why}{consequence}"
+
+
 def _inspect(record) -> Tuple[Optional[DataProblem], Optional[str]]:
     """Decode one image: (problem or None, note or None)."""
     path = record.path
@@ -167,6 +222,24 @@ class _Quiet:
         self.logger.setLevel(self.level)
 
 
+def load_check_config(source: Any = None, root: Optional[str] = None,
+                      splits: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """:func:`~yolo_attn.data.config.load_data_config` for a check of ``splits`` (default: all): a train or val
+    split that is not checked may be missing from the config (``--split train`` on a config without ``val:``)."""
+    overrides = {"root": root} if root else {}
+    try:
+        return load_data_config(source, overrides or None)
+    except (OSError, ValueError) as e:
+        unchecked = [key for key in ("train", "val") if splits and key not in splits]
+        if not unchecked:
+            raise
+        error = e
+    try:  # the error may have been about an unchecked split: leave those out
+        return load_data_config(source, {**overrides, **{key: [] for key in unchecked}})
+    except (OSError, ValueError):
+        raise error from None
+
+
 def check_data(cfg: Mapping[str, Any], splits: Optional[Sequence[str]] = None, decode: bool = True,
                workers: int = 2, progress: bool = True) -> CheckReport:
     """Check the splits of a loaded data config (default: train, val and test when present)."""
@@ -186,10 +259,22 @@ def check_data(cfg: Mapping[str, Any], splits: Optional[Sequence[str]] = None, d
             continue
         datasets.append(ds)
         report.problems.extend(_dedupe(ds.problems.problems, seen))
-        report.splits[split] = {
+        counts = report.splits[split] = {
             "images": len(ds), "boxes": sum(len(r.labels) for r in ds.records),
             "difficult": sum(int(r.difficult.sum()) for r in ds.records),
             "empty": sum(len(r.labels) == 0 for r in ds.records)}
+        unlabelled = _unlabelled(cfg, split, ds) if cfg["format"] == "yolo" else []
+        counts["unlabelled"] = len(unlabelled)
+        background = ProblemLog()
+        for image, label in unlabelled:
+            background.add(MISSING_LABEL, image, f"no label file at {label}; trained on as an image without objects")
+        report.background.extend(_dedupe(background.problems, seen))
+        if cfg["format"] in ("voc", "yolo"):  # COCO's repeated images are reported by its adapter
+            listed = ProblemLog()
+            _listed_twice(split, cfg[split], ds, listed)
+            report.problems.extend(_dedupe(listed.problems, seen))
+        if len(ds) and not counts["boxes"] and split != "test":  # a test split may be unlabelled
+            report.problems.add(NO_BOXES, cfg.get("path", "data config"), _no_boxes(cfg, split, ds, unlabelled))
     entries = [e for s in splits for e in (cfg.get(s) or [])]
     scan = ProblemLog()
     if cfg["format"] == "voc":

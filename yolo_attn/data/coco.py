@@ -21,13 +21,12 @@ import numpy as np
 
 from .dataset import DetectionDataset
 from .records import (
-    BAD_BOX, COCO_DUPLICATE_IMAGE_ID, COCO_MISSING_CATEGORY, COCO_MISSING_IMAGE, MISSING_IMAGE, MISSING_SIZE,
-    UNKNOWN_CLASS, BadImageError, ProblemLog, Record, clean_boxes, closest_name, image_header, size_or_zero,
+    BAD_BOX, COCO_DUPLICATE_IMAGE_ID, COCO_MISSING_CATEGORY, COCO_MISSING_IMAGE, COCO_SHARED_FILE, MISSING_IMAGE,
+    MISSING_SIZE, UNKNOWN_CLASS, BadImageError, ProblemLog, Record, clean_boxes, closest_name, image_header,
+    size_or_zero,
 )
 
 __all__ = ["COCODataset", "coco_split_paths"]
-
-COCO_SHARED_FILE = "image file given several ids"  # a problem kind, as those of records.py
 
 
 def coco_split_paths(root: Union[str, os.PathLike], entry: Union[str, dict]) -> Tuple[Path, Path]:

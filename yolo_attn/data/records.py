@@ -97,10 +97,16 @@ MISSING_SIZE = "missing or wrong image size"
 COCO_MISSING_IMAGE = "annotation points to a missing image"
 COCO_MISSING_CATEGORY = "annotation points to a missing category"
 COCO_DUPLICATE_IMAGE_ID = "image id given to several images"
+COCO_SHARED_FILE = "image file given several ids"
 BAD_LINE = "wrong field count"
 NOT_NORMALIZED = "non-normalized values"
 ORPHAN_LABEL = "label file without image"
 SHARED_LABEL = "label file of several images"
+# reported by tools/check_data.py only (loading is unchanged): a YOLO image without a label file is a background
+# image, as Ultralytics takes it, so it is a note, not a problem; a repeated listing is loaded once per listing,
+# since evaluation scores images whose ids repeat by position
+MISSING_LABEL = "image without label file (background)"
+LISTED_TWICE = "image listed more than once"
 
 
 @dataclass

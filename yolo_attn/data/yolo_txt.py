@@ -110,7 +110,11 @@ def parse_label_file(label_path: Path, names: Sequence[str], height: int, width:
                     " names; skipped")
             continue
         values = np.array([cx, cy, w, h])
-        if not np.all(np.isfinite(values)) or values.min() < 0 or values.max() > 1:
+        if not np.all(np.isfinite(values)):  # not "outside [0, 1]": NaN compares false with every bound
+            bad = ", ".join(sorted({str(v) for v in values if not math.isfinite(v)}))
+            log.add(NOT_NORMALIZED, label_path, f"{where}: non-finite value ({bad}); skipped")
+            continue
+        if values.min() < 0 or values.max() > 1:
             log.add(NOT_NORMALIZED, label_path, f"{where}: values outside [0, 1] (pixel coordinates? YOLO txt"
                     " wants cx cy w h divided by the image width and height); skipped")
             continue
