@@ -334,8 +334,6 @@ def export_model(
         out = out / default_output(weights, format, precision).name
     elif format in single_file and out.suffix.lower() != f".{format}":
         raise ValueError(f"--output {output}: {single_file[format]} (or give a folder to write it into)")
-    if format in single_file and out.exists() and out.resolve() == weights.resolve():
-        raise ValueError(f"--output {output}: would write over the weights being exported, {weights}")
     if format == "openvino" and out.suffix.lower() in _OTHER_MODEL_SUFFIXES and not out.is_dir():
         raise ValueError(f"--output {output}: an OpenVINO export is an .xml file (its .bin goes beside it), not a "
                          f"{out.suffix} file; give an .xml file name or a folder to write it into")
