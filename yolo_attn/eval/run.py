@@ -55,14 +55,15 @@ def run_eval(
     augment_flips: Sequence[bool] = DEFAULT_FLIPS,
     single_cls: bool = False,
 ) -> Dict[str, Any]:
-    """Load ``weights`` (our .pt, Darknet .weights, port state dict, or an ONNX / OpenVINO export), evaluate
-    on ``split`` of the data config ``data`` (None: the embedded shapes dataset; ``root``: its dataset folder in
-    place of the config's), print the per-class table and summary, and write the results into ``project/name``
-    (made unique: exp, exp2, ...). ``augment``: test-time augmentation with the given views
-    (:mod:`yolo_attn.models.tta`). ``single_cls``: every box of the data as one class, as a model trained
-    with ``--single-cls`` saw them. Returns :func:`~yolo_attn.eval.evaluate`'s
-    dict, with ``save_dir``. ``nms`` and ``resize`` default to the weights' own (Darknet .weights: their cfg's,
-    as Darknet's ``detector map`` runs them; see :class:`~yolo_attn.inference.Detector`)."""
+    """Load ``weights`` (our .pt, Darknet .weights, port state dict, or an ONNX / OpenVINO / TorchScript export),
+    evaluate on ``split`` of the data config ``data`` (None: the embedded shapes dataset; ``root``: its dataset
+    folder in place of the config's), print the per-class table and summary, and write the results into
+    ``project/name`` (made unique: exp, exp2, ...). ``precision``: fp32, or bf16 / fp16 (CUDA only) autocast.
+    ``augment``: test-time augmentation with the given views (:mod:`yolo_attn.models.tta`). ``single_cls``: every
+    box of the data as one class, as a model trained with ``--single-cls`` saw them. Returns
+    :func:`~yolo_attn.eval.evaluate`'s dict, with ``save_dir``. ``nms`` and ``resize`` default to the weights'
+    own (Darknet .weights: their cfg's, as Darknet's ``detector map`` runs them; see
+    :class:`~yolo_attn.inference.Detector`)."""
     keep_freed_memory()
     device = str(resolve_device(device))  # a clear error now, not a traceback after the dataset has loaded
     if precision not in _AMP_DTYPES:
