@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from ..data.config import build_dataset, load_data_config
+from ..inference.detector import EXPORT_SUFFIXES, Detector
 from ..inference.hardware import keep_freed_memory
 from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES
 from ..utils.checkpoint import load_model, meta_input_shape, meta_nms, meta_resize, warn_names_unused
@@ -75,10 +76,8 @@ def run_eval(
     dataset = build_dataset(cfg, split)
     if single_cls:
         dataset.as_single_class()
-    if Path(weights).suffix.lower() in (".onnx", ".xml", ".torchscript") or Path(weights).is_dir():
+    if Path(weights).suffix.lower() in EXPORT_SUFFIXES or Path(weights).is_dir():
         # an export (ONNX, OpenVINO IR or its folder, TorchScript) runs through its own backend, as predict runs it
-        from ..inference.detector import Detector
-
         detector = Detector.load(weights, device=device, precision=None if precision == "fp32" else precision,
                                  img_size=img_size, cfg=darknet_cfg)
         model, meta = detector.as_module(), detector.meta

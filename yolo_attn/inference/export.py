@@ -300,7 +300,7 @@ def export_model(
     says ``letter_box`` and ``nms_kind``; int8 calibrates on images fitted so).
     """
     from ..utils.checkpoint import load_model, warn_names_unused, with_pipeline
-    from .detector import _resolve_weights_path
+    from .detector import EXPORT_SUFFIXES, _resolve_weights_path
 
     if format not in FORMATS:
         raise ValueError(f"unknown export format '{format}'; choose {' or '.join(FORMATS)}")
@@ -314,7 +314,7 @@ def export_model(
     if format != "darknet":
         check_opset(opset)
     weights = _resolve_weights_path(weights)
-    if weights.suffix.lower() in (".onnx", ".xml", ".torchscript"):
+    if weights.suffix.lower() in EXPORT_SUFFIXES:
         raise ValueError(f"{weights}: is already exported; export from the PyTorch checkpoint (.pt)")
     if format == "darknet" and dynamic:
         raise ValueError("--dynamic: a Darknet .cfg fixes the input size (Darknet reads it at load; edit its "
