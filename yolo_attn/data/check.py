@@ -226,18 +226,9 @@ def load_check_config(source: Any = None, root: Optional[str] = None,
                       splits: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """:func:`~yolo_attn.data.config.load_data_config` for a check of ``splits`` (default: all): a train or val
     split that is not checked may be missing from the config (``--split train`` on a config without ``val:``)."""
-    overrides = {"root": root} if root else {}
-    try:
-        return load_data_config(source, overrides or None)
-    except (OSError, ValueError) as e:
-        unchecked = [key for key in ("train", "val") if splits and key not in splits]
-        if not unchecked:
-            raise
-        error = e
-    try:  # the error may have been about an unchecked split: leave those out
-        return load_data_config(source, {**overrides, **{key: [] for key in unchecked}})
-    except (OSError, ValueError):
-        raise error from None
+    overrides: Dict[str, Any] = {"root": root} if root else {}
+    overrides.update({key: [] for key in ("train", "val") if splits and key not in splits})  # left out
+    return load_data_config(source, overrides or None)
 
 
 def check_data(cfg: Mapping[str, Any], splits: Optional[Sequence[str]] = None, decode: bool = True,
