@@ -373,6 +373,27 @@ def test_openvino_uint8_input_and_throughput_streams_agree(ckpt, batch):
         OpenVinoBackend(backend._model, hint="FAST")
 
 
+
+@needs_openvino
+@pytest.mark.parametrize("backend, threads_in_post", [("openvino", 1), ("torch", 2)])
+def test_predict_holds_torch_to_one_thread_beside_another_runtime(ckpt, rng, monkeypatch, backend, threads_in_post):
+    """torch's OpenMP workers spin after post-processing and take a core from OpenVINO's pool; with the torch
+    backend its threads run the network and stay as they are."""
+    det = Detector.load(ckpt, backend=backend, precision="fp32")
+    seen = []
+    postprocess = det.postprocess
+
+    def recording(maps, infos):
+        seen.append(torch.get_num_threads())
+        return postprocess(maps, infos)
+
+    monkeypatch.setattr(det, "postprocess", recording)
+    image = rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    with torch_threads(2):
+        det.predict([image])
+        assert torch.get_num_threads() == 2  # restored
+    assert seen == [threads_in_post]
+
 @needs_openvino
 def test_int8_export_beside_the_checkpoint_is_used_by_predict_only(tmp_path):
     from yolo_attn.inference.export import export_model, synthetic_images

@@ -75,6 +75,7 @@ class Backend(ABC):
     name: ClassVar[str]
     precisions: ClassVar[Tuple[str, ...]] = ("fp32",)
     requires: ClassVar[Tuple[str, ...]] = ()
+    torch_pool: ClassVar[bool] = False  # runs on torch's intra-op threads (else on a pool of its own)
 
     precision: str = "fp32"
     device: str = "cpu"
@@ -126,6 +127,7 @@ class TorchBackend(Backend):
 
     name = "torch"
     precisions = ("fp32", "bf16", "fp16")
+    torch_pool = True
     _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
     def __init__(self, model: nn.Module, precision: str = "fp32", device: str = "cpu", fuse: bool = True,
@@ -193,6 +195,7 @@ class TorchScriptBackend(Backend):
 
     name = "torchscript"
     precisions = ("fp32", "fp16")
+    torch_pool = True
 
     def __init__(self, model: PathLike, precision: Optional[str] = None, device: str = "cpu"):
         self.device = str(resolve_device(device))
