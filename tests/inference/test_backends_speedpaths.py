@@ -373,7 +373,6 @@ def test_openvino_uint8_input_and_throughput_streams_agree(ckpt, batch):
         OpenVinoBackend(backend._model, hint="FAST")
 
 
-
 @needs_openvino
 @pytest.mark.parametrize("backend, threads_in_post", [("openvino", 1), ("torch", 2)])
 def test_predict_holds_torch_to_one_thread_beside_another_runtime(ckpt, rng, monkeypatch, backend, threads_in_post):
@@ -393,6 +392,7 @@ def test_predict_holds_torch_to_one_thread_beside_another_runtime(ckpt, rng, mon
         det.predict([image])
         assert torch.get_num_threads() == 2  # restored
     assert seen == [threads_in_post]
+
 
 @needs_openvino
 def test_int8_export_beside_the_checkpoint_is_used_by_predict_only(tmp_path):
