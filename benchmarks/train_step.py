@@ -6,7 +6,9 @@
   as our trainer does, in several layouts and precisions (channels-last, bf16 autocast, torch.compile).
 
 Every variant trains its own copy of the same model on the same batch (random pixels, a realistic number of
-boxes per image: the speed of a step does not depend on what the pixels show) with the same SGD. Rounds visit
+boxes per image: the speed of a step does not depend on what the pixels show) with SGD: the reference with
+torch's default SGD (on a CPU a loop over the tensors), ours with the trainer's (fused where torch has it,
+:func:`yolo_attn.engine.trainer.build_optimizer`). Rounds visit
 every variant in turn; medians with min-max. On a GPU (``--device cuda``) the mixed precision is fp16
 autocast with a GradScaler, as the trainer runs there, and bf16 autocast is timed beside it; each step ends
 with the loss read back (``loss.item()``), so the GPU's work is inside the time.
@@ -27,6 +29,7 @@ import torch.nn as nn
 
 from yolo_attn.engine.ema import ModelEMA
 from yolo_attn.engine.loss import YoloLoss
+from yolo_attn.engine.trainer import build_optimizer
 from yolo_attn.inference.benchmark import machine_summary
 from yolo_attn.models import build_model
 
@@ -59,7 +62,13 @@ class TrainVariant:
 
 
 def _sgd(model: nn.Module) -> torch.optim.Optimizer:
+    """The reference's optimizer: torch's SGD as it comes, every parameter decayed."""
     return torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.937, nesterov=True, weight_decay=5e-4)
+
+
+def _our_sgd(model: nn.Module) -> torch.optim.Optimizer:
+    """The trainer's SGD at the reference's settings."""
+    return build_optimizer(model, "sgd", lr=1e-4, momentum=0.937, weight_decay=5e-4)
 
 
 def _reference_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> Callable[[], float]:
@@ -86,7 +95,7 @@ def _our_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, amp
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     loss_fn = YoloLoss(model.level_anchors(), model.num_classes, "multi").to(images.device)
-    optimizer = _sgd(model)
+    optimizer = _our_sgd(model)
     ema = ModelEMA(model)
     forward = torch.compile(model) if compile_model else model
     size = tuple(images.shape[2:])
@@ -119,7 +128,7 @@ def phase_times(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, s
     model = copy.deepcopy(model).train().to(memory_format=torch.channels_last)
     images = images.contiguous(memory_format=torch.channels_last)
     loss_fn = YoloLoss(model.level_anchors(), model.num_classes, "multi").to(images.device)
-    optimizer = _sgd(model)
+    optimizer = _our_sgd(model)
     ema = ModelEMA(model)
     device = images.device
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # as the trainer, on CUDA
