@@ -74,3 +74,10 @@ def test_resuming_keeps_the_implementation_and_loads_the_state():
     torch.testing.assert_close(optimizer.state[first]["momentum_buffer"],
                                old.state[next(iter(model.parameters()))]["momentum_buffer"])
     assert optimizer.param_groups[0]["weight_decay"] == saved["param_groups"][0]["weight_decay"]
+
+
+def test_torch_before_2_4_gets_foreach_on_a_cpu(monkeypatch):
+    """torch 2.3's fused SGD takes CPU tensors and fails only at the first step: not even tried there."""
+    monkeypatch.setattr("yolo_attn.engine.trainer._TORCH_VERSION", (2, 3))
+    optimizer = build_optimizer(_model(), "sgd", 0.01, 0.9, 0.05)
+    assert all(g["foreach"] is True and not g["fused"] for g in optimizer.param_groups)
