@@ -19,7 +19,14 @@ def _model(seed: int = 0):
 def _set_grads(model, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
     for p in model.parameters():
-        p.grad = torch.randn(p.shape, generator=g)
+        p.grad = torch.randn(p.shape, generator=g).to(p.device)
+
+
+def _as_built_before(model, cls, **options):
+    """``cls`` on the trainer's parameter groups, as an earlier version built it: no fused flag."""
+    groups = [{k: v for k, v in g.items() if k in ("params", "weight_decay", "name")}
+              for g in build_optimizer(model, "sgd", 0.01, 0.9, 0.05).param_groups]
+    return cls(groups, **options)
 
 
 @pytest.mark.skipif(not CPU_FUSED, reason="CPU fused optimizers came with torch 2.4")
@@ -57,9 +64,7 @@ def test_without_a_fused_kernel_it_falls_back_to_foreach():
 
 def test_resuming_keeps_the_implementation_and_loads_the_state():
     model = _model()
-    groups = [{k: v for k, v in g.items() if k in ("params", "weight_decay", "name")}
-              for g in build_optimizer(model, "sgd", 0.01, 0.9, 0.05).param_groups]
-    old = torch.optim.SGD(groups, lr=0.01, momentum=0.9, nesterov=True)  # as an earlier version built it
+    old = _as_built_before(model, torch.optim.SGD, lr=0.01, momentum=0.9, nesterov=True)
     _set_grads(model)
     old.step()
     saved = old.state_dict()
@@ -81,3 +86,26 @@ def test_torch_before_2_4_gets_foreach_on_a_cpu(monkeypatch):
     monkeypatch.setattr("yolo_attn.engine.trainer._TORCH_VERSION", (2, 3))
     optimizer = build_optimizer(_model(), "sgd", 0.01, 0.9, 0.05)
     assert all(g["foreach"] is True and not g["fused"] for g in optimizer.param_groups)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_adamw_resumed_from_an_unfused_run_steps(device):
+    """AdamW keeps a ``step`` per parameter, which torch places by the groups' flags while loading: the fused
+    kernel on CUDA needs it on the device."""
+    model = _model().to(device)
+    old = _as_built_before(model, torch.optim.AdamW, lr=0.01, foreach=True)
+    _set_grads(model)
+    old.step()
+
+    resumed = _model().to(device)
+    optimizer = build_optimizer(resumed, "adamw", 0.01, 0.9, 0.05)
+    load_optimizer_state(optimizer, old.state_dict())
+    fused = optimizer.param_groups[0]["fused"]
+    assert fused == CPU_FUSED or device == "cuda"
+    for p in resumed.parameters():
+        assert optimizer.state[p]["step"].item() == 1
+        assert optimizer.state[p]["step"].device.type == (device if fused else "cpu")
+    _set_grads(resumed, 2)
+    optimizer.step()
+    assert all(optimizer.state[p]["step"].item() == 2 for p in resumed.parameters())

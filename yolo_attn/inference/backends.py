@@ -75,7 +75,7 @@ class Backend(ABC):
     name: ClassVar[str]
     precisions: ClassVar[Tuple[str, ...]] = ("fp32",)
     requires: ClassVar[Tuple[str, ...]] = ()
-    torch_pool: ClassVar[bool] = False  # runs on torch's intra-op threads (else on a pool of its own)
+    torch_pool: ClassVar[bool] = True  # runs on torch's intra-op threads; False: on a pool of its own
 
     precision: str = "fp32"
     device: str = "cpu"
@@ -127,7 +127,6 @@ class TorchBackend(Backend):
 
     name = "torch"
     precisions = ("fp32", "bf16", "fp16")
-    torch_pool = True
     _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
     def __init__(self, model: nn.Module, precision: str = "fp32", device: str = "cpu", fuse: bool = True,
@@ -195,7 +194,6 @@ class TorchScriptBackend(Backend):
 
     name = "torchscript"
     precisions = ("fp32", "fp16")
-    torch_pool = True
 
     def __init__(self, model: PathLike, precision: Optional[str] = None, device: str = "cpu"):
         self.device = str(resolve_device(device))
@@ -231,6 +229,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     precisions = ("fp32", "int8")
     requires = ("onnxruntime",)
+    torch_pool = False
 
     def __init__(self, model: Union[PathLike, bytes], precision: Optional[str] = None, device: str = "cpu",
                  threads: Optional[int] = None):
@@ -291,6 +290,7 @@ class OpenVinoBackend(Backend):
     name = "openvino"
     precisions = ("fp32", "bf16", "int8")
     requires = ("openvino",)
+    torch_pool = False
     _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 models: layers left in float run f32
 
     def __init__(self, model: Any, precision: Optional[str] = None, device: str = "cpu", hint: str = "LATENCY",

@@ -240,6 +240,10 @@ def quantize_int8(model: Any, images: Sequence[np.ndarray], meta: Dict[str, Any]
     ``preset``: NNCF's "performance" (symmetric activations; the default for OpenVINO, whose AMX/VNNI kernels
     then skip the zero-point correction) or "mixed" (asymmetric activations; the default for ONNX Runtime).
     OpenVINO models also get :func:`share_slice_quantizers`."""
+    onnx_input = isinstance(model, bytes)
+    preset = preset or ("mixed" if onnx_input else "performance")
+    if preset not in INT8_PRESETS:
+        raise ValueError(f"int8 preset must be one of {', '.join(INT8_PRESETS)}, not '{preset}'")
     import nncf
 
     from .detector import _interpolation
@@ -253,10 +257,6 @@ def quantize_int8(model: Any, images: Sequence[np.ndarray], meta: Dict[str, Any]
          / 255.0)
         for im in images
     ]
-    onnx_input = isinstance(model, bytes)
-    preset = preset or ("mixed" if onnx_input else "performance")
-    if preset not in INT8_PRESETS:
-        raise ValueError(f"int8 preset must be one of {', '.join(INT8_PRESETS)}, not '{preset}'")
     if onnx_input:
         import onnx
 
@@ -282,18 +282,25 @@ def share_slice_quantizers(model: Any) -> int:
     slice in fp32 (a third of the int8 model's time at 416 on 2 cores). Written here because NNCF has no
     option for it. FQ_a's range was calibrated on ``x`` (and the other Concat input), so it covers the slice:
     the slice's values move to FQ_a's grid, which the mAP check of the benchmark measures."""
+    def kind(port: Any) -> str:
+        return port.get_node().get_type_name()
+
     shared = 0
     for node in model.get_ordered_ops():
-        if node.get_type_name() != "FakeQuantize":
+        if node.get_type_name() != "FakeQuantize" or kind(node.input_value(0)) not in ("Slice", "StridedSlice"):
             continue
         split = node.input_value(0).get_node()
-        if split.get_type_name() not in ("Slice", "StridedSlice"):
+        if len(split.output(0).get_target_inputs()) != 1:  # the slice feeds this quantizer only
             continue
-        siblings = [t.get_node() for t in split.input_value(0).get_target_inputs()
-                    if t.get_node().get_type_name() == "FakeQuantize"]
-        if not siblings or siblings[0].get_attributes()["levels"] != node.get_attributes()["levels"]:
+        # the route's quantizer: the one other quantizer of the slice's input, feeding the Concat alone
+        siblings = [t.get_node() for t in split.input_value(0).get_target_inputs() if kind(t) == "FakeQuantize"]
+        if len(siblings) != 1:
             continue
-        split.input(0).replace_source_output(siblings[0].output(0))
+        route = siblings[0]
+        if ([kind(t) for t in route.output(0).get_target_inputs()] != ["Concat"]
+                or route.get_attributes()["levels"] != node.get_attributes()["levels"]):
+            continue
+        split.input(0).replace_source_output(route.output(0))
         node.output(0).replace(split.output(0))
         shared += 1
     if shared:
