@@ -663,7 +663,7 @@ def test_a_ctrl_c_while_the_writer_drains_still_closes_the_video():
             self.frames, self.closed = [], False
 
         def write(self, frame):
-            time.sleep(0.05)
+            time.sleep(0.25)  # 2 s for the queue: the Ctrl-C at 0.08 s lands inside close(), even on a busy machine
             self.frames.append(frame)
 
         def close(self):
