@@ -10,7 +10,7 @@ NMS stay in :class:`~yolo_attn.inference.detector.Detector`, identical for every
 - int8: NNCF post-training quantization, calibrated on training images prepared as the model runs them
   (letterboxed, or stretched). OpenVINO: the performance preset (symmetric weights and activations), each CSP
   split quantized once (:func:`share_slice_quantizers`); ONNX Runtime: the mixed preset (asymmetric
-  activations, which its QDQ kernels handle as fast).
+  activations; the performance preset was measured with OpenVINO only).
 - Darknet (phi 0 only): ``.weights`` with its ``.cfg`` and ``.names`` beside it, for Darknet itself and OpenCV's
   DNN; the parity check reads them back as ``--weights x.weights`` does.
 """
@@ -237,9 +237,9 @@ def quantize_int8(model: Any, images: Sequence[np.ndarray], meta: Dict[str, Any]
     stretched, for Darknet's weights) exactly as :class:`Detector` prepares its input. Returns the same kind it
     was given.
 
-    ``preset``: NNCF's "performance" (symmetric activations; the default for OpenVINO, whose AMX/VNNI kernels
-    then skip the zero-point correction) or "mixed" (asymmetric activations; the default for ONNX Runtime).
-    OpenVINO models also get :func:`share_slice_quantizers`."""
+    ``preset``: NNCF's "performance" (symmetric activations; the default for OpenVINO: 4.4 against 5.3 ms for
+    "mixed" at 416 on 2 AMX cores, the same mAP) or "mixed" (asymmetric activations; the default for ONNX
+    Runtime). OpenVINO models also get :func:`share_slice_quantizers`."""
     onnx_input = isinstance(model, bytes)
     preset = preset or ("mixed" if onnx_input else "performance")
     if preset not in INT8_PRESETS:
@@ -279,7 +279,7 @@ def share_slice_quantizers(model: Any) -> int:
 
     NNCF gives the two branches their own quantizers, since FQ_a shares its scale with the Concat's other
     input; ``x`` then leaves its convolution in float, and OpenVINO runs both quantizers, a rescale and the
-    slice in fp32 (a third of the int8 model's time at 416 on 2 cores). Written here because NNCF has no
+    slice in fp32 (about a fifth of the int8 model's time at 416 on 2 cores). Written here because NNCF has no
     option for it. FQ_a's range was calibrated on ``x`` (and the other Concat input), so it covers the slice:
     the slice's values move to FQ_a's grid, which the mAP check of the benchmark measures."""
     def kind(port: Any) -> str:
