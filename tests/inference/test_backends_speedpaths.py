@@ -655,8 +655,8 @@ def test_background_writer_writes_in_order_and_reports_errors():
 def test_a_ctrl_c_while_the_writer_drains_still_closes_the_video(monkeypatch):
     """The KeyboardInterrupt landed in close()'s join: the sink, whose close puts the video in place, was
     never closed (only .name.part.mp4 was left). Now the rest of the queue is dropped and the sink closed.
-    The Ctrl-C is raised by the first join itself: a real SIGINT from a timer thread failed to arrive within
-    2 s in two full-suite runs out of three (never alone), which made the test flaky, not the writer wrong."""
+    The Ctrl-C is raised by the first join itself: a real SIGINT from a timer thread did not arrive before the
+    queue drained (0.4 s, then 2 s) in two full-suite CI runs, never when run alone."""
     class SlowSink:
         def __init__(self):
             self.frames, self.closed = [], False
