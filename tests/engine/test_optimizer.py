@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from yolo_attn.engine.trainer import _fastest, build_optimizer, load_optimizer_state
+from yolo_attn.engine.trainer import _TORCH_VERSION, _fastest, build_optimizer, load_optimizer_state
 from yolo_attn.models import build_model
 
-CPU_FUSED = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4)
+CPU_FUSED = _TORCH_VERSION >= (2, 4)
 
 
 def _model(seed: int = 0):
