@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -29,7 +30,7 @@ from yolo_attn.models import build_model
 from yolo_attn.models.decode import decode_outputs, postprocess
 from yolo_attn.utils.checkpoint import load_model
 
-from .helpers import IMG_SIZE, NAMES, make_checkpoint
+from .helpers import IMG_SIZE, NAMES, make_checkpoint, write_video
 
 has_openvino = importlib.util.find_spec("openvino") is not None
 has_onnxruntime = importlib.util.find_spec("onnxruntime") is not None
@@ -132,6 +133,27 @@ def test_auto_choice_prefers_int8_then_a_float_export_then_torch(tmp_path, featu
     for export in (float_export, int8_export):
         os.utime(export, (old, old))  # both stale: back to torch
     assert auto_choice("cpu", weights, features=features, installed=lambda m: True).backend == "torch"
+
+
+@pytest.mark.parametrize("features, precision", [(AMX, "bf16"), (BF16_NO_AMX, "fp32"), (BF16_FAST_NO_AMX, "bf16"),
+                                                 (PLAIN, "fp32")])
+def test_a_long_run_without_an_export_converts_to_openvino(tmp_path, features, precision, unread_exports):
+    def convert(**kw):
+        return auto_choice("cpu", features=features, convert=True, **{"installed": lambda m: True, **kw})
+
+    choice = convert()
+    assert (choice.backend, choice.precision, choice.weights) == ("openvino", precision, None)
+    assert "converted to OpenVINO in memory" in choice.describe()
+    # what it cannot serve stays on torch: the PyTorch module (attention view), several sizes (augmentation),
+    # a missing runtime or exporter, CUDA
+    for kw in ({"needs_torch": True}, {"any_size": True}, {"installed": lambda m: m != "openvino"},
+               {"installed": lambda m: m != "onnx"}):
+        assert convert(**kw).backend == "torch", kw
+    assert auto_choice("cuda:0", features=features, convert=True).backend == "torch"
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"x")
+    export = _fake_export(weights, "best_openvino_int8")
+    assert convert(weights=weights).weights == export  # an export beside the weights comes first
 
 
 def test_cpu_features_match_the_kernel_flags():
@@ -401,8 +423,6 @@ def test_int8_export_beside_the_checkpoint_is_used_by_predict_only(tmp_path):
     ckpt = make_checkpoint(tmp_path / "m.pt", phi=0)
     folder = tmp_path / "calib"
     folder.mkdir()
-    import cv2
-
     for i, image in enumerate(synthetic_images(2)):
         cv2.imwrite(str(folder / f"{i}.png"), image)
     out = export_model(ckpt, "openvino", precision="int8", calib_images=folder, calib_count=2, log=lambda s: None)
@@ -422,6 +442,45 @@ def test_int8_export_beside_the_checkpoint_is_used_by_predict_only(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device '0': CUDA is not available"):
             Detector.load(ckpt, device="0", use_exports=True)
+
+
+@needs_openvino
+def test_long_runs_convert_pytorch_weights_to_openvino_in_memory(ckpt, batch, tmp_path, monkeypatch):
+    import yolo_attn.inference.export as export
+    from yolo_attn.inference.predict import run_predict
+
+    image = (np.random.default_rng(0).random((120, 160, 3)) * 255).astype(np.uint8)
+    plain = Detector.load(ckpt, device="cpu", backend="torch", precision="fp32")
+    converted = Detector.load(ckpt, device="cpu", long_run=True)
+    assert converted.backend.name == "openvino" and converted.choice.weights is None
+    assert converted.backend.precision == ("bf16" if cpu_features().fast_bf16 else "fp32")
+    assert "converted to OpenVINO in memory" in converted.describe()
+    fp32 = Detector.load(ckpt, device="cpu", long_run=True, precision="fp32")  # a named precision: as asked
+    assert fp32.backend.name == "torch"
+    forced = Detector.load(ckpt, device="cpu", backend="openvino", precision="fp32")
+    assert _max_rel(forced.forward(batch)[0], plain.forward(batch)[0]) < 1e-4  # the same network
+    # a conversion that fails (a model the exporter cannot take, a broken runtime) falls back to torch
+    monkeypatch.setattr(export, "openvino_model", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no CPU plugin")))
+    with pytest.warns(UserWarning, match="converting to OpenVINO in memory failed \\(no CPU plugin\\); running torch"):
+        fallback = Detector.load(ckpt, device="cpu", long_run=True)
+    assert fallback.backend.name == "torch" and fallback.choice.backend == "torch"
+    monkeypatch.undo()
+    # tools/predict.py asks for it on videos (and folders of LONG_RUN_IMAGES images), not on a few images
+    video = write_video(tmp_path / "clip.mp4", frames=3)
+    single = tmp_path / "one.png"
+    cv2.imwrite(str(single), image)
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(folder / name), image)
+    import yolo_attn.inference.predict as predict_module
+
+    monkeypatch.setattr(predict_module, "LONG_RUN_IMAGES", 2)
+    for source, backend in ((video, "openvino"), (single, "torch"), (folder, "openvino")):
+        lines = []
+        assert run_predict(str(ckpt), str(source), device="cpu", project=str(tmp_path / "runs"),
+                           log=lines.append) == 0
+        assert lines[0].startswith(f"{backend} "), lines[0]
 
 
 @needs_openvino

@@ -14,6 +14,7 @@ Numpy arrays are taken as RGB (as PIL and matplotlib give them); pass ``bgr=True
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,6 +222,7 @@ class Detector:
         nms: Optional[str] = None,
         resize: Optional[str] = None,
         cfg: Optional[PathLike] = None,
+        long_run: bool = False,
     ) -> "Detector":
         """Load a detector from any supported weights file.
 
@@ -251,12 +253,16 @@ class Detector:
                 weights' own.
             cfg: for Darknet .weights, the .cfg that gives their anchors, masks, scale_x_y and input size (by
                 default the one beside the weights with their name, else the official yolov4-tiny.cfg's).
+            long_run: many images will follow (a video, a webcam, a large folder; ``tools/predict.py`` says so):
+                on a CPU, when the choice is left open and no export is taken, PyTorch weights are converted to
+                OpenVINO in memory (1-2 s once; with AMX 5.2 against 13.0 ms a 416 input) where OpenVINO and
+                onnx are installed. A conversion that fails falls back to torch, with a warning.
         """
         if str(device).strip().lower() in ("", "auto") or str(device).strip().isdigit():
             # "0" is cuda:0 (as in Ultralytics) for every backend; other names are checked by the backend that
             # runs them (ONNX Runtime's CUDA needs no CUDA in torch)
             device = str(resolve_device(device))
-        path = _resolve_weights_path(path)
+        path = resolve_weights_path(path)
         suffix = path.suffix.lower()
         if cfg is not None and suffix != ".weights":
             raise ValueError(f"{cfg}: a Darknet .cfg goes with Darknet .weights, not with {path}")
@@ -281,11 +287,12 @@ class Detector:
         ours = own is not None
         if ours:  # it runs with its own names, whichever backend or export runs it
             warn_names_unused(path, own, classes, num_classes)
-        choice = _choose(path, backend, precision, device, use_exports and ours, img_size, bool(augment), ours)
+        choice = _choose(path, backend, precision, device, use_exports and ours, img_size, bool(augment), ours,
+                         long_run)
         if choice is not None and choice.weights is not None and img_size is None:
             # the checkpoint's size, not the one the export was made at (a --dynamic 320 export would set it)
             img_size = meta_input_shape(own)
-            choice = _choose(path, backend, precision, device, use_exports, img_size, bool(augment))
+            choice = _choose(path, backend, precision, device, use_exports, img_size, bool(augment), convert=long_run)
         if choice is not None and choice.weights is not None:  # a faster export of this checkpoint
             # run as the checkpoint runs (an export made with --resize / --nms has its own way)
             detector = cls.load(choice.weights, classes, num_classes, device, choice.backend, choice.precision,
@@ -298,7 +305,16 @@ class Detector:
         model, meta = load_model(path, classes, num_classes, cfg=cfg)
         if choice is not None:
             backend, precision = choice.backend, choice.precision
-        runner = _torch_weights_backend(model, meta, backend or "torch", precision, device, path)
+        try:
+            runner = _torch_weights_backend(model, meta, backend or "torch", precision, device, path)
+        except Exception as e:  # noqa: BLE001 - only the automatic in-memory conversion falls back
+            if choice is None or choice.weights is not None or choice.backend != "openvino":
+                raise
+            detail = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+            warnings.warn(f"{path}: converting to OpenVINO in memory failed ({detail}); running torch instead",
+                          stacklevel=2)
+            choice = _choose(path, None, None, device, False, img_size, bool(augment), ours)
+            runner = _torch_weights_backend(model, meta, choice.backend, choice.precision, device, path)
         detector = cls(runner, meta, img_size, conf, iou, max_det, keep_classes)
         detector.choice = choice
         detector._settle(augment, nms, resize)
@@ -570,12 +586,14 @@ def _load_unflipped(image: ImageLike, bgr: bool) -> Tuple[np.ndarray, Optional[s
 
 def _choose(path: Path, backend: Optional[str], precision: Optional[str], device: str, use_exports: bool,
             img_size: Union[int, Tuple[int, int], None], any_size: bool = False,
-            ours: bool = True) -> Optional[AutoChoice]:
+            ours: bool = True, convert: bool = False) -> Optional[AutoChoice]:
     """The automatic choice for PyTorch weights, where the caller left it open; None where it named both.
-    ``ours``: the weights are our checkpoint (else int8, which needs the export beside them, is refused)."""
+    ``ours``: the weights are our checkpoint (else int8, which needs the export beside them, is refused);
+    ``convert``: see ``Detector.load``'s ``long_run``."""
     if backend is None and precision is None:
         shape = None if img_size is None else as_hw(img_size)
-        return auto_choice(device, path if use_exports else None, input_shape=shape, any_size=any_size)
+        return auto_choice(device, path if use_exports else None, input_shape=shape, any_size=any_size,
+                           convert=convert)
     if precision == "int8" and backend in (None, "openvino", "torch") and not ours:
         raise ValueError(f"{path}: int8 runs from a calibrated export: make one (python tools/export.py --weights "
                          f"{path} --format openvino --precision int8 --data CONFIG, with the --cfg / class names you "
@@ -616,7 +634,9 @@ def _interpolation(value: Union[str, int]) -> int:
     return _INTERPOLATIONS[str(value).lower()]
 
 
-def _resolve_weights_path(path: Optional[PathLike]) -> Path:
+def resolve_weights_path(path: Optional[PathLike]) -> Path:
+    """The weights file ``path`` names (an OpenVINO export folder: its one .xml); FileNotFoundError saying how to
+    get weights when there is none."""
     if path is None or not str(path):
         raise FileNotFoundError(missing_weights_message(None))
     path = Path(path)
