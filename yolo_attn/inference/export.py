@@ -274,8 +274,9 @@ def quantize_int8(model: Any, images: Sequence[np.ndarray], meta: Dict[str, Any]
 
 
 def share_slice_quantizers(model: Any) -> int:
-    """Quantize a CSP block's split once: ``x -> FQ_a -> Concat`` beside ``x -> Slice -> FQ_b -> Conv``
-    becomes ``x -> FQ_a -> {Concat, Slice -> Conv}``. Returns how many splits changed.
+    """Quantize a CSP block's split once: ``x -> FQ_a -> Concat`` (or ``-> MaxPool``, the route's half pooled
+    before the concatenation) beside ``x -> Slice -> FQ_b -> Conv`` becomes ``x -> FQ_a -> {Concat, Slice ->
+    Conv}``. Returns how many splits changed.
 
     NNCF gives the two branches their own quantizers, since FQ_a shares its scale with the Concat's other
     input; ``x`` then leaves its convolution in float, and OpenVINO runs both quantizers, a rescale and the
@@ -297,7 +298,7 @@ def share_slice_quantizers(model: Any) -> int:
         if len(siblings) != 1:
             continue
         route = siblings[0]
-        if ([kind(t) for t in route.output(0).get_target_inputs()] != ["Concat"]
+        if ([kind(t) for t in route.output(0).get_target_inputs()] not in (["Concat"], ["MaxPool"])
                 or route.get_attributes()["levels"] != node.get_attributes()["levels"]):
             continue
         split.input(0).replace_source_output(route.output(0))
