@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (the first GPU if CUDA is present, else the CPU), cpu, cuda, cuda:N or N")
     p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"],
                    help="default: the file's own; for .pt chosen for this machine (a calibrated int8 OpenVINO "
-                   "export beside it is used when there is one; for a video, webcam, stream or 200+ images "
-                   "without one, the weights are converted to OpenVINO in memory when it is installed)")
+                   "export beside it is used when there is one; without one, with AMX, a webcam, a stream or "
+                   "300+ images or frames run the weights converted to OpenVINO bf16 in memory, where OpenVINO and "
+                   "onnx are installed)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"],
                    help="default: the file's own; for .pt with no --backend either, the fastest for this machine "
                    "(logged), else fp32; fp16: CUDA")

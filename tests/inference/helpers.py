@@ -99,3 +99,34 @@ def run_predict_tool(weights, source, project, *args, **kw) -> int:
     argv = (["--weights", str(weights)] if weights else []) + ["--source", str(source), "--project", str(project),
                                                                *args]
     return run_predict(**vars(tool.build_parser().parse_args(argv)), **kw)
+
+
+class FakeCapture:
+    """Stands in for cv2.VideoCapture(0): a few frames, then the camera 'ends'; fps unknown (0) as many
+    webcams report; optionally a Ctrl-C at frame ``interrupt_at``."""
+
+    def __init__(self, frames=5, size=(96, 64), opened=True, interrupt_at=None):
+        self.frames, self.size, self.opened, self.interrupt_at = frames, size, opened, interrupt_at
+        self.read_count, self.released = 0, False
+        self.rng = np.random.default_rng(1)
+
+    def __call__(self, spec):  # the capture factory
+        self.spec = spec
+        return self
+
+    def isOpened(self):
+        return self.opened
+
+    def read(self):
+        if self.interrupt_at is not None and self.read_count == self.interrupt_at:
+            raise KeyboardInterrupt
+        if self.read_count >= self.frames:
+            return False, None
+        self.read_count += 1
+        return True, self.rng.integers(0, 255, (self.size[1], self.size[0], 3), dtype=np.uint8)
+
+    def get(self, prop):
+        return 0.0
+
+    def release(self):
+        self.released = True

@@ -30,7 +30,7 @@ from yolo_attn.models import build_model
 from yolo_attn.models.decode import decode_outputs, postprocess
 from yolo_attn.utils.checkpoint import load_model
 
-from .helpers import IMG_SIZE, NAMES, make_checkpoint, write_video
+from .helpers import IMG_SIZE, NAMES, FakeCapture, make_checkpoint, write_video
 
 has_openvino = importlib.util.find_spec("openvino") is not None
 has_onnxruntime = importlib.util.find_spec("onnxruntime") is not None
@@ -135,21 +135,21 @@ def test_auto_choice_prefers_int8_then_a_float_export_then_torch(tmp_path, featu
     assert auto_choice("cpu", weights, features=features, installed=lambda m: True).backend == "torch"
 
 
-@pytest.mark.parametrize("features, precision", [(AMX, "bf16"), (BF16_NO_AMX, "fp32"), (BF16_FAST_NO_AMX, "bf16"),
-                                                 (PLAIN, "fp32")])
-def test_a_long_run_without_an_export_converts_to_openvino(tmp_path, features, precision, unread_exports):
-    def convert(**kw):
+def test_a_long_run_with_amx_and_no_export_converts_to_openvino(tmp_path, unread_exports):
+    def convert(features=AMX, **kw):
         return auto_choice("cpu", features=features, convert=True, **{"installed": lambda m: True, **kw})
 
     choice = convert()
-    assert (choice.backend, choice.precision, choice.weights) == ("openvino", precision, None)
-    assert "converted to OpenVINO in memory" in choice.describe()
+    assert (choice.backend, choice.precision, choice.weights) == ("openvino", "bf16", None)
+    assert "converted in memory" in choice.describe()
     # what it cannot serve stays on torch: the PyTorch module (attention view), several sizes (augmentation),
-    # a missing runtime or exporter, CUDA
+    # a missing runtime or exporter, another device; and CPUs without AMX, where OpenVINO gained 5-19 %
     for kw in ({"needs_torch": True}, {"any_size": True}, {"installed": lambda m: m != "openvino"},
-               {"installed": lambda m: m != "onnx"}):
+               {"installed": lambda m: m != "onnx"}, {"features": BF16_FAST_NO_AMX}, {"features": BF16_NO_AMX},
+               {"features": PLAIN}):
         assert convert(**kw).backend == "torch", kw
-    assert auto_choice("cuda:0", features=features, convert=True).backend == "torch"
+    assert auto_choice("cuda:0", features=AMX, convert=True).backend == "torch"
+    assert auto_choice("mps", features=AMX, convert=True, installed=lambda m: True).backend == "torch"
     weights = tmp_path / "best.pt"
     weights.write_bytes(b"x")
     export = _fake_export(weights, "best_openvino_int8")
@@ -446,41 +446,45 @@ def test_int8_export_beside_the_checkpoint_is_used_by_predict_only(tmp_path):
 
 @needs_openvino
 def test_long_runs_convert_pytorch_weights_to_openvino_in_memory(ckpt, batch, tmp_path, monkeypatch):
+    """With AMX (stood in for on other CPUs: OpenVINO then runs its bf16 hint as it can), a long run converts;
+    tools/predict.py says which runs are long from a listing that opens no capture."""
     import yolo_attn.inference.export as export
+    import yolo_attn.inference.hardware as hardware
+    import yolo_attn.inference.predict as predict_module
     from yolo_attn.inference.predict import run_predict
 
-    image = (np.random.default_rng(0).random((120, 160, 3)) * 255).astype(np.uint8)
-    plain = Detector.load(ckpt, device="cpu", backend="torch", precision="fp32")
+    monkeypatch.setattr(hardware, "cpu_features", lambda: AMX)
     converted = Detector.load(ckpt, device="cpu", long_run=True)
-    assert converted.backend.name == "openvino" and converted.choice.weights is None
-    assert converted.backend.precision == ("bf16" if cpu_features().fast_bf16 else "fp32")
-    assert "converted to OpenVINO in memory" in converted.describe()
-    fp32 = Detector.load(ckpt, device="cpu", long_run=True, precision="fp32")  # a named precision: as asked
-    assert fp32.backend.name == "torch"
+    assert (converted.backend.name, converted.backend.precision) == ("openvino", "bf16")
+    assert converted.choice.weights is None and "converted in memory" in converted.describe()
+    assert Detector.load(ckpt, device="cpu").backend.name == "torch"  # not a long run
+    assert Detector.load(ckpt, device="cpu", long_run=True, precision="fp32").backend.name == "torch"  # as asked
+    plain = Detector.load(ckpt, device="cpu", backend="torch", precision="fp32")
     forced = Detector.load(ckpt, device="cpu", backend="openvino", precision="fp32")
-    assert _max_rel(forced.forward(batch)[0], plain.forward(batch)[0]) < 1e-4  # the same network
-    # a conversion that fails (a model the exporter cannot take, a broken runtime) falls back to torch
-    monkeypatch.setattr(export, "openvino_model", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no CPU plugin")))
-    with pytest.warns(UserWarning, match="converting to OpenVINO in memory failed \\(no CPU plugin\\); running torch"):
-        fallback = Detector.load(ckpt, device="cpu", long_run=True)
-    assert fallback.backend.name == "torch" and fallback.choice.backend == "torch"
-    monkeypatch.undo()
-    # tools/predict.py asks for it on videos (and folders of LONG_RUN_IMAGES images), not on a few images
-    video = write_video(tmp_path / "clip.mp4", frames=3)
-    single = tmp_path / "one.png"
-    cv2.imwrite(str(single), image)
+    assert _max_rel(forced.forward(batch)[0], plain.forward(batch)[0]) < 1e-4  # the conversion: the same network
+    # a conversion that fails (a model the exporter cannot take, a broken runtime) falls back to torch, and says so
+    with monkeypatch.context() as patch:
+        patch.setattr(export, "openvino_model", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no CPU plugin")))
+        with pytest.warns(UserWarning, match=r"converting to OpenVINO in memory failed \(no CPU plugin\)"):
+            fallback = Detector.load(ckpt, device="cpu", long_run=True)
+    assert fallback.backend.name == "torch" and "in memory failed (no CPU plugin)" in fallback.describe()
+
+    monkeypatch.setattr(predict_module, "LONG_RUN_IMAGES", 3)
+    image = (np.random.default_rng(0).random((120, 160, 3)) * 255).astype(np.uint8)
     folder = tmp_path / "two"
     folder.mkdir()
     for name in ("a.png", "b.png"):
         cv2.imwrite(str(folder / name), image)
-    import yolo_attn.inference.predict as predict_module
-
-    monkeypatch.setattr(predict_module, "LONG_RUN_IMAGES", 2)
-    for source, backend in ((video, "openvino"), (single, "torch"), (folder, "openvino")):
+    video = write_video(tmp_path / "clip.mp4", frames=3)
+    cases = [(video, {}, "openvino"), (video, {"vid_stride": 2}, "torch"), (folder, {}, "torch"),
+             ("0", {"capture_factory": FakeCapture(frames=2)}, "openvino")]  # a webcam has no end
+    for source, kw, backend in cases:
         lines = []
         assert run_predict(str(ckpt), str(source), device="cpu", project=str(tmp_path / "runs"),
-                           log=lines.append) == 0
-        assert lines[0].startswith(f"{backend} "), lines[0]
+                           log=lines.append, **kw) == 0
+        assert lines[0].startswith(f"{backend} "), (source, kw, lines[0])
+    cv2.imwrite(str(folder / "c.png"), image)
+    assert predict_module._long_run(str(folder), 1)  # three images now
 
 
 @needs_openvino

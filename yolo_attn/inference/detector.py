@@ -13,7 +13,9 @@ Numpy arrays are taken as RGB (as PIL and matplotlib give them); pass ``bgr=True
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import threading
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ PathLike = Union[str, os.PathLike]
 # exported files and the backends that run them, the file's own first
 EXPORT_SUFFIXES = {".onnx": ("onnxruntime", "openvino"), ".xml": ("openvino",), ".torchscript": ("torchscript",)}
 ImageLike = Union[PathLike, np.ndarray, Any]  # Any: a PIL image
+_EXPORT_LOCK = threading.Lock()  # PyTorch weights exported in memory for ONNX Runtime / OpenVINO
 
 _INTERPOLATIONS = {
     "nearest": cv2.INTER_NEAREST,
@@ -254,15 +257,16 @@ class Detector:
             cfg: for Darknet .weights, the .cfg that gives their anchors, masks, scale_x_y and input size (by
                 default the one beside the weights with their name, else the official yolov4-tiny.cfg's).
             long_run: many images will follow (a video, a webcam, a large folder; ``tools/predict.py`` says so):
-                on a CPU, when the choice is left open and no export is taken, PyTorch weights are converted to
-                OpenVINO in memory (1-2 s once; with AMX 5.2 against 13.0 ms a 416 input) where OpenVINO and
-                onnx are installed. A conversion that fails falls back to torch, with a warning.
+                on a CPU with AMX, when the choice is left open and no export is taken, PyTorch weights are
+                converted to OpenVINO bf16 in memory (about 2 s once; then about 2x torch bf16) where OpenVINO
+                and onnx are installed. A conversion that fails falls back to torch, with a warning (and a word
+                in ``describe()``).
         """
         if str(device).strip().lower() in ("", "auto") or str(device).strip().isdigit():
             # "0" is cuda:0 (as in Ultralytics) for every backend; other names are checked by the backend that
             # runs them (ONNX Runtime's CUDA needs no CUDA in torch)
             device = str(resolve_device(device))
-        path = resolve_weights_path(path)
+        path = _resolve_weights_path(path)
         suffix = path.suffix.lower()
         if cfg is not None and suffix != ".weights":
             raise ValueError(f"{cfg}: a Darknet .cfg goes with Darknet .weights, not with {path}")
@@ -311,9 +315,10 @@ class Detector:
             if choice is None or choice.weights is not None or choice.backend != "openvino":
                 raise
             detail = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
-            warnings.warn(f"{path}: converting to OpenVINO in memory failed ({detail}); running torch instead",
-                          stacklevel=2)
-            choice = _choose(path, None, None, device, False, img_size, bool(augment), ours)
+            failed = f"converting to OpenVINO in memory failed ({detail})"
+            warnings.warn(f"{path}: {failed}; running torch instead", stacklevel=2)
+            choice = _choose(path, None, None, device, use_exports and ours, img_size, bool(augment), ours)
+            choice = dataclasses.replace(choice, reason=f"{choice.reason}; {failed}")
             runner = _torch_weights_backend(model, meta, choice.backend, choice.precision, device, path)
         detector = cls(runner, meta, img_size, conf, iou, max_det, keep_classes)
         detector.choice = choice
@@ -634,9 +639,7 @@ def _interpolation(value: Union[str, int]) -> int:
     return _INTERPOLATIONS[str(value).lower()]
 
 
-def resolve_weights_path(path: Optional[PathLike]) -> Path:
-    """The weights file ``path`` names (an OpenVINO export folder: its one .xml); FileNotFoundError saying how to
-    get weights when there is none."""
+def _resolve_weights_path(path: Optional[PathLike]) -> Path:
     if path is None or not str(path):
         raise FileNotFoundError(missing_weights_message(None))
     path = Path(path)
@@ -662,7 +665,8 @@ def _torch_weights_backend(model, meta, kind: str, precision: Optional[str], dev
 
     size = meta_input_shape(meta)
     exported = export_meta(meta, size, dynamic=True, precision="fp32", source=path.name)
-    data = onnx_bytes(model, exported, size, dynamic=True)
+    with _EXPORT_LOCK:  # torch.onnx.export keeps module-wide state: one export at a time (runs in threads)
+        data = onnx_bytes(model, exported, size, dynamic=True)
     if kind == "onnxruntime":
         return create_backend(kind, data, precision, device)
     if kind == "openvino":

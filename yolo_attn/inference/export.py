@@ -348,7 +348,7 @@ def export_model(
     says ``letter_box`` and ``nms_kind``; int8 calibrates on images fitted so).
     """
     from ..utils.checkpoint import load_model, warn_names_unused, with_pipeline
-    from .detector import EXPORT_SUFFIXES, resolve_weights_path
+    from .detector import EXPORT_SUFFIXES, _resolve_weights_path
 
     if format not in FORMATS:
         raise ValueError(f"unknown export format '{format}'; choose {' or '.join(FORMATS)}")
@@ -361,7 +361,7 @@ def export_model(
         check_data_config(data, "; to calibrate on a folder of images, pass it as --calib-images")
     if format != "darknet":
         check_opset(opset)
-    weights = resolve_weights_path(weights)
+    weights = _resolve_weights_path(weights)
     if weights.suffix.lower() in EXPORT_SUFFIXES:
         raise ValueError(f"{weights}: is already exported; export from the PyTorch checkpoint (.pt)")
     if format == "darknet" and dynamic:

@@ -298,8 +298,8 @@ def auto_choice(
         any_size: the caller runs several sizes (test-time augmentation): every fixed-size export is passed over.
         features: the CPU's features (detected when None; tests pass their own).
         installed: whether a module is importable (tests pass their own).
-        convert: the caller runs enough images to repay converting the weights to OpenVINO in memory (1-2 s
-            once) where no export is found: OpenVINO then runs them, in bf16 where bf16 is fast, else fp32.
+        convert: the caller runs enough images to repay converting the weights to OpenVINO in memory (about
+            2 s once): with AMX and no export found, OpenVINO bf16 then runs them.
     """
     if device.startswith("cuda"):
         return AutoChoice("torch", "fp16", "CUDA: fp16 channels-last")
@@ -325,13 +325,14 @@ def auto_choice(
             return AutoChoice("openvino", "bf16" if features.fast_bf16 else "fp32",
                               "the float export of this checkpoint, about 1.3x torch; an int8 export runs 2-4x "
                               "(tools/export.py --precision int8 --data CONFIG)", export)
-    if convert and not needs_torch and not any_size and installed("openvino") and installed("onnx"):
-        # OpenVINO beat torch on every CPU in the README's Speed tables, in fp32 and in bf16 where bf16 is fast
-        # (AMX: 5.2 against 13.0 ms at 416); the conversion is an ONNX export read by OpenVINO
-        precision = "bf16" if features.fast_bf16 else "fp32"
-        return AutoChoice("openvino", precision, f"{bf16_reason(features)}; converted to OpenVINO in memory for "
-                          f"this run, 1-2 s once; an int8 export runs faster still (tools/export.py --format "
-                          f"openvino --precision int8 --data CONFIG)" + unfit)
+    if (convert and features.amx_bf16 and device.split(":")[0] == "cpu" and not needs_torch and not any_size
+            and installed("openvino") and installed("onnx")):
+        # with AMX, OpenVINO bf16 took a 720p frame to boxes in 7.3 ms against 14.1 for torch bf16 (the README's
+        # Speed section). The CPUs without AMX there saved 1.4-15.5 ms a frame (5-19 %); the conversion's cost
+        # was not measured on them, so they stay on torch.
+        return AutoChoice("openvino", "bf16", "AMX: OpenVINO bf16 runs about 2x torch bf16; converted in memory "
+                          "for this long run, about 2 s once; an int8 export runs faster still (tools/export.py "
+                          "--format openvino --precision int8 --data CONFIG)" + unfit)
     if features.fast_bf16:
         return AutoChoice("torch", "bf16", f"{bf16_reason(features)}: bf16 is the fast float path" + unfit)
     why = bf16_reason(features)

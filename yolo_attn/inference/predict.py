@@ -20,9 +20,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import cv2
 import numpy as np
 
-from .detector import Detections, Detector, resolve_weights_path
+from .detector import Detections, Detector
 from .draw import draw_detections, draw_fps, overlay_heatmap
-from .sources import ImageFiles, Source, SourceError, VideoSink, VideoStream, Viewer, open_sources
+from .sources import ImageFiles, SourceError, VideoSink, VideoStream, Viewer, open_sources
 from .views import attention_maps, format_channel_weights, mean_attention_map, objectness_map
 
 __all__ = ["PredictSummary", "predict", "run_predict"]
@@ -196,7 +196,7 @@ class _Renderer:
 
 def predict(
     detector: Detector,
-    source: Union[str, int, Sequence[Source]],
+    source: Union[str, int],
     save_dir: Optional[Union[str, Path]] = None,
     save: bool = True,
     save_txt: bool = False,
@@ -222,17 +222,13 @@ def predict(
     number in the source; ``txt_format`` "pixels" or "yolo", see :func:`_txt_lines`), ``--save-crop`` each box
     as ``crops/<class>/<stem>_<k>.jpg``, ``--save-json`` one ``predictions.json``. A stem that repeats within
     the run (``a/img.png`` and ``b/img.png``) is saved as ``img_2``, ... (with a warning). Ctrl-C stops cleanly:
-    what was done is kept. ``source`` may also be what :func:`open_sources` returned (then ``capture_factory``
-    and ``vid_stride`` went to it); they are closed here.
+    what was done is kept.
     """
     from ..utils.paths import write_atomic
 
     renderer = _Renderer(detector, heatmap, attention, log,
                          dict(line_width=line_width, hide_labels=hide_labels, hide_conf=hide_conf))
-    if isinstance(source, (str, int, os.PathLike)):
-        sources = open_sources(source, capture_factory, warn=log, vid_stride=vid_stride)
-    else:
-        sources = list(source)
+    sources = open_sources(source, capture_factory, warn=log, vid_stride=vid_stride)
     summary = PredictSummary(Path(save_dir) if save_dir is not None else None)
     if summary.save_dir is not None:
         summary.save_dir.mkdir(parents=True, exist_ok=True)
@@ -453,14 +449,27 @@ def _views(views: Sequence[Tuple[float, bool]]) -> str:
     return " ".join(f"{scale:g}{' flipped' if flip else ''}" for scale, flip in views)
 
 
-# From this many images on (or any video, webcam or stream), PyTorch weights without an export are converted to
-# OpenVINO in memory: 1-2 s once against 6-10 ms saved an image on the CPUs of the README's Speed section.
-LONG_RUN_IMAGES = 200
+# From this many images or frames on (webcams and streams: always), PyTorch weights without an export are
+# converted to OpenVINO in memory where that pays (see hardware.auto_choice): about 2 s once, against about
+# 7 ms saved a 720p frame with AMX (the README's Speed section).
+LONG_RUN_IMAGES = 300
 
 
-def _long_run(sources: Sequence[Source]) -> bool:
-    return any(isinstance(s, VideoStream) for s in sources) or sum(
-        len(s) for s in sources if isinstance(s, ImageFiles)) >= LONG_RUN_IMAGES
+def _long_run(spec: Union[str, int], vid_stride: int) -> bool:
+    """Whether ``spec`` brings LONG_RUN_IMAGES images or frames or more, from a listing that opens no capture
+    (a video file's header is read for its frame count). What cannot be listed counts as nothing here:
+    predict() says what is wrong with it, after the weights have loaded, as before."""
+    try:
+        sources = open_sources(spec, warn=lambda message: None, vid_stride=vid_stride, defer=True)
+    except (SourceError, ValueError):
+        return False
+    total = 0
+    for src in sources:
+        count = len(src) if isinstance(src, ImageFiles) else src.expected_frames()
+        if count is None:  # a webcam or a stream (no end), or a video file whose header has no count
+            return True
+        total += count
+    return total >= LONG_RUN_IMAGES
 
 
 def run_predict(
@@ -519,23 +528,19 @@ def run_predict(
     if not str(source).strip():
         return fail("--source is empty (an image, a folder, a glob, a video, a webcam index or a stream URL)")
     save_dir: Optional[Path] = None
-    sources: List[Source] = []
     try:
         if attention and backend is None:  # the attention view reads gates off the PyTorch module
             backend = "torch"
-        resolve_weights_path(weights)  # a missing file is named before any source is opened
-        # opened before the weights are loaded: how many images come decides whether converting them pays
-        sources = open_sources(source, capture_factory, warn=log, vid_stride=vid_stride)
         detector = Detector.load(weights, classes_file, num_classes, device, backend, precision, img_size,
                                  conf, iou, max_det, classes, use_exports=True, augment=augment, nms=nms,
-                                 resize=resize, cfg=cfg, long_run=_long_run(sources))
+                                 resize=resize, cfg=cfg, long_run=_long_run(source, vid_stride))
         detector.agnostic = agnostic_nms
         log(detector.describe() + (f", test-time augmentation {_views(detector.augment)}" if augment else ""))
         if not no_save or save_txt or save_json or save_crop:
             save_dir = _results_folder(Path(project) / name, exist_ok)
-        summary = predict(detector, sources, save_dir, not no_save, save_txt, save_json, view, heatmap, attention,
-                          log=log, save_crop=save_crop, line_width=line_width, hide_labels=hide_labels,
-                          hide_conf=hide_conf, txt_format=txt_format, save_conf=save_conf)
+        summary = predict(detector, source, save_dir, not no_save, save_txt, save_json, view, heatmap, attention,
+                          capture_factory, log, save_crop=save_crop, vid_stride=vid_stride, line_width=line_width,
+                          hide_labels=hide_labels, hide_conf=hide_conf, txt_format=txt_format, save_conf=save_conf)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -543,9 +548,6 @@ def run_predict(
         remove_if_empty(save_dir)
         kept = f"; the results so far are in {save_dir}" if save_dir is not None and save_dir.exists() else ""
         return fail(f"{e}{kept}")
-    finally:  # those predict() did not reach, when loading failed or Ctrl-C came first (closing twice is safe)
-        for src in sources:
-            src.close()
     if summary.processed == 0 and not summary.interrupted:
         remove_if_empty(save_dir)
         return fail(f"{source}: nothing could be read, so nothing was predicted")

@@ -177,6 +177,28 @@ class VideoStream:
         self.size = (first.shape[1], first.shape[0])  # (w, h), from the frame itself
         return self
 
+    def expected_frames(self) -> Optional[int]:
+        """How many frames iterating will yield: a video file's frame count from its header (read by OpenCV
+        for a moment when the stream is not open; 0 for a file it cannot open) over the stride; None for
+        webcams, streams and files whose header has no count."""
+        if self.kind != "video":
+            return None
+        count = self.frame_count
+        if not self.opened:
+            capture = None
+            try:
+                with quiet_opencv():
+                    capture = cv2.VideoCapture(str(self.spec))
+                    if not capture.isOpened():
+                        return 0
+                    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
+            except Exception:  # noqa: BLE001 - a decoder that raises: the run itself will say so
+                return 0
+            finally:
+                if capture is not None:
+                    capture.release()
+        return None if not count or count < 0 else -(-count // self.stride)
+
     def _read_error(self, index: int, error: Exception) -> str:
         where = {"webcam": f"webcam {self.spec}", "stream": f"stream {self.spec}"}.get(self.kind, str(self.spec))
         kind = type(error).__name__
@@ -244,20 +266,21 @@ def open_sources(
     capture_factory: CaptureFactory = cv2.VideoCapture,
     warn: Warn = print,
     vid_stride: int = 1,
+    defer: bool = False,
 ) -> List[Source]:
     """Open what ``spec`` names: an image, a folder, a glob, a video file, a ``.txt`` list of paths (one per
     line), a webcam index or a stream URL. Videos, webcams and streams yield every ``vid_stride``-th frame.
 
     A folder or glob may hold images and videos: the images come as one :class:`ImageFiles`, each video as
-    a :class:`VideoStream` that is not opened yet (see its ``defer``). Raises :class:`SourceError` when
-    nothing usable is there.
+    a :class:`VideoStream` that is not opened yet (see its ``defer``); ``defer=True`` leaves a video, webcam
+    or stream named alone unopened too (a listing). Raises :class:`SourceError` when nothing usable is there.
     """
     text = str(spec).strip()
     # digits name a webcam, unless a file or folder of that name is here ("2024", a folder of images)
     if isinstance(spec, int) or (text.isdigit() and not Path(text).exists()):
-        return [VideoStream(int(text), "webcam", capture_factory, stride=vid_stride)]
+        return [VideoStream(int(text), "webcam", capture_factory, defer=defer, stride=vid_stride)]
     if text.lower().startswith(STREAM_PREFIXES):
-        return [VideoStream(text, "stream", capture_factory, stride=vid_stride)]
+        return [VideoStream(text, "stream", capture_factory, defer=defer, stride=vid_stride)]
     path = Path(text).expanduser()
     # What exists is taken literally before anything is read as a pattern: "shot[1].jpg" is a file name, and
     # as a glob it would match "shot1.jpg" instead (or nothing).
@@ -269,7 +292,7 @@ def open_sources(
         where = f"{path}: lists no images or videos"
     elif path.is_file():
         if path.suffix.lower() in VIDEO_SUFFIXES:
-            return [VideoStream(str(path), "video", capture_factory, stride=vid_stride)]
+            return [VideoStream(str(path), "video", capture_factory, defer=defer, stride=vid_stride)]
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise SourceError(f"{path}: not an image or video file (unknown extension '{path.suffix}')")
         return [ImageFiles([path], warn)]
