@@ -461,7 +461,7 @@ def _long_run(spec: Union[str, int], vid_stride: int) -> bool:
     predict() says what is wrong with it, after the weights have loaded, as before."""
     try:
         sources = open_sources(spec, warn=lambda message: None, vid_stride=vid_stride, defer=True)
-    except (SourceError, ValueError):
+    except (OSError, SourceError, ValueError):  # OSError: a folder that cannot be read
         return False
     total = 0
     for src in sources:
@@ -533,7 +533,8 @@ def run_predict(
             backend = "torch"
         detector = Detector.load(weights, classes_file, num_classes, device, backend, precision, img_size,
                                  conf, iou, max_det, classes, use_exports=True, augment=augment, nms=nms,
-                                 resize=resize, cfg=cfg, long_run=_long_run(source, vid_stride))
+                                 resize=resize, cfg=cfg,
+                                 long_run=backend is None and precision is None and _long_run(source, vid_stride))
         detector.agnostic = agnostic_nms
         log(detector.describe() + (f", test-time augmentation {_views(detector.augment)}" if augment else ""))
         if not no_save or save_txt or save_json or save_crop:
