@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, help="input size, a multiple of 32 (default: the checkpoint's)")
     p.add_argument("--dynamic", action="store_true", help="free batch size and input size")
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
-                   help="bf16: OpenVINO only (an inference hint); int8: NNCF post-training quantization")
+                   help="bf16: OpenVINO only (an inference hint); int8: post-training quantization (NNCF for "
+                   "OpenVINO, ONNX Runtime's quantizer for ONNX)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset, {MIN_OPSET} to {max_opset() or 'the newest the installed torch exports'}")
     p.add_argument("--data", help="data config whose training images calibrate int8")

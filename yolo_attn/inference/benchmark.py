@@ -232,7 +232,7 @@ def build_variants(
     if "onnxruntime" in groups and "onnxruntime" in installed:
         v += [
             Variant("onnxruntime fp32", "onnxruntime", "fp32", lambda: OnnxRuntimeBackend(onnx_model())),
-            Variant("onnxruntime int8 QDQ (NNCF)", "onnxruntime", "int8", lambda: OnnxRuntimeBackend(
+            Variant("onnxruntime int8 QDQ (its quantizer)", "onnxruntime", "int8", lambda: OnnxRuntimeBackend(
                 quantize_int8(onnx_model(), needs_calibration(), int8_meta(), img_size))),
         ]
     if "openvino" in groups and "openvino" in installed:
