@@ -16,6 +16,7 @@ NMS stay in :class:`~yolo_attn.inference.detector.Detector`, identical for every
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import importlib.util
@@ -27,7 +28,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -239,8 +240,9 @@ def quantize_int8(model: Any, images: Sequence[np.ndarray], meta: Dict[str, Any]
     was given. OpenVINO models: NNCF, then :func:`share_slice_quantizers`. ONNX: ONNX Runtime's own quantizer
     (:func:`_quantize_for_onnxruntime`), or NNCF where ONNX Runtime is not installed.
 
-    ``preset`` (NNCF's): "performance" (symmetric activations; the default for OpenVINO: 4.4 against 5.3 ms for
-    "mixed" at 416 on 2 AMX cores, the same mAP) or "mixed" (asymmetric activations; the default for ONNX)."""
+    ``preset`` (NNCF's; ONNX Runtime's quantizer takes none): "performance" (symmetric activations; the default
+    for OpenVINO: 4.4 against 5.3 ms for "mixed" at 416 on 2 AMX cores, the same mAP) or "mixed" (asymmetric
+    activations; the default for ONNX through NNCF)."""
     onnx_input = isinstance(model, bytes)
     preset = preset or ("mixed" if onnx_input else "performance")
     if preset not in INT8_PRESETS:
@@ -282,8 +284,10 @@ def _quantize_for_onnxruntime(model: bytes, batches: Sequence[np.ndarray], meta:
     initializers, which its convolution fusion needs for the biases). It quantizes each convolution's output
     before its activation as well as after, which ONNX Runtime needs to run convolutions in int8
     (QLinearConv); NNCF quantizes after the activation only (what OpenVINO fuses), and ONNX Runtime then ran
-    every convolution in fp32 between DequantizeLinear and QuantizeLinear: 43.7 ms against 10.6 at 416 on 2
-    AMX cores (fp32: 24.2; the phi 2 checkpoint of the README's Speed section, mAP@0.5 -0.23 points)."""
+    every convolution in fp32 between DequantizeLinear and QuantizeLinear: 43.7 ms against 10.4-11.7 at 416 on 2
+    AMX cores (fp32: 24.2; the phi 2 checkpoint of the README's Speed section, mAP@0.5 -0.23 points). The two
+    output convolutions stay float, as NNCF leaves them: their maps (box offsets and sizes, before exp) are not
+    rounded to 256 levels."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -296,16 +300,47 @@ def _quantize_for_onnxruntime(model: bytes, batches: Sequence[np.ndarray], meta:
             batch = next(self._left, None)
             return None if batch is None else {"images": batch}
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _root_logger_untouched():
         source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         source.write_bytes(model)
-        # symbolic shape inference cannot follow a --dynamic export's free sizes; ONNX's own is enough here
+        # symbolic shape inference cannot follow a --dynamic export's free sizes (and, failing, leaves files in
+        # the working directory); ONNX's own is enough here
         quant_pre_process(str(source), str(source), skip_symbolic_shape=True)
+        graph = onnx.load(str(source)).graph
+        outputs = {o.name for o in graph.output}
+        heads = [n.name for n in graph.node if n.op_type == "Conv" and set(n.output) & outputs]
         quantize_static(str(source), str(target), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=heads)
         quantized = onnx.load(str(target))
+    consumers: Dict[str, List[str]] = {}
+    for node in quantized.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    floats = [n.name for n in quantized.graph.node if n.op_type == "Conv" and n.name not in heads
+              and consumers.get(n.output[0]) != ["QuantizeLinear"]]
+    if floats:  # ONNX Runtime would run these in fp32 (its pre-processing logs a failure and goes on)
+        warnings.warn(f"int8 ONNX: {len(floats)} convolutions were left in float ({', '.join(floats[:3])}, ...); "
+                      f"ONNX Runtime runs them in fp32", stacklevel=2)
     _set_onnx_meta(quantized, meta)
     return quantized.SerializeToString()
+
+
+@contextlib.contextmanager
+def _root_logger_untouched() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs through ``logging.info()``, which gives a handler-less root logger a stderr
+    handler of its own (``logging.basicConfig``): a user's later basicConfig would then do nothing. A
+    NullHandler stands in while it runs; the root logger's handlers and level are put back after."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    if not handlers:
+        root.addHandler(logging.NullHandler())
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def share_slice_quantizers(model: Any) -> int:
