@@ -77,3 +77,20 @@ def test_onnx_runtime_runs_every_convolution_in_int8(tmp_path, monkeypatch):
         assert runner.precision == "int8"
         for a, b in zip(runner(torch.from_numpy(x)), ref):
             assert np.corrcoef(a.numpy().ravel(), b.ravel())[0, 1] > 0.98
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="nncf not installed (the openvino extra)")
+def test_without_onnx_runtimes_quantizer_nncf_quantizes_and_says_what_that_costs(monkeypatch):
+    import sys
+
+    import onnx
+
+    torch.manual_seed(0)
+    model = build_model(0, 3).eval()
+    meta = export_meta(make_meta(model, ["a", "b", "c"], img_size=SIZE), SIZE, False, "int8", "test")
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)  # importing it raises ImportError
+    with pytest.warns(UserWarning, match="quantizing with NNCF, whose graph ONNX Runtime runs in fp32"):
+        quantized = quantize_int8(onnx_bytes(model, meta, SIZE, dynamic=False), synthetic_images(2), meta, SIZE)
+    graph = onnx.load_from_string(quantized).graph
+    assert any(node.op_type == "QuantizeLinear" for node in graph.node)  # NNCF's int8 graph, meta along
+    assert "yolo_attn" in {p.key for p in onnx.load_from_string(quantized).metadata_props}
