@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, augmented_decode, check_
 from ..models.yolo import STRIDES, check_input_size
 from ..utils.checkpoint import meta_input_shape, meta_nms, meta_resize, missing_weights_message, warn_names_unused
 from ..utils.device import resolve_device
-from .backends import Backend, create_backend
+from .backends import Backend, _last_line, create_backend
 from .fastproc import decode_nms, letterbox_batch
 from .hardware import AutoChoice, auto_choice, export_for, keep_freed_memory, torch_threads
 
@@ -45,7 +44,6 @@ PathLike = Union[str, os.PathLike]
 # exported files and the backends that run them, the file's own first
 EXPORT_SUFFIXES = {".onnx": ("onnxruntime", "openvino"), ".xml": ("openvino",), ".torchscript": ("torchscript",)}
 ImageLike = Union[PathLike, np.ndarray, Any]  # Any: a PIL image
-_EXPORT_LOCK = threading.Lock()  # PyTorch weights exported in memory for ONNX Runtime / OpenVINO
 
 _INTERPOLATIONS = {
     "nearest": cv2.INTER_NEAREST,
@@ -314,8 +312,7 @@ class Detector:
         except Exception as e:  # noqa: BLE001 - only the automatic in-memory conversion falls back
             if choice is None or choice.weights is not None or choice.backend != "openvino":
                 raise
-            detail = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
-            failed = f"converting to OpenVINO in memory failed ({detail})"
+            failed = f"converting to OpenVINO in memory failed ({_last_line(e)})"
             warnings.warn(f"{path}: {failed}; running torch instead", stacklevel=2)
             choice = _choose(path, None, None, device, use_exports and ours, img_size, bool(augment), ours)
             choice = dataclasses.replace(choice, reason=f"{choice.reason}; {failed}")
@@ -665,8 +662,7 @@ def _torch_weights_backend(model, meta, kind: str, precision: Optional[str], dev
 
     size = meta_input_shape(meta)
     exported = export_meta(meta, size, dynamic=True, precision="fp32", source=path.name)
-    with _EXPORT_LOCK:  # torch.onnx.export keeps module-wide state: one export at a time (runs in threads)
-        data = onnx_bytes(model, exported, size, dynamic=True)
+    data = onnx_bytes(model, exported, size, dynamic=True)
     if kind == "onnxruntime":
         return create_backend(kind, data, precision, device)
     if kind == "openvino":

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,7 @@ FORMATS = ("onnx", "openvino", "torchscript", "darknet")
 PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8"), "torchscript": ("fp32",),
               "darknet": ("fp32",)}
 INT8_PRESETS = ("performance", "mixed")  # NNCF's QuantizationPreset values
+_ONNX_EXPORT_LOCK = threading.Lock()
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
 # files that an OpenVINO --output of this name would be taken for (a folder named model.onnx holding the IR)
@@ -131,7 +133,9 @@ def onnx_bytes(model: nn.Module, meta: Dict[str, Any], img_size: Union[int, Tupl
         }
     example = torch.zeros(1, 3, *as_hw(img_size))
     buf = io.BytesIO()
-    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices are not for our users
+    # one export at a time: torch.onnx.export keeps module-wide state, and warnings.catch_warnings is not
+    # thread-safe (two video runs in threads each convert their weights in memory)
+    with _ONNX_EXPORT_LOCK, warnings.catch_warnings():  # its deprecation notices are not for our users
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(

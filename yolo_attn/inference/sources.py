@@ -172,8 +172,7 @@ class VideoStream:
         # webcams and streams report 0, or bogus values like 1000 or 90000; a file's header is trusted further
         top = MAX_FILE_FPS if self.kind == "video" else 240.0
         self.fps = fps if math.isfinite(fps) and 0.0 < fps <= top else DEFAULT_FPS
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        self.frame_count = count if self.kind == "video" and count > 0 else None
+        self.frame_count = _header_frame_count(capture) if self.kind == "video" else None
         self.size = (first.shape[1], first.shape[0])  # (w, h), from the frame itself
         return self
 
@@ -191,13 +190,13 @@ class VideoStream:
                     capture = cv2.VideoCapture(str(self.spec))
                     if not capture.isOpened():
                         return 0
-                    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
+                    count = _header_frame_count(capture)
             except Exception:  # noqa: BLE001 - a decoder that raises: the run itself will say so
                 return 0
             finally:
                 if capture is not None:
                     capture.release()
-        return None if not count or count < 0 else -(-count // self.stride)
+        return None if count is None else -(-count // self.stride)
 
     def _read_error(self, index: int, error: Exception) -> str:
         where = {"webcam": f"webcam {self.spec}", "stream": f"stream {self.spec}"}.get(self.kind, str(self.spec))
@@ -256,6 +255,12 @@ class VideoStream:
             if capture is None or self._reading:
                 return
         capture.release()
+
+
+def _header_frame_count(capture: cv2.VideoCapture) -> Optional[int]:
+    """A video file's frame count as its header gives it; None where it gives none (0, or a bogus negative)."""
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    return count if count > 0 else None
 
 
 Source = Union[ImageFiles, VideoStream]
