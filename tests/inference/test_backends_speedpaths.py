@@ -21,7 +21,7 @@ import torch
 
 from yolo_attn.data.letterbox import letterbox
 from yolo_attn.inference import Detector
-from yolo_attn.inference.backends import OpenVinoBackend, _matching_precision, create_backend
+from yolo_attn.inference.backends import OpenVinoBackend, _matching_precision, _uint8_nhwc_input, create_backend
 from yolo_attn.inference.fastproc import decode_nms, letterbox_batch
 from yolo_attn.inference.hardware import (BF16_MIN_SPEEDUP, CpuFeatures, auto_choice, bf16_speedup, cpu_features,
                                           keep_freed_memory, torch_threads)
@@ -365,6 +365,26 @@ def test_openvino_on_a_device_it_lacks_is_one_clear_error(ckpt):
     with pytest.raises(ValueError, match=r"OpenVINO has no FOO device here \(from --device foo; this machine "
                                          r"offers .*CPU.*\); use --device cpu"):
         create_backend("openvino", model, device="foo")
+
+
+@needs_openvino
+def test_openvino_uint8_graph_converts_in_nhwc_and_transposes_last(ckpt):
+    """Conversion and scaling run on the NHWC input, then a transpose hands NCHW to the model: OpenVINO then
+    writes the first convolution's channels-last input at once (its PrePostProcessor transposed uint8 first,
+    and the compiled graph reordered it back). A dynamic model stays dynamic."""
+    import openvino as ov
+    from yolo_attn.inference.export import openvino_model
+
+    model = _uint8_nhwc_input(openvino_model(_onnx_data(ckpt), {"precision": "fp32"}))
+    images = model.get_parameters()[0]
+    assert images.get_element_type() == ov.Type.u8 and images.get_partial_shape().is_dynamic
+    assert images.get_partial_shape()[3].get_length() == 3  # NHWC
+    chain, node = [], images
+    for _ in range(3):
+        (target,) = node.output(0).get_target_inputs()
+        node = target.get_node()
+        chain.append(node.get_type_name())
+    assert chain == ["Convert", "Divide", "Transpose"]
 
 
 @needs_openvino

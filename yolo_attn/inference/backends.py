@@ -367,16 +367,9 @@ class OpenVinoBackend(Backend):
         and compiled on first use)."""
         compiled = self._variants.get(uint8)
         if compiled is None:
-            import openvino as ov
-            from openvino.preprocess import PrePostProcessor
-
             with self._lock:
                 if uint8 not in self._variants:
-                    ppp = PrePostProcessor(self._model.clone())
-                    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
-                    ppp.input().model().set_layout(ov.Layout("NCHW"))
-                    ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(255.0)
-                    self._variants[uint8] = self._compile(ppp.build())
+                    self._variants[uint8] = self._compile(_uint8_nhwc_input(self._model.clone()))
                 compiled = self._variants[uint8]
         return compiled
 
@@ -395,6 +388,29 @@ class OpenVinoBackend(Backend):
         with torch_threads(1):
             request.infer(array, share_inputs=True)
         return [torch.from_numpy(request.get_output_tensor(i).data.copy()) for i in range(len(compiled.outputs))]
+
+
+def _uint8_nhwc_input(model: Any) -> Any:
+    """``model`` (float NCHW input in [0, 1]) taking uint8 NHWC images instead: convert, divide by 255, then
+    transpose. Written by hand rather than with OpenVINO's PrePostProcessor, which transposes first: its graph
+    then transposes uint8 to NCHW and reorders it back to the channels-last layout the convolutions use, 0.2 ms
+    of the 4.5 ms bf16 forward at 416 on AMX. Here the transpose only relabels the axes, and the conversion
+    writes the convolution's layout directly."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    old = model.get_parameters()[0]
+    n, c, h, w = old.get_partial_shape()
+    images = ops.parameter(ov.PartialShape([n, h, w, c]), ov.Type.u8)
+    images.set_friendly_name(old.get_friendly_name())
+    images.output(0).get_tensor().set_names(old.output(0).get_tensor().get_names())
+    scaled = ops.divide(ops.convert(images, ov.Type.f32), ops.constant(np.float32(255.0)))
+    nchw = ops.transpose(scaled, ops.constant(np.array([0, 3, 1, 2], np.int64)))
+    for target in list(old.output(0).get_target_inputs()):
+        target.replace_source_output(nchw.output(0))
+    model.replace_parameter(0, images)
+    model.validate_nodes_and_infer_types()
+    return model
 
 
 @functools.lru_cache(maxsize=None)
