@@ -164,6 +164,21 @@ def test_calibration_images_come_from_the_training_split(tmp_path):
         calibration_images(None, None)
 
 
+def test_calibration_images_are_read_when_used_and_an_unreadable_one_is_skipped(tmp_path):
+    paths = write_images(tmp_path / "calib", 3)
+    logs = []
+    images = calibration_images(folder=tmp_path / "calib", log=logs.append)
+    assert len(images) == 3 and logs == [f"calibrating on 3 images from {tmp_path / 'calib'}"]
+    paths[1].write_bytes(b"not an image")  # broken after the listing: found when read
+    got = list(images)
+    assert len(got) == 2 and logs[-1].startswith(f"warning: skipping {paths[1]}")
+    np.testing.assert_array_equal(got[1], images[2])
+    for path in paths:
+        path.write_bytes(b"")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'calib'}: no readable images to calibrate with"):
+        list(images)
+
+
 def test_an_exported_model_evaluates_like_the_checkpoint(ckpt, tmp_path):
     """Detector.as_module() lets yolo_attn.eval score an exported model (how int8's mAP cost is measured)."""
     from yolo_attn.data import build_dataset, load_data_config

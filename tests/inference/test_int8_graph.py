@@ -87,3 +87,27 @@ def test_quantize_int8_shares_for_openvino_and_checks_the_preset(fp32_model):
     assert _slice_inputs(quantized) == ["FakeQuantize"] * 3
     with pytest.raises(ValueError, match="int8 preset must be one of performance, mixed, not 'fast'"):
         quantize_int8(model.clone(), images, meta, SIZE, preset="fast")
+
+
+def test_quantize_int8_keeps_only_the_letterboxed_images(fp32_model):
+    """Each calibration image is read, letterboxed and let go before the next: 12 large originals (6.2 MB
+    each) never sit in memory together. Before, 300 such images held 1.9 GB, and a float copy of each input
+    0.6 GB more at 416."""
+    import tracemalloc
+
+    from yolo_attn.inference.export import CalibrationImages
+
+    model, meta = fp32_model
+    base = synthetic_images(3)
+
+    def read(i):
+        return np.ascontiguousarray(np.broadcast_to(base[i % 3][:1, :1], (1080, 1920, 3)))  # a 6.2 MB original
+
+    tracemalloc.start()
+    try:
+        quantized = quantize_int8(model.clone(), CalibrationImages(read, 12, "large", print), meta, SIZE)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert _slice_inputs(quantized) == ["FakeQuantize"] * 3
+    assert peak < 4 * 1080 * 1920 * 3, f"{peak / 2 ** 20:.0f} MB traced at the peak"

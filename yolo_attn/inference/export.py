@@ -29,7 +29,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from .backends import META_KEY, TORCHSCRIPT_META_FILE
 from .hardware import weights_fingerprint
 
 __all__ = [
+    "CalibrationImages",
     "FORMATS",
     "ParityReport",
     "calibration_images",
@@ -192,15 +193,51 @@ def _set_openvino_meta(model: Any, meta: Dict[str, Any]) -> None:
         model.set_rt_info("bf16", ["runtime_options", "INFERENCE_PRECISION_HINT"])
 
 
+class CalibrationImages(Sequence[np.ndarray]):
+    """Calibration images, read one at a time: ``images[i]`` reads image ``i`` (RGB uint8), and iterating
+    reads them in turn, reporting an unreadable one through ``log`` and skipping it. Quantization keeps each
+    image only as the model's input (a 416x416 letterbox holds 0.5 MB; a 1080p original 6.2 MB), so 300
+    large images no longer sit in memory at once. ``describe`` names where they come from."""
+
+    def __init__(self, read: Callable[[int], np.ndarray], count: int, describe: str, log: Callable[[str], None]):
+        self._read, self._count, self.describe, self._log = read, count, describe, log
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self._read(i) for i in range(*index.indices(self._count))]
+        if not -self._count <= index < self._count:
+            raise IndexError(f"calibration image {index} of {self._count}")
+        return self._read(index % self._count)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        from ..data.records import BadImageError
+
+        read = 0
+        for i in range(self._count):
+            try:
+                image = self._read(i)
+            except (BadImageError, ValueError, OSError) as e:
+                self._log(f"warning: skipping {e}")
+                continue
+            read += 1
+            yield image
+        if not read:
+            raise ValueError(f"{self.describe}: no readable images to calibrate with")
+
+
 def calibration_images(
     data: Union[None, PathLike, Dict[str, Any]] = None,
     folder: Optional[PathLike] = None,
     count: int = 300,
     log: Callable[[str], None] = print,
-) -> List[np.ndarray]:
+) -> CalibrationImages:
     """Up to ``count`` RGB uint8 images for int8 calibration: from the training split of a data config (a
     YAML path, a mapping, or "shapes" for the embedded set), or from a folder of images. Evenly spread over
-    the set, so no one sequence dominates."""
+    the set, so no one sequence dominates. They are read when used (:class:`CalibrationImages`); a missing
+    split or an empty folder is an error here."""
     from .detector import load_image
 
     if data is not None:
@@ -215,34 +252,27 @@ def calibration_images(
             raise ValueError(f"{data}: {e.args[0]}") from None
         if len(dataset) == 0:
             raise ValueError(f"{data}: its training split has no images to calibrate with")
-        indices = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)
+        indices = np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int))
         log(f"calibrating on {len(indices)} training images from {data}")
-        return [dataset.load_record(int(i)).image for i in np.unique(indices)]
+        return CalibrationImages(lambda i: dataset.load_record(int(indices[i])).image, len(indices), str(data), log)
     if folder is not None:
         from .sources import list_images
 
         files = list_images(folder)
         picked = [files[int(i)] for i in np.unique(np.linspace(0, len(files) - 1, min(count, len(files))).round())]
-        images = []
-        for f in picked:
-            try:
-                images.append(load_image(f)[0])
-            except ValueError as e:
-                log(f"warning: skipping {e}")
-        if not images:
-            raise ValueError(f"{folder}: no readable images to calibrate with")
-        log(f"calibrating on {len(images)} images from {folder}")
-        return images
+        log(f"calibrating on {len(picked)} images from {folder}")
+        return CalibrationImages(lambda i: load_image(picked[i])[0], len(picked), str(folder), log)
     raise ValueError("int8 needs calibration images: pass --data CONFIG (its training set is used) "
                      "or --calib-images FOLDER")
 
 
-def quantize_int8(model: Any, images: Sequence[np.ndarray], meta: Dict[str, Any],
+def quantize_int8(model: Any, images: Iterable[np.ndarray], meta: Dict[str, Any],
                   img_size: Union[int, Tuple[int, int]], preset: Optional[str] = None) -> Any:
     """Post-training quantization of an ``openvino.Model`` or ONNX bytes, on ``images`` letterboxed (or
-    stretched, for Darknet's weights) exactly as :class:`Detector` prepares its input. Returns the same kind it
-    was given. OpenVINO models: NNCF, then :func:`share_slice_quantizers`. ONNX: ONNX Runtime's own quantizer
-    (:func:`_quantize_for_onnxruntime`), or NNCF where ONNX Runtime is not installed.
+    stretched, for Darknet's weights) exactly as :class:`Detector` prepares its input; they are read once, in
+    turn (:class:`CalibrationImages` reads each as it comes), and only their letterboxed uint8 forms are kept.
+    Returns the same kind it was given. OpenVINO models: NNCF, then :func:`share_slice_quantizers`. ONNX: ONNX
+    Runtime's own quantizer (:func:`_quantize_for_onnxruntime`), or NNCF where ONNX Runtime is not installed.
 
     ``preset`` (NNCF's; ONNX Runtime's quantizer takes none): "performance" (symmetric activations; the default
     for OpenVINO: 4.4 against 5.3 ms for "mixed" at 416 on 2 AMX cores, the same mAP) or "mixed" (asymmetric
@@ -257,11 +287,8 @@ def quantize_int8(model: Any, images: Sequence[np.ndarray], meta: Dict[str, Any]
     interpolation = _interpolation(pre.get("interpolation", "linear"))
     pad = int(pre.get("pad_value", PAD_VALUE))
     resize = meta_resize(meta)
-    batches = [
-        (fit_to_input(im, img_size, resize, pad, interpolation)[0].transpose(2, 0, 1)[None].astype(np.float32)
-         / 255.0)
-        for im in images
-    ]
+    # the letterboxed uint8 images only (a quarter of their float size); each becomes a float batch when used
+    inputs = [fit_to_input(im, img_size, resize, pad, interpolation)[0] for im in images]
     if onnx_input:
         try:
             importlib.import_module("onnxruntime.quantization")
@@ -270,17 +297,17 @@ def quantize_int8(model: Any, images: Sequence[np.ndarray], meta: Dict[str, Any]
                           f"graph ONNX Runtime runs in fp32 (slower than the fp32 model; OpenVINO runs it in int8). "
                           f"Install onnxruntime (the export extra) for a graph ONNX Runtime runs in int8", stacklevel=2)
         else:
-            return _quantize_for_onnxruntime(model, batches, meta)
+            return _quantize_for_onnxruntime(model, inputs, meta)
     import nncf
 
     if onnx_input:
         import onnx
 
         model = onnx.load_from_string(model)
-        dataset = nncf.Dataset(batches, lambda b: {"images": b})
+        dataset = nncf.Dataset(inputs, lambda im: {"images": _as_batch(im)})
     else:
-        dataset = nncf.Dataset(batches)
-    quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset(preset), subset_size=len(batches))
+        dataset = nncf.Dataset(inputs, _as_batch)
+    quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset(preset), subset_size=len(inputs))
     if onnx_input:
         _set_onnx_meta(quantized, meta)
         return quantized.SerializeToString()
@@ -289,12 +316,17 @@ def quantize_int8(model: Any, images: Sequence[np.ndarray], meta: Dict[str, Any]
     return quantized
 
 
-def _quantize_for_onnxruntime(model: bytes, batches: Sequence[np.ndarray], meta: Dict[str, Any]) -> bytes:
+def _as_batch(image: np.ndarray) -> np.ndarray:
+    """A letterboxed (H, W, 3) uint8 image -> the model's (1, 3, H, W) float32 input in [0, 1]."""
+    return image.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+
+
+def _quantize_for_onnxruntime(model: bytes, inputs: Sequence[np.ndarray], meta: Dict[str, Any]) -> bytes:
     """ONNX Runtime's own static quantization (QDQ; per-channel int8 weights, uint8 activations, min-max
-    calibration on ``batches``), after its pre-processing (ONNX shape inference, constants folded into
-    initializers, which its convolution fusion needs for the biases). It quantizes each convolution's output
-    before its activation as well as after, which ONNX Runtime needs to run convolutions in int8
-    (QLinearConv); NNCF quantizes after the activation only (what OpenVINO fuses), and ONNX Runtime then ran
+    calibration on ``inputs``, letterboxed uint8 images), after its pre-processing (ONNX shape inference,
+    constants folded into initializers, which its convolution fusion needs for the biases). It quantizes each
+    convolution's output before its activation as well as after, which ONNX Runtime needs to run convolutions
+    in int8 (QLinearConv); NNCF quantizes after the activation only (what OpenVINO fuses), and ONNX Runtime then ran
     every convolution in fp32 between DequantizeLinear and QuantizeLinear: 43.7 ms against 10.4-11.7 at 416 on 2
     AMX cores (fp32: 24.2; the phi 2 checkpoint of the README's Speed section, mAP@0.5 -0.23 points). The two
     output convolutions stay float, as NNCF leaves them: their maps (box offsets and sizes, before exp) are not
@@ -305,11 +337,11 @@ def _quantize_for_onnxruntime(model: bytes, batches: Sequence[np.ndarray], meta:
 
     class Batches(CalibrationDataReader):
         def __init__(self):
-            self._left = iter(batches)
+            self._left = iter(inputs)
 
         def get_next(self) -> Optional[Dict[str, np.ndarray]]:
-            batch = next(self._left, None)
-            return None if batch is None else {"images": batch}
+            image = next(self._left, None)
+            return None if image is None else {"images": _as_batch(image)}
 
     with tempfile.TemporaryDirectory() as tmp, _root_logger_untouched():
         source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
