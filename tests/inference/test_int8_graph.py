@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -83,8 +84,11 @@ def test_each_csp_split_reads_the_quantized_route(phi, preset):
 def test_quantize_int8_shares_for_openvino_and_checks_the_preset(fp32_model):
     model, meta = fp32_model
     images = synthetic_images(2)
-    quantized = quantize_int8(model.clone(), images, meta, SIZE)
+    logs = []
+    quantized = quantize_int8(model.clone(), images, meta, SIZE, log=logs.append)
     assert _slice_inputs(quantized) == ["FakeQuantize"] * 3
+    assert logs == ["int8: NNCF, performance preset, on 2 images"]
+    assert json.loads(quantized.get_rt_info(["yolo_attn"]).astype(str))["quantizer"] == "nncf performance"
     with pytest.raises(ValueError, match="int8 preset must be one of performance, mixed, not 'fast'"):
         quantize_int8(model.clone(), images, meta, SIZE, preset="fast")
 

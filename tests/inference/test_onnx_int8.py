@@ -3,6 +3,7 @@ int8 (NNCF's graph left every convolution in fp32 there: 43.7 against 10.6 ms at
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 
 import cv2
@@ -40,7 +41,9 @@ def test_onnx_runtime_runs_every_convolution_in_int8(tmp_path, monkeypatch):
     fp32 = onnx_bytes(model, meta, SIZE, dynamic=False)
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [])  # as in a script that has not configured logging (pytest has)
-    quantized = quantize_int8(fp32, synthetic_images(4), meta, SIZE)
+    logs = []
+    quantized = quantize_int8(fp32, synthetic_images(4), meta, SIZE, log=logs.append)
+    assert logs == ["int8: ONNX Runtime's quantizer (QDQ) on 4 images"]
     assert root.handlers == []  # ONNX Runtime's logging.info() would have added a stderr handler
 
     graph = onnx.load_from_string(quantized).graph
@@ -58,7 +61,8 @@ def test_onnx_runtime_runs_every_convolution_in_int8(tmp_path, monkeypatch):
     def meta_of(data):
         return {p.key: p.value for p in onnx.load_from_string(data).metadata_props}.get("yolo_attn")
 
-    assert meta_of(quantized) == meta_of(fp32) is not None  # the meta travels along
+    # the meta travels along, with the quantizer that made the file
+    assert json.loads(meta_of(quantized)) == {**json.loads(meta_of(fp32)), "quantizer": "onnxruntime"}
     _session(quantized, tmp_path / "optimized.onnx")
     optimized = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
     assert optimized.count("QLinearConv") == len(convs) and optimized.count("Conv") == len(heads)
@@ -93,4 +97,5 @@ def test_without_onnx_runtimes_quantizer_nncf_quantizes_and_says_what_that_costs
         quantized = quantize_int8(onnx_bytes(model, meta, SIZE, dynamic=False), synthetic_images(2), meta, SIZE)
     graph = onnx.load_from_string(quantized).graph
     assert any(node.op_type == "QuantizeLinear" for node in graph.node)  # NNCF's int8 graph, meta along
-    assert "yolo_attn" in {p.key for p in onnx.load_from_string(quantized).metadata_props}
+    stored = json.loads({p.key: p.value for p in onnx.load_from_string(quantized).metadata_props}["yolo_attn"])
+    assert stored["quantizer"] == "nncf mixed" and stored["names"] == ["a", "b", "c"]
