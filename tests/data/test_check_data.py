@@ -4,7 +4,7 @@ from pathlib import Path
 
 from yolo_attn.data import records as R
 
-from .conftest import write_jpeg
+from .conftest import voc_xml, write_jpeg
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "check_data.py"
 
@@ -81,6 +81,24 @@ def test_clean_dataset_exits_zero(tmp_path, voc_root, capsys):
     code, out = run_tool(["--data", cfg], capsys)
     assert code == 0, out
     assert "no problems found" in out
+
+
+def test_a_split_whose_every_box_is_difficult_fails(tmp_path, voc_root, capsys):
+    """Training leaves difficult boxes out and the VOC devkit ignores them: such a train split used to pass
+    the check and then be refused by training."""
+    (voc_root / "VOC2012" / "Annotations" / "2012_000001.xml").write_text(
+        voc_xml(70, 50, [("person", 2, 3, 40, 45, 1), ("cat", 5, 5, 30, 30, 1)]))
+    cfg = write_config(tmp_path, f"format: voc\nroot: {voc_root}\ntrain: [VOC2012/trainval]\n"
+                                 "val: [VOC2012/trainval]\nnames: [cat, dog, person]\n")
+    code, out = run_tool(["--data", cfg], capsys)
+    assert code == 1, out
+    assert "split train: 1 images and 2 boxes, every one difficult; training leaves difficult boxes out" in out
+    assert "`train_difficult: true`" in out and "split val: 1 images and 2 boxes, every one difficult; the VOC " \
+        "devkit's mAP ignores difficult boxes: there is nothing to score" in out
+    cfg = write_config(tmp_path, f"format: voc\nroot: {voc_root}\ntrain: [VOC2012/trainval]\n"
+                                 "val: [VOC2012/trainval]\nnames: [cat, dog, person]\ntrain_difficult: true\n")
+    code, out = run_tool(["--data", cfg], capsys)  # trained on now; still not scored
+    assert "split train: 1 images and 2 boxes" not in out and "split val: 1 images and 2 boxes" in out, out
 
 
 def test_unreadable_config_exits_two(tmp_path, capsys):

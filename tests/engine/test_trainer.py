@@ -533,6 +533,20 @@ def test_a_train_split_that_cannot_teach_is_refused_before_the_run(tmp_path):
         config.write_text(f"format: yolo\nroot: {root}\ntrain: [{train_entry}]\nval: [images]\nnames: [a]\n")
         with pytest.raises(ValueError, match=message):
             train(_tiny_cfg(config, tmp_path, epochs=1, name="none"))
+    # boxes, every one difficult: what stands in the way, and the way round it
+    voc = root / "VOC2007"
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (voc / sub).mkdir(parents=True)
+    cv2.imwrite(str(voc / "JPEGImages" / "1.jpg"), np.full((64, 64, 3), 90, np.uint8))
+    (voc / "Annotations" / "1.xml").write_text(
+        "<annotation><size><width>64</width><height>64</height><depth>3</depth></size><object><name>a</name>"
+        "<difficult>1</difficult><bndbox><xmin>5</xmin><ymin>5</ymin><xmax>40</xmax><ymax>40</ymax></bndbox>"
+        "</object></annotation>")
+    (voc / "ImageSets" / "Main" / "train.txt").write_text("1\n")
+    config.write_text(f"format: voc\nroot: {root}\ntrain: [VOC2007/train]\nval: [VOC2007/train]\nnames: [a]\n")
+    with pytest.raises(ValueError, match=r"all 1 boxes of the train split's 1 images are marked difficult .*"
+                                         r"set `train_difficult: true` in the data config"):
+        train(_tiny_cfg(config, tmp_path, epochs=1, name="none"))
     assert not (tmp_path / "runs").exists()
 
 

@@ -184,6 +184,20 @@ def _no_boxes(cfg: Mapping[str, Any], split: str, ds: DetectionDataset,
     return f"split {split}: {len(ds)} images and not one box: {why}{consequence}"
 
 
+def _all_difficult(cfg: Mapping[str, Any], split: str, ds: DetectionDataset) -> str:
+    """For the :data:`NO_BOXES` problem: a split whose every box is ``difficult`` (COCO: a crowd region), which
+    training leaves out of its targets and scoring ignores."""
+    boxes = sum(len(r.labels) for r in ds.records)
+    if cfg["format"] == "coco":
+        what, consequence = "a crowd region (iscrowd 1)", "never a target nor scored, as in pycocotools"
+    elif split == "train":
+        what, consequence = "difficult", "training leaves difficult boxes out and refuses it: set " \
+                                         "`train_difficult: true` in the data config to train on them"
+    else:
+        what, consequence = "difficult", "the VOC devkit's mAP ignores difficult boxes: there is nothing to score"
+    return f"split {split}: {len(ds)} images and {boxes} boxes, every one {what}; {consequence}"
+
+
 def _inspect(record) -> Tuple[Optional[DataProblem], Optional[str]]:
     """Decode one image: (problem or None, note or None)."""
     path = record.path
@@ -266,6 +280,9 @@ def check_data(cfg: Mapping[str, Any], splits: Optional[Sequence[str]] = None, d
             report.problems.extend(_dedupe(listed.problems, seen))
         if len(ds) and not counts["boxes"] and split != "test":  # a test split may be unlabelled
             report.problems.add(NO_BOXES, cfg.get("path", "data config"), _no_boxes(cfg, split, ds, unlabelled))
+        elif counts["boxes"] and counts["difficult"] == counts["boxes"] and split != "test" \
+                and not (split == "train" and ds.include_difficult):
+            report.problems.add(NO_BOXES, cfg.get("path", "data config"), _all_difficult(cfg, split, ds))
     entries = [e for s in splits for e in (cfg.get(s) or [])]
     scan = ProblemLog()
     if cfg["format"] == "voc":

@@ -441,6 +441,11 @@ def _check_trainable(train_set, names: Sequence[str], where: str) -> None:
         raise ValueError(f"{where}: no classes (empty `names`, or a COCO JSON without categories)")
     with_difficult = bool(getattr(train_set, "include_difficult", False))
     if not any(target_mask(r.difficult, with_difficult).any() for r in train_set.records):
+        boxes = sum(len(r.labels) for r in train_set.records)
+        if boxes:  # every one difficult (or a COCO crowd region), which training leaves out
+            raise ValueError(f"{where}: all {boxes} boxes of the train split's {len(train_set)} images are marked "
+                             f"difficult (COCO: crowd regions), which training leaves out of its targets; set "
+                             f"`train_difficult: true` in the data config to train on them (VOC / YOLO formats)")
         raise ValueError(f"{where}: not one box in the train split's {len(train_set)} images{problems}: are "
                          f"the label files missing where they were looked for ({train_set.description}), or "
                          f"empty? See `python tools/check_data.py --data {where}`")
