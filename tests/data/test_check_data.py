@@ -92,6 +92,7 @@ def test_a_split_whose_every_box_is_difficult_fails(tmp_path, voc_root, capsys):
                                  "val: [VOC2012/trainval]\nnames: [cat, dog, person]\n")
     code, out = run_tool(["--data", cfg], capsys)
     assert code == 1, out
+    assert "split whose every box is difficult (2):" in out and "split without one box" not in out
     assert "split train: 1 images and 2 boxes, every one difficult; training leaves difficult boxes out" in out
     assert "`train_difficult: true`" in out and "split val: 1 images and 2 boxes, every one difficult; the VOC " \
         "devkit's mAP ignores difficult boxes: there is nothing to score" in out
@@ -99,6 +100,28 @@ def test_a_split_whose_every_box_is_difficult_fails(tmp_path, voc_root, capsys):
                                  "val: [VOC2012/trainval]\nnames: [cat, dog, person]\ntrain_difficult: true\n")
     code, out = run_tool(["--data", cfg], capsys)  # trained on now; still not scored
     assert "split train: 1 images and 2 boxes" not in out and "split val: 1 images and 2 boxes" in out, out
+    cfg = write_config(tmp_path, f"format: voc\nroot: {voc_root}\ntrain: [VOC2007/clean]\n"
+                                 "val: [VOC2007/clean]\ntest: [VOC2012/trainval]\nnames: [cat, dog, person]\n")
+    code, out = run_tool(["--data", cfg, "--split", "train", "test"], capsys)  # a test split is not judged
+    assert "every one difficult" not in out, out
+
+
+def test_a_coco_split_of_crowd_regions_only_fails(tmp_path, capsys):
+    import json
+
+    root = tmp_path / "coco"
+    write_jpeg(root / "train2017" / "a.jpg", 60, 80)
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "instances_train2017.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 60, "width": 80}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 80, 60], "iscrowd": 1}],
+        "categories": [{"id": 1, "name": "person"}]}))
+    cfg = write_config(tmp_path, f"format: coco\nroot: {root}\ntrain: train2017\nval: train2017\n")
+    code, out = run_tool(["--data", cfg], capsys)
+    assert code == 1, out
+    assert "split train: 1 images and 1 boxes, every one a crowd region (iscrowd 1); crowd regions are never " \
+        "training targets: training refuses it" in out
+    assert "split val: 1 images and 1 boxes, every one a crowd region (iscrowd 1); pycocotools ignores" in out
 
 
 def test_unreadable_config_exits_two(tmp_path, capsys):

@@ -1,5 +1,6 @@
 """The trainer: learning, files written, resume after SIGKILL, freeze, init from weights, DDP."""
 import csv
+import json
 import logging
 import math
 import os
@@ -544,8 +545,19 @@ def test_a_train_split_that_cannot_teach_is_refused_before_the_run(tmp_path):
         "</object></annotation>")
     (voc / "ImageSets" / "Main" / "train.txt").write_text("1\n")
     config.write_text(f"format: voc\nroot: {root}\ntrain: [VOC2007/train]\nval: [VOC2007/train]\nnames: [a]\n")
-    with pytest.raises(ValueError, match=r"all 1 boxes of the train split's 1 images are marked difficult .*"
+    with pytest.raises(ValueError, match=r"all 1 boxes of the train split's 1 images are marked difficult, .*"
                                          r"set `train_difficult: true` in the data config"):
+        train(_tiny_cfg(config, tmp_path, epochs=1, name="none"))
+    coco = root / "coco"
+    (coco / "annotations").mkdir(parents=True)
+    (coco / "train2017").mkdir()
+    cv2.imwrite(str(coco / "train2017" / "1.jpg"), np.full((64, 64, 3), 90, np.uint8))
+    (coco / "annotations" / "instances_train2017.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "1.jpg", "height": 64, "width": 64}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 30, 30], "iscrowd": 1}],
+        "categories": [{"id": 1, "name": "a"}]}))
+    config.write_text(f"format: coco\nroot: {coco}\ntrain: train2017\nval: train2017\n")
+    with pytest.raises(ValueError, match=r"all 1 boxes of the train split's 1 images are crowd regions"):
         train(_tiny_cfg(config, tmp_path, epochs=1, name="none"))
     assert not (tmp_path / "runs").exists()
 

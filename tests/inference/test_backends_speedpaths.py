@@ -379,6 +379,7 @@ def test_openvino_uint8_graph_converts_in_nhwc_and_transposes_last(ckpt):
     images = model.get_parameters()[0]
     assert images.get_element_type() == ov.Type.u8 and images.get_partial_shape().is_dynamic
     assert images.get_partial_shape()[3].get_length() == 3  # NHWC
+    assert images.output(0).get_tensor().get_names() == {"images"}  # the input keeps its name
     chain, node = [], images
     for _ in range(3):
         (target,) = node.output(0).get_target_inputs()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from yolo_attn.data.letterbox import LetterboxInfo
+from yolo_attn.data.records import BadImageError
 from yolo_attn.inference.detector import Detections, Detector
 from yolo_attn.inference.export import (ParityReport, calibration_images, check_parity, export_model, run_export,
                                         synthetic_images)
@@ -156,10 +157,13 @@ def test_calibration_images_come_from_the_training_split(tmp_path):
     write_images(tmp_path / "images" / "val", 1, seed=1)
     config = {"format": "yolo", "root": str(tmp_path), "train": ["images/train"], "val": ["images/val"],
               "names": NAMES}
-    images = calibration_images(config, count=2, log=lambda s: None)
+    logs = []
+    images = calibration_images(config, count=2, log=logs.append)
     assert len(images) == 2 and all(im.dtype == np.uint8 and im.ndim == 3 for im in images)
     first = cv2.cvtColor(cv2.imread(str(tmp_path / "images" / "train" / "img0.png")), cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(images[0], first)  # RGB, from train, evenly spread (first and last)
+    (tmp_path / "images" / "train" / "img2.png").write_bytes(b"")  # a training image broken: skipped
+    assert len(list(images)) == 1 and logs[-1].startswith("warning: skipping ") and "img2.png" in logs[-1]
     with pytest.raises(ValueError, match="calibration images"):
         calibration_images(None, None)
 
@@ -173,6 +177,12 @@ def test_calibration_images_are_read_when_used_and_an_unreadable_one_is_skipped(
     got = list(images)
     assert len(got) == 2 and logs[-1].startswith(f"warning: skipping {paths[1]}")
     np.testing.assert_array_equal(got[1], images[2])
+    np.testing.assert_array_equal(images[-1], images[2])
+    assert [im.shape for im in images[::2]] == [got[0].shape, got[1].shape]
+    with pytest.raises(IndexError):
+        images[3]
+    with pytest.raises(BadImageError, match=paths[1].name):  # read directly: raised, not skipped
+        images[1]
     for path in paths:
         path.write_bytes(b"")
     with pytest.raises(ValueError, match=f"{tmp_path / 'calib'}: no readable images to calibrate with"):

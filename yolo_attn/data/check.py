@@ -30,6 +30,7 @@ __all__ = ["CheckReport", "check_data", "load_check_config"]
 
 CONFIG_ERROR = "split cannot be read"
 NO_BOXES = "split without one box"
+ALL_DIFFICULT = "split whose every box is difficult"
 _BACKGROUND_EXAMPLES = 5  # background images are normal: a few show where labels were looked for
 _MODE_NOTES = {"L": "grayscale", "LA": "grayscale with alpha (alpha dropped)", "P": "palette",
                "PA": "palette with alpha (alpha dropped)", "RGBA": "RGBA (alpha dropped)", "CMYK": "CMYK",
@@ -185,11 +186,13 @@ def _no_boxes(cfg: Mapping[str, Any], split: str, ds: DetectionDataset,
 
 
 def _all_difficult(cfg: Mapping[str, Any], split: str, ds: DetectionDataset) -> str:
-    """For the :data:`NO_BOXES` problem: a split whose every box is ``difficult`` (COCO: a crowd region), which
-    training leaves out of its targets and scoring ignores."""
+    """For the :data:`ALL_DIFFICULT` problem: a split whose every box is ``difficult`` (COCO: a crowd region),
+    which training leaves out of its targets and scoring ignores."""
     boxes = sum(len(r.labels) for r in ds.records)
     if cfg["format"] == "coco":
-        what, consequence = "a crowd region (iscrowd 1)", "never a target nor scored, as in pycocotools"
+        what = "a crowd region (iscrowd 1)"
+        consequence = ("crowd regions are never training targets: training refuses it" if split == "train" else
+                       "pycocotools ignores crowd regions: there is nothing to score")
     elif split == "train":
         what, consequence = "difficult", "training leaves difficult boxes out and refuses it: set " \
                                          "`train_difficult: true` in the data config to train on them"
@@ -282,7 +285,7 @@ def check_data(cfg: Mapping[str, Any], splits: Optional[Sequence[str]] = None, d
             report.problems.add(NO_BOXES, cfg.get("path", "data config"), _no_boxes(cfg, split, ds, unlabelled))
         elif counts["boxes"] and counts["difficult"] == counts["boxes"] and split != "test" \
                 and not (split == "train" and ds.include_difficult):
-            report.problems.add(NO_BOXES, cfg.get("path", "data config"), _all_difficult(cfg, split, ds))
+            report.problems.add(ALL_DIFFICULT, cfg.get("path", "data config"), _all_difficult(cfg, split, ds))
     entries = [e for s in splits for e in (cfg.get(s) or [])]
     scan = ProblemLog()
     if cfg["format"] == "voc":

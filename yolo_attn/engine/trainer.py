@@ -25,6 +25,7 @@ import yaml
 from tqdm import tqdm
 
 from ..data import build_dataset, build_train_loader, load_data_config
+from ..data.coco import COCODataset
 from ..data.letterbox import letterbox
 from ..data.records import BadImageError, target_mask
 from ..eval.coco import load_coco_ground_truth
@@ -442,10 +443,14 @@ def _check_trainable(train_set, names: Sequence[str], where: str) -> None:
     with_difficult = bool(getattr(train_set, "include_difficult", False))
     if not any(target_mask(r.difficult, with_difficult).any() for r in train_set.records):
         boxes = sum(len(r.labels) for r in train_set.records)
-        if boxes:  # every one difficult (or a COCO crowd region), which training leaves out
+        if boxes and isinstance(train_set, COCODataset):
+            raise ValueError(f"{where}: all {boxes} boxes of the train split's {len(train_set)} images are crowd "
+                             f"regions (iscrowd 1), which are never training targets (as in COCO-trained "
+                             f"detectors)")
+        if boxes:  # every one difficult, which training leaves out by default
             raise ValueError(f"{where}: all {boxes} boxes of the train split's {len(train_set)} images are marked "
-                             f"difficult (COCO: crowd regions), which training leaves out of its targets; set "
-                             f"`train_difficult: true` in the data config to train on them (VOC / YOLO formats)")
+                             f"difficult, which training leaves out of its targets; set `train_difficult: true` "
+                             f"in the data config to train on them")
         raise ValueError(f"{where}: not one box in the train split's {len(train_set)} images{problems}: are "
                          f"the label files missing where they were looked for ({train_set.description}), or "
                          f"empty? See `python tools/check_data.py --data {where}`")

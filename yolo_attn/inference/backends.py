@@ -397,7 +397,11 @@ def _uint8_nhwc_input(model: Any) -> Any:
     of the 4.5 ms bf16 forward at 416 on AMX. Here the transpose only relabels the axes, and the conversion
     writes the convolution's layout directly."""
     import openvino as ov
-    import openvino.opset13 as ops
+
+    try:
+        import openvino.opset13 as ops
+    except ImportError:  # OpenVINO 2024.x (setup.py allows it) has its opsets under openvino.runtime only
+        import openvino.runtime.opset13 as ops
 
     old = model.get_parameters()[0]
     n, c, h, w = old.get_partial_shape()

@@ -194,8 +194,9 @@ def _set_openvino_meta(model: Any, meta: Dict[str, Any]) -> None:
 
 
 class CalibrationImages(Sequence[np.ndarray]):
-    """Calibration images, read one at a time: ``images[i]`` reads image ``i`` (RGB uint8), and iterating
-    reads them in turn, reporting an unreadable one through ``log`` and skipping it. Quantization keeps each
+    """Calibration images, read one at a time: ``images[i]`` reads image ``i`` (RGB uint8; an unreadable one
+    raises :class:`~yolo_attn.data.records.BadImageError`), and iterating reads them in turn, reporting an
+    unreadable one through ``log`` and skipping it. Quantization keeps each
     image only as the model's input (a 416x416 letterbox holds 0.5 MB; a 1080p original 6.2 MB), so 300
     large images no longer sit in memory at once. ``describe`` names where they come from."""
 
@@ -219,7 +220,7 @@ class CalibrationImages(Sequence[np.ndarray]):
         for i in range(self._count):
             try:
                 image = self._read(i)
-            except (BadImageError, ValueError, OSError) as e:
+            except (BadImageError, OSError) as e:  # the image's fault; anything else is a bug to see
                 self._log(f"warning: skipping {e}")
                 continue
             read += 1
@@ -238,7 +239,7 @@ def calibration_images(
     YAML path, a mapping, or "shapes" for the embedded set), or from a folder of images. Evenly spread over
     the set, so no one sequence dominates. They are read when used (:class:`CalibrationImages`); a missing
     split or an empty folder is an error here."""
-    from .detector import load_image
+    from ..data.records import read_image
 
     if data is not None:
         try:
@@ -261,7 +262,7 @@ def calibration_images(
         files = list_images(folder)
         picked = [files[int(i)] for i in np.unique(np.linspace(0, len(files) - 1, min(count, len(files))).round())]
         log(f"calibrating on {len(picked)} images from {folder}")
-        return CalibrationImages(lambda i: load_image(picked[i])[0], len(picked), str(folder), log)
+        return CalibrationImages(lambda i: read_image(picked[i]), len(picked), str(folder), log)
     raise ValueError("int8 needs calibration images: pass --data CONFIG (its training set is used) "
                      "or --calib-images FOLDER")
 
