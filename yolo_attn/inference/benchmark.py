@@ -338,8 +338,11 @@ def time_variants(
         log(f"batch {batch}: warm-up, then {rounds} interleaved rounds of {calls} call(s) per variant")
         with torch.inference_mode():
             for v in list(live):
+                # a dynamic OpenVINO model compiles a graph fixed to a shape after STATIC_AFTER calls of it:
+                # warm up past that, so the timed calls see the graph a long run uses
+                settle = max(warmup, getattr(v.backend, "STATIC_AFTER", 0))
                 try:
-                    for _ in range(warmup):
+                    for _ in range(settle):
                         v.forward(x)
                 except Exception as e:  # built but cannot run this model (OpenCV 5's DNN on our ONNX graph)
                     v.error = f"batch {batch}: {str(e).strip().splitlines()[-1][:200]}"
@@ -348,7 +351,7 @@ def time_variants(
                     del rows[v.name]
                     continue
                 if batch == 1 and v.name in detectors and v.workers == 1:
-                    for _ in range(warmup):
+                    for _ in range(settle):
                         detectors[v.name].predict([frame], bgr=True)
             for _ in range(rounds):
                 for v in live:
