@@ -375,23 +375,28 @@ class OpenVinoBackend(Backend):
         """(key, compiled model) for float NCHW input, or for uint8 NHWC input converted inside the graph, of
         this ``shape``: the graph fixed to it where there is one or it is time to build one, else the general
         graph (each built and compiled on first use)."""
-        key: Tuple[bool, Any] = (uint8, None)
         if self._dynamic:
             fixed = (uint8, tuple(shape))
-            if fixed in self._variants:
-                key = fixed
-            else:  # counted without the lock: a lost update only delays the fixed graph by a call
-                calls = self._shape_calls[fixed] = self._shape_calls.get(fixed, 0) + 1
-                fixed_graphs = sum(shape is not None for _, shape in self._variants)
-                if calls >= self.STATIC_AFTER and fixed_graphs < self.MAX_STATIC:
-                    key = fixed
-        compiled = self._variants.get(key)
+            compiled = self._variants.get(fixed)
+            if compiled is not None:
+                return fixed, compiled
+            # counted without the lock: a lost update only delays the fixed graph by a call
+            calls = self._shape_calls[fixed] = self._shape_calls.get(fixed, 0) + 1
+            if calls >= self.STATIC_AFTER:
+                with self._lock:  # every insertion holds the lock, so counting the keys here is safe
+                    if fixed not in self._variants and \
+                            sum(key[1] is not None for key in self._variants) < self.MAX_STATIC:
+                        self._variants[fixed] = self._compile(self._graph(*fixed))
+                    if fixed in self._variants:
+                        return fixed, self._variants[fixed]
+        general = (uint8, None)
+        compiled = self._variants.get(general)
         if compiled is None:
             with self._lock:
-                if key not in self._variants:
-                    self._variants[key] = self._compile(self._graph(*key))
-                compiled = self._variants[key]
-        return key, compiled
+                if general not in self._variants:
+                    self._variants[general] = self._compile(self._graph(*general))
+                compiled = self._variants[general]
+        return general, compiled
 
     def _graph(self, uint8: bool, shape: Optional[Tuple[int, ...]]) -> Any:
         """A copy of the model for uint8 NHWC input or float NCHW input, fixed to ``shape`` (in that layout)
