@@ -196,9 +196,9 @@ def _set_openvino_meta(model: Any, meta: Dict[str, Any]) -> None:
 class CalibrationImages(Sequence[np.ndarray]):
     """Calibration images, read one at a time: ``images[i]`` reads image ``i`` (RGB uint8; an unreadable one
     raises :class:`~yolo_attn.data.records.BadImageError`), and iterating reads them in turn, reporting an
-    unreadable one through ``log`` and skipping it. Quantization keeps each
-    image only as the model's input (a 416x416 letterbox holds 0.5 MB; a 1080p original 6.2 MB), so 300
-    large images no longer sit in memory at once. ``describe`` names where they come from."""
+    unreadable one through ``log`` and skipping it. Quantization keeps each image only as the model's input (a
+    416x416 letterbox holds 0.5 MB; a 1080p original 6.2 MB), so 300 large images no longer sit in memory at
+    once. ``describe`` names where they come from."""
 
     def __init__(self, read: Callable[[int], np.ndarray], count: int, describe: str, log: Callable[[str], None]):
         self._read, self._count, self.describe, self._log = read, count, describe, log
