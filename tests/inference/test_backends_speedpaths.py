@@ -420,6 +420,42 @@ def test_a_dynamic_openvino_model_gets_graphs_fixed_to_the_shapes_it_keeps_seein
         out = backend.run_uint8(u8[:1, :64])
     assert out[0].shape[2:] == (2, IMG_SIZE // 32) and len(backend._variants) == 4
     assert _max_rel(out, backend(as_float[:1, :, :64])) < 1e-5
+    clone = backend.with_hint("THROUGHPUT", 2)  # starts afresh: its own counts and graphs
+    assert list(clone._variants) == [(False, None)] and clone._shape_calls == {}
+
+
+@needs_openvino
+def test_a_fixed_graph_that_fails_to_build_leaves_the_general_one_running(ckpt, batch, monkeypatch, caplog):
+    from yolo_attn.inference.export import openvino_model
+
+    backend = create_backend("openvino", openvino_model(_onnx_data(ckpt), {"precision": "fp32"}))
+    u8 = (batch.permute(0, 2, 3, 1) * 255).round().byte().numpy()
+    expected = backend.run_uint8(u8)
+
+    def refuse(uint8, shape):
+        raise RuntimeError("Exception from src/core/src/model.cpp:\nno memory for this shape")
+
+    monkeypatch.setattr(backend, "_graph", refuse)
+    with caplog.at_level("WARNING", logger="yolo_attn.inference"):
+        for _ in range(OpenVinoBackend.STATIC_AFTER + 3):
+            out = backend.run_uint8(u8)
+    assert _max_rel(out, expected) == 0 and list(backend._variants) == [(False, None), (True, None)]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"OpenVINO could not fix the graph to input shape {u8.shape} (no memory for this shape); the general "
+        f"graph runs on"]
+
+
+@needs_openvino
+def test_a_fixed_size_openvino_model_counts_no_shapes(ckpt, batch):
+    from yolo_attn.inference.export import export_meta, onnx_bytes, openvino_model
+
+    model, meta = load_model(ckpt)
+    static = onnx_bytes(model, export_meta(meta, IMG_SIZE, False, "fp32", "x.pt"), IMG_SIZE, dynamic=False)
+    backend = create_backend("openvino", openvino_model(static, {"precision": "fp32"}))
+    u8 = (batch[:1].permute(0, 2, 3, 1) * 255).round().byte().numpy()
+    for _ in range(OpenVinoBackend.STATIC_AFTER + 1):
+        backend.run_uint8(u8)
+    assert backend._shape_calls == {} and list(backend._variants) == [(False, None), (True, None)]
 
 
 @needs_openvino

@@ -340,6 +340,7 @@ class OpenVinoBackend(Backend):
         self._variants: Dict[Tuple[bool, Optional[Tuple[int, ...]]], Any] = {(False, None): self.compiled}
         self._shape_calls: Dict[Tuple[bool, Tuple[int, ...]], int] = {}
         self._dynamic = None in self.fixed_shape
+        self._fixing = self._dynamic  # False once MAX_STATIC graphs exist (or one failed to build)
         self._local = threading.local()
         self._lock = threading.Lock()
 
@@ -382,13 +383,14 @@ class OpenVinoBackend(Backend):
                 return fixed, compiled
             # counted without the lock: a lost update only delays the fixed graph by a call
             calls = self._shape_calls[fixed] = self._shape_calls.get(fixed, 0) + 1
-            if calls >= self.STATIC_AFTER:
-                with self._lock:  # every insertion holds the lock, so counting the keys here is safe
-                    if fixed not in self._variants and \
-                            sum(key[1] is not None for key in self._variants) < self.MAX_STATIC:
-                        self._variants[fixed] = self._compile(self._graph(*fixed))
-                    if fixed in self._variants:
-                        return fixed, self._variants[fixed]
+            # a thread that finds another one building runs the general graph meanwhile
+            if self._fixing and calls >= self.STATIC_AFTER and self._lock.acquire(blocking=False):
+                try:
+                    compiled = self._build_fixed(fixed)
+                finally:
+                    self._lock.release()
+                if compiled is not None:
+                    return fixed, compiled
         general = (uint8, None)
         compiled = self._variants.get(general)
         if compiled is None:
@@ -397,6 +399,23 @@ class OpenVinoBackend(Backend):
                     self._variants[general] = self._compile(self._graph(*general))
                 compiled = self._variants[general]
         return general, compiled
+
+    def _build_fixed(self, key: Tuple[bool, Tuple[int, ...]]) -> Any:
+        """The graph fixed to ``key``'s shape, built now if there is room (call with the lock held; every
+        insertion holds it, so counting the keys is safe). A failure only costs the speed-up: it is logged
+        once, and the general graph runs on."""
+        if key not in self._variants:
+            if sum(shape is not None for _, shape in self._variants) >= self.MAX_STATIC:
+                self._fixing = False
+                return None
+            try:
+                self._variants[key] = self._compile(self._graph(*key))
+            except Exception as e:  # OpenVINO raises RuntimeError with its C++ context: the last line says why
+                self._fixing = False
+                LOGGER.warning("OpenVINO could not fix the graph to input shape %s (%s); the general graph "
+                               "runs on", key[1], _last_line(e))
+                return None
+        return self._variants[key]
 
     def _graph(self, uint8: bool, shape: Optional[Tuple[int, ...]]) -> Any:
         """A copy of the model for uint8 NHWC input or float NCHW input, fixed to ``shape`` (in that layout)
@@ -428,8 +447,8 @@ class OpenVinoBackend(Backend):
 
 def _uint8_nhwc_input(model: Any) -> Any:
     """``model`` (float NCHW input in [0, 1]) taking uint8 NHWC images instead: convert, divide by 255, then
-    transpose. For a fixed input shape, written by hand rather than with OpenVINO's PrePostProcessor, which
-    transposes first: its graph then transposes uint8 to NCHW and reorders it back to the channels-last layout
+    transpose. For a fixed input shape, written by hand rather than with OpenVINO's PrePostProcessor, whose
+    compiled graph transposes the uint8 input to NCHW first and reorders it back to the channels-last layout
     the convolutions use, 0.2 ms of the 4.5 ms bf16 forward at 416 on AMX. Here the transpose only relabels the
     axes, and the conversion writes the convolution's layout directly. With a free input size OpenVINO keeps
     that transpose as a copy of the float input, and the PrePostProcessor's graph is the faster (3.50 against

@@ -338,9 +338,13 @@ def time_variants(
         log(f"batch {batch}: warm-up, then {rounds} interleaved rounds of {calls} call(s) per variant")
         with torch.inference_mode():
             for v in list(live):
-                # a dynamic OpenVINO model compiles a graph fixed to a shape after STATIC_AFTER calls of it:
-                # warm up past that, so the timed calls see the graph a long run uses
-                settle = max(warmup, getattr(v.backend, "STATIC_AFTER", 0))
+                # a dynamic OpenVINO model compiles a graph fixed to a shape after STATIC_AFTER calls of it
+                # (with room for each batch size and the end-to-end input): warm up past that, so the timed
+                # calls see the graph a long run uses
+                settle = warmup
+                if getattr(v.backend, "_dynamic", False):
+                    v.backend.MAX_STATIC = max(v.backend.MAX_STATIC, len(batches) + 1)
+                    settle = max(warmup, v.backend.STATIC_AFTER)
                 try:
                     for _ in range(settle):
                         v.forward(x)
