@@ -422,6 +422,10 @@ def test_a_dynamic_openvino_model_gets_graphs_fixed_to_the_shapes_it_keeps_seein
     assert _max_rel(out, backend(as_float[:1, :, :64])) < 1e-5
     clone = backend.with_hint("THROUGHPUT", 2)  # starts afresh: its own counts and graphs
     assert list(clone._variants) == [(False, None)] and clone._shape_calls == {}
+    clone.run_uint8(u8)
+    again = backend.with_hint("THROUGHPUT", 2)  # the next video: the same copy, its graphs built
+    assert again is clone and (True, None) in again._variants and again._hinted == {}
+    assert backend.with_hint("THROUGHPUT", 1) is not clone
 
 
 @needs_openvino

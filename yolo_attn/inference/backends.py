@@ -333,6 +333,7 @@ class OpenVinoBackend(Backend):
         self._model = model
         self.compiled = self._compile(model)
         self.fixed_shape = _fixed_shape(list(self.compiled.inputs[0].get_partial_shape()))
+        self._hinted: Dict[Tuple[str, Optional[int]], "OpenVinoBackend"] = {}  # with_hint's copies
         self._reset()
 
     def _reset(self) -> None:
@@ -346,11 +347,17 @@ class OpenVinoBackend(Backend):
 
     def with_hint(self, hint: str, streams: Optional[int] = None) -> "OpenVinoBackend":
         """The same model compiled for another performance hint / stream count (e.g. THROUGHPUT for several
-        callers at once)."""
-        clone = copy.copy(self)
-        clone.hint, clone.streams = hint, streams
-        clone.compiled = clone._compile(self._model)
-        clone._reset()
+        callers at once). Kept: asked again, it returns the same backend with the graphs it has built (each
+        video of a folder would otherwise compile its graphs again, about 0.3 s)."""
+        with self._lock:
+            clone = self._hinted.get((hint, streams))
+            if clone is None:
+                clone = copy.copy(self)
+                clone.hint, clone.streams = hint, streams
+                clone.compiled = clone._compile(self._model)
+                clone._hinted = {}
+                clone._reset()
+                self._hinted[(hint, streams)] = clone
         return clone
 
     def _compile(self, model: Any) -> Any:
