@@ -388,16 +388,17 @@ class OpenVinoBackend(Backend):
             compiled = self._variants.get(fixed)
             if compiled is not None:
                 return fixed, compiled
-            # counted without the lock: a lost update only delays the fixed graph by a call
-            calls = self._shape_calls[fixed] = self._shape_calls.get(fixed, 0) + 1
-            # a thread that finds another one building runs the general graph meanwhile
-            if self._fixing and calls >= self.STATIC_AFTER and self._lock.acquire(blocking=False):
-                try:
-                    compiled = self._build_fixed(fixed)
-                finally:
-                    self._lock.release()
-                if compiled is not None:
-                    return fixed, compiled
+            if self._fixing:
+                # counted without the lock: a lost update only delays the fixed graph by a call
+                calls = self._shape_calls[fixed] = self._shape_calls.get(fixed, 0) + 1
+                # a thread that finds another one building runs the general graph meanwhile
+                if calls >= self.STATIC_AFTER and self._lock.acquire(blocking=False):
+                    try:
+                        compiled = self._build_fixed(fixed)
+                    finally:
+                        self._lock.release()
+                    if compiled is not None:
+                        return fixed, compiled
         general = (uint8, None)
         compiled = self._variants.get(general)
         if compiled is None:

@@ -327,7 +327,7 @@ def auto_choice(
                               "(tools/export.py --precision int8 --data CONFIG)", export)
     if (convert and features.amx_bf16 and device.split(":")[0] == "cpu" and not needs_torch and not any_size
             and installed("openvino") and installed("onnx")):
-        # with AMX, OpenVINO bf16 took a 720p frame to boxes in 7.3 ms against 14.1 for torch bf16 (the README's
+        # with AMX, OpenVINO bf16 took a 720p frame to boxes in 6.5 ms against 14.3 for torch bf16 (the README's
         # Speed section). The CPUs without AMX there saved 1.4-15.5 ms a frame (5-19 %); the conversion's cost
         # was not measured on them, so they stay on torch.
         return AutoChoice("openvino", "bf16", "AMX: OpenVINO bf16 runs about 2x torch bf16; converted in memory "

@@ -451,7 +451,7 @@ def _views(views: Sequence[Tuple[float, bool]]) -> str:
 
 # From this many images or frames on (webcams and streams: always), PyTorch weights without an export are
 # converted to OpenVINO in memory where that pays (see hardware.auto_choice): about 2 s once, against about
-# 7 ms saved a 720p frame with AMX (the README's Speed section).
+# 8 ms saved a 720p frame with AMX (the README's Speed section).
 LONG_RUN_IMAGES = 300
 
 
