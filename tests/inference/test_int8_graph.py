@@ -19,10 +19,11 @@ pytestmark = pytest.mark.skipif(
 SIZE = 96
 
 
-def _fp32_model(phi: int = 0):
+def _fp32_model(phi: int = 0, precision: str = "int8"):
+    """A float model and the meta of its ``precision``'s export (int8: the one to quantize)."""
     torch.manual_seed(0)
     model = build_model(phi, 3).eval()
-    meta = export_meta(make_meta(model, ["a", "b", "c"], img_size=SIZE), SIZE, False, "int8", "test")
+    meta = export_meta(make_meta(model, ["a", "b", "c"], img_size=SIZE), SIZE, False, precision, "test")
     return openvino_model(onnx_bytes(model, meta, SIZE, dynamic=False), meta), meta
 
 
@@ -116,3 +117,102 @@ def test_quantize_int8_keeps_only_the_letterboxed_images(fp32_model):
         tracemalloc.stop()
     assert _slice_inputs(quantized) == ["FakeQuantize"] * 3
     assert peak < 4 * 1080 * 1920 * 3, f"{peak / 2 ** 20:.0f} MB traced at the peak"
+
+
+def _first_conv(model):
+    return next(op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution")
+
+
+def _kernels(compiled):
+    """The CPU plugin's kernel for each convolution, by layer name."""
+    return {op.get_friendly_name(): op.get_rt_info()["primitiveType"].astype(str)
+            for op in compiled.get_runtime_model().get_ordered_ops()
+            if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
+
+
+def test_the_rgb_convolution_asks_for_an_avx512_kernel(fp32_model):
+    from yolo_attn.inference.backends import _openvino_core, _thin_convolutions_off_amx
+    from yolo_attn.inference.hardware import cpu_features
+
+    model, meta = fp32_model
+    quantized = quantize_int8(model.clone(), synthetic_images(2), meta, SIZE)
+    marked = _thin_convolutions_off_amx(quantized, _openvino_core())
+    assert marked is not quantized
+    first = _first_conv(marked).get_friendly_name()
+    priorities = {op.get_friendly_name(): op.get_rt_info()["primitives_priority_0"].astype(str)
+                  for op in marked.get_ordered_ops() if "primitives_priority_0" in op.get_rt_info()}
+    assert priorities == {first: "cpu:brgconv_avx512,cpu:jit_avx512"}  # only the 3-channel one
+    assert json.loads(marked.get_rt_info(["yolo_attn"]).astype(str)) == json.loads(
+        quantized.get_rt_info(["yolo_attn"]).astype(str))
+    x = np.random.default_rng(3).random((1, 3, SIZE, SIZE), dtype=np.float32)
+    for a, b in zip(_run(marked, x), _run(quantized, x)):  # the same integer sums
+        np.testing.assert_array_equal(a, b)
+    if cpu_features().amx_int8:
+        compile_ = _openvino_core().compile_model
+        before, after = _kernels(compile_(quantized, "CPU")), _kernels(compile_(marked, "CPU"))
+        assert "amx" in before[first] and "amx" not in after[first], (before[first], after[first])
+        assert {k: v for k, v in before.items() if k != first} == {k: v for k, v in after.items() if k != first}
+
+
+def test_the_backend_marks_int8_models_on_amx_cpus_only(fp32_model, monkeypatch):
+    import openvino as ov
+
+    from yolo_attn.inference import backends
+    from yolo_attn.inference.hardware import CpuFeatures
+
+    model, meta = fp32_model
+    quantized = quantize_int8(model.clone(), synthetic_images(2), meta, SIZE)
+
+    def marked(backend):
+        return "primitives_priority_0" in _first_conv(backend._model).get_rt_info()
+
+    monkeypatch.setattr(backends, "cpu_features", lambda: CpuFeatures(avx512=True, vnni=True, amx_int8=True))
+    assert marked(backends.OpenVinoBackend(quantized))
+    float_model = _fp32_model(precision="fp32")[0]
+    for precision in ("fp32", "bf16"):  # float models: the AVX-512 bf16 kernel is the slower
+        assert not marked(backends.OpenVinoBackend(float_model, precision))
+    monkeypatch.setattr(backends, "cpu_features", lambda: CpuFeatures(avx512=True, vnni=True))
+    assert not marked(backends.OpenVinoBackend(quantized))
+    # a model the IR round trip cannot take runs unchanged
+    monkeypatch.setattr(backends, "cpu_features", lambda: CpuFeatures(avx512=True, vnni=True, amx_int8=True))
+    monkeypatch.setattr(ov, "save_model", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full")))
+    backend = backends.OpenVinoBackend(quantized)
+    assert backend._model is quantized and not marked(backend)
+
+
+def _input_quantizer(model):
+    (target,) = model.get_parameters()[0].output(0).get_target_inputs()
+    return target.get_node()
+
+
+def test_the_input_is_quantized_on_the_pixels_grid(fp32_model):
+    from yolo_attn.inference.backends import OpenVinoBackend
+    from yolo_attn.inference.export import quantize_input_on_pixels
+
+    model, meta = fp32_model
+    nncf_range = _quantized(fp32_model, "performance")
+    fq = _input_quantizer(nncf_range)
+    assert fq.get_type_name() == "FakeQuantize"
+    assert float(fq.input_value(2).get_node().get_data()) < 1.0  # calibrated on random images: below white
+    assert quantize_input_on_pixels(nncf_range) == 1
+    assert [float(fq.input_value(i).get_node().get_data()) for i in range(1, 5)] == [0.0, 1.0, 0.0, 1.0]
+    assert quantize_input_on_pixels(nncf_range) == 0  # already there
+
+    # on the grid it changes nothing: the same outputs as with no input quantizer at all
+    without = nncf_range.clone()
+    _input_quantizer(without).output(0).replace(without.get_parameters()[0].output(0))
+    pixels = np.random.default_rng(4).integers(0, 256, (1, SIZE, SIZE, 3), dtype=np.uint8)
+    pixels[:, : SIZE // 4] = 255  # white, which NNCF's range clipped
+    x = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)).astype(np.float32) / 255
+    for a, b in zip(_run(nncf_range, x), _run(without, x)):
+        np.testing.assert_array_equal(a, b)
+
+    # quantize_int8 does it, and OpenVINO then reads uint8 images without a quantizer of its own
+    quantized = quantize_int8(model.clone(), synthetic_images(2), meta, SIZE)
+    assert float(_input_quantizer(quantized).input_value(2).get_node().get_data()) == 1.0
+    backend = OpenVinoBackend(quantized)
+    backend.run_uint8(pixels)
+    kinds = [op.get_rt_info()["layerType"].astype(str)
+             for op in backend._variants[(True, None)].get_runtime_model().get_ordered_ops()]
+    before_conv = kinds[:kinds.index("Convolution")]
+    assert "FakeQuantize" not in before_conv and "Subgraph" not in before_conv, before_conv

@@ -9,7 +9,8 @@ NMS stay in :class:`~yolo_attn.inference.detector.Detector`, identical for every
 - bf16 (OpenVINO): fp32 weights with a bf16 inference-precision hint (OpenVINO runs bf16 on AMX / AVX512-BF16).
 - int8: post-training quantization, calibrated on training images prepared as the model runs them
   (letterboxed, or stretched). OpenVINO: NNCF's performance preset (symmetric weights and activations), each
-  CSP split quantized once (:func:`share_slice_quantizers`); ONNX: ONNX Runtime's own quantizer (QDQ around
+  CSP split quantized once (:func:`share_slice_quantizers`), the input on the pixels' own grid
+  (:func:`quantize_input_on_pixels`); ONNX: ONNX Runtime's own quantizer (QDQ around
   every convolution, which ONNX Runtime runs as QLinearConv), or NNCF's mixed preset without ONNX Runtime.
 - Darknet (phi 0 only): ``.weights`` with its ``.cfg`` and ``.names`` beside it, for Darknet itself and OpenCV's
   DNN; the parity check reads them back as ``--weights x.weights`` does.
@@ -55,6 +56,7 @@ __all__ = [
     "max_opset",
     "onnx_bytes",
     "openvino_model",
+    "quantize_input_on_pixels",
     "quantize_int8",
     "run_export",
     "share_slice_quantizers",
@@ -273,7 +275,8 @@ def quantize_int8(model: Any, images: Iterable[np.ndarray], meta: Dict[str, Any]
     """Post-training quantization of an ``openvino.Model`` or ONNX bytes, on ``images`` letterboxed (or
     stretched, for Darknet's weights) exactly as :class:`Detector` prepares its input; they are read once, in
     turn (:class:`CalibrationImages` reads each as it comes), and only their letterboxed uint8 forms are kept.
-    Returns the same kind it was given. OpenVINO models: NNCF, then :func:`share_slice_quantizers`. ONNX: ONNX
+    Returns the same kind it was given. OpenVINO models: NNCF, then :func:`share_slice_quantizers` and
+    :func:`quantize_input_on_pixels`. ONNX: ONNX
     Runtime's own quantizer (:func:`_quantize_for_onnxruntime`), or NNCF where ONNX Runtime is not installed.
 
     ``preset`` (NNCF's; ONNX Runtime's quantizer takes none): "performance" (symmetric activations; the default
@@ -319,6 +322,7 @@ def quantize_int8(model: Any, images: Iterable[np.ndarray], meta: Dict[str, Any]
         _set_onnx_meta(quantized, meta)
         return quantized.SerializeToString()
     share_slice_quantizers(quantized)
+    quantize_input_on_pixels(quantized)
     _set_openvino_meta(quantized, meta)
     return quantized
 
@@ -427,6 +431,37 @@ def share_slice_quantizers(model: Any) -> int:
     if shared:
         model.validate_nodes_and_infer_types()
     return shared
+
+
+def quantize_input_on_pixels(model: Any) -> int:
+    """Give the input's quantizer the range [0, 1] in 256 levels: the grid of 8-bit pixels divided by 255, on
+    which it changes nothing. Returns how many quantizers changed (0 or 1).
+
+    NNCF calibrates the input's range like any activation's: on the embedded data its maximum came out at
+    0.955, so every pixel brighter than 243 was clipped to 243. On the pixels' grid the quantizer is exact, and
+    OpenVINO drops it when the input is uint8 (:meth:`OpenVinoBackend.run_uint8`): the first convolution then
+    reads the image's bytes directly. Written here because NNCF has no option for an input's range."""
+    import openvino as ov
+
+    changed = 0
+    for parameter in model.get_parameters():
+        for target in parameter.output(0).get_target_inputs():
+            node = target.get_node()
+            if node.get_type_name() != "FakeQuantize" or node.get_attributes()["levels"] != 256:
+                continue
+            bounds = [node.input_value(i).get_node() for i in range(1, 5)]
+            if not all(b.get_type_name() == "Constant" and b.get_data().size == 1 for b in bounds):
+                continue  # a range per channel: not the pixels' grid
+            low, high, out_low, out_high = (float(b.get_data().ravel()[0]) for b in bounds)
+            if (low, high) != (out_low, out_high) or (low, high) == (0.0, 1.0):
+                continue  # a quantizer that also rescales (not one to move), or one on the grid already
+            like = bounds[0].get_data()
+            for port, value in ((1, 0.0), (2, 1.0), (3, 0.0), (4, 1.0)):
+                node.input(port).replace_source_output(ov.op.Constant(np.full_like(like, value)).output(0))
+            changed += 1
+    if changed:
+        model.validate_nodes_and_infer_types()
+    return changed
 
 
 def default_output(weights: Path, fmt: str, precision: str) -> Path:
