@@ -961,6 +961,27 @@ def test_benchmark_runs_darknet_weights_at_their_own_cfg_shape(tmp_path, monkeyp
     assert run_benchmark(str(weights), 64, (1,), ("torch",), rounds=1, csv_path=None, log=lines.append) == 0
     assert shapes == {(64, 64)}  # --img-size still decides
 
+
+def test_benchmark_times_readable_training_images_when_one_is_broken(ckpt, tmp_path):
+    """The benchmark's timing images are the first 8 readable calibration images: a broken training image is
+    reported and skipped, as calibration skips it (before, it ended the run)."""
+    from yolo_attn.inference.benchmark import run_benchmark
+
+    from .helpers import write_images
+
+    paths = write_images(tmp_path / "images" / "train", 3)
+    write_images(tmp_path / "images" / "val", 1, seed=1)
+    paths[0].write_bytes(paths[0].read_bytes()[:200])  # truncated: the listing reads its header, decoding fails
+    config = tmp_path / "data.yaml"
+    config.write_text(f"format: yolo\nroot: {tmp_path}\ntrain: [images/train]\nval: [images/val]\n"
+                      f"names: {list(NAMES)}\n")
+    lines = []
+    assert run_benchmark(str(ckpt), IMG_SIZE, (1,), ("torch",), data=str(config), rounds=1, csv_path=None,
+                         log=lines.append) == 0
+    assert any(line.startswith("warning: skipping ") and paths[0].name in line for line in lines), lines
+    assert any("| torch fp32 eager NCHW (baseline) | 1 |" in line for line in lines)
+
+
 # --- the reference-style training loss -----------------------------------------------------------------------
 
 

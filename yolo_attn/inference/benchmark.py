@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import itertools
 import os
 import platform
 import statistics
@@ -598,7 +599,9 @@ def run_benchmark(
         calibration = synthetic_images(32)
         log("no --data: int8 is calibrated on synthetic pictures (timings are valid, accuracy is not measured)")
     variants = build_variants(model, meta, img_size, groups, calibration, device, log)
-    results = time_variants(variants, calibration[:8], meta, img_size, batch, rounds, log=log)
+    # the first 8 readable ones (iterating skips an unreadable image with a warning; indexing would raise)
+    results = time_variants(variants, list(itertools.islice(calibration, 8)), meta, img_size, batch, rounds,
+                            log=log)
     if data is not None:
         from ..data import build_dataset, load_data_config
 
