@@ -1,10 +1,12 @@
 """Darknet's stretch resize (detector test without -letter_box), its letterbox (letter_box=1) and the box mapping
 of every resize mode."""
+import cv2
 import numpy as np
 import pytest
 
-from yolo_attn.data.letterbox import (PAD_VALUE, darknet_letterbox, fit_to_input, letterbox, letterbox_boxes, stretch,
-                                      unletterbox_boxes)
+from yolo_attn.data.letterbox import (PAD_VALUE, darknet_letterbox, fit_to_input, letterbox, letterbox_boxes,
+                                      letterbox_into, stretch, unletterbox_boxes)
+from yolo_attn.inference.fastproc import letterbox_batch
 
 
 def darknet_resize_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -119,3 +121,66 @@ def test_boxes_map_there_and_back(mode):
     if mode == "stretch":  # x by 160 / 200, y by 128 / 90
         np.testing.assert_allclose(inside[0], [8.0, 5.0 * 128 / 90, 40.0, 80.0 * 128 / 90], rtol=1e-6)
     np.testing.assert_allclose(unletterbox_boxes(inside, info), boxes, atol=1e-4)
+
+
+def _letterbox_in_three_arrays(image, out_h, out_w, pad, interpolation):
+    """The letterbox as it was written before letterbox_into: resize, then paste into a padded canvas."""
+    h, w = image.shape[:2]
+    scale = min(out_h / h, out_w / w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation) if (new_w, new_h) != (w, h) else image
+    resized = resized.reshape(new_h, new_w, -1)
+    canvas = np.full((out_h, out_w, resized.shape[2]), pad, image.dtype)
+    x, y = (out_w - new_w) // 2, (out_h - new_h) // 2
+    canvas[y : y + new_h, x : x + new_w] = resized
+    return canvas, (scale, float(x), float(y))
+
+
+@pytest.mark.parametrize("shape", [(72, 128, 3), (128, 72, 3), (64, 64, 3), (30, 50, 3), (600, 200, 3), (7, 9, 4),
+                                   (45, 80), (80, 45, 1), (64, 96, 3, "f")])
+@pytest.mark.parametrize("interpolation", [cv2.INTER_LINEAR, cv2.INTER_AREA])
+def test_letterbox_into_writes_what_three_arrays_held(shape, interpolation):
+    """Resized straight into the canvas (a band of whole rows: OpenCV writes there) or, where the image is
+    narrower than the canvas, through a copy: the same pixels either way, flipped BGR -> RGB when asked."""
+    rng = np.random.default_rng(sum(s for s in shape if isinstance(s, int)))
+    dims = tuple(s for s in shape if isinstance(s, int))
+    image = rng.integers(0, 256, dims, dtype=np.uint8)
+    if shape[-1] == "f":
+        image = image.astype(np.float32) / 255
+    for out_h, out_w in ((64, 64), (64, 96), (96, 64)):
+        want, (scale, x, y) = _letterbox_in_three_arrays(image, out_h, out_w, 114, interpolation)
+        got, info = letterbox(image, (out_h, out_w), 114, interpolation)
+        np.testing.assert_array_equal(got, want)
+        assert (info.scale, info.pad_x, info.pad_y, info.orig_shape) == (scale, x, y, dims[:2])
+        canvas = np.full((out_h, out_w, want.shape[2]), 7, image.dtype)  # stale contents: all overwritten
+        assert letterbox_into(canvas, image, 114, interpolation) == info
+        np.testing.assert_array_equal(canvas, want)
+        if want.shape[2] == 3:
+            letterbox_into(canvas, image, 114, interpolation, bgr_to_rgb=True)
+            np.testing.assert_array_equal(canvas, want[:, :, ::-1])
+
+
+def test_letterbox_batch_fills_each_slot():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, s, dtype=np.uint8) for s in ((72, 128, 3), (128, 72, 3), (40, 40), (64, 64, 3))]
+    batch, infos = letterbox_batch(images, (64, 64), 114, cv2.INTER_LINEAR, bgr=[True, False, False, True])
+    for image, got, info, flip in zip(images, batch, infos, (True, False, False, True)):
+        want, (scale, x, y) = _letterbox_in_three_arrays(image, 64, 64, 114, cv2.INTER_LINEAR)
+        want = np.broadcast_to(want, (64, 64, 3))  # a grey image fills the three channels
+        np.testing.assert_array_equal(got, want[:, :, ::-1] if flip else want)
+        assert (info.scale, info.pad_x, info.pad_y) == (scale, x, y)
+
+
+def test_a_wide_image_is_resized_and_flipped_in_place(monkeypatch):
+    """No intermediate array for a frame as wide as the canvas (a 16:9 video frame into a square input)."""
+    canvas = np.zeros((64, 64, 3), np.uint8)
+    written = []
+    for name in ("resize", "cvtColor"):
+        real = getattr(cv2, name)
+        monkeypatch.setattr(cv2, name, lambda *a, _real=real, **k: written.append(
+            np.shares_memory(result := _real(*a, **k), canvas)) or result)
+    letterbox_into(canvas, np.zeros((72, 128, 3), np.uint8), bgr_to_rgb=True)
+    assert written == [True, True]
+    written.clear()
+    letterbox_into(canvas, np.zeros((128, 72, 3), np.uint8), bgr_to_rgb=True)  # a column band: via copies
+    assert written == [False, False]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from ..data.letterbox import LetterboxInfo, fit_to_input
+from ..data.letterbox import LetterboxInfo, fit_to_input, letterbox_into
 
 __all__ = ["decode_nms", "letterbox_batch"]
 
@@ -42,6 +42,9 @@ def letterbox_batch(
     out = np.empty((len(images), size[0], size[1], 3), dtype=np.uint8)
     infos = []
     for i, (image, flip) in enumerate(zip(images, flags)):
+        if resize == "letterbox":  # straight into the batch, flipped in place
+            infos.append(letterbox_into(out[i], image, pad_value, interpolation, bgr_to_rgb=flip))
+            continue
         boxed, info = fit_to_input(image, size, resize, pad_value, interpolation)
         if flip:
             cv2.cvtColor(boxed, cv2.COLOR_BGR2RGB, dst=out[i])
