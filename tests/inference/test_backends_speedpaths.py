@@ -698,6 +698,33 @@ def test_decode_nms_gives_the_reference_boxes(batch_size, conf):
     assert all(e.shape == (0, 6) for e in empty)
 
 
+@pytest.mark.parametrize("options", [dict(agnostic=True), dict(max_det=3), dict(max_candidates=5)])
+def test_decode_nms_options_match_the_reference(options):
+    g = torch.Generator().manual_seed(5)
+    maps = [torch.randn(2, 3 * 8, s, s, generator=g) * 2 for s in (4, 8)]
+    args = (0.1, 0.45, options.get("max_det", 300))
+    keywords = dict(agnostic=options.get("agnostic", False), max_candidates=options.get("max_candidates", 30000))
+    expected = postprocess(decode_outputs(maps, ANCHORS, (32, 16), 1.05), *args, **keywords)
+    got = decode_nms(maps, ANCHORS, (32, 16), 1.05, *args, **keywords)
+    for e, o in zip(expected, got):
+        assert e.shape == o.shape and len(o) > 0
+        torch.testing.assert_close(o, e, atol=1e-4, rtol=1e-5)
+
+
+def test_decode_nms_takes_huge_logits_quietly():
+    """exp() overflows to inf in float32, as in torch: no NumPy warning, the reference's boxes."""
+    import warnings
+
+    g = torch.Generator().manual_seed(6)
+    maps = [torch.randn(1, 3 * 8, s, s, generator=g) * 60 for s in (4, 8)]
+    expected = postprocess(decode_outputs(maps, ANCHORS, (32, 16), 1.05), 0.25, 0.45, 300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = decode_nms(maps, ANCHORS, (32, 16), 1.05, 0.25, 0.45, 300)
+    assert got[0].shape == expected[0].shape and len(got[0]) > 0
+    torch.testing.assert_close(got[0], expected[0], atol=1e-4, rtol=1e-5)
+
+
 def test_letterbox_batch_converts_bgr_after_resizing(rng):
     rgb = [rng.integers(0, 255, (50, 90, 3), dtype=np.uint8), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)]
     bgr = [np.ascontiguousarray(im[:, :, ::-1]) for im in rgb]
