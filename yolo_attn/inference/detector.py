@@ -486,11 +486,12 @@ class Detector:
         """Per image (K, 6) [x1, y1, x2, y2, score, class] in input pixels -> Detections in its own pixels."""
         results = []
         for det, info in zip(kept, infos):
-            boxes = unletterbox_boxes(det[:, :4], info).numpy().astype(np.float32)
-            labels = det[:, 5].long().numpy()
+            det = det.numpy()
+            boxes = unletterbox_boxes(det[:, :4], info)  # float32
+            labels = det[:, 5].astype(np.int64)
             results.append(Detections(
                 boxes=boxes,
-                scores=det[:, 4].numpy().astype(np.float32),
+                scores=det[:, 4].astype(np.float32),
                 labels=labels,
                 names=[self.names[i] for i in labels],
                 image_shape=info.orig_shape,
