@@ -162,12 +162,15 @@ def test_letterbox_into_writes_what_three_arrays_held(shape, interpolation):
 
 def test_letterbox_batch_fills_each_slot():
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, s, dtype=np.uint8) for s in ((72, 128, 3), (128, 72, 3), (40, 40), (64, 64, 3))]
-    batch, infos = letterbox_batch(images, (64, 64), 114, cv2.INTER_LINEAR, bgr=[True, False, False, True])
-    for image, got, info, flip in zip(images, batch, infos, (True, False, False, True)):
+    shapes = ((72, 128, 3), (128, 72, 3), (40, 40), (64, 64, 3), (72, 128, 4), (128, 72, 4), (64, 64, 4))
+    images = [rng.integers(0, 256, s, dtype=np.uint8) for s in shapes]
+    flips = (True, False, False, True, True, True, True)
+    batch, infos = letterbox_batch(images, (64, 64), 114, cv2.INTER_LINEAR, bgr=list(flips))
+    for image, got, info, flip in zip(images, batch, infos, flips):
         want, (scale, x, y) = _letterbox_in_three_arrays(image, 64, 64, 114, cv2.INTER_LINEAR)
-        want = np.broadcast_to(want, (64, 64, 3))  # a grey image fills the three channels
-        np.testing.assert_array_equal(got, want[:, :, ::-1] if flip else want)
+        if flip:  # BGR, or BGRA whose alpha goes
+            want = cv2.cvtColor(want, cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(got, np.broadcast_to(want, (64, 64, 3)))  # grey fills the three channels
         assert (info.scale, info.pad_x, info.pad_y) == (scale, x, y)
 
 

@@ -692,10 +692,10 @@ def test_decode_nms_gives_the_reference_boxes(batch_size, conf):
         got = decode_nms(maps, ANCHORS, (32, 16), 1.05, conf, 0.45, 300, classes=classes)
         assert len(got) == batch_size
         for e, o in zip(expected, got):
-            assert e.shape == o.shape
+            assert e.shape == o.shape and o.dtype == torch.float32
             torch.testing.assert_close(o, e, atol=1e-4, rtol=1e-5)
     empty = decode_nms([m - 100 for m in maps], ANCHORS, (32, 16), 1.05, conf, 0.45, 300)
-    assert all(e.shape == (0, 6) for e in empty)
+    assert all(e.shape == (0, 6) and e.dtype == torch.float32 for e in empty)
 
 
 @pytest.mark.parametrize("options", [dict(agnostic=True), dict(max_det=3), dict(max_candidates=5)])

@@ -152,6 +152,38 @@ def test_the_rgb_convolution_asks_for_an_avx512_kernel(fp32_model):
         before, after = _kernels(compile_(quantized, "CPU")), _kernels(compile_(marked, "CPU"))
         assert "amx" in before[first] and "amx" not in after[first], (before[first], after[first])
         assert {k: v for k, v in before.items() if k != first} == {k: v for k, v in after.items() if k != first}
+        # the uint8 graph Detector runs (its input quantizer dropped) keeps the choice
+        from yolo_attn.inference.backends import OpenVinoBackend
+
+        backend = OpenVinoBackend(quantized)
+        backend.run_uint8(np.zeros((1, SIZE, SIZE, 3), np.uint8))
+        assert "amx" not in _kernels(backend._variants[(True, None)])[first]
+
+
+def test_the_kernel_priority_joins_a_layers_own_rt_info(tmp_path):
+    """OpenVINO's IR reader takes a layer's first <rt_info> block only: the priority goes into the one there is."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from yolo_attn.inference.backends import _openvino_core, _with_kernel_priority
+
+    x = ops.parameter([1, 3, 8, 8], ov.Type.f32, name="x")
+    conv = ops.convolution(x, ops.constant(np.ones((2, 3, 3, 3), np.float32)), [1, 1], [1, 1], [1, 1], [1, 1])
+    conv.set_friendly_name('conv "a"')
+    ov.save_model(ov.Model([conv], [x]), tmp_path / "m.xml", compress_to_fp16=False)
+    text = (tmp_path / "m.xml").read_text(encoding="utf-8")
+    ports = text.index("<input>", text.index('type="Convolution"'))
+    names = '<rt_info><attribute name="fused_names" version="0" value="a,b"/></rt_info>'
+    with_names = text[:ports] + names + text[ports:]
+    weights = ov.Tensor(np.fromfile(tmp_path / "m.bin", np.uint8))
+    for source, keys in ((text, {"primitives_priority_0"}), (with_names, {"primitives_priority_0", "fused_names_0"})):
+        marked, found = _with_kernel_priority(source, 'conv "a"', "cpu:jit_avx512")
+        assert found == 1
+        (op,) = [op for op in _openvino_core().read_model(marked, weights).get_ordered_ops()
+                 if op.get_type_name() == "Convolution"]
+        assert set(op.get_rt_info().keys()) == keys
+        assert op.get_rt_info()["primitives_priority_0"].astype(str) == "cpu:jit_avx512"
+    assert _with_kernel_priority(text, "another", "cpu:jit_avx512") == (text, 0)
 
 
 def test_the_backend_marks_int8_models_on_amx_cpus_only(fp32_model, monkeypatch):

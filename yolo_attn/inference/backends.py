@@ -516,18 +516,36 @@ def _thin_convolutions_off_amx(model: Any, core: Any) -> Any:
         with tempfile.TemporaryDirectory() as folder:
             xml = os.path.join(folder, "model.xml")
             ov.save_model(model, xml, compress_to_fp16=False)
-            text = Path(xml).read_text()
+            text = Path(xml).read_text(encoding="utf-8")
             for name in names:
-                layer = re.escape(f'name="{_xml_escape(name)}" type="Convolution" version="opset1">')
-                text, found = re.subn(f"({layer})", r'\1<rt_info><attribute name="primitives_priority" '
-                                      r'version="0" value="cpu:brgconv_avx512,cpu:jit_avx512"/></rt_info>', text)
+                text, found = _with_kernel_priority(text, name, "cpu:brgconv_avx512,cpu:jit_avx512")
                 if found != 1:
+                    LOGGER.info("OpenVINO: the first convolution keeps its AMX kernel (layer %s found %d times in "
+                                "the IR)", name, found)
                     return model
             weights = np.fromfile(os.path.join(folder, "model.bin"), np.uint8)
             return core.read_model(text, ov.Tensor(weights))
-    except Exception as e:  # OpenVINO raises RuntimeError with its C++ context: the last line says why
-        LOGGER.debug("OpenVINO: the first convolution keeps its AMX kernel (%s)", _last_line(e))
+    except (RuntimeError, OSError) as e:  # OpenVINO raises RuntimeError with its C++ context, its cause last
+        LOGGER.info("OpenVINO: the first convolution keeps its AMX kernel (%s)", _last_line(e))
         return model
+
+
+def _with_kernel_priority(text: str, name: str, priority: str) -> Tuple[str, int]:
+    """An IR's ``text`` with the convolution layer ``name`` given the CPU kernel ``priority``, and how many
+    layers matched (the text is changed only for exactly one). The attribute goes into the layer's own
+    ``<rt_info>`` where it has one (before its ports): OpenVINO's reader takes a layer's first block only."""
+    layers = [m.end() for m in re.finditer(re.escape(f'name="{_xml_escape(name)}" type="Convolution" '
+                                                      'version="opset1">'), text)]
+    if len(layers) != 1:
+        return text, len(layers)
+    start = layers[0]
+    ports = re.compile(r"<input>|<output>|</layer>").search(text, start)
+    head = text[start : ports.start() if ports else len(text)]
+    attribute = f'<attribute name="primitives_priority" version="0" value="{priority}"/>'
+    if "<rt_info>" in head:
+        at = start + head.index("<rt_info>") + len("<rt_info>")
+        return text[:at] + attribute + text[at:], 1
+    return f"{text[:start]}<rt_info>{attribute}</rt_info>{text[start:]}", 1
 
 
 def _xml_escape(text: str) -> str:
