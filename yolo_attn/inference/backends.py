@@ -501,8 +501,9 @@ def _thin_convolutions_off_amx(model: Any, core: Any) -> Any:
 
     OpenVINO reads this choice only from a node's ``primitives_priority`` run-time attribute, which the Python
     API cannot create (it stores strings, and the plugin rejects a string there): the IR reader can, so the
-    model goes through an IR written to a temporary folder, with the attribute added to those layers. When
-    anything in that fails the model is returned unchanged: only the speed-up is lost."""
+    model goes through an IR written to a temporary folder, with the attribute added to those layers. Where
+    OpenVINO or the file system fails there, or a layer is not found once in the IR, the model is returned
+    unchanged (logged at INFO): only the speed-up is lost."""
     import tempfile
 
     import openvino as ov

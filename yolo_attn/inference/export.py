@@ -435,7 +435,7 @@ def share_slice_quantizers(model: Any) -> int:
 
 def quantize_input_on_pixels(model: Any) -> int:
     """Give the input's quantizer the range [0, 1] in 256 levels: the grid of 8-bit pixels divided by 255, on
-    which it changes nothing. Returns how many quantizers changed (0 or 1).
+    which it changes nothing. Returns how many quantizers changed (one per model input at most).
 
     NNCF calibrates the input's range like any activation's: on the embedded data its maximum came out at
     0.955, so every pixel brighter than 243 was clipped to 243. On the pixels' grid the quantizer is exact, and
