@@ -508,9 +508,12 @@ def _thin_convolutions_off_amx(model: Any, core: Any) -> Any:
 
     import openvino as ov
 
+    def thin(op: Any) -> bool:
+        shape = op.get_input_partial_shape(0)
+        return shape.rank.is_static and shape[1].is_static and shape[1].get_length() <= 4
+
     names = [op.get_friendly_name() for op in model.get_ordered_ops()
-             if op.get_type_name() == "Convolution" and op.get_input_partial_shape(0).rank.is_static
-             and op.get_input_partial_shape(0)[1].is_static and op.get_input_partial_shape(0)[1].get_length() <= 4]
+             if op.get_type_name() == "Convolution" and thin(op)]
     if not names:
         return model
     try:
@@ -535,8 +538,10 @@ def _with_kernel_priority(text: str, name: str, priority: str) -> Tuple[str, int
     """An IR's ``text`` with the convolution layer ``name`` given the CPU kernel ``priority``, and how many
     layers matched (the text is changed only for exactly one). The attribute goes into the layer's own
     ``<rt_info>`` where it has one (before its ports): OpenVINO's reader takes a layer's first block only."""
-    layers = [m.end() for m in re.finditer(re.escape(f'name="{_xml_escape(name)}" type="Convolution" '
-                                                      'version="opset1">'), text)]
+    from xml.sax.saxutils import escape
+
+    quoted = escape(name, {'"': "&quot;"})
+    layers = [m.end() for m in re.finditer(re.escape(f'name="{quoted}" type="Convolution" version="opset1">'), text)]
     if len(layers) != 1:
         return text, len(layers)
     start = layers[0]
@@ -547,10 +552,6 @@ def _with_kernel_priority(text: str, name: str, priority: str) -> Tuple[str, int
         at = start + head.index("<rt_info>") + len("<rt_info>")
         return text[:at] + attribute + text[at:], 1
     return f"{text[:start]}<rt_info>{attribute}</rt_info>{text[start:]}", 1
-
-
-def _xml_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 @functools.lru_cache(maxsize=None)

@@ -255,18 +255,23 @@ def calibration_images(
             raise ValueError(f"{data}: {e.args[0]}") from None
         if len(dataset) == 0:
             raise ValueError(f"{data}: its training split has no images to calibrate with")
-        indices = np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int))
+        indices = _evenly_spread(len(dataset), count)
         log(f"calibrating on {len(indices)} training images from {data}")
         return CalibrationImages(lambda i: dataset.load_record(int(indices[i])).image, len(indices), str(data), log)
     if folder is not None:
         from .sources import list_images
 
         files = list_images(folder)
-        picked = [files[int(i)] for i in np.unique(np.linspace(0, len(files) - 1, min(count, len(files))).round())]
+        picked = [files[i] for i in _evenly_spread(len(files), count)]
         log(f"calibrating on {len(picked)} images from {folder}")
         return CalibrationImages(lambda i: read_image(picked[i]), len(picked), str(folder), log)
     raise ValueError("int8 needs calibration images: pass --data CONFIG (its training set is used) "
                      "or --calib-images FOLDER")
+
+
+def _evenly_spread(total: int, count: int) -> np.ndarray:
+    """Up to ``count`` distinct indices into ``total`` items, evenly spread from the first to the last."""
+    return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int))
 
 
 def quantize_int8(model: Any, images: Iterable[np.ndarray], meta: Dict[str, Any],
@@ -276,8 +281,8 @@ def quantize_int8(model: Any, images: Iterable[np.ndarray], meta: Dict[str, Any]
     stretched, for Darknet's weights) exactly as :class:`Detector` prepares its input; they are read once, in
     turn (:class:`CalibrationImages` reads each as it comes), and only their letterboxed uint8 forms are kept.
     Returns the same kind it was given. OpenVINO models: NNCF, then :func:`share_slice_quantizers` and
-    :func:`quantize_input_on_pixels`. ONNX: ONNX
-    Runtime's own quantizer (:func:`_quantize_for_onnxruntime`), or NNCF where ONNX Runtime is not installed.
+    :func:`quantize_input_on_pixels`. ONNX: ONNX Runtime's own quantizer (:func:`_quantize_for_onnxruntime`), or
+    NNCF where ONNX Runtime is not installed.
 
     ``preset`` (NNCF's; ONNX Runtime's quantizer takes none): "performance" (symmetric activations; the default
     for OpenVINO: 4.4 against 5.3 ms for "mixed" at 416 on 2 AMX cores, the same mAP) or "mixed" (asymmetric
