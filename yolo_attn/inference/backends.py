@@ -44,6 +44,7 @@ __all__ = [
     "TorchScriptBackend",
     "available_backends",
     "create_backend",
+    "last_line",
     "register_backend",
 ]
 
@@ -312,7 +313,7 @@ class OpenVinoBackend(Backend):
             try:
                 model = self._core.read_model(path)
             except Exception as e:  # OpenVINO raises RuntimeError with the whole C++ context, its cause last
-                raise ValueError(f"{path}: not a loadable OpenVINO/ONNX model ({_last_line(e)})") from None
+                raise ValueError(f"{path}: not a loadable OpenVINO/ONNX model ({last_line(e)})") from None
             if path.lower().endswith(".onnx"):  # OpenVINO's ONNX reader drops metadata_props
                 meta_text = _onnx_metadata(path)
         self.device = device
@@ -351,15 +352,17 @@ class OpenVinoBackend(Backend):
         """The same model compiled for another performance hint / stream count (e.g. THROUGHPUT for several
         callers at once). Kept: asked again, it returns the same backend with the graphs it has built (each
         video of a folder would otherwise compile its graphs again, about 0.3 s)."""
-        with self._lock:
-            clone = self._hinted.get((hint, streams))
-            if clone is None:
-                clone = copy.copy(self)
-                clone.hint, clone.streams = hint, streams
-                clone.compiled = clone._compile(self._model)
-                clone._hinted = {}
-                clone._reset()
-                self._hinted[(hint, streams)] = clone
+        clone = self._hinted.get((hint, streams))
+        if clone is None:
+            # compiled without the lock, which calls of this backend take to build their graphs: two threads
+            # asking at once compile twice, and the first one's copy is kept
+            clone = copy.copy(self)
+            clone.hint, clone.streams = hint, streams
+            clone.compiled = clone._compile(self._model)
+            clone._hinted = {}
+            clone._reset()
+            with self._lock:
+                clone = self._hinted.setdefault((hint, streams), clone)
         return clone
 
     def _compile(self, model: Any) -> Any:
@@ -373,9 +376,7 @@ class OpenVinoBackend(Backend):
             if self._ov_device.split(".")[0] not in {d.split(".")[0] for d in available}:
                 raise ValueError(f"OpenVINO has no {self._ov_device} device here (from --device {self.device}; "
                                  f"this machine offers {', '.join(available) or 'none'}); use --device cpu") from None
-            lines = [line for line in str(e).splitlines() if line.strip()]
-            raise ValueError(f"OpenVINO cannot compile this model for {self._ov_device}: "
-                             f"{(lines[-1] if lines else type(e).__name__)[:200]}") from None
+            raise ValueError(f"OpenVINO cannot compile this model for {self._ov_device}: {last_line(e)}") from None
 
     def describe(self) -> str:
         streams = f", {self.compiled.get_property('NUM_STREAMS')} streams" if self.hint == "THROUGHPUT" else ""
@@ -423,7 +424,7 @@ class OpenVinoBackend(Backend):
             except Exception as e:  # OpenVINO raises RuntimeError with its C++ context: the last line says why
                 self._fixing = False
                 LOGGER.warning("OpenVINO could not fix the graph to input shape %s (%s); the general graph "
-                               "runs on", key[1], _last_line(e))
+                               "runs on", key[1], last_line(e))
                 return None
         return self._variants[key]
 
@@ -530,7 +531,7 @@ def _thin_convolutions_off_amx(model: Any, core: Any) -> Any:
             weights = np.fromfile(os.path.join(folder, "model.bin"), np.uint8)
             return core.read_model(text, ov.Tensor(weights))
     except (RuntimeError, OSError) as e:  # OpenVINO raises RuntimeError with its C++ context, its cause last
-        LOGGER.info("OpenVINO: the first convolution keeps its AMX kernel (%s)", _last_line(e))
+        LOGGER.info("OpenVINO: the first convolution keeps its AMX kernel (%s)", last_line(e))
         return model
 
 
@@ -590,7 +591,7 @@ def _label(model: Any) -> str:
     return str(model) if isinstance(model, (str, os.PathLike)) else "in-memory model"
 
 
-def _last_line(e: Exception) -> str:
+def last_line(e: Exception) -> str:
     """The last non-empty line of an error: where OpenVINO says what is wrong, after its C++ call stack."""
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     return lines[-1][:200] if lines else type(e).__name__

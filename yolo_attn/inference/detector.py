@@ -34,7 +34,7 @@ from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, augmented_decode, check_
 from ..models.yolo import STRIDES, check_input_size
 from ..utils.checkpoint import meta_input_shape, meta_nms, meta_resize, missing_weights_message, warn_names_unused
 from ..utils.device import resolve_device
-from .backends import Backend, _last_line, create_backend
+from .backends import Backend, last_line, create_backend
 from .fastproc import decode_nms, letterbox_batch
 from .hardware import AutoChoice, auto_choice, export_for, keep_freed_memory, torch_threads
 
@@ -312,7 +312,7 @@ class Detector:
         except Exception as e:  # noqa: BLE001 - only the automatic in-memory conversion falls back
             if choice is None or choice.weights is not None or choice.backend != "openvino":
                 raise
-            failed = f"converting to OpenVINO in memory failed ({_last_line(e)})"
+            failed = f"converting to OpenVINO in memory failed ({last_line(e)})"
             warnings.warn(f"{path}: {failed}; running torch instead", stacklevel=2)
             choice = _choose(path, None, None, device, use_exports and ours, img_size, bool(augment), ours)
             choice = dataclasses.replace(choice, reason=f"{choice.reason}; {failed}")
