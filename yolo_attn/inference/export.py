@@ -30,7 +30,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import torch
@@ -198,12 +198,14 @@ def _set_openvino_meta(model: Any, meta: Dict[str, Any]) -> None:
 class CalibrationImages(Sequence[np.ndarray]):
     """Calibration images, read one at a time: ``images[i]`` reads image ``i`` (RGB uint8; an unreadable one
     raises :class:`~yolo_attn.data.records.BadImageError`), and iterating reads them in turn, reporting an
-    unreadable one through ``log`` and skipping it. Quantization keeps each image only as the model's input (a
-    416x416 letterbox holds 0.5 MB; a 1080p original 6.2 MB), so 300 large images no longer sit in memory at
-    once. ``describe`` names where they come from."""
+    unreadable one through ``log`` and skipping it (reported once: later passes, such as a second quantizer's,
+    skip it quietly). Quantization keeps each image only as the model's input (a 416x416 letterbox holds 0.5 MB;
+    a 1080p original 6.2 MB), so 300 large images no longer sit in memory at once. ``describe`` names where
+    they come from."""
 
     def __init__(self, read: Callable[[int], np.ndarray], count: int, describe: str, log: Callable[[str], None]):
         self._read, self._count, self.describe, self._log = read, count, describe, log
+        self._unreadable: Set[int] = set()  # reported already
 
     def __len__(self) -> int:
         return self._count
@@ -220,9 +222,12 @@ class CalibrationImages(Sequence[np.ndarray]):
 
         read = 0
         for i in range(self._count):
+            if i in self._unreadable:
+                continue
             try:
                 image = self._read(i)
             except (BadImageError, OSError) as e:  # the image's fault; anything else is a bug to see
+                self._unreadable.add(i)
                 self._log(f"warning: skipping {e}")
                 continue
             read += 1
