@@ -909,8 +909,10 @@ def test_benchmark_times_variants_and_writes_csv(tmp_path):
     assert {r.batch for r in results} == {1, 2}
     assert results[0].variant.endswith("(baseline)") and all(r.times_ms for r in results)
     assert all(r.e2e_ms for r in results if r.batch == 1 and "workers" not in r.variant)
+    assert all(bool(r.uint8_ms) == ("workers" not in r.variant) for r in results)  # what the detector runs
     table = format_table(results, 0.2)
     assert table.count("\n") == len(results) + 1 and "| 1.00 |" in table
+    assert all(line.count("|") == table.splitlines()[0].count("|") for line in table.splitlines())
     path = write_csv(results, 0.2, tmp_path / "bench.csv", "test machine")
     lines = path.read_text().splitlines()
     assert lines[0].startswith("# test machine") and lines[1].startswith("variant,precision,batch,ms_median")

@@ -5,6 +5,9 @@ bf16, compiled; ONNX Runtime fp32 / int8; OpenVINO fp32 / bf16 / int8; OpenCV DN
 letterboxed inputs:
 
 - forward: a float batch in, raw head maps out (what the issue's "forward" figures mean);
+- forward from uint8: the same batch as letterboxed uint8 pixels (N, H, W, 3), converted and scaled inside
+  the backend: what :class:`Detector` runs (OpenVINO's uint8 graph, which also takes the int8 input
+  quantizer out of the graph);
 - end to end: a 1280x720 BGR frame in (already decoded), final boxes out: letterbox, forward, decode, NMS;
 - warm-up first, then rounds that visit every variant in turn (so load from other processes spreads over
   all of them), and medians with min-max over every timed call;
@@ -128,6 +131,7 @@ class Result:
     precision: str
     batch: int
     times_ms: List[float] = field(default_factory=list)  # per call (a whole batch)
+    uint8_ms: List[float] = field(default_factory=list)  # per call from uint8 pixels, single-worker variants
     e2e_ms: List[float] = field(default_factory=list)  # per frame, batch 1 only
     setup_s: float = 0.0
     map50: Optional[float] = None
@@ -334,6 +338,7 @@ def time_variants(
         if not live:
             break
         x = detectors[live[0].name].preprocess([images[i % len(images)] for i in range(batch)])[0]
+        pixels = np.ascontiguousarray(x.mul(255.0).round_().byte().permute(0, 2, 3, 1).numpy())  # exact: x = u8/255
         rows = {v.name: Result(v.name, v.group, v.precision, batch, setup_s=v.setup_s) for v in live}
         calls = max(1, 8 // batch)  # calls per variant per round: a round costs about the same at any batch
         log(f"batch {batch}: warm-up, then {rounds} interleaved rounds of {calls} call(s) per variant")
@@ -344,11 +349,13 @@ def time_variants(
                 # calls see the graph a long run uses
                 settle = warmup
                 if getattr(v.backend, "_dynamic", False):
-                    v.backend.MAX_STATIC = max(v.backend.MAX_STATIC, len(batches) + 1)
+                    v.backend.MAX_STATIC = max(v.backend.MAX_STATIC, 2 * len(batches) + 1)
                     settle = max(warmup, v.backend.STATIC_AFTER)
                 try:
                     for _ in range(settle):
                         v.forward(x)
+                    for _ in range(settle if _from_uint8(v) else 0):
+                        v.backend.run_uint8(pixels)
                 except Exception as e:  # built but cannot run this model (OpenCV 5's DNN on our ONNX graph)
                     v.error = f"batch {batch}: {str(e).strip().splitlines()[-1][:200]}"
                     log(f"  {v.name} skipped: {v.error}")
@@ -364,6 +371,10 @@ def time_variants(
                         start = time.perf_counter()
                         v.forward(x)
                         rows[v.name].times_ms.append((time.perf_counter() - start) * 1000.0)
+                    for _ in range(calls if _from_uint8(v) else 0):
+                        start = time.perf_counter()
+                        v.backend.run_uint8(pixels)
+                        rows[v.name].uint8_ms.append((time.perf_counter() - start) * 1000.0)
                     if batch == 1 and v.name in detectors and v.workers == 1:
                         # as many frames as forward calls: end to end runs the uint8 graph, and a lone call
                         # after the float ones would time a switch of graphs that a video never makes
@@ -374,6 +385,11 @@ def time_variants(
         results.extend(rows[v.name] for v in live)
     results.extend(Result(v.name, v.group, v.precision, 0, error=v.error) for v in variants if v.error)
     return results
+
+
+def _from_uint8(v: Variant) -> bool:
+    """Whether ``v`` is also timed from uint8 pixels (single-worker variants of backends that take them)."""
+    return v.workers == 1 and hasattr(v.backend, "run_uint8")
 
 
 def _test_frame(seed: int = 0) -> np.ndarray:
@@ -416,8 +432,8 @@ def _baseline_ms(results: Sequence[Result], batch: int) -> Optional[float]:
 
 
 COLUMNS = ["variant", "precision", "batch", "ms_median", "ms_min", "ms_max", "ms_per_image", "img_per_s",
-           "gflops_per_s", "speedup_vs_baseline", "e2e_ms_median", "e2e_ms_min", "e2e_ms_max", "setup_s",
-           "map50", "map50_delta_points", "error"]
+           "gflops_per_s", "speedup_vs_baseline", "uint8_ms_median", "uint8_ms_min", "uint8_ms_max",
+           "e2e_ms_median", "e2e_ms_min", "e2e_ms_max", "setup_s", "map50", "map50_delta_points", "error"]
 
 
 def _rows(results: Sequence[Result], gflops: float) -> List[Dict[str, Any]]:
@@ -433,6 +449,9 @@ def _rows(results: Sequence[Result], gflops: float) -> List[Dict[str, Any]]:
             "img_per_s": r.images_per_s if has else None,
             "gflops_per_s": gflops * r.images_per_s if has else None,
             "speedup_vs_baseline": base / r.per_image_ms if has and base else None,
+            "uint8_ms_median": statistics.median(r.uint8_ms) if r.uint8_ms else None,
+            "uint8_ms_min": min(r.uint8_ms) if r.uint8_ms else None,
+            "uint8_ms_max": max(r.uint8_ms) if r.uint8_ms else None,
             "e2e_ms_median": statistics.median(r.e2e_ms) if r.e2e_ms else None,
             "e2e_ms_min": min(r.e2e_ms) if r.e2e_ms else None, "e2e_ms_max": max(r.e2e_ms) if r.e2e_ms else None,
             "setup_s": r.setup_s if has else None,
@@ -444,23 +463,30 @@ def _rows(results: Sequence[Result], gflops: float) -> List[Dict[str, Any]]:
 
 
 def format_table(results: Sequence[Result], gflops: float) -> str:
-    """A markdown table: one row per variant and batch size."""
-    header = ("| variant | batch | ms (median) | min-max | img/s | GFLOP/s | x baseline | end to end ms | "
-              "setup s | mAP@0.5 | delta |")
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    """A markdown table: one row per variant and batch size. "ms" is the forward of a float batch (img/s,
+    GFLOP/s and the ratio to the baseline come from it), "from uint8" the forward of the same batch as
+    letterboxed uint8 pixels (what the detector runs), both medians with min-max."""
+    header = ("| variant | batch | ms (median) | min-max | from uint8 ms | img/s | GFLOP/s | x baseline | "
+              "end to end ms | setup s | mAP@0.5 | delta |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     fmt = lambda x, f: "" if x is None else format(x, f)  # noqa: E731
     for row in _rows(results, gflops):
         if row["error"]:
-            lines.append(f"| {row['variant']} | | not available: {row['error']} | | | | | | | | |")
+            lines.append(f"| {row['variant']} | | not available: {row['error']} | | | | | | | | | |")
             continue
-        e2e = ""
-        if row["e2e_ms_median"] is not None:
-            e2e = f"{row['e2e_ms_median']:.1f} ({row['e2e_ms_min']:.1f}-{row['e2e_ms_max']:.1f})"
         lines.append(
             f"| {row['variant']} | {row['batch']} | {row['ms_median']:.1f} | {row['ms_min']:.1f}-{row['ms_max']:.1f} | "
-            f"{row['img_per_s']:.1f} | {row['gflops_per_s']:.0f} | {fmt(row['speedup_vs_baseline'], '.2f')} | {e2e} | "
-            f"{row['setup_s']:.1f} | {fmt(row['map50'], '.2f')} | {fmt(row['map50_delta_points'], '+.2f')} |")
+            f"{_spread(row, 'uint8_ms')} | {row['img_per_s']:.1f} | {row['gflops_per_s']:.0f} | "
+            f"{fmt(row['speedup_vs_baseline'], '.2f')} | {_spread(row, 'e2e_ms')} | {row['setup_s']:.1f} | "
+            f"{fmt(row['map50'], '.2f')} | {fmt(row['map50_delta_points'], '+.2f')} |")
     return "\n".join(lines)
+
+
+def _spread(row: Dict[str, Any], key: str) -> str:
+    """"median (min-max)" of a row's ``key`` timings, or "" where it has none."""
+    if row[f"{key}_median"] is None:
+        return ""
+    return f"{row[f'{key}_median']:.1f} ({row[f'{key}_min']:.1f}-{row[f'{key}_max']:.1f})"
 
 
 def check_csv_path(path: Union[str, os.PathLike]) -> None:
