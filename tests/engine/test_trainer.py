@@ -926,6 +926,56 @@ def test_ctrl_c_says_what_is_kept_and_a_run_stopped_in_its_first_epoch_leaves_no
     assert tool.main([]) == 130 and "interrupted" not in capsys.readouterr().err
 
 
+def test_exist_ok_trains_into_the_named_folder_and_starts_its_results_afresh(tiny_data, tmp_path, caplog):
+    """--exist-ok: a second run of the same name writes into its folder, not same2; results.csv holds that run's
+    epoch alone (appended to, it would go on after the first run's), and the first run's weights are replaced;
+    its --save-period snapshot and a file of the user's there stay."""
+    first = train(_tiny_cfg(tiny_data, tmp_path, epochs=1, save_period=1, ema=False, name="same", exist_ok=True))
+    (first / "weights" / "epoch1.pt").rename(first / "weights" / "epoch7.pt")  # as a longer first run's
+    assert first == tmp_path / "runs" / "same"  # made when missing
+    (first / "notes.txt").write_text("mine")
+    with caplog.at_level(logging.INFO):
+        again = train(_tiny_cfg(tiny_data, tmp_path, epochs=1, ema=False, name="same", exist_ok=True))
+    assert again == first and [p.name for p in (tmp_path / "runs").iterdir()] == ["same"]
+    assert f"{again} exists: this run writes into it (exist_ok)" in caplog.text
+    assert _epochs_in_csv(again) == [1]
+    assert sorted(p.name for p in (again / "weights").iterdir()) == ["best.pt", "epoch7.pt", "last.pt"]
+    for name in ("last.pt", "best.pt"):  # the second run's
+        assert load_checkpoint(again / "weights" / name)["config"]["save_period"] == 0, name
+    assert (again / "notes.txt").read_text() == "mine"
+
+
+def test_a_run_in_a_reused_folder_never_takes_the_earlier_runs_weights_for_its_own(tiny_data, tmp_path, monkeypatch):
+    """Before its first checkpoint, Ctrl-C names no earlier last.pt to resume and leaves the folder; that
+    checkpoint takes away the earlier best.pt it does not replace, which a resume would read as this run's best."""
+    import yolo_attn.engine.trainer as trainer
+
+    cfg = _tiny_cfg(tiny_data, tmp_path, epochs=2, ema=False, name="same", exist_ok=True)
+    run = train(dict(cfg, epochs=1))
+    real = trainer.train_one_epoch
+    monkeypatch.setattr(trainer, "train_one_epoch", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt) as info:
+        train(cfg)
+    assert str(info.value) == f"before any weights were saved in {run / 'weights'} (those there are an earlier run's)"
+    assert sorted(p.name for p in (run / "weights").iterdir()) == ["best.pt", "last.pt"]  # kept, as the folder
+
+    monkeypatch.setattr(trainer, "train_one_epoch", real)
+    _stop_after_checkpoint(monkeypatch, 0)
+    with pytest.raises(_Stop):  # epoch 1 of 2 is not evaluated: no best.pt of its own yet
+        train(cfg)
+    assert sorted(p.name for p in (run / "weights").iterdir()) == ["last.pt"] and _epochs_in_csv(run) == [1]
+    assert load_checkpoint(run / "weights/last.pt")["epochs"] == 2  # this run's
+
+
+def test_exist_ok_with_a_file_at_the_run_folder_names_it(tiny_data, tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "same").write_text("a file")
+    with pytest.raises(NotADirectoryError, match=f"{tmp_path / 'runs' / 'same'}: a file stands where the results "
+                                                 f"folder goes"):
+        train(_tiny_cfg(tiny_data, tmp_path, epochs=1, ema=False, name="same", exist_ok=True))
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["same"]
+
+
 def test_single_cls_trains_every_box_as_one_class_and_eval_scores_it_so(tiny_data, tmp_path):
     from yolo_attn.eval.run import run_eval
 

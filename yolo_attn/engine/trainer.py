@@ -38,7 +38,7 @@ from ..models.darknet import darknet_cfg_beside, load_darknet_weights, read_dark
 from ..models.port import strip_wrapper_prefixes
 from ..utils.checkpoint import is_our_checkpoint, load_checkpoint, load_model, make_meta, save_checkpoint
 from ..utils.device import resolve_device
-from ..utils.paths import increment_path, write_atomic
+from ..utils.paths import results_folder, write_atomic
 from .anchors import anchors_from_config, box_sizes, check_anchors
 from .config import load_train_config
 from .ema import ModelEMA
@@ -612,17 +612,22 @@ def train(cfg: Dict[str, Any]) -> Path:
 
     # The run folder once data, model, loss, loader and optimizer are set up: a mistake in any of them
     # leaves no empty run behind
+    reused = False  # an earlier run's folder, written into again (exist_ok)
     if ckpt is None:
-        run_dir = increment_path(Path(str(cfg["project"])) / str(cfg["name"]), mkdir=True) if main else None
+        base = Path(str(cfg["project"])) / str(cfg["name"])
+        run_dir, reused = _new_run_folder(base, bool(cfg.get("exist_ok"))) if main else (None, False)
         if world > 1:
             holder = [str(run_dir) if main else None]
             dist.broadcast_object_list(holder, src=0)
             run_dir = Path(holder[0])
     weights_dir = run_dir / "weights"
+    earlier: Dict[Path, os.stat_result] = {}  # an earlier run's weights in a reused folder, until the first save
     if main:
         weights_dir.mkdir(parents=True, exist_ok=True)
         if ckpt is not None:
             _trim_csv(run_dir / "results.csv", ckpt["epoch"] + 1)
+        elif reused:
+            earlier = _start_afresh(run_dir, weights_dir)
         write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False).encode())
 
     start_epoch, best, best_epoch, elapsed_before = 0, -1.0, -1, 0.0
@@ -683,7 +688,7 @@ def train(cfg: Dict[str, Any]) -> Path:
     t0 = time.time() - elapsed_before
     lap = time.time()
     epoch = start_epoch - 1
-    with _interruption_note(run_dir, weights_dir, main, ckpt is None):
+    with _interruption_note(run_dir, weights_dir, main, ckpt is None and not reused, earlier):
         while epoch + 1 < epochs:  # not a for-range: a time budget may change `epochs` in the first epochs
             epoch += 1
             if hasattr(loader.sampler, "set_epoch"):
@@ -774,6 +779,12 @@ def train(cfg: Dict[str, Any]) -> Path:
                                     weights_dir / "best.pt")
                     for png in (run_dir / "val").glob("*.png"):  # the PR curve of the best epoch so far
                         write_atomic(run_dir / f"best_{png.name}", png.read_bytes())
+                # this run's first checkpoint: what of the earlier run's it does not replace goes (a best.pt of
+                # the earlier run would otherwise be taken for this run's best by a resume)
+                for path in earlier:
+                    if path.name != "last.pt" and _is_earlier(path, earlier):
+                        path.unlink()
+                earlier = {}
                 save_checkpoint(state, weights_dir / "last.pt")
                 if cfg["save_period"] and (epoch + 1) % cfg["save_period"] == 0:  # a full checkpoint, as last.pt
                     save_checkpoint(state, weights_dir / f"epoch{epoch + 1}.pt")
@@ -799,26 +810,60 @@ def train(cfg: Dict[str, Any]) -> Path:
     return run_dir
 
 
+def _new_run_folder(path: Path, exist_ok: bool) -> Tuple[Path, bool]:
+    """The folder of a new run and whether an earlier one made it: ``path`` itself with ``exist_ok`` (made when
+    missing), else the first free of ``path``, ``path2``, ... claimed as it is named."""
+    reused = exist_ok and path.is_dir()
+    path = results_folder(path, exist_ok)
+    if reused:
+        log.info("%s exists: this run writes into it (exist_ok); results.csv starts afresh, and the weights there "
+                 "are replaced as the run saves its own", path)
+    return path, reused
+
+
+def _start_afresh(run_dir: Path, weights_dir: Path) -> Dict[Path, os.stat_result]:
+    """Make an earlier run's folder ready for a new run (exist_ok): its log, results.csv (appended to by each
+    epoch) and the plot of it go now. Its last.pt, best.pt and best-epoch plots stay until the new run's first
+    checkpoint replaces them: they are returned, with their state now, for that. Its --save-period snapshots
+    (epoch<N>.pt, replaced only where the new run saves the same epoch) and the user's own files stay."""
+    for name in ("results.csv", "results.png"):
+        (run_dir / name).unlink(missing_ok=True)
+    kept = [weights_dir / "last.pt", weights_dir / "best.pt",
+            *(run_dir / f"best_{png.name}" for png in (run_dir / "val").glob("*.png"))]
+    return {path: path.stat() for path in kept if path.is_file()}
+
+
+def _is_earlier(path: Path, earlier: Dict[Path, os.stat_result]) -> bool:
+    """Whether ``path`` is still the earlier run's file that ``earlier`` saw (write_atomic's rename gives a file
+    written since a new inode)."""
+    try:
+        return path in earlier and os.path.samestat(earlier[path], path.stat())
+    except FileNotFoundError:
+        return False
+
+
 @contextmanager
-def _interruption_note(run_dir: Path, weights_dir: Path, main: bool, new_run: bool) -> Iterator[None]:
+def _interruption_note(run_dir: Path, weights_dir: Path, main: bool, new_folder: bool,
+                       earlier: Dict[Path, os.stat_result]) -> Iterator[None]:
     """Ctrl-C in the epochs: the KeyboardInterrupt goes on with a message that says what is kept. A new run
-    stopped in its first epoch has nothing to resume: its folder (the config alone) is taken back, so that the
-    name is free again."""
+    stopped in its first epoch has nothing to resume: the folder it made (the config alone) is taken back, so
+    that the name is free again. ``earlier``: an earlier run's weights in a reused folder, not this run's."""
     try:
         yield
     except KeyboardInterrupt:
         if not main:
             raise
         last = weights_dir / "last.pt"
-        if last.is_file():
+        if last.is_file() and not _is_earlier(last, earlier):
             epoch = int(load_checkpoint(last, mmap=True)["epoch"]) + 1
             raise KeyboardInterrupt(f"epoch {epoch}, the last completed, is in {last}: resume with --resume "
                                     f"{last}") from None
-        if new_run and {p.name for p in run_dir.iterdir()} <= {"config.yaml", "weights", "val"} \
+        if new_folder and {p.name for p in run_dir.iterdir()} <= {"config.yaml", "weights", "val"} \
                 and not any(weights_dir.iterdir()):
             shutil.rmtree(run_dir, ignore_errors=True)
             raise KeyboardInterrupt(f"in the first epoch, before any weights were saved; {run_dir} removed") from None
-        raise KeyboardInterrupt(f"before any weights were saved in {weights_dir}") from None
+        theirs = " (those there are an earlier run's)" if earlier else ""
+        raise KeyboardInterrupt(f"before any weights were saved in {weights_dir}{theirs}") from None
 
 
 def _schedule_in_epochs(scheduler: WarmupCosine, epochs_done: int, iters: int, epochs: int) -> None:

@@ -431,20 +431,6 @@ def _leave_video(error: SourceError, src: VideoStream, summary: PredictSummary, 
     (summary.skipped if counted is None else counted).append(str(src.spec))
 
 
-def _results_folder(path: Path, exist_ok: bool) -> Path:
-    """``path`` itself with ``exist_ok`` (a folder there is written into, its files of the same names replaced),
-    else the first free of ``path``, ``path2``, ... created as it is named: a run started at the same moment
-    gets another folder rather than sharing this one."""
-    from ..utils.paths import increment_path
-
-    if not exist_ok:
-        return increment_path(path, mkdir=True)
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"{path}: a file stands where the results folder goes")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def _views(views: Sequence[Tuple[float, bool]]) -> str:
     return " ".join(f"{scale:g}{' flipped' if flip else ''}" for scale, flip in views)
 
@@ -510,7 +496,7 @@ def run_predict(
     log: Log = print,
 ) -> int:
     """The command line: load, predict, report. Returns the exit status (0 done, 1 failed, 130 Ctrl-C)."""
-    from ..utils.paths import remove_if_empty
+    from ..utils.paths import remove_if_empty, results_folder
 
     def fail(message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
@@ -538,7 +524,7 @@ def run_predict(
         detector.agnostic = agnostic_nms
         log(detector.describe() + (f", test-time augmentation {_views(detector.augment)}" if augment else ""))
         if not no_save or save_txt or save_json or save_crop:
-            save_dir = _results_folder(Path(project) / name, exist_ok)
+            save_dir = results_folder(Path(project) / name, exist_ok)
         summary = predict(detector, source, save_dir, not no_save, save_txt, save_json, view, heatmap, attention,
                           capture_factory, log, save_crop=save_crop, vid_stride=vid_stride, line_width=line_width,
                           hide_labels=hide_labels, hide_conf=hide_conf, txt_format=txt_format, save_conf=save_conf)

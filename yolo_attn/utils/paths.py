@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Union
 
-__all__ = ["increment_path", "remove_if_empty", "write_atomic"]
+__all__ = ["increment_path", "remove_if_empty", "results_folder", "write_atomic"]
 
 
 def increment_path(base: Union[str, os.PathLike], mkdir: bool = False) -> Path:
@@ -38,6 +38,21 @@ def increment_path(base: Union[str, os.PathLike], mkdir: bool = False) -> Path:
         elif not path.exists():
             return path
         n += 1
+
+
+def results_folder(path: Union[str, os.PathLike], exist_ok: bool = False) -> Path:
+    """The folder a run writes into: ``path`` itself with ``exist_ok`` (made when missing; one there is written
+    into, its files of the same names replaced, as YOLOv5's --exist-ok), else the first free of ``path``,
+    ``path2``, ... claimed as it is named (:func:`increment_path`)."""
+    path = Path(path)
+    if not exist_ok:
+        return increment_path(path, mkdir=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a file at the path, or at a folder above it
+        blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        raise NotADirectoryError(f"{blocking}: a file stands where the results folder goes") from None
+    return path
 
 
 def remove_if_empty(folder: Union[str, os.PathLike, None]) -> None:
