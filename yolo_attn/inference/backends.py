@@ -24,6 +24,7 @@ import re
 import threading
 import warnings
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type, Union
 
@@ -93,8 +94,12 @@ class Backend(ABC):
 
     def run_uint8(self, images: np.ndarray) -> List[torch.Tensor]:
         """(B, H, W, 3) uint8 RGB letterboxed images -> raw maps. The lean path of prediction: backends that
-        convert inside their graph (OpenVINO) or straight to their layout (torch) override it."""
-        return self(torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0).contiguous())
+        convert inside their graph (OpenVINO) or straight to their layout (torch) override it. A runtime with a
+        pool of its own has the conversion done on one torch thread: torch's workers, woken by it, spin on and
+        take that pool's cores (ONNX Runtime fp32 at 416 on 2 cores: 22.4-24.9 against 20.5-21.3 ms)."""
+        with nullcontext() if self.torch_pool else torch_threads(1):
+            batch = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+        return self(batch)
 
     @property
     def torch_model(self) -> Optional[nn.Module]:
