@@ -450,6 +450,44 @@ def test_a_fixed_graph_that_fails_to_build_leaves_the_general_one_running(ckpt, 
 
 
 @needs_openvino
+def test_threads_reaching_the_threshold_at_once_build_one_fixed_graph_and_all_get_right_maps(ckpt, batch,
+                                                                                             monkeypatch):
+    """Four threads call a dynamic model at once while its fixed graph compiles slowly: one of them builds it,
+    the others run the general graph meanwhile (none waits on the lock, none builds a second copy), and every
+    call gives the same maps."""
+    from yolo_attn.inference.export import openvino_model
+
+    backend = create_backend("openvino", openvino_model(_onnx_data(ckpt), {"precision": "fp32"}))
+    u8 = (batch[:1].permute(0, 2, 3, 1) * 255).round().byte().numpy()
+    expected = backend.run_uint8(u8)  # the general uint8 graph, compiled before the threads start
+    compile_graph, fixed_builds = backend._compile, []
+
+    def slow_compile(model):
+        fixed_builds.append(threading.get_ident())
+        time.sleep(0.3)  # the other threads pass the threshold meanwhile
+        return compile_graph(model)
+
+    monkeypatch.setattr(backend, "_compile", slow_compile)
+    results, errors = [], []
+
+    def run():
+        try:
+            for _ in range(OpenVinoBackend.STATIC_AFTER + 4):
+                results.append(backend.run_uint8(u8))
+        except BaseException as e:  # surfaced in the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 4 * (OpenVinoBackend.STATIC_AFTER + 4)
+    assert len(fixed_builds) == 1 and (True, u8.shape) in backend._variants
+    assert max(_max_rel(out, expected) for out in results) < 1e-5
+
+
+@needs_openvino
 def test_a_fixed_size_openvino_model_counts_no_shapes(ckpt, batch):
     from yolo_attn.inference.export import export_meta, onnx_bytes, openvino_model
 
