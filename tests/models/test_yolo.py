@@ -216,3 +216,23 @@ def test_fuse_gives_the_same_outputs(phi):
     assert all(isinstance(m.bn, nn.Identity) for m in model.modules() if isinstance(m, ConvBNAct))
     for ref, out in zip(reference, fused):
         assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_csp_block_trains_through_a_split_and_infers_through_darknets_slice_alike():
+    """Training runs the CSP route as views of one split (a cheaper backward), inference as Darknet's slice
+    (which exports keep): the same outputs and the same gradients."""
+    from yolo_attn.models.backbone import CSPTinyBlock
+
+    torch.manual_seed(0)
+    block = CSPTinyBlock(16).double().eval()  # BN on its running statistics in both runs
+    x = torch.randn(2, 16, 12, 12, dtype=torch.float64)
+    runs = []
+    for training in (False, True):
+        block.training = training  # the block's own formulation only: its BNs stay in eval mode
+        block.zero_grad()
+        inp = x.clone().requires_grad_(True)
+        out, feat = block(inp)
+        (out.square().sum() + feat.sum()).backward()
+        runs.append([out.detach(), feat.detach(), inp.grad, block.conv1.conv.weight.grad.clone()])
+    for inference, training in zip(*runs):
+        torch.testing.assert_close(training, inference, rtol=1e-12, atol=1e-12)
