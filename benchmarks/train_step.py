@@ -1,7 +1,8 @@
 """Training-step speed: the reference implementation's way against ours, side by side in one run.
 
 - reference: fp32, eager, NCHW, targets built in Python loops over images and boxes on the CPU
-  (:class:`benchmarks.reference_loss.ReferenceYoloLoss`, as the popular PyTorch port does it);
+  (:class:`benchmarks.reference_loss.ReferenceYoloLoss`, as the popular PyTorch port does it), the CSP stages
+  as the port writes them (:func:`as_port`);
 - ours: :class:`yolo_attn.engine.loss.YoloLoss` (vectorized assignment), gradient clipping and an EMA update
   as our trainer does, in several layouts and precisions (channels-last, bf16 autocast, torch.compile).
 
@@ -20,9 +21,10 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -32,10 +34,11 @@ from yolo_attn.engine.loss import YoloLoss
 from yolo_attn.engine.trainer import build_optimizer
 from yolo_attn.inference.benchmark import machine_summary
 from yolo_attn.models import build_model
+from yolo_attn.models.backbone import CSPTinyBlock
 
 from .reference_loss import ReferenceYoloLoss
 
-__all__ = ["TrainVariant", "make_batch", "run_train_benchmark", "train_variants"]
+__all__ = ["TrainVariant", "as_port", "make_batch", "run_train_benchmark", "train_variants"]
 
 
 def make_batch(batch: int = 8, img_size: int = 416, num_classes: int = 10, boxes_per_image: int = 6, seed: int = 0):
@@ -69,6 +72,25 @@ def _sgd(model: nn.Module) -> torch.optim.Optimizer:
 def _our_sgd(model: nn.Module) -> torch.optim.Optimizer:
     """The trainer's SGD at the reference's settings."""
     return build_optimizer(model, "sgd", lr=1e-4, momentum=0.937, weight_decay=5e-4)
+
+
+def _port_csp_stage(stage: CSPTinyBlock, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A CSP stage as the port computes it: the route's half taken with ``torch.split(...)[1]``, the stage's
+    output concatenated whole, then pooled (our block's values, by other operations)."""
+    x = stage.conv1(x)
+    route = x
+    x = stage.conv2(torch.split(x, x.shape[1] // 2, dim=1)[1])
+    feat = stage.conv4(torch.cat([stage.conv3(x), x], dim=1))
+    return stage.pool(torch.cat([route, feat], dim=1)), feat
+
+
+def as_port(model: nn.Module) -> nn.Module:
+    """``model`` with its CSP stages computed the port's way (:func:`_port_csp_stage`), for the reference step:
+    ours pools the halves apart and, in training, splits the route so that its backward is one copy."""
+    for module in model.modules():
+        if isinstance(module, CSPTinyBlock):
+            module.forward = types.MethodType(_port_csp_stage, module)
+    return model
 
 
 def _reference_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> Callable[[], float]:
@@ -169,7 +191,7 @@ def train_variants(model: nn.Module, images: torch.Tensor, targets: torch.Tensor
     fresh = lambda: copy.deepcopy(model).train().to(images.device)  # noqa: E731 - each trains its own copy
     amp, name = _mixed_precision(images.device)
     variants = [
-        ("reference: fp32 eager NCHW, loop-built targets", lambda: _reference_step(fresh(), images, targets)),
+        ("reference: fp32 eager NCHW, loop-built targets", lambda: _reference_step(as_port(fresh()), images, targets)),
         ("ours: fp32 NCHW, vectorized loss", lambda: _our_step(fresh(), images, targets, None, False)),
         ("ours: fp32 channels-last", lambda: _our_step(fresh(), images, targets, None, True)),
         (f"ours: {name} NCHW", lambda: _our_step(fresh(), images, targets, amp, False)),

@@ -1091,6 +1091,25 @@ def test_reference_loss_assigns_like_darknet():
     assert torch.isfinite(loss) and loss > 0
 
 
+def test_the_reference_steps_csp_stages_compute_ours_the_ports_way():
+    """The reference step's model (as_port: split, concatenate, pool) trains the same function as ours."""
+    from benchmarks.train_step import as_port
+
+    torch.manual_seed(0)
+    ours = build_model(2, 3).double().train()
+    port = as_port(copy.deepcopy(ours))
+    x = torch.rand(2, 3, 64, 64, dtype=torch.float64)
+    grads = []
+    for model in (ours, port):
+        outputs = model(x)
+        sum(o.square().sum() for o in outputs).backward()
+        grads.append([p.grad for p in model.parameters()] + [o.detach() for o in outputs])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    stages = [port.backbone.stage1, port.backbone.stage2, port.backbone.stage3]
+    assert all(stage.forward.__func__.__name__ == "_port_csp_stage" for stage in stages)
+
+
 def test_train_benchmark_runs(tmp_path):
     from benchmarks.train_step import run_train_benchmark
 
