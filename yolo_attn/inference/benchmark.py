@@ -376,8 +376,9 @@ def time_variants(
                         v.backend.run_uint8(pixels)
                         rows[v.name].uint8_ms.append((time.perf_counter() - start) * 1000.0)
                     if batch == 1 and v.name in detectors and v.workers == 1:
-                        # as many frames as forward calls: end to end runs the uint8 graph, and a lone call
-                        # after the float ones would time a switch of graphs that a video never makes
+                        # as many frames as forward calls: end to end runs the uint8 graph of the frame's
+                        # shape, and a lone call after the others would time a switch of graphs that a video
+                        # never makes
                         for _ in range(calls):
                             start = time.perf_counter()
                             detectors[v.name].predict([frame], bgr=True)
