@@ -244,6 +244,39 @@ def test_torch_threads_are_restored():
     assert torch.get_num_threads() == before
 
 
+def test_run_uint8_converts_on_one_torch_thread_for_a_runtime_with_its_own_pool(monkeypatch):
+    """The default uint8 path (ONNX Runtime's, OpenCV's) converts with torch held at one thread: its woken OpenMP
+    workers would spin on and take the runtime's cores. Backends on torch's own pool keep its threads."""
+    from yolo_attn.inference.backends import Backend
+
+    class Recording(Backend):
+        name, precisions, torch_pool = "recording", ("fp32",), False
+
+        def __call__(self, batch):
+            self.got = batch
+            return [batch]
+
+    threads_while_converting = []
+    from_numpy = torch.from_numpy
+
+    def recording_from_numpy(array):
+        threads_while_converting.append(torch.get_num_threads())
+        return from_numpy(array)
+
+    monkeypatch.setattr(torch, "from_numpy", recording_from_numpy)
+    pixels = np.arange(2 * 4 * 6 * 3, dtype=np.uint8).reshape(2, 4, 6, 3)
+    with torch_threads(2):
+        own_pool = Recording()
+        own_pool.run_uint8(pixels)
+        torch_pool = Recording()
+        torch_pool.torch_pool = True
+        torch_pool.run_uint8(pixels)
+        assert torch.get_num_threads() == 2
+    assert threads_while_converting == [1, 2]
+    expected = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
+    assert torch.equal(own_pool.got, expected) and own_pool.got.is_contiguous()
+
+
 # Allocates, touches and frees a 64 MiB tensor seven times in a fresh process and prints the page faults of the
 # last five (glibc settles in the first two); YOLO_ATTN_MALLOC decides whether keep_freed_memory() applies
 # (a per-process setting).
