@@ -345,8 +345,8 @@ def time_variants(
         with torch.inference_mode():
             for v in list(live):
                 # a dynamic OpenVINO model compiles a graph fixed to a shape after STATIC_AFTER calls of it
-                # (with room for each batch size and the end-to-end input): warm up past that, so the timed
-                # calls see the graph a long run uses
+                # (with room for each batch size, float and uint8, and the end-to-end input): warm up past that,
+                # so the timed calls see the graph a long run uses
                 settle = warmup
                 if getattr(v.backend, "_dynamic", False):
                     v.backend.MAX_STATIC = max(v.backend.MAX_STATIC, 2 * len(batches) + 1)
@@ -354,8 +354,9 @@ def time_variants(
                 try:
                     for _ in range(settle):
                         v.forward(x)
-                    for _ in range(settle if _from_uint8(v) else 0):
-                        v.backend.run_uint8(pixels)
+                    if _from_uint8(v):
+                        for _ in range(settle):
+                            v.backend.run_uint8(pixels)
                 except Exception as e:  # built but cannot run this model (OpenCV 5's DNN on our ONNX graph)
                     v.error = f"batch {batch}: {str(e).strip().splitlines()[-1][:200]}"
                     log(f"  {v.name} skipped: {v.error}")
@@ -367,25 +368,25 @@ def time_variants(
                         detectors[v.name].predict([frame], bgr=True)
             for _ in range(rounds):
                 for v in live:
-                    for _ in range(calls):
-                        start = time.perf_counter()
-                        v.forward(x)
-                        rows[v.name].times_ms.append((time.perf_counter() - start) * 1000.0)
-                    for _ in range(calls if _from_uint8(v) else 0):
-                        start = time.perf_counter()
-                        v.backend.run_uint8(pixels)
-                        rows[v.name].uint8_ms.append((time.perf_counter() - start) * 1000.0)
+                    _time_calls(lambda: v.forward(x), calls, rows[v.name].times_ms)
+                    if _from_uint8(v):
+                        _time_calls(lambda: v.backend.run_uint8(pixels), calls, rows[v.name].uint8_ms)
                     if batch == 1 and v.name in detectors and v.workers == 1:
                         # as many frames as forward calls: end to end runs the uint8 graph of the frame's
                         # shape, and a lone call after the others would time a switch of graphs that a video
                         # never makes
-                        for _ in range(calls):
-                            start = time.perf_counter()
-                            detectors[v.name].predict([frame], bgr=True)
-                            rows[v.name].e2e_ms.append((time.perf_counter() - start) * 1000.0)
+                        _time_calls(lambda: detectors[v.name].predict([frame], bgr=True), calls, rows[v.name].e2e_ms)
         results.extend(rows[v.name] for v in live)
     results.extend(Result(v.name, v.group, v.precision, 0, error=v.error) for v in variants if v.error)
     return results
+
+
+def _time_calls(call: Callable[[], Any], count: int, into: List[float]) -> None:
+    """``call`` run ``count`` times, each call's milliseconds appended to ``into``."""
+    for _ in range(count):
+        start = time.perf_counter()
+        call()
+        into.append((time.perf_counter() - start) * 1000.0)
 
 
 def _from_uint8(v: Variant) -> bool:

@@ -34,7 +34,7 @@ from ..models.tta import DEFAULT_FLIPS, DEFAULT_SCALES, augmented_decode, check_
 from ..models.yolo import STRIDES, check_input_size
 from ..utils.checkpoint import meta_input_shape, meta_nms, meta_resize, missing_weights_message, warn_names_unused
 from ..utils.device import resolve_device
-from .backends import Backend, last_line, create_backend
+from .backends import Backend, create_backend, last_line
 from .fastproc import decode_nms, letterbox_batch
 from .hardware import AutoChoice, auto_choice, export_for, keep_freed_memory, torch_threads
 
