@@ -990,6 +990,26 @@ def test_benchmark_times_variants_and_writes_csv(tmp_path):
     assert len(lines) == len(results) + 2
 
 
+def test_benchmark_times_a_turn_after_its_settling_calls():
+    """A variant's turn starts untimed: the slow first call after another variant is not among the timed."""
+    from yolo_attn.inference.benchmark import _time_calls
+
+    started = []
+
+    def call():  # the first call is slow, as a variant's first after another's
+        started.append(time.perf_counter())
+        if len(started) == 1:
+            time.sleep(0.05)
+
+    timed = []
+    _time_calls(call, 3, timed, settle_s=0.01)
+    assert len(started) == 4 and len(timed) == 3 and max(timed) < 50  # the slow call settled it, untimed
+    started.clear()
+    timed.clear()
+    _time_calls(call, 3, timed)  # no settling: the slow call is the first timed one
+    assert len(started) == 3 and timed[0] >= 50 > max(timed[1:])
+
+
 def test_benchmark_reports_a_variant_that_fails_to_run_and_times_the_rest():
     from yolo_attn.inference.benchmark import Variant, build_variants, time_variants
     from yolo_attn.utils.checkpoint import make_meta

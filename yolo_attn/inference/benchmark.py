@@ -10,7 +10,9 @@ letterboxed inputs:
   quantizer out of the graph);
 - end to end: a 1280x720 BGR frame in (already decoded), final boxes out: letterbox, forward, decode, NMS;
 - warm-up first, then rounds that visit every variant in turn (so load from other processes spreads over
-  all of them), and medians with min-max over every timed call;
+  all of them), and medians with min-max over every timed call. Each turn starts with untimed calls (for
+  :data:`SETTLE_S`, at least one), so the timed ones see the variant as a long run of it does, not in the
+  wake of the variant before;
 - achieved GFLOP/s (the model's FLOPs per image, Darknet's count, over the median time) and the speed-up over
   the plain fp32 eager baseline (the model as built: BN not folded, NCHW, fp32);
 - with a dataset, mAP@0.5 on its val split per variant and the change against the baseline.
@@ -65,6 +67,11 @@ __all__ = [
 ]
 
 BACKEND_GROUPS = ("torch", "compile", "onnxruntime", "openvino", "opencv")
+# Untimed seconds at the start of each variant's turn in a round. A call right after another variant runs
+# slow, and the next few calls too: OpenVINO bf16 at 416 on 2 AMX cores, after 8 calls of a PyTorch fp32
+# convolution stack, took 6.8, 4.7, 4.2, 4.1, 4.0 ... ms (medians of 20 such turns), and 3.8-3.9 from about the
+# tenth call (40 ms in), as in a run of it alone.
+SETTLE_S = 0.05
 Log = Callable[[str], None]
 Size = Union[int, Tuple[int, int]]  # an input side, or (height, width)
 
@@ -322,10 +329,12 @@ def time_variants(
     warmup: int = 3,
     frame: Optional[np.ndarray] = None,
     log: Log = print,
+    settle_s: float = SETTLE_S,
 ) -> List[Result]:
     """Time every variant at every batch size in interleaved rounds, on ``images`` (RGB, cycled to the batch)
     fitted to the input as the weights' Detector does; end to end at batch 1 on ``frame`` (a BGR image; a
-    1280x720 test frame by default)."""
+    1280x720 test frame by default). Each turn of a variant in a round runs untimed for ``settle_s`` seconds
+    (at least one call) before its timed calls."""
     frame = frame if frame is not None else _test_frame()
     results: List[Result] = []
     for v in variants:
@@ -368,21 +377,27 @@ def time_variants(
                         detectors[v.name].predict([frame], bgr=True)
             for _ in range(rounds):
                 for v in live:
-                    _time_calls(lambda: v.forward(x), calls, rows[v.name].times_ms)
+                    _time_calls(lambda: v.forward(x), calls, rows[v.name].times_ms, settle_s)
                     if _from_uint8(v):
-                        _time_calls(lambda: v.backend.run_uint8(pixels), calls, rows[v.name].uint8_ms)
+                        _time_calls(lambda: v.backend.run_uint8(pixels), calls, rows[v.name].uint8_ms, settle_s)
                     if batch == 1 and v.name in detectors and v.workers == 1:
-                        # as many frames as forward calls: end to end runs the uint8 graph of the frame's
-                        # shape, and a lone call after the others would time a switch of graphs that a video
-                        # never makes
-                        _time_calls(lambda: detectors[v.name].predict([frame], bgr=True), calls, rows[v.name].e2e_ms)
+                        # end to end runs the uint8 graph of the frame's shape: the settling calls take the
+                        # switch of graphs that a video never makes
+                        _time_calls(lambda: detectors[v.name].predict([frame], bgr=True), calls, rows[v.name].e2e_ms,
+                                    settle_s)
         results.extend(rows[v.name] for v in live)
     results.extend(Result(v.name, v.group, v.precision, 0, error=v.error) for v in variants if v.error)
     return results
 
 
-def _time_calls(call: Callable[[], Any], count: int, into: List[float]) -> None:
-    """``call`` run ``count`` times, each call's milliseconds appended to ``into``."""
+def _time_calls(call: Callable[[], Any], count: int, into: List[float], settle_s: float = 0.0) -> None:
+    """``call`` run untimed for ``settle_s`` seconds (at least once when positive), then ``count`` times, each
+    timed call's milliseconds appended to ``into``."""
+    if settle_s > 0:
+        end = time.perf_counter() + settle_s
+        call()
+        while time.perf_counter() < end:
+            call()
     for _ in range(count):
         start = time.perf_counter()
         call()
