@@ -131,6 +131,46 @@ def test_cbam_formula_avg_and_max_through_one_mlp_then_spatial(kernel_size):
     assert not torch.allclose(gate, torch.sigmoid(2 * mlp(avg))[:, :, None, None], atol=1e-3)
 
 
+@pytest.mark.parametrize("name", ["se", "cbam", "eca", "ca"])
+def test_training_means_give_the_same_values_and_gradients_as_mean(name, monkeypatch):
+    """In training the blocks average through _train_mean, whose backward differs from mean's only in layout."""
+    import yolo_attn.models.attention as attention
+
+    torch.manual_seed(4)
+    block = build_attention(name, 32).double().train()
+    x = torch.randn(2, 32, 9, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(2, 32, 9, 6, dtype=torch.float64)
+
+    def output_and_gradient():
+        inp = x.clone().requires_grad_()
+        out = block(inp)
+        (out * weight).sum().backward()
+        return out.detach(), inp.grad
+
+    out, grad = output_and_gradient()
+    calls = []
+    monkeypatch.setattr(attention, "_train_mean", lambda t, dims: calls.append(dims) or t.mean(dim=dims, keepdim=True))
+    plain_out, plain_grad = output_and_gradient()
+    assert calls  # the block averages through it in training
+    torch.testing.assert_close(out, plain_out, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, plain_grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dims", [(2, 3), (1,), (2,), (3,)])
+def test_training_mean_passes_back_an_expanded_view(dims):
+    """mean's backward writes a dense NCHW gradient, slow to add to a channels-last one; _train_mean's
+    backward hands back the gradient over the averaged dimensions as a view (stride 0 there)."""
+    from yolo_attn.models.attention import _train_mean
+
+    x = torch.randn(2, 16, 5, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+    inner = x * 1  # a non-leaf: its hook sees the gradient as it arrives
+    seen = []
+    inner.register_hook(lambda g: seen.append(g))
+    _train_mean(inner, dims).sum().backward()
+    assert all(seen[0].stride(d) == 0 for d in dims)
+    torch.testing.assert_close(x.grad, torch.full_like(x, 1 / math.prod(x.shape[d] for d in dims)))
+
+
 def test_cbam_rejects_other_spatial_kernels():
     with pytest.raises(ValueError, match="3 or 7"):
         CBAM(64, kernel_size=5)
@@ -274,7 +314,6 @@ def test_gc_starts_as_identity_and_loads_checkpoints_without_the_last_bias():
         delta = block(x) - x
         torch.testing.assert_close(loaded(x), block(x))
     assert delta.abs().max() > 0
-
 
 
 @pytest.mark.parametrize("phi", [1, 2])
