@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from yolo_attn.models.attention import (
     ATTENTION_BY_PHI,
@@ -258,6 +259,45 @@ def test_gc_formula():
         torch.testing.assert_close(block(x), x + delta[:, :, None, None])
     torch.testing.assert_close(block.gates["spatial"], weights.reshape(b, 1, h, w))
     torch.testing.assert_close(block.gates["context"], delta[:, :, None, None])
+    with torch.no_grad():  # channels-last input: pooled through the other view of x
+        torch.testing.assert_close(block(x.contiguous(memory_format=torch.channels_last)), x + delta[:, :, None, None])
+
+
+class _MixedLayoutAdds(TorchDispatchMode):
+    """Counts additions of a channels-last tensor and an NCHW one (both dense, 4-D): slow on a CPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor):
+            dense = [a for a in args if isinstance(a, torch.Tensor) and a.dim() == 4 and 0 not in a.stride()]
+            channels_last = {a.is_contiguous(memory_format=torch.channels_last) for a in dense}
+            self.count += channels_last == {True, False}
+        return func(*args, **(kwargs or {}))
+
+
+def _mixed_layout_adds(block: nn.Module) -> int:
+    x = torch.randn(2, 16, 5, 3, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    out = block(x.requires_grad_())
+    with _MixedLayoutAdds() as adds:
+        out.backward(torch.randn_like(out))
+    return adds.count
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_training_backward_adds_no_gradients_of_mixed_layouts(name, monkeypatch):
+    """A channels-last block in training hands back gradients that add up in one layout (mean's backward and
+    GC's pooling through x as (B, C, HW) gave NCHW ones)."""
+    import yolo_attn.models.attention as attention
+
+    torch.manual_seed(7)
+    block = build_attention(name, 16).double().train().to(memory_format=torch.channels_last)
+    assert _mixed_layout_adds(block) == 0
+    if name == "cbam":  # the check sees the slow case: with mean's own backward
+        monkeypatch.setattr(attention, "_train_mean", lambda t, dims: t.mean(dim=dims, keepdim=True))
+        assert _mixed_layout_adds(block) > 0
 
 
 @pytest.mark.parametrize("phi, cls", [(1, SqueezeExcite), (2, CBAM), (3, ECA), (4, CoordAtt), (5, GlobalContext)])

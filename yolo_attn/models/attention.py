@@ -275,7 +275,13 @@ class GlobalContext(_Attention):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         weights = torch.softmax(self.conv_mask(x).reshape(b, 1, h * w), dim=-1)  # (B, 1, HW)
-        context = torch.bmm(x.reshape(b, c, h * w), weights.transpose(1, 2))  # (B, C, 1)
+        if x.is_contiguous(memory_format=torch.channels_last):
+            # x as (B, HW, C) is a view here, where (B, C, HW) would be a copy, whose gradient in NCHW order
+            # is then added slowly to the residual's channels-last one (bf16 forward + backward at 8x256x26x26:
+            # 3.7 -> 2.9 ms)
+            context = torch.bmm(weights, x.permute(0, 2, 3, 1).reshape(b, h * w, c)).transpose(1, 2)  # (B, C, 1)
+        else:
+            context = torch.bmm(x.reshape(b, c, h * w), weights.transpose(1, 2))  # (B, C, 1)
         delta = self.transform(context[..., None])
         self._keep(spatial=weights.reshape(b, 1, h, w), context=delta)
         return x + delta
