@@ -218,21 +218,24 @@ def test_fuse_gives_the_same_outputs(phi):
         assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 
-def test_csp_block_trains_through_a_split_and_infers_through_darknets_slice_alike():
-    """Training runs the CSP route as views of one split (a cheaper backward), inference as Darknet's slice
-    (which exports keep): the same outputs and the same gradients."""
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("uses", ["both", "feature only"])
+def test_csp_block_trains_through_one_pool_and_route_and_infers_through_darknets_slice_alike(layout, uses):
+    """Training runs the pooling and the route as one function with one backward (_PoolAndRoute), inference
+    as Darknet's slice (which exports keep): the same outputs and the same gradients, also when the stage's
+    pooled output goes unused (its gradient is None there)."""
     from yolo_attn.models.backbone import CSPTinyBlock
 
     torch.manual_seed(0)
-    block = CSPTinyBlock(16).double().eval()  # BN on its running statistics in both runs
-    x = torch.randn(2, 16, 12, 12, dtype=torch.float64)
+    block = CSPTinyBlock(16).double().eval().to(memory_format=layout)  # BN on its running statistics in both runs
+    x = torch.randn(2, 16, 12, 12, dtype=torch.float64).contiguous(memory_format=layout)
     runs = []
     for training in (False, True):
         block.training = training  # the block's own formulation only: its BNs stay in eval mode
         block.zero_grad()
         inp = x.clone().requires_grad_(True)
         out, feat = block(inp)
-        (out.square().sum() + feat.sum()).backward()
+        (feat.sum() if uses == "feature only" else out.square().sum() + feat.sum()).backward()
         runs.append([out.detach(), feat.detach(), inp.grad, block.conv1.conv.weight.grad.clone()])
     for inference, training in zip(*runs):
         torch.testing.assert_close(training, inference, rtol=1e-12, atol=1e-12)
