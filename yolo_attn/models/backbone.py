@@ -6,6 +6,7 @@ from typing import Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from .common import ConvBNAct
 
@@ -31,6 +32,7 @@ class _PoolAndRoute(torch.autograd.Function):
         return pooled, x[:, x.shape[1] // 2 :].clone(memory_format=torch.preserve_format)
 
     @staticmethod
+    @once_differentiable  # the pooling's backward kernel has no derivative of its own
     def backward(ctx, grad_pooled: torch.Tensor, grad_route: torch.Tensor) -> torch.Tensor:
         x, indices = ctx.saved_tensors
         if grad_pooled is None:
