@@ -86,7 +86,8 @@ def _port_csp_stage(stage: CSPTinyBlock, x: torch.Tensor) -> Tuple[torch.Tensor,
 
 def as_port(model: nn.Module) -> nn.Module:
     """``model`` with its CSP stages computed the port's way (:func:`_port_csp_stage`), for the reference step:
-    ours pools the halves apart and, in training, splits the route so that its backward is one copy."""
+    ours pools its route and its feature apart and, in training, pools and takes the route in one function with
+    one backward (``yolo_attn.models.backbone._PoolAndRoute``)."""
     for module in model.modules():
         if isinstance(module, CSPTinyBlock):
             module.forward = types.MethodType(_port_csp_stage, module)
