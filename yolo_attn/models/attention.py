@@ -93,6 +93,11 @@ def _train_mean(x: torch.Tensor, dims: Tuple[int, ...]) -> torch.Tensor:
     return _MeanFunction.apply(x, dims)
 
 
+def _mean(x: torch.Tensor, dims: Tuple[int, ...], training: bool) -> torch.Tensor:
+    """``x.mean(dims, keepdim=True)``, through :func:`_train_mean` in training."""
+    return _train_mean(x, dims) if training else x.mean(dim=dims, keepdim=True)
+
+
 def _channel_means(x: torch.Tensor, training: bool) -> torch.Tensor:
     """x averaged over height and width: (B, C)."""
     return _train_mean(x, (2, 3))[:, :, 0, 0] if training else x.mean(dim=(2, 3))
@@ -153,8 +158,7 @@ class SpatialAttention(nn.Module):
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = _train_mean(x, (1,)) if self.training else x.mean(dim=1, keepdim=True)
-        pooled = torch.cat([mean, x.amax(dim=1, keepdim=True)], dim=1)
+        pooled = torch.cat([_mean(x, (1,), self.training), x.amax(dim=1, keepdim=True)], dim=1)
         return torch.sigmoid(self.conv(pooled))
 
 
@@ -231,9 +235,8 @@ class CoordAtt(_Attention):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2:]
-        mean = _train_mean if self.training else lambda t, dims: t.mean(dim=dims, keepdim=True)
-        pooled_h = mean(x, (3,))  # (B, C, H, 1)
-        pooled_w = mean(x, (2,)).transpose(2, 3)  # (B, C, W, 1)
+        pooled_h = _mean(x, (3,), self.training)  # (B, C, H, 1)
+        pooled_w = _mean(x, (2,), self.training).transpose(2, 3)  # (B, C, W, 1)
         y = self.act(self.bn(self.conv(torch.cat([pooled_h, pooled_w], dim=2))))
         y_h, y_w = torch.split(y, [h, w], dim=2)
         gate_h = torch.sigmoid(self.conv_h(y_h))  # (B, C, H, 1)
